@@ -1,0 +1,5 @@
+"""Allow ``python -m hubkit``."""
+
+from hubkit.cli import main
+
+main()

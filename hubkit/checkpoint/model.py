@@ -1,0 +1,90 @@
+"""The one in-memory description of a checkpoint: files, parsed configs, index and tensor table."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+import msgspec
+
+from hubkit.checkpoint.safetensors_header import ShardHeader, TensorInfo
+from hubkit.checkpoint.source import CheckpointSource, FileEntry
+
+CONFIG = "config.json"
+QUANT_CONFIG = "hf_quant_config.json"
+GENERATION_CONFIG = "generation_config.json"
+TOKENIZER_CONFIG = "tokenizer_config.json"
+INDEX = "model.safetensors.index.json"
+JSON_FILES = (CONFIG, QUANT_CONFIG, GENERATION_CONFIG, TOKENIZER_CONFIG, INDEX)
+
+#: hubkit's own record folder inside a checkpoint: expected, never validated, never uploaded.
+RECORD_DIR = ".hubkit"
+
+
+@dataclass(slots=True)
+class JsonDocument:
+    """A parsed JSON file, or why it could not be parsed."""
+
+    path: str
+    data: Any = None
+    error: str | None = None
+
+
+@dataclass
+class Checkpoint:
+    """A checkpoint folder (local or on the Hub) as hubkit sees it."""
+
+    source: CheckpointSource
+    files: dict[str, FileEntry]
+    documents: dict[str, JsonDocument]
+    shards: dict[str, ShardHeader]
+    tensors: dict[str, TensorInfo] = field(default_factory=dict)
+    #: tensor name -> every shard that declares it, for names declared more than once
+    duplicate_tensors: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def location(self) -> str:
+        return self.source.location
+
+    def document(self, name: str) -> dict[str, Any] | None:
+        """The parsed JSON object of ``name``, or None when missing or unreadable."""
+        doc = self.documents.get(name)
+        return doc.data if doc is not None and isinstance(doc.data, dict) else None
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.document(CONFIG) or {}
+
+    @property
+    def text_config(self) -> dict[str, Any]:
+        """The language model's config: ``text_config`` for wrapped VLMs, else the config itself."""
+        inner = self.config.get("text_config")
+        return inner if isinstance(inner, dict) else self.config
+
+    @property
+    def quant_config(self) -> dict[str, Any] | None:
+        return self.document(QUANT_CONFIG)
+
+    @property
+    def exclude_modules(self) -> list[str] | None:
+        """The exclusion list of ``hf_quant_config.json``, or ``quantization_config.ignore``."""
+        quant = (self.quant_config or {}).get("quantization")
+        if isinstance(quant, dict) and isinstance(quant.get("exclude_modules"), list):
+            return [str(p) for p in quant["exclude_modules"]]
+        block = self.config.get("quantization_config")
+        if isinstance(block, dict) and isinstance(block.get("ignore"), list):
+            return [str(p) for p in block["ignore"]]
+        return None
+
+    @cached_property
+    def total_tensor_bytes(self) -> int:
+        return sum(t.nbytes for t in self.tensors.values())
+
+
+def parse_json_document(path: str, raw: bytes) -> JsonDocument:
+    """Parse ``raw`` as JSON, keeping the error text instead of raising."""
+    try:
+        return JsonDocument(path, msgspec.json.decode(raw))
+    except msgspec.DecodeError as exc:
+        return JsonDocument(path, error=f"not valid JSON: {exc}")

@@ -1,0 +1,28 @@
+"""Errors a user can cause, and the exit codes every hubkit command shares."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """Process exit codes, identical for every hubkit command."""
+
+    OK = 0
+    ARTIFACT_FAILED = 1
+    USER_ERROR = 2
+    INTERNAL_ERROR = 3
+    INTERRUPTED = 130
+
+
+class HubkitError(Exception):
+    """A problem with the user's input or environment: printed as one line, exit code 2.
+
+    The message must say what to do about it and must never contain a secret.
+    """
+
+    exit_code = ExitCode.USER_ERROR
+
+
+class NotAvailableError(HubkitError):
+    """A feature that this build of hubkit cannot serve yet (for example a Hub reference)."""

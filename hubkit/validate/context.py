@@ -1,0 +1,145 @@
+"""What the checks see: the checkpoint, its profile, an optional reference and base, and shared derivations."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+import msgspec
+
+from hubkit.checkpoint.model import CONFIG, QUANT_CONFIG, Checkpoint
+from hubkit.checkpoint.modules import NVFP4_SCALES, ModuleTable
+from hubkit.checkpoint.source import HUB_SCHEME
+from hubkit.errors import HubkitError, NotAvailableError
+from hubkit.validate.exclusions import ExclusionReading, ModuleMatcher, read_exclusions
+from hubkit.validate.profiles import Profile
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The parts of a reference release the validator compares against: exclusions and quant settings."""
+
+    name: str
+    exclude_modules: list[str]
+    settings: dict[str, Any]
+
+
+def load_reference(ref: str) -> Reference:
+    """Read a reference: a checkpoint folder, or its ``hf_quant_config.json`` / ``config.json``."""
+    if ref.startswith(HUB_SCHEME):
+        raise NotAvailableError(
+            f"cannot read reference {ref}: Hub references need hubkit's remote reader, which this version "
+            "lacks; pass the reference's hf_quant_config.json or folder instead"
+        )
+    path = Path(ref)
+    if path.is_dir():
+        path = path / QUANT_CONFIG if (path / QUANT_CONFIG).is_file() else path / CONFIG
+    try:
+        data = msgspec.json.decode(path.read_bytes())
+    except (OSError, msgspec.DecodeError) as exc:
+        raise HubkitError(f"cannot read reference {ref} ({exc}); pass a folder or hf_quant_config.json") from exc
+    if isinstance(data, dict) and isinstance(data.get("quantization"), dict):
+        quant = data["quantization"]
+        patterns = quant.get("exclude_modules")
+        settings = {k: quant.get(k) for k in ("quant_algo", "kv_cache_quant_algo", "group_size")}
+    elif isinstance(data, dict) and isinstance(data.get("quantization_config"), dict):
+        block = data["quantization_config"]
+        patterns = block.get("ignore")
+        settings = {"quant_algo": block.get("quant_algo"), "group_size": _config_group_size(block)}
+    else:
+        raise HubkitError(f"reference {ref} holds no modelopt quantization config; pass hf_quant_config.json")
+    if not isinstance(patterns, list):
+        raise HubkitError(f"reference {ref} has no exclusion list; pass its hf_quant_config.json")
+    return Reference(ref, [str(p) for p in patterns], settings)
+
+
+def _config_group_size(block: dict[str, Any]) -> Any:
+    groups = block.get("config_groups")
+    if isinstance(groups, dict):
+        for group in groups.values():
+            if isinstance(group, dict) and isinstance(group.get("weights"), dict):
+                return group["weights"].get("group_size")
+    return None
+
+
+@dataclass
+class Context:
+    checkpoint: Checkpoint
+    profile: Profile
+    reference: Reference | None = None
+    base: Checkpoint | None = None
+    deep: bool = False
+    workers: int = 4
+    progress: bool = False
+    available: frozenset[str] = field(init=False)
+    _memo: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        extras = {"base": self.base is not None, "reference": self.reference is not None, "deep": self.deep}
+        self.available = frozenset(k for k, on in extras.items() if on)
+
+    def memo(self, key: str, compute: Callable[[], T]) -> T:
+        """Compute a value shared by several checks once per run."""
+        if key not in self._memo:
+            self._memo[key] = compute()
+        return cast(T, self._memo[key])
+
+    @cached_property
+    def modules(self) -> ModuleTable:
+        return ModuleTable.from_checkpoint(self.checkpoint)
+
+    @cached_property
+    def matcher(self) -> ModuleMatcher:
+        return ModuleMatcher(self.modules.names)
+
+    @cached_property
+    def exclusions(self) -> ExclusionReading | None:
+        """The checkpoint's own exclusion list, expanded; None when it has none."""
+        patterns = self.checkpoint.exclude_modules
+        return None if patterns is None else read_exclusions(self.matcher, patterns)
+
+    @cached_property
+    def reference_exclusions(self) -> ExclusionReading | None:
+        return None if self.reference is None else read_exclusions(self.matcher, self.reference.exclude_modules)
+
+    @cached_property
+    def _classes(self) -> tuple[list[int], frozenset[int], frozenset[int]]:
+        """One pass over the modules: engine-quantizable Linears, NVFP4 modules, never-quantized modules."""
+        table = self.modules.modules
+        never = self.profile.never_quantized_pattern
+        linear: list[int] = []
+        quantized: set[int] = set()
+        never_set: set[int] = set()
+        for i, name in enumerate(self.modules.names):
+            tensors = table[name]
+            weight = tensors.get("weight")
+            is_quantized = (weight is not None and weight.dtype == "U8") or any(s in tensors for s in NVFP4_SCALES)
+            if is_quantized:
+                quantized.add(i)
+            if weight is None or not (is_quantized or len(weight.dims) == 2):
+                continue
+            if never is not None and never.fullmatch(name):
+                never_set.add(i)
+            else:
+                linear.append(i)
+        return linear, frozenset(quantized), frozenset(never_set)
+
+    @property
+    def linear_modules(self) -> list[int]:
+        """Indices (into ``modules.names``) of the Linears an engine could quantize."""
+        return self._classes[0]
+
+    @property
+    def quantized_modules(self) -> frozenset[int]:
+        """Indices of the modules stored as NVFP4."""
+        return self._classes[1]
+
+    @property
+    def never_quantized_modules(self) -> frozenset[int]:
+        """Indices of Linears that engines never quantize (router, embeddings, vision tower, ...)."""
+        return self._classes[2]

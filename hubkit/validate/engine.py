@@ -1,0 +1,178 @@
+"""The validation engine: findings, severities, the registry of checks with stable codes, and the runner."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TYPE_CHECKING
+
+from hubkit.errors import HubkitError
+
+if TYPE_CHECKING:
+    from hubkit.validate.context import Context
+
+
+class Severity(StrEnum):
+    ERROR = "error"
+    WARNING = "warning"
+    INFO = "info"
+
+    @property
+    def rank(self) -> int:
+        return {"error": 0, "warning": 1, "info": 2}[self.value]
+
+
+#: Family digit -> family name; the first digit of a code is its family.
+FAMILIES = {
+    "1": "files",
+    "2": "safetensors",
+    "3": "index",
+    "4": "quant-config",
+    "5": "exclusions",
+    "6": "tensors",
+    "7": "numerics",
+    "8": "security",
+    "9": "card",
+}
+
+#: Codes that were used once and must never be given to another check.
+RETIRED_CODES: frozenset[str] = frozenset()
+
+CODE_PATTERN = re.compile(r"HK[1-9]\d\d")
+
+
+@dataclass(frozen=True, slots=True)
+class Issue:
+    """What a check reports; the runner adds the check's code and severity."""
+
+    message: str
+    file: str | None = None
+    tensor: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    code: str
+    severity: Severity
+    check: str
+    message: str
+    file: str | None = None
+    tensor: str | None = None
+
+    @property
+    def family(self) -> str:
+        return FAMILIES[self.code[2]]
+
+
+CheckFunction = Callable[["Context"], Iterable[Issue]]
+
+
+@dataclass(frozen=True)
+class Check:
+    """One registered check: a stable code, a severity, a short name and its what/why text."""
+
+    code: str
+    name: str
+    severity: Severity
+    what: str
+    why: str
+    run: CheckFunction
+    needs: frozenset[str] = field(default_factory=frozenset)  # "base", "reference", "deep"
+
+    @property
+    def family(self) -> str:
+        return FAMILIES[self.code[2]]
+
+    def explain(self) -> str:
+        return (
+            f"{self.code} {self.name} ({self.severity.value}, family {self.family})\n\n"
+            f"What it does\n  {self.what}\n\nWhy it matters\n  {self.why}\n"
+        )
+
+
+REGISTRY: dict[str, Check] = {}
+
+
+def check(
+    code: str, name: str, severity: Severity, *, what: str, why: str, needs: Iterable[str] = ()
+) -> Callable[[CheckFunction], CheckFunction]:
+    """Register a check; a duplicate or retired code fails at import, never at run time."""
+
+    def register(function: CheckFunction) -> CheckFunction:
+        if not CODE_PATTERN.fullmatch(code):
+            raise ValueError(f"check code {code!r} is not HK followed by three digits")
+        if code in REGISTRY or code in RETIRED_CODES:
+            raise ValueError(f"check code {code} is already taken or retired")
+        REGISTRY[code] = Check(code, name, severity, what, why, function, frozenset(needs))
+        return function
+
+    return register
+
+
+def all_checks() -> list[Check]:
+    """Every registered check, sorted by code."""
+    import hubkit.validate.rules  # noqa: F401  (registers the checks)
+
+    return [REGISTRY[code] for code in sorted(REGISTRY)]
+
+
+def parse_code_list(text: str | None) -> list[str]:
+    """Split a ``--select``/``--ignore`` value and refuse anything that names no check."""
+    if not text:
+        return []
+    known = [c.code for c in all_checks()]
+    selectors = [part.strip().upper() for part in text.split(",") if part.strip()]
+    for selector in selectors:
+        if not re.fullmatch(r"HK\d{0,3}", selector) or not any(code.startswith(selector) for code in known):
+            raise HubkitError(f"'{selector}' names no check; run 'hubkit validate --list-checks' for the codes")
+    return selectors
+
+
+def select_checks(select: list[str], ignore: list[str]) -> list[Check]:
+    """Checks chosen by code prefixes (all when ``select`` is empty), minus the ignored ones."""
+    return [
+        c
+        for c in all_checks()
+        if (not select or any(c.code.startswith(s) for s in select)) and not any(c.code.startswith(i) for i in ignore)
+    ]
+
+
+def find_check(code: str) -> Check:
+    found = {c.code: c for c in all_checks()}.get(code.upper())
+    if found is None:
+        raise HubkitError(f"no check has the code '{code}'; run 'hubkit validate --list-checks'")
+    return found
+
+
+@dataclass
+class Report:
+    """The result of one validation run."""
+
+    path: str
+    profile: str
+    reference: str | None
+    findings: list[Finding]
+    checks_run: int
+    strict: bool = False
+
+    def count(self, severity: Severity) -> int:
+        return sum(1 for f in self.findings if f.severity is severity)
+
+    @property
+    def passed(self) -> bool:
+        failing = {Severity.ERROR, Severity.WARNING} if self.strict else {Severity.ERROR}
+        return not any(f.severity in failing for f in self.findings)
+
+
+def run_checks(context: Context, checks: list[Check]) -> Iterator[tuple[Check, list[Finding]]]:
+    """Run each applicable check; yields the check with its findings."""
+    for item in checks:
+        if not item.needs <= context.available:
+            continue
+        findings = [
+            Finding(item.code, item.severity, item.name, issue.message, issue.file, issue.tensor)
+            for issue in item.run(context)
+        ]
+        yield item, findings

@@ -1,0 +1,156 @@
+"""HK5xx: the exclusion list, read the way vLLM reads it, against the reference and the profile."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator
+
+from hubkit.checkpoint.model import QUANT_CONFIG
+from hubkit.validate.context import Context
+from hubkit.validate.engine import Issue, Severity, check
+from hubkit.validate.exclusions import group_names
+
+
+def _names(ctx: Context, indices: frozenset[int] | set[int]) -> list[str]:
+    names = ctx.modules.names
+    return [names[i] for i in sorted(indices)]
+
+
+@check(
+    "HK501", "exclusion-matches-nothing", Severity.ERROR,
+    what="Every exclusion pattern matches at least one module of the checkpoint (by vLLM's matching rules).",
+    why="A pattern that matches nothing excludes nothing: modules meant to stay BF16 get quantized by the engine "
+    "(the early Kimi-K2.5 export with 'language_model.layers.*' names broke engines this way).",
+)  # fmt: skip
+def exclusion_matches_nothing(ctx: Context) -> Iterator[Issue]:
+    reading = ctx.exclusions
+    if reading is None:
+        return
+    for pattern in reading.unmatched():
+        hint = ""
+        if pattern.startswith("language_model.layers."):
+            hint = " (legacy name: the modules are language_model.model.layers.*)"
+        yield Issue(f"exclusion '{pattern}' matches no module{hint}", QUANT_CONFIG)
+
+
+def _linear_exclusions(ctx: Context) -> tuple[set[int], set[int]] | None:
+    here, there = ctx.exclusions, ctx.reference_exclusions
+    if here is None or there is None:
+        return None
+    linear = set(ctx.linear_modules)
+    return linear & here.excluded, linear & there.excluded
+
+
+@check(
+    "HK502", "quantized-but-reference-excludes", Severity.ERROR, needs=["reference"],
+    what="No Linear is quantized under this exclusion list that the reference keeps BF16.",
+    why="It would change the precision split the release claims (e.g. the K2.5 list quantizes shared experts and "
+    "layer 0 of a K2.6-style export).",
+)  # fmt: skip
+def quantized_but_reference_excludes(ctx: Context) -> Iterator[Issue]:
+    sets = _linear_exclusions(ctx)
+    if sets is None:
+        return
+    here, there = sets
+    for line in group_names(_names(ctx, there - here)):
+        yield Issue(f"quantized here, BF16 in the reference: {line}", QUANT_CONFIG)
+
+
+@check(
+    "HK503", "excluded-but-reference-quantizes", Severity.ERROR, needs=["reference"],
+    what="No Linear is excluded (BF16) under this list that the reference quantizes.",
+    why="The release would be larger and slower than the reference it claims to match.",
+)  # fmt: skip
+def excluded_but_reference_quantizes(ctx: Context) -> Iterator[Issue]:
+    sets = _linear_exclusions(ctx)
+    if sets is None:
+        return
+    here, there = sets
+    for line in group_names(_names(ctx, here - there)):
+        yield Issue(f"BF16 here, quantized in the reference: {line}", QUANT_CONFIG)
+
+
+@check(
+    "HK504", "exclusion-wording-differs", Severity.INFO, needs=["reference"],
+    what="Reports exclusion entries that differ from the reference's but change no module's precision.",
+    why="Lists differ by modelopt version (a newer one adds embed_tokens); only the meaning matters.",
+)  # fmt: skip
+def exclusion_wording_differs(ctx: Context) -> Iterator[Issue]:
+    sets = _linear_exclusions(ctx)
+    if sets is None or sets[0] != sets[1] or ctx.reference is None or ctx.exclusions is None:
+        return
+    ours, theirs = set(ctx.exclusions.patterns), set(ctx.reference.exclude_modules)
+    if ours != theirs:
+        yield Issue(
+            f"entries only here {sorted(ours - theirs)[:5]}, only in the reference {sorted(theirs - ours)[:5]}; "
+            "the set of quantized modules is the same",
+            QUANT_CONFIG,
+        )
+
+
+@check(
+    "HK505", "profile-precision", Severity.ERROR,
+    what="Exactly the modules the profile names are NVFP4 (for kimi-k2-nvfp4: the routed experts).",
+    why="The precision split is what the release promises; anything else changes accuracy or loadability.",
+)  # fmt: skip
+def profile_precision(ctx: Context) -> Iterator[Issue]:
+    pattern = ctx.profile.quantized_pattern
+    if pattern is None:
+        return
+    names = ctx.modules.names
+    expected = {i for i in ctx.linear_modules if pattern.fullmatch(names[i])}
+    actual = set(ctx.quantized_modules)
+    for line in group_names(_names(ctx, actual - expected)):
+        yield Issue(f"NVFP4 here, BF16 in profile {ctx.profile.name}: {line}")
+    for line in group_names(_names(ctx, expected - actual)):
+        yield Issue(f"BF16 here, NVFP4 in profile {ctx.profile.name}: {line}")
+
+
+def expert_groups(ctx: Context) -> dict[str, dict[int, dict[str, int]]]:
+    """MoE block -> expert index -> projection -> module index, from the profile's expert pattern."""
+
+    def compute() -> dict[str, dict[int, dict[str, int]]]:
+        pattern = ctx.profile.expert_pattern
+        groups: dict[str, dict[int, dict[str, int]]] = defaultdict(lambda: defaultdict(dict))
+        if pattern is None:
+            return {}
+        for i, name in enumerate(ctx.modules.names):
+            if ".experts." not in name:
+                continue
+            found = pattern.fullmatch(name)
+            if found:
+                groups[found["moe"]][int(found["expert"])][found["proj"]] = i
+        return {moe: dict(experts) for moe, experts in groups.items()}
+
+    return ctx.memo("expert_groups", compute)
+
+
+@check(
+    "HK506", "fused-mixed-precision", Severity.ERROR,
+    what="Modules an engine fuses share one precision: gate/up, q_a/kv_a, q/k/v, and all experts of one MoE block.",
+    why="vLLM raises 'Detected some but not all shards ... are quantized' and refuses to load.",
+)  # fmt: skip
+def fused_mixed_precision(ctx: Context) -> Iterator[Issue]:
+    names = ctx.modules.names
+    position = {name: i for i, name in enumerate(names)}
+    excluded = ctx.exclusions.excluded if ctx.exclusions is not None else frozenset()
+    quantized = ctx.quantized_modules
+    for group in ctx.profile.fused_groups:
+        first, rest = group[0], group[1:]
+        for name in names:
+            if not name.endswith("." + first):
+                continue
+            stem = name[: -len(first)]
+            members = [position[stem + m] for m in group if stem + m in position]
+            if len(members) < 2:
+                continue
+            for label, state in (("quantized", quantized), ("excluded", excluded)):
+                if len({i in state for i in members}) > 1:
+                    which = [names[i].rsplit(".", 1)[1] for i in members if i in state]
+                    yield Issue(f"{stem}{{{','.join([first, *rest])}}}: only {', '.join(which)} {label}")
+    for moe, experts in expert_groups(ctx).items():
+        members = [i for projections in experts.values() for i in projections.values()]
+        for label, state in (("quantized", quantized), ("excluded", excluded)):
+            inside = sum(1 for i in members if i in state)
+            if 0 < inside < len(members):
+                yield Issue(f"{moe}.experts: {inside:,} of {len(members):,} expert projections {label}")

@@ -1,0 +1,137 @@
+"""HK3xx: the weight index and the shards agree tensor by tensor and byte by byte."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator
+from typing import Any
+
+from hubkit.checkpoint.model import INDEX
+from hubkit.validate.context import Context
+from hubkit.validate.engine import Issue, Severity, check
+
+
+def _index(ctx: Context) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """The index's weight_map and metadata when both are well formed."""
+    data = ctx.checkpoint.document(INDEX)
+    if data is None or not isinstance(data.get("weight_map"), dict) or not isinstance(data.get("metadata"), dict):
+        return None
+    return data["weight_map"], data["metadata"]
+
+
+def _sample(names: list[str]) -> str:
+    shown = ", ".join(sorted(names)[:3])
+    return shown + (f", … ({len(names):,} in all)" if len(names) > 3 else "")
+
+
+@check(
+    "HK301", "index-malformed", Severity.ERROR,
+    what="The index is an object with a weight_map of name -> shard and metadata.total_size.",
+    why="transformers reads index['metadata'] and index['weight_map']; a missing part fails the load.",
+)  # fmt: skip
+def index_malformed(ctx: Context) -> Iterator[Issue]:
+    data = ctx.checkpoint.document(INDEX)
+    if data is None:
+        return
+    if not isinstance(data.get("weight_map"), dict):
+        yield Issue("weight_map is missing or not an object", INDEX)
+    elif not all(isinstance(v, str) for v in data["weight_map"].values()):
+        yield Issue("weight_map values must be shard file names", INDEX)
+    metadata = data.get("metadata")
+    if not isinstance(metadata, dict):
+        yield Issue("metadata is missing; transformers needs index['metadata']", INDEX)
+    elif type(metadata.get("total_size")) is not int:
+        yield Issue("metadata.total_size is missing or not an integer", INDEX)
+
+
+@check(
+    "HK302", "indexed-tensor-missing", Severity.ERROR,
+    what="Every tensor the index lists is stored in the shard the index names.",
+    why="The loader opens the named shard and fails when the tensor is not there.",
+)  # fmt: skip
+def indexed_tensor_missing(ctx: Context) -> Iterator[Issue]:
+    parsed = _index(ctx)
+    if parsed is None:
+        return
+    weight_map = parsed[0]
+    tensors = ctx.checkpoint.tensors
+    absent: dict[str, list[str]] = defaultdict(list)
+    elsewhere: dict[str, list[str]] = defaultdict(list)
+    for name, shard in weight_map.items():
+        stored = tensors.get(name)
+        if stored is None:
+            absent[str(shard)].append(name)
+        elif stored.shard != shard and name not in ctx.checkpoint.duplicate_tensors:
+            elsewhere[str(shard)].append(name)
+    for shard, names in sorted(absent.items()):
+        yield Issue(f"{len(names):,} indexed tensors are in no shard: {_sample(names)}", shard, sorted(names)[0])
+    for shard, names in sorted(elsewhere.items()):
+        yield Issue(f"{len(names):,} tensors indexed here are stored in another shard: {_sample(names)}", shard)
+
+
+@check(
+    "HK303", "tensor-not-indexed", Severity.ERROR,
+    what="Every tensor stored in a shard is listed in the index.",
+    why="Loaders only read what the index lists: an unlisted tensor is silently dropped.",
+)  # fmt: skip
+def tensor_not_indexed(ctx: Context) -> Iterator[Issue]:
+    parsed = _index(ctx)
+    if parsed is None:
+        return
+    weight_map = parsed[0]
+    for shard in ctx.checkpoint.shards.values():
+        names = [name for name in shard.tensors if name not in weight_map]
+        if names:
+            yield Issue(f"{len(names):,} tensors are not in the index: {_sample(names)}", shard.file, sorted(names)[0])
+
+
+@check(
+    "HK304", "tensor-in-two-shards", Severity.ERROR,
+    what="No tensor is stored in more than one shard.",
+    why="Which copy loads depends on the loader; the two copies may differ.",
+)  # fmt: skip
+def tensor_in_two_shards(ctx: Context) -> Iterator[Issue]:
+    for name, shards in sorted(ctx.checkpoint.duplicate_tensors.items()):
+        yield Issue(f"stored in {len(shards)} shards: {', '.join(shards)}", shards[0], name)
+
+
+@check(
+    "HK305", "index-total-size", Severity.ERROR,
+    what="metadata.total_size equals the sum of all tensors' byte lengths.",
+    why="A wrong total signals tensors missing or added after the index was written.",
+)  # fmt: skip
+def index_total_size(ctx: Context) -> Iterator[Issue]:
+    parsed = _index(ctx)
+    if parsed is None or type(parsed[1].get("total_size")) is not int:
+        return
+    stated = parsed[1]["total_size"]
+    actual = ctx.checkpoint.total_tensor_bytes
+    if stated != actual:
+        yield Issue(f"metadata.total_size is {stated:,} but the tensors hold {actual:,} bytes", INDEX)
+
+
+@check(
+    "HK306", "indexed-shard-missing", Severity.ERROR,
+    what="Every shard file the index names exists.",
+    why="A missing shard is an incomplete checkpoint.",
+)  # fmt: skip
+def indexed_shard_missing(ctx: Context) -> Iterator[Issue]:
+    parsed = _index(ctx)
+    if parsed is None:
+        return
+    for shard in sorted({str(s) for s in parsed[0].values()} - set(ctx.checkpoint.files)):
+        yield Issue(f"the index names {shard} but the file is missing", shard)
+
+
+@check(
+    "HK307", "shard-not-indexed", Severity.ERROR,
+    what="Every .safetensors file is named by the index.",
+    why="An unindexed shard is never loaded: its tensors are dead weight or a sign of a mixed export.",
+)  # fmt: skip
+def shard_not_indexed(ctx: Context) -> Iterator[Issue]:
+    parsed = _index(ctx)
+    if parsed is None:
+        return
+    named = set(parsed[0].values())
+    for shard in sorted(set(ctx.checkpoint.shards) - named):
+        yield Issue(f"{shard} is not named by the index; delete it or re-write the index", shard)

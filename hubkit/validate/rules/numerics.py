@@ -1,0 +1,153 @@
+"""HK7xx (``--deep``): the scale tensors hold usable numbers. Reads only scale bytes, never weights."""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from hubkit.checkpoint.safetensors_header import ShardHeader, TensorInfo
+from hubkit.progress import progress_bar
+from hubkit.validate.context import Context
+from hubkit.validate.engine import Issue, Severity, check
+from hubkit.validate.rules.exclusions import expert_groups
+
+#: Nearby scale tensors are read in one request when the bytes between them are fewer than this.
+COALESCE_GAP = 256 * 1024
+MAX_READ = 64 * 1024 * 1024
+#: Findings of one kind listed tensor by tensor before the rest are summed up in one line.
+LISTED_TENSORS = 50
+
+
+@dataclass
+class ScaleReading:
+    """What the deep pass saw in the scale tensors."""
+
+    nan_blocks: dict[str, int]
+    zero_blocks: dict[str, int]
+    scalars: dict[str, float]
+    bytes_read: int
+
+
+def _scale_tensors(shard: ShardHeader) -> list[TensorInfo]:
+    return [
+        t
+        for name, t in shard.tensors.items()
+        if (t.dtype == "F8_E4M3" and name.endswith(".weight_scale"))
+        or (t.dtype == "F32" and t.nbytes == 4 and name.endswith((".weight_scale_2", ".input_scale")))
+    ]
+
+
+def _coalesce(tensors: list[TensorInfo]) -> list[tuple[int, int, list[TensorInfo]]]:
+    spans: list[tuple[int, int, list[TensorInfo]]] = []
+    for tensor in sorted(tensors, key=lambda t: t.data_offsets):
+        begin, end = tensor.data_offsets
+        if spans and begin - spans[-1][1] <= COALESCE_GAP and end - spans[-1][0] <= MAX_READ:
+            start, _, members = spans[-1]
+            spans[-1] = (start, max(end, spans[-1][1]), [*members, tensor])
+        else:
+            spans.append((begin, end, [tensor]))
+    return spans
+
+
+def read_scales(ctx: Context) -> ScaleReading:
+    """Read every scale tensor once (in parallel over shards, with progress) and summarise it."""
+
+    def compute() -> ScaleReading:
+        reading = ScaleReading({}, {}, {}, 0)
+        work = [
+            (shard, _coalesce(_scale_tensors(shard))) for shard in ctx.checkpoint.shards.values() if shard.fatal is None
+        ]
+        total = sum(end - begin for _, spans in work for begin, end, _ in spans)
+        source = ctx.checkpoint.source
+        with progress_bar(total=total, desc="scales", unit="B", unit_scale=True, enabled=ctx.progress) as bar:
+
+            def scan(item: tuple[ShardHeader, list[tuple[int, int, list[TensorInfo]]]]) -> None:
+                shard, spans = item
+                for begin, end, members in spans:
+                    data = source.read_range(shard.file, shard.data_start + begin, end - begin)
+                    for tensor in members:
+                        lo, hi = tensor.data_offsets[0] - begin, tensor.data_offsets[1] - begin
+                        _summarise(reading, tensor, data[lo:hi])
+                    reading.bytes_read += len(data)
+                    bar.update(end - begin)
+
+            with ThreadPoolExecutor(max(1, ctx.workers)) as pool:
+                list(pool.map(scan, work))
+        return reading
+
+    return ctx.memo("scales", compute)
+
+
+def _summarise(reading: ScaleReading, tensor: TensorInfo, data: bytes) -> None:
+    if tensor.dtype == "F8_E4M3":
+        nan = data.count(b"\x7f") + data.count(b"\xff")
+        zero = data.count(b"\x00") + data.count(b"\x80")
+        if nan:
+            reading.nan_blocks[tensor.name] = nan
+        if zero:
+            reading.zero_blocks[tensor.name] = zero
+    elif len(data) == 4:
+        reading.scalars[tensor.name] = struct.unpack("<f", data)[0]
+
+
+def _listed(ctx: Context, counts: dict[str, int], text: str) -> Iterator[Issue]:
+    tensors = ctx.checkpoint.tensors
+    names = sorted(counts)
+    for name in names[:LISTED_TENSORS]:
+        yield Issue(f"{counts[name]:,} of {tensors[name].numel:,} block scales {text}", tensors[name].shard, name)
+    if len(names) > LISTED_TENSORS:
+        rest = sum(counts[n] for n in names[LISTED_TENSORS:])
+        yield Issue(f"… and {len(names) - LISTED_TENSORS:,} more tensors with {rest:,} block scales {text}")
+
+
+@check(
+    "HK701", "nan-block-scale", Severity.ERROR, needs=["deep"],
+    what="No FP8 block scale is NaN (byte 0x7F or 0xFF).",
+    why="modelopt builds before May 2026 wrote NaN scales for all-zero blocks; every output through them is NaN.",
+)  # fmt: skip
+def nan_block_scale(ctx: Context) -> Iterator[Issue]:
+    yield from _listed(ctx, read_scales(ctx).nan_blocks, "are NaN; re-export with a fixed modelopt")
+
+
+@check(
+    "HK702", "zero-block-scale", Severity.WARNING, needs=["deep"],
+    what="Reports FP8 block scales that are zero.",
+    why="modelopt clamps scales to at least 2^-9; a zero scale erases its block of 16 weights.",
+)  # fmt: skip
+def zero_block_scale(ctx: Context) -> Iterator[Issue]:
+    yield from _listed(ctx, read_scales(ctx).zero_blocks, "are zero")
+
+
+@check(
+    "HK703", "bad-global-scale", Severity.ERROR, needs=["deep"],
+    what="weight_scale_2 and input_scale are finite and positive.",
+    why="A zero, negative or non-finite global scale zeroes or poisons the whole Linear.",
+)  # fmt: skip
+def bad_global_scale(ctx: Context) -> Iterator[Issue]:
+    tensors = ctx.checkpoint.tensors
+    for name, value in sorted(read_scales(ctx).scalars.items()):
+        if not math.isfinite(value) or value <= 0:
+            yield Issue(f"value is {value!r}; it must be finite and positive", tensors[name].shard, name)
+
+
+@check(
+    "HK704", "gate-up-scale-mismatch", Severity.ERROR, needs=["deep"],
+    what="Within one expert, gate_proj and up_proj share weight_scale_2 and input_scale.",
+    why="vLLM fuses gate and up and keeps only one of the two scales, so the other projection is mis-scaled.",
+)  # fmt: skip
+def gate_up_scale_mismatch(ctx: Context) -> Iterator[Issue]:
+    scalars = read_scales(ctx).scalars
+    names = ctx.modules.names
+    for moe, experts in sorted(expert_groups(ctx).items()):
+        for expert, projections in sorted(experts.items()):
+            if "gate_proj" not in projections or "up_proj" not in projections:
+                continue
+            gate, up = names[projections["gate_proj"]], names[projections["up_proj"]]
+            for kind in ("weight_scale_2", "input_scale"):
+                a, b = scalars.get(f"{gate}.{kind}"), scalars.get(f"{up}.{kind}")
+                if a is not None and b is not None and a != b:
+                    tensor = ctx.checkpoint.tensors[f"{up}.{kind}"]
+                    yield Issue(f"{moe}.experts.{expert}: gate {kind} {a!r} != up {b!r}", tensor.shard, tensor.name)

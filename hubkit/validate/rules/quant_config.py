@@ -1,0 +1,187 @@
+"""HK4xx: hf_quant_config.json and config.json's quantization_config say what engines need, and agree."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from hubkit.checkpoint.model import CONFIG, QUANT_CONFIG
+from hubkit.validate.context import Context, _config_group_size
+from hubkit.validate.engine import Issue, Severity, check
+
+#: Keys vLLM requires in hf_quant_config.json["quantization"] for an NVFP4 checkpoint, with their types.
+REQUIRED_KEYS: dict[str, type] = {
+    "quant_algo": str,
+    "kv_cache_quant_algo": str,
+    "group_size": int,
+    "exclude_modules": list,
+}
+
+
+def _quantization(ctx: Context) -> dict[str, Any] | None:
+    quant = (ctx.checkpoint.quant_config or {}).get("quantization")
+    return quant if isinstance(quant, dict) else None
+
+
+def _config_block(ctx: Context) -> dict[str, Any] | None:
+    block = ctx.checkpoint.config.get("quantization_config")
+    return block if isinstance(block, dict) else None
+
+
+@check(
+    "HK401", "missing-quant-config", Severity.ERROR,
+    what="hf_quant_config.json exists and has a 'quantization' object.",
+    why="vLLM detects a modelopt checkpoint and reads its exclusions from this file.",
+)  # fmt: skip
+def missing_quant_config(ctx: Context) -> Iterator[Issue]:
+    if QUANT_CONFIG not in ctx.checkpoint.files:
+        yield Issue("hf_quant_config.json is missing; copy it from the modelopt export", QUANT_CONFIG)
+    elif ctx.checkpoint.quant_config is not None and _quantization(ctx) is None:
+        yield Issue("hf_quant_config.json has no 'quantization' object", QUANT_CONFIG)
+
+
+@check(
+    "HK402", "quant-config-keys", Severity.ERROR,
+    what="quantization has quant_algo, kv_cache_quant_algo, group_size and exclude_modules with the right types.",
+    why="vLLM refuses an NVFP4 checkpoint whose file lacks group_size, kv_cache_quant_algo or exclude_modules.",
+)  # fmt: skip
+def quant_config_keys(ctx: Context) -> Iterator[Issue]:
+    quant = _quantization(ctx)
+    if quant is None:
+        return
+    for key, kind in REQUIRED_KEYS.items():
+        if key not in quant:
+            yield Issue(f"quantization.{key} is missing", QUANT_CONFIG)
+        elif type(quant[key]) is not kind:
+            yield Issue(f"quantization.{key} must be a {kind.__name__}, not {type(quant[key]).__name__}", QUANT_CONFIG)
+    if isinstance(quant.get("exclude_modules"), list) and not all(isinstance(p, str) for p in quant["exclude_modules"]):
+        yield Issue("quantization.exclude_modules must hold only strings", QUANT_CONFIG)
+
+
+@check(
+    "HK403", "quant-settings", Severity.ERROR,
+    what="quant_algo, group_size and kv_cache_quant_algo are the values the profile expects.",
+    why="A release named NVFP4 must be NVFP4 with 16-element blocks; engines pick kernels by these values.",
+)  # fmt: skip
+def quant_settings(ctx: Context) -> Iterator[Issue]:
+    quant = _quantization(ctx)
+    if quant is None:
+        return
+    for key in ("quant_algo", "group_size", "kv_cache_quant_algo"):
+        wanted = ctx.profile.quantization.get(key)
+        if wanted is not None and key in quant and quant[key] != wanted:
+            yield Issue(
+                f"quantization.{key} is {quant[key]!r}; profile {ctx.profile.name} expects {wanted!r}", QUANT_CONFIG
+            )
+
+
+@check(
+    "HK404", "config-quantization-block", Severity.ERROR,
+    what="config.json has a top-level quantization_config with quant_method 'modelopt'.",
+    why="transformers and vLLM read the quantization method from config.json first.",
+)  # fmt: skip
+def config_quantization_block(ctx: Context) -> Iterator[Issue]:
+    if CONFIG not in ctx.checkpoint.documents:
+        return
+    block = _config_block(ctx)
+    if block is None:
+        yield Issue("config.json has no quantization_config; copy the block the export wrote", CONFIG)
+    elif block.get("quant_method") != "modelopt":
+        yield Issue(f"quantization_config.quant_method is {block.get('quant_method')!r}, expected 'modelopt'", CONFIG)
+
+
+@check(
+    "HK405", "configs-disagree", Severity.ERROR,
+    what="config.json's quantization_config agrees with hf_quant_config.json (ignore list, algorithm, group size, KV cache).",
+    why="Engines read one file or the other; when they disagree, which modules are quantized depends on the engine.",
+)  # fmt: skip
+def configs_disagree(ctx: Context) -> Iterator[Issue]:
+    quant, block = _quantization(ctx), _config_block(ctx)
+    if quant is None or block is None:
+        return
+    exclude, ignore = quant.get("exclude_modules"), block.get("ignore")
+    if isinstance(exclude, list) and isinstance(ignore, list) and sorted(map(str, exclude)) != sorted(map(str, ignore)):
+        only_ignore = sorted(set(map(str, ignore)) - set(map(str, exclude)))
+        only_exclude = sorted(set(map(str, exclude)) - set(map(str, ignore)))
+        yield Issue(
+            f"quantization_config.ignore and exclude_modules differ: only in ignore {only_ignore[:5]}, "
+            f"only in exclude_modules {only_exclude[:5]}",
+            CONFIG,
+        )
+    if "quant_algo" in block and block.get("quant_algo") != quant.get("quant_algo"):
+        yield Issue(
+            f"quant_algo is {block.get('quant_algo')!r} here but {quant.get('quant_algo')!r} in {QUANT_CONFIG}", CONFIG
+        )
+    group = _config_group_size(block)
+    if group is not None and group != quant.get("group_size"):
+        yield Issue(
+            f"config_groups group_size is {group!r} but {QUANT_CONFIG} says {quant.get('group_size')!r}", CONFIG
+        )
+    kv_algo, kv_scheme = quant.get("kv_cache_quant_algo"), block.get("kv_cache_scheme")
+    if kv_algo == "FP8" and not (isinstance(kv_scheme, dict) and kv_scheme.get("num_bits") == 8):
+        yield Issue("kv_cache_quant_algo is FP8 but kv_cache_scheme is not an 8-bit scheme", CONFIG)
+    if kv_algo is None and isinstance(kv_scheme, dict):
+        yield Issue(f"kv_cache_scheme is set but {QUANT_CONFIG} has no kv_cache_quant_algo", CONFIG)
+
+
+def _compressed_tensors_blocks(document: Any, path: str = "") -> Iterator[str]:
+    if isinstance(document, dict):
+        if document.get("quant_method") == "compressed-tensors" or document.get("format") == "pack-quantized":
+            yield path or "(top level)"
+        for key, value in document.items():
+            yield from _compressed_tensors_blocks(value, f"{path}.{key}" if path else key)
+
+
+@check(
+    "HK406", "int4-leftover", Severity.ERROR,
+    what="No compressed-tensors (INT4 pack-quantized) block survives in config.json, in text_config or elsewhere.",
+    why="An engine that sees it loads the NVFP4 weights as INT4 and fails or produces garbage.",
+)  # fmt: skip
+def int4_leftover(ctx: Context) -> Iterator[Issue]:
+    config = ctx.checkpoint.config
+    for where in _compressed_tensors_blocks(config):
+        yield Issue(f"a compressed-tensors quantization block remains at {where}; delete it", CONFIG)
+    text = config.get("text_config")
+    if isinstance(text, dict) and "quantization_config" in text and not any(_compressed_tensors_blocks(text)):
+        yield Issue("text_config.quantization_config must not exist (the block sits at the top level only)", CONFIG)
+
+
+@check(
+    "HK407", "producer-missing", Severity.WARNING,
+    what="hf_quant_config.json records the producer (name and version).",
+    why="Exclusion-list conventions and known export defects depend on the modelopt version.",
+)  # fmt: skip
+def producer_missing(ctx: Context) -> Iterator[Issue]:
+    quant_config = ctx.checkpoint.quant_config
+    if quant_config is None:
+        return
+    producer = quant_config.get("producer")
+    if not (isinstance(producer, dict) and producer.get("name") and producer.get("version")):
+        yield Issue("producer name and version are not recorded", QUANT_CONFIG)
+
+
+@check(
+    "HK408", "text-model-type", Severity.ERROR,
+    what="text_config.model_type is what the profile expects (deepseek_v3 for Kimi NVFP4).",
+    why="Engines choose the model class from it; the base's 'kimi_k2' must not survive the export.",
+)  # fmt: skip
+def text_model_type(ctx: Context) -> Iterator[Issue]:
+    wanted = ctx.profile.quantization.get("text_model_type")
+    text = ctx.checkpoint.config.get("text_config")
+    if wanted and isinstance(text, dict) and text.get("model_type") != wanted:
+        yield Issue(f"text_config.model_type is {text.get('model_type')!r}; expected {wanted!r}", CONFIG)
+
+
+@check(
+    "HK409", "reference-settings", Severity.ERROR, needs=["reference"],
+    what="quant_algo, group_size and kv_cache_quant_algo equal the reference's.",
+    why="A release that claims the reference's precision split must use its formats too.",
+)  # fmt: skip
+def reference_settings(ctx: Context) -> Iterator[Issue]:
+    quant, reference = _quantization(ctx), ctx.reference
+    assert reference is not None
+    if quant is None:
+        return
+    for key, wanted in reference.settings.items():
+        if wanted is not None and quant.get(key) != wanted:
+            yield Issue(f"quantization.{key} is {quant.get(key)!r}; the reference has {wanted!r}", QUANT_CONFIG)

@@ -1,0 +1,153 @@
+"""HK2xx: every safetensors header is well formed and describes its file's bytes exactly."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from operator import itemgetter
+
+from hubkit.checkpoint.safetensors_header import DTYPE_BITS, ShardHeader
+from hubkit.validate.context import Context
+from hubkit.validate.engine import Issue, Severity, check
+
+
+def _readable(ctx: Context) -> Iterator[ShardHeader]:
+    for shard in ctx.checkpoint.shards.values():
+        if shard.fatal is None:
+            yield shard
+
+
+@check(
+    "HK201", "header-length", Severity.ERROR,
+    what="The 8-byte header length is within the file and below the format's 100 MB limit.",
+    why="A wrong length means a truncated or corrupted file; loaders fail or read garbage.",
+)  # fmt: skip
+def header_length(ctx: Context) -> Iterator[Issue]:
+    for shard in ctx.checkpoint.shards.values():
+        if shard.fatal_kind in ("length", "io"):
+            yield Issue(f"{shard.fatal}; re-export or re-download the file", shard.file)
+
+
+@check(
+    "HK202", "header-not-json", Severity.ERROR,
+    what="The header is UTF-8 JSON: one object that starts with '{'.",
+    why="Every loader parses this header first; nothing in the file is usable without it.",
+)  # fmt: skip
+def header_not_json(ctx: Context) -> Iterator[Issue]:
+    for shard in ctx.checkpoint.shards.values():
+        if shard.fatal_kind == "json":
+            yield Issue(f"{shard.fatal}; re-export the file", shard.file)
+
+
+@check(
+    "HK203", "duplicate-key", Severity.ERROR,
+    what="No key appears twice in a header (tensor names or entry fields).",
+    why="The safetensors library silently keeps the last duplicate, so a tensor can vanish without an error.",
+)  # fmt: skip
+def duplicate_key(ctx: Context) -> Iterator[Issue]:
+    for shard in _readable(ctx):
+        for key in sorted(set(shard.duplicate_keys)):
+            yield Issue(f"key '{key}' appears more than once in the header", shard.file, key)
+
+
+@check(
+    "HK204", "unknown-dtype", Severity.ERROR,
+    what="Every dtype is one the safetensors format defines.",
+    why="Loaders refuse unknown dtypes.",
+)  # fmt: skip
+def unknown_dtype(ctx: Context) -> Iterator[Issue]:
+    for shard in _readable(ctx):
+        for name, tensor in shard.tensors.items():
+            if tensor.dtype not in DTYPE_BITS:
+                yield Issue(f"unknown dtype '{tensor.dtype}'", shard.file, name)
+
+
+@check(
+    "HK205", "malformed-entry", Severity.ERROR,
+    what="Every tensor entry has a string dtype, a list of non-negative integer dims and [begin, end] offsets.",
+    why="A malformed entry makes the whole file unloadable.",
+)  # fmt: skip
+def malformed_entry(ctx: Context) -> Iterator[Issue]:
+    for shard in _readable(ctx):
+        for name, reason in shard.bad_entries:
+            yield Issue(reason, shard.file, name)
+
+
+@check(
+    "HK206", "byte-length", Severity.ERROR,
+    what="Each tensor's byte range is exactly elements x dtype size.",
+    why="A mismatch means the header and data disagree; the tensor would load with wrong values or fail.",
+)  # fmt: skip
+def byte_length(ctx: Context) -> Iterator[Issue]:
+    expected_cache: dict[tuple[str, tuple[int, ...] | None], int | None] = {}
+    for shard in _readable(ctx):
+        for name, tensor in shard.tensors.items():
+            key = (tensor.dtype, tensor.shape)
+            expected = expected_cache.get(key, -1)
+            if expected == -1:
+                bits = DTYPE_BITS.get(tensor.dtype)
+                expected = None if bits is None or tensor.numel * bits % 8 else tensor.numel * bits // 8
+                expected_cache[key] = expected
+            if expected is None:
+                continue  # unknown dtype (HK204) or a bit count that is not whole bytes
+            begin, end = tensor.data_offsets
+            if end - begin != expected:
+                yield Issue(
+                    f"byte range [{begin}, {end}) holds {end - begin:,} bytes but {tensor.dtype} "
+                    f"{list(tensor.dims)} needs {expected:,}",
+                    shard.file,
+                    name,
+                )
+
+
+@check(
+    "HK207", "offset-layout", Severity.ERROR,
+    what="Tensor byte ranges start at 0 and follow each other with no gap and no overlap.",
+    why="Gaps hide unaccounted bytes; overlaps make two tensors share data. Loaders reject both.",
+)  # fmt: skip
+def offset_layout(ctx: Context) -> Iterator[Issue]:
+    for shard in _readable(ctx):
+        if not shard.tensors:
+            continue
+        ranges = sorted((t.data_offsets, name) for name, t in shard.tensors.items())
+        begins = list(map(itemgetter(0), map(itemgetter(0), ranges)))
+        ends = list(map(itemgetter(1), map(itemgetter(0), ranges)))
+        if begins[0] == 0 and begins[1:] == ends[:-1]:
+            continue
+        if begins[0] != 0:
+            yield Issue(f"data starts at offset {begins[0]:,}, not 0", shard.file, ranges[0][1])
+        for i in range(1, len(ranges)):
+            if begins[i] > ends[i - 1]:
+                yield Issue(f"gap of {begins[i] - ends[i - 1]:,} bytes before this tensor", shard.file, ranges[i][1])
+            elif begins[i] < ends[i - 1]:
+                yield Issue(f"byte range overlaps '{ranges[i - 1][1]}'", shard.file, ranges[i][1])
+
+
+@check(
+    "HK208", "file-length", Severity.ERROR,
+    what="The file is exactly 8 + header + the end of the last tensor bytes long.",
+    why="A short file is truncated (an interrupted copy or upload); a long one carries unaccounted bytes.",
+)  # fmt: skip
+def file_length(ctx: Context) -> Iterator[Issue]:
+    for shard in _readable(ctx):
+        data_end = max((t.data_offsets[1] for t in shard.tensors.values()), default=0)
+        if data_end != shard.data_length:
+            state = "truncated" if data_end > shard.data_length else "longer than its tensors"
+            yield Issue(
+                f"file is {state}: tensors end at {shard.data_start + data_end:,} bytes, the file has "
+                f"{shard.file_size:,}; re-export or re-download it",
+                shard.file,
+            )
+
+
+@check(
+    "HK209", "metadata-not-strings", Severity.ERROR,
+    what="__metadata__, when present, maps strings to strings.",
+    why="The format requires it and the Rust loader rejects anything else.",
+)  # fmt: skip
+def metadata_not_strings(ctx: Context) -> Iterator[Issue]:
+    for shard in _readable(ctx):
+        metadata = shard.metadata
+        if metadata is None:
+            continue
+        if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+            yield Issue("__metadata__ is not a string-to-string map", shard.file)

@@ -1,0 +1,187 @@
+"""HK6xx: the tensors of every module have the structure its precision requires."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from hubkit.checkpoint.modules import LEFTOVER_SUFFIXES, NVFP4_SCALES
+from hubkit.validate.context import Context
+from hubkit.validate.engine import Issue, Severity, check
+from hubkit.validate.exclusions import format_ranges, group_names
+from hubkit.validate.rules.exclusions import expert_groups
+
+NVFP4_TENSORS = ("weight", *NVFP4_SCALES)
+NVFP4_DTYPES = {"weight": "U8", "weight_scale": "F8_E4M3", "weight_scale_2": "F32", "input_scale": "F32"}
+PLAIN_DTYPES = {"BF16", "F16", "F32"}
+
+
+def _group_size(ctx: Context) -> int:
+    quant = (ctx.checkpoint.quant_config or {}).get("quantization")
+    size = quant.get("group_size") if isinstance(quant, dict) else None
+    return size if type(size) is int and size > 0 else int(ctx.profile.quantization.get("group_size", 16))
+
+
+def _quantized_names(ctx: Context) -> list[str]:
+    names = ctx.modules.names
+    return [names[i] for i in sorted(ctx.quantized_modules)]
+
+
+@check(
+    "HK601", "nvfp4-incomplete", Severity.ERROR,
+    what="Every NVFP4 module has weight, weight_scale, weight_scale_2 and input_scale.",
+    why="vLLM allocates all four for an NVFP4 Linear; a missing one fails the load or leaves scales uninitialised.",
+)  # fmt: skip
+def nvfp4_incomplete(ctx: Context) -> Iterator[Issue]:
+    modules = ctx.modules.modules
+    missing_by_kind: dict[str, list[str]] = {}
+    for name in _quantized_names(ctx):
+        tensors = modules[name]
+        for kind in NVFP4_TENSORS:
+            if kind not in tensors:
+                missing_by_kind.setdefault(kind, []).append(name)
+    for kind, names in sorted(missing_by_kind.items()):
+        for line in group_names(names):
+            yield Issue(f"NVFP4 modules without {kind}: {line}")
+
+
+@check(
+    "HK602", "nvfp4-dtype", Severity.ERROR,
+    what="NVFP4 tensors have their dtypes: weight U8, weight_scale F8_E4M3, weight_scale_2 and input_scale F32.",
+    why="Kernels reinterpret the bytes by these dtypes; any other dtype is a different format.",
+)  # fmt: skip
+def nvfp4_dtype(ctx: Context) -> Iterator[Issue]:
+    modules = ctx.modules.modules
+    for name in _quantized_names(ctx):
+        for kind, tensor in modules[name].items():
+            wanted = NVFP4_DTYPES.get(kind)
+            if wanted is not None and tensor.dtype != wanted:
+                yield Issue(f"{kind} is {tensor.dtype}; NVFP4 needs {wanted}", tensor.shard, tensor.name)
+
+
+@check(
+    "HK603", "nvfp4-shape", Severity.ERROR,
+    what="weight is [out, in/2], weight_scale is [out, in/group] and the two global scales are 0-d.",
+    why="A wrong shape means wrong packing or blocking: the engine fails to load or computes garbage.",
+)  # fmt: skip
+def nvfp4_shape(ctx: Context) -> Iterator[Issue]:
+    modules = ctx.modules.modules
+    group = _group_size(ctx)
+    for name in _quantized_names(ctx):
+        tensors = modules[name]
+        weight, scale = tensors.get("weight"), tensors.get("weight_scale")
+        if weight is not None and len(weight.dims) != 2:
+            yield Issue(f"weight has shape {list(weight.dims)}; NVFP4 weights are 2-D", weight.shard, weight.name)
+        elif weight is not None and scale is not None:
+            out, packed = weight.dims
+            wanted = (out, packed * 2 // group)
+            if (packed * 2) % group or scale.dims != wanted:
+                yield Issue(
+                    f"weight_scale is {list(scale.dims)} but weight {list(weight.dims)} with group {group} needs "
+                    f"{list(wanted)}",
+                    scale.shard,
+                    scale.name,
+                )
+        for kind in ("weight_scale_2", "input_scale"):
+            tensor = tensors.get(kind)
+            if tensor is not None and tensor.dims != ():
+                yield Issue(f"{kind} has shape {list(tensor.dims)}; it must be a 0-d scalar", tensor.shard, tensor.name)
+
+
+@check(
+    "HK604", "excluded-but-quantized", Severity.ERROR,
+    what="Modules the exclusion list (or the engine) keeps unquantized carry plain BF16/F16/F32 weights and no scales.",
+    why="The engine builds them as plain Linears and cannot load packed NVFP4 data into them.",
+)  # fmt: skip
+def excluded_but_quantized(ctx: Context) -> Iterator[Issue]:
+    names = ctx.modules.names
+    excluded = set(ctx.exclusions.excluded) if ctx.exclusions is not None else set()
+    kept_plain = excluded | ctx.never_quantized_modules
+    bad = [names[i] for i in sorted(ctx.quantized_modules & kept_plain)]
+    for line in group_names(bad):
+        yield Issue(f"excluded from quantization but stored as NVFP4: {line}")
+    for i in sorted(excluded - set(ctx.quantized_modules)):
+        weight = ctx.modules.modules[names[i]].get("weight")
+        if weight is not None and weight.dtype not in PLAIN_DTYPES:
+            yield Issue(f"excluded module's weight is {weight.dtype}; expected BF16", weight.shard, weight.name)
+
+
+@check(
+    "HK605", "unexcluded-bf16-linear", Severity.ERROR,
+    what="Every Linear that the exclusion list does not cover is quantized.",
+    why="vLLM builds an uncovered Linear as NVFP4 and fails to load BF16 data into it.",
+)  # fmt: skip
+def unexcluded_bf16_linear(ctx: Context) -> Iterator[Issue]:
+    if ctx.exclusions is None:
+        return
+    excluded, quantized = ctx.exclusions.excluded, ctx.quantized_modules
+    names = ctx.modules.names
+    bad = [names[i] for i in ctx.linear_modules if i not in excluded and i not in quantized]
+    for line in group_names(bad):
+        yield Issue(f"BF16 but not excluded, so engines expect NVFP4: {line}")
+
+
+@check(
+    "HK606", "leftover-tensors", Severity.ERROR,
+    what="No compressed-tensors leftovers (weight_packed, weight_shape) or modelopt internals (_amax, _scale) remain.",
+    why="They mean a half-converted export; engines either fail on them or ignore modules that were never converted.",
+)  # fmt: skip
+def leftover_tensors(ctx: Context) -> Iterator[Issue]:
+    found: dict[str, list[str]] = {}
+    for name, tensors in ctx.modules.modules.items():
+        for suffix in tensors:
+            if suffix in LEFTOVER_SUFFIXES or suffix.endswith("_amax"):
+                found.setdefault(suffix, []).append(name)
+    for suffix, names in sorted(found.items()):
+        for line in group_names(names):
+            yield Issue(f"leftover '{suffix}' tensors: {line}")
+
+
+@check(
+    "HK607", "quantized-count", Severity.ERROR,
+    what="The number of NVFP4 modules equals the profile's expectation derived from the config.",
+    why="A shortfall means experts were dropped (tied-weight dedup) or skipped by the recipe.",
+)  # fmt: skip
+def quantized_count(ctx: Context) -> Iterator[Issue]:
+    try:
+        expected = ctx.profile.expected_quantized_count(ctx.checkpoint.text_config)
+    except KeyError as missing:
+        yield Issue(f"config has no integer {missing} to derive the expected module count from", "config.json")
+        return
+    actual = len(ctx.quantized_modules)
+    if expected is not None and actual != expected:
+        formula = ctx.profile.modules.get("expected_quantized_count")
+        yield Issue(f"{actual:,} NVFP4 modules, but {formula} = {expected:,}")
+
+
+@check(
+    "HK608", "expert-incomplete", Severity.ERROR,
+    what="Every MoE block has all its routed experts, and every expert all its projections.",
+    why="A missing expert is a hole the router still sends tokens to.",
+)  # fmt: skip
+def expert_incomplete(ctx: Context) -> Iterator[Issue]:
+    configured = ctx.checkpoint.text_config.get("n_routed_experts")
+    projections = set(ctx.profile.modules.get("expert_projections", []))
+    for moe, experts in sorted(expert_groups(ctx).items()):
+        count = configured if type(configured) is int else max(experts) + 1
+        absent = sorted(set(range(count)) - set(experts))
+        if absent:
+            yield Issue(f"{moe}.experts: {len(absent)} of {count} experts missing ({format_ranges(absent)})")
+        partial = sorted(e for e, found in experts.items() if projections and set(found) != projections)
+        if partial:
+            yield Issue(
+                f"{moe}.experts: {len(partial)} experts lack projections of {sorted(projections)} "
+                f"(experts {format_ranges(partial)})"
+            )
+
+
+@check(
+    "HK609", "kv-scale-shape", Severity.ERROR,
+    what="KV-cache scales (k_scale, v_scale), when present, are 0-d F32.",
+    why="vLLM loads them as per-tensor FP8 scales; another shape or dtype fails the load.",
+)  # fmt: skip
+def kv_scale_shape(ctx: Context) -> Iterator[Issue]:
+    for tensors in ctx.modules.modules.values():
+        for kind in ("k_scale", "v_scale"):
+            tensor = tensors.get(kind)
+            if tensor is not None and (tensor.dtype != "F32" or tensor.dims != ()):
+                yield Issue(f"{tensor.dtype} {list(tensor.dims)}; KV scales are 0-d F32", tensor.shard, tensor.name)
