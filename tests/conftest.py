@@ -1,0 +1,78 @@
+"""Shared test fixtures: tiny real checkpoints built in code, the reference files, a CLI runner."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hubkit.cli import main
+from hubkit.fixtures.kimi import TINY, build_nvfp4_checkpoint
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+REFERENCES = REPO_ROOT.parent / "shared" / "references"
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+    def json(self) -> Any:
+        return json.loads(self.out)
+
+
+@pytest.fixture
+def hubkit(capsys: pytest.CaptureFixture[str]) -> Callable[..., CliResult]:
+    """Run ``hubkit ARGS`` in-process; returns exit code, stdout and stderr."""
+
+    def run(*args: str) -> CliResult:
+        capsys.readouterr()
+        try:
+            main([str(a) for a in args])
+        except SystemExit as exc:
+            code = int(exc.code or 0)
+        else:  # pragma: no cover - main always exits
+            code = 0
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def tiny_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A valid tiny Kimi-shaped NVFP4 export with real data, built once per session."""
+    return build_nvfp4_checkpoint(tmp_path_factory.mktemp("template") / "tiny", TINY)
+
+
+@pytest.fixture
+def tiny(tiny_template: Path, tmp_path: Path) -> Path:
+    """A fresh copy of the tiny export that a test may break."""
+    return Path(shutil.copytree(tiny_template, tmp_path / "tiny"))
+
+
+@pytest.fixture
+def references() -> Path:
+    if not REFERENCES.is_dir():
+        pytest.skip(f"reference files not found at {REFERENCES}")
+    return REFERENCES
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text())
+
+
+def write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, indent=2))
+
+
+def codes(result: CliResult) -> set[str]:
+    """Finding codes of a ``--format json`` run."""
+    return {f["code"] for f in result.json()["findings"]}
