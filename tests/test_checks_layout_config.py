@@ -151,7 +151,8 @@ def test_base_comparison_finds_changed_and_missing_files_and_weights(hubkit, tin
 
 
 def test_base_weight_dropped_by_export(hubkit, tiny: Path, base: Path) -> None:
-    from hubkit.fixtures.kimi import nvfp4_layout, write_checkpoint as write
+    from hubkit.fixtures.kimi import nvfp4_layout
+    from hubkit.fixtures.kimi import write_checkpoint as write
 
     layout = [s for s in nvfp4_layout(TINY) if ".layers.2.mlp.experts.3." not in s[0]]
     side = {p.name: p.read_bytes() for p in tiny.iterdir() if not p.name.endswith((".safetensors", "index.json"))}

@@ -18,7 +18,9 @@ from hubkit.fixtures.kimi import (
 from tests.conftest import codes, read_json, write_json
 
 
-def rebuild(path: Path, layout: list[TensorSpec], data: Callable[[str, str, tuple[int, ...]], bytes] | None = None) -> Path:
+def rebuild(
+    path: Path, layout: list[TensorSpec], data: Callable[[str, str, tuple[int, ...]], bytes] | None = None
+) -> Path:
     """Rewrite the weights of the checkpoint at ``path`` with ``layout``, keeping its other files."""
     for item in path.glob("*.safetensors"):
         item.unlink()
@@ -177,7 +179,9 @@ def test_pickles_are_flagged_and_dangerous_ones_refused(hubkit, tiny: Path) -> N
     found = {(f["code"], f["file"]): f["message"] for f in findings(hubkit, tiny)}
     assert ("HK801", "training_state.bin") in found
     assert ("HK801", "extra_weights.dat") in found  # found by magic bytes, not by extension
-    assert "posix.system" in found[("HK802", "extra_weights.dat")] or "os.system" in found[("HK802", "extra_weights.dat")]
+    assert (
+        "posix.system" in found[("HK802", "extra_weights.dat")] or "os.system" in found[("HK802", "extra_weights.dat")]
+    )
     assert ("HK802", "training_state.bin") not in found
 
 

@@ -92,7 +92,9 @@ def test_select_and_ignore(hubkit, tiny: Path) -> None:
     (tiny / "generation_config.json").unlink()
     selected = hubkit("validate", tiny, "--format", "json", "--select", "HK10", "--ignore", "HK105").json()
     assert {f["code"] for f in selected["findings"]} == {"HK107"}
-    assert selected["summary"]["checks"] == len([c for c in all_checks() if c.code.startswith("HK10") and not c.needs]) - 1
+    assert (
+        selected["summary"]["checks"] == len([c for c in all_checks() if c.code.startswith("HK10") and not c.needs]) - 1
+    )
 
 
 def test_json_schema(hubkit, tiny: Path) -> None:
@@ -139,7 +141,9 @@ def test_internal_error_exit_3_without_traceback(hubkit, tiny: Path, monkeypatch
     def explode(ctx):
         raise RuntimeError("boom")
 
-    monkeypatch.setitem(REGISTRY, "HK101", REGISTRY["HK101"].__class__(**{**REGISTRY["HK101"].__dict__, "run": explode}))
+    monkeypatch.setitem(
+        REGISTRY, "HK101", REGISTRY["HK101"].__class__(**{**REGISTRY["HK101"].__dict__, "run": explode})
+    )
     result = hubkit("validate", tiny)
     assert result.code == 3
     assert "internal error: RuntimeError: boom" in result.err and "Traceback" not in result.err

@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import CliResult, codes, read_json, write_json
 
 from hubkit.checkpoint import LocalSource, load_checkpoint
 from hubkit.checkpoint import safetensors_header as sh
+from tests.conftest import CliResult, codes, read_json, write_json
 
 SHARD = "model-00001-of-00001.safetensors"
 INDEX = "model.safetensors.index.json"
@@ -185,18 +185,10 @@ NAME = b'"language_model.model.layers.1.mlp.experts.0.down_proj.input_scale"'
         pytest.param(
             lambda raw: raw.replace(NAME, NAME[:1] + b"\xff" + NAME[1:]),
             id="in-tensor-name",
-            marks=pytest.mark.xfail(
-                reason="hubkit bug: the fast path lets msgspec's UnicodeDecodeError escape read_shard_header",
-                strict=True,
-            ),
         ),
         pytest.param(
             lambda raw: raw.replace(b'"format":"pt"', b'"format":"p\xc3"'),
             id="in-metadata-value",
-            marks=pytest.mark.xfail(
-                reason="hubkit bug: the fast path lets msgspec's UnicodeDecodeError escape read_shard_header",
-                strict=True,
-            ),
         ),
     ],
 )
@@ -230,10 +222,6 @@ def test_hk202_truncated_json(hubkit: Hubkit, tiny: Path) -> None:
     assert [f["file"] for f in found] == [SHARD]
 
 
-@pytest.mark.xfail(
-    reason="hubkit bug: msgspec raises RecursionError on deep nesting in the fast path, which is not caught",
-    strict=True,
-)
 def test_hk202_deeply_nested_header(hubkit: Hubkit, tiny: Path) -> None:
     """serde_json (the Rust loader) stops at depth 128; hubkit must report, not crash."""
     deep = b"[" * 5000 + b"]" * 5000
@@ -242,13 +230,13 @@ def test_hk202_deeply_nested_header(hubkit: Hubkit, tiny: Path) -> None:
     assert [f["file"] for f in found] == [SHARD]
 
 
-@pytest.mark.xfail(
-    reason="hubkit bug: the careful path uses json.loads, which accepts NaN and lone surrogates; "
-    "the safetensors library (serde_json) rejects such headers",
-    strict=True,
-)
 @pytest.mark.parametrize(
-    "token", [pytest.param(b"NaN", id="nan"), pytest.param(b"Infinity", id="infinity"), pytest.param(b'"\\ud800"', id="lone-surrogate")]
+    "token",
+    [
+        pytest.param(b"NaN", id="nan"),
+        pytest.param(b"Infinity", id="infinity"),
+        pytest.param(b'"\\ud800"', id="lone-surrogate"),
+    ],
 )
 def test_hk202_non_standard_json(hubkit: Hubkit, tiny: Path, token: bytes) -> None:
     edit_raw(tiny, lambda raw: raw.replace(b'"dtype":"F32"', b'"note":' + token + b',"dtype":"F32"', 1))
@@ -288,11 +276,6 @@ def test_hk203_duplicate_tensor_key_with_other_offsets(hubkit: Hubkit, tiny: Pat
 DUP_FIELD = b'"dtype":"F32","dtype":"F32"'
 
 
-@pytest.mark.xfail(
-    reason="hubkit bug: the fast path proves only top-level keys unique; a field repeated inside one "
-    "entry is decoded last-wins and no finding is made (the safetensors library refuses the file)",
-    strict=True,
-)
 def test_hk203_duplicate_field_in_compact_header(hubkit: Hubkit, tiny: Path) -> None:
     edit_raw(tiny, lambda raw: raw.replace(b'"dtype":"F32"', DUP_FIELD, 1))
     found = findings_of(validate_json(hubkit, tiny), "HK203")
@@ -307,24 +290,15 @@ def test_hk203_duplicate_field_in_spaced_header(hubkit: Hubkit, tiny: Path) -> N
     assert "'dtype'" in found[0]["message"]
 
 
-@pytest.mark.xfail(
-    reason="hubkit bug: HK203 for a repeated entry field names the field ('dtype') in the tensor column, "
-    "not the tensor whose entry repeats it",
-    strict=True,
-)
 def test_hk203_duplicate_field_names_the_tensor(hubkit: Hubkit, tiny: Path) -> None:
     name = NAME.strip(b'"').decode()
     edit_raw(
-        tiny, lambda raw: raw.replace(NAME + b':{"dtype":"F32"', NAME + b':{' + DUP_FIELD, 1).replace(b"},", b"}, ")
+        tiny, lambda raw: raw.replace(NAME + b':{"dtype":"F32"', NAME + b":{" + DUP_FIELD, 1).replace(b"},", b"}, ")
     )
     found = findings_of(validate_json(hubkit, tiny), "HK203")
     assert [(f["file"], f["tensor"]) for f in found] == [(SHARD, name)]
 
 
-@pytest.mark.xfail(
-    reason="hubkit bug: a repeated __metadata__ key is reported by the careful path but hidden by the fast path",
-    strict=True,
-)
 def test_hk203_duplicate_metadata_key_in_compact_header(hubkit: Hubkit, tiny: Path) -> None:
     edit_raw(tiny, lambda raw: raw.replace(b'"format":"pt"', b'"format":"tf","format":"pt"', 1))
     findings_of(validate_json(hubkit, tiny), "HK203")

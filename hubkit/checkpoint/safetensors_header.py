@@ -8,6 +8,7 @@ report all faults of a header, and read headers by byte range (also over HTTP).
 from __future__ import annotations
 
 import json
+import re
 import struct
 from dataclasses import dataclass, field
 from typing import Annotated, Any
@@ -32,7 +33,7 @@ DTYPE_BITS: dict[str, int] = {
 NonNegative = Annotated[int, msgspec.Meta(ge=0)]
 
 
-class TensorInfo(msgspec.Struct, gc=False):
+class TensorInfo(msgspec.Struct, gc=False, omit_defaults=True):
     """One tensor as its shard's header describes it; offsets are relative to the data section."""
 
     dtype: str = ""
@@ -76,6 +77,8 @@ class ShardHeader:
     fatal: str | None = None
     fatal_kind: str | None = None  # "length" | "json" | "io"
     duplicate_keys: list[str] = field(default_factory=list)
+    #: (tensor name or "__metadata__", field) for a field repeated inside one entry
+    duplicate_fields: list[tuple[str, str]] = field(default_factory=list)
     metadata: Any = None
     tensors: dict[str, TensorInfo] = field(default_factory=dict)
     bad_entries: list[tuple[str, str]] = field(default_factory=list)
@@ -131,8 +134,9 @@ def _parse_header_fast(shard: ShardHeader, raw: bytes) -> bool:
     """Parse a well-formed compact header at C speed; False sends it to the careful parser.
 
     JSON decoders keep the last of duplicate keys, so the fast path proves there are none: a compact
-    header's length equals the sum of its canonical keys and raw values exactly when no key repeats
-    (a repeated key, whitespace or a non-canonical escape only ever adds bytes).
+    header's length equals the sum of its canonical parts exactly when no key repeats (a repeated key,
+    whitespace, an unknown field or a non-canonical escape only ever adds bytes). The identity is checked
+    for the top-level keys and, by re-encoding the decoded entries, for the fields inside each entry.
     """
     try:
         document = _raw_entries.decode(raw)
@@ -141,20 +145,51 @@ def _parse_header_fast(shard: ShardHeader, raw: bytes) -> bool:
         expected = 1 + 2 * len(document) + sum(map(len, document.values())) + sum(map(len, map(_encode, document)))
         if expected != len(raw.rstrip(b" ")):
             return False
-        metadata = document.get("__metadata__")
+        metadata = document.pop("__metadata__", None)
         tensors = _typed_entries.decode(raw)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+        tensors.pop("__metadata__", None)
+        entries = list(tensors.values())
+        if len(_encode(entries)) != sum(map(len, document.values())) + len(entries) + 1:
+            return False  # a repeated or unknown field inside an entry
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, RecursionError):
         return False
-    tensors.pop("__metadata__", None)
     file = shard.file
     for name, info in tensors.items():
         if info.shape is None or info.data_offsets[0] < 0 or not info.dtype:
             return False  # a field is missing: the careful parser names it
         info.name = name
         info.shard = file
+    if metadata is not None:
+        try:
+            shard.metadata = json.loads(bytes(metadata), object_pairs_hook=_ObjectWithRepeats)
+        except ValueError:
+            return False
+        shard.duplicate_fields += [("__metadata__", key) for key in getattr(shard.metadata, "repeated", ())]
     shard.tensors = tensors
-    shard.metadata = None if metadata is None else json.loads(bytes(metadata))
     return True
+
+
+class _ObjectWithRepeats(dict[str, Any]):
+    """A JSON object that remembers which of its keys appeared more than once."""
+
+    def __init__(self, pairs: list[tuple[str, Any]]) -> None:
+        super().__init__(pairs)
+        self.repeated: list[str] = []
+        if len(self) != len(pairs):
+            seen: set[str] = set()
+            for key, _ in pairs:
+                if key in seen:
+                    self.repeated.append(key)
+                seen.add(key)
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+_LONE_SURROGATE = re.compile(
+    r"(?<!\\)\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F])|(?<![0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2}"
+)
 
 
 def _parse_header_json(shard: ShardHeader, raw: bytes) -> None:
@@ -166,26 +201,18 @@ def _parse_header_json(shard: ShardHeader, raw: bytes) -> None:
     if not text.startswith("{"):
         shard.fatal_kind, shard.fatal = "json", "header does not start with '{'"
         return
-    duplicates = shard.duplicate_keys
-
-    def keep_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        obj = dict(pairs)
-        if len(obj) != len(pairs):
-            seen: set[str] = set()
-            for key, _ in pairs:
-                if key in seen:
-                    duplicates.append(key)
-                seen.add(key)
-        return obj
-
     try:
-        document = json.loads(text, object_pairs_hook=keep_pairs)
-    except (json.JSONDecodeError, RecursionError) as exc:
+        document = json.loads(text, object_pairs_hook=_ObjectWithRepeats, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError) as exc:
         shard.fatal_kind, shard.fatal = "json", f"header is not valid JSON: {exc}"
         return
     if not isinstance(document, dict):
         shard.fatal_kind, shard.fatal = "json", "header is not a JSON object"
         return
+    if _LONE_SURROGATE.search(text):
+        shard.fatal_kind, shard.fatal = "json", "header is not valid JSON: a \\u escape is a lone surrogate"
+        return
+    shard.duplicate_keys += getattr(document, "repeated", [])
     _read_entries(shard, document)
 
 
@@ -197,10 +224,12 @@ def _read_entries(shard: ShardHeader, document: dict[str, Any]) -> None:
     for name, entry in document.items():
         if name == "__metadata__":
             shard.metadata = entry
+            shard.duplicate_fields += [(name, key) for key in getattr(entry, "repeated", ())]
             continue
-        if type(entry) is not dict:
+        if not isinstance(entry, dict):
             bad.append((name, "entry is not an object"))
             continue
+        shard.duplicate_fields += [(name, key) for key in getattr(entry, "repeated", ())]
         dtype = entry.get("dtype")
         shape = entry.get("shape")
         offsets = entry.get("data_offsets")

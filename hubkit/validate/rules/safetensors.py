@@ -47,6 +47,8 @@ def duplicate_key(ctx: Context) -> Iterator[Issue]:
     for shard in _readable(ctx):
         for key in sorted(set(shard.duplicate_keys)):
             yield Issue(f"key '{key}' appears more than once in the header", shard.file, key)
+        for owner, key in sorted(set(shard.duplicate_fields)):
+            yield Issue(f"field '{key}' appears more than once in this entry", shard.file, owner)
 
 
 @check(
