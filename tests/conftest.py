@@ -73,6 +73,16 @@ def write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2))
 
 
+def set_exclusions(path: Path, patterns: list[str]) -> None:
+    """Replace the exclusion list in both hf_quant_config.json and config.json, keeping them in agreement."""
+    quant = read_json(path / "hf_quant_config.json")
+    quant["quantization"]["exclude_modules"] = patterns
+    write_json(path / "hf_quant_config.json", quant)
+    config = read_json(path / "config.json")
+    config["quantization_config"]["ignore"] = patterns
+    write_json(path / "config.json", config)
+
+
 def codes(result: CliResult) -> set[str]:
     """Finding codes of a ``--format json`` run."""
     return {f["code"] for f in result.json()["findings"]}

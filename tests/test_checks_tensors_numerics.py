@@ -15,7 +15,7 @@ from hubkit.fixtures.kimi import (
     reference_exclusions,
     write_checkpoint,
 )
-from tests.conftest import codes, read_json, write_json
+from tests.conftest import codes, read_json, set_exclusions, write_json
 
 
 def rebuild(
@@ -26,15 +26,6 @@ def rebuild(
         item.unlink()
     (path / "model.safetensors.index.json").unlink()
     return write_checkpoint(path, layout, data=data, shard_bytes=200_000)
-
-
-def set_exclusions(path: Path, patterns: list[str]) -> None:
-    quant = read_json(path / "hf_quant_config.json")
-    quant["quantization"]["exclude_modules"] = patterns
-    write_json(path / "hf_quant_config.json", quant)
-    config = read_json(path / "config.json")
-    config["quantization_config"]["ignore"] = patterns
-    write_json(path / "config.json", config)
 
 
 def findings(hubkit, path: Path, *extra: str) -> list[dict]:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from hubkit.fixtures.kimi import KimiDims, build_nvfp4_checkpoint
-from tests.conftest import codes, read_json, write_json
+from tests.conftest import codes, read_json, set_exclusions
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +26,7 @@ def full_scale(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_nvfp4_checkpoint(tmp_path_factory.mktemp("k26") / "ckpt", KimiDims(), sparse=True, files=files)
 
 
-def variant(source: Path, target: Path, exclusions: list[str] | None = None, quant: dict | None = None) -> Path:
+def variant(source: Path, target: Path, exclusions: list[str]) -> Path:
     """A copy sharing the (sparse) shards by hard link, with its exclusion list replaced."""
     target.mkdir()
     for item in source.iterdir():
@@ -34,15 +34,7 @@ def variant(source: Path, target: Path, exclusions: list[str] | None = None, qua
             os.link(item, target / item.name)
         else:
             shutil.copy(item, target / item.name)
-    if quant is not None:
-        write_json(target / "hf_quant_config.json", quant)
-    if exclusions is not None:
-        quant_config = read_json(target / "hf_quant_config.json")
-        quant_config["quantization"]["exclude_modules"] = exclusions
-        write_json(target / "hf_quant_config.json", quant_config)
-        config = read_json(target / "config.json")
-        config["quantization_config"]["ignore"] = exclusions
-        write_json(target / "config.json", config)
+    set_exclusions(target, exclusions)
     return target
 
 
