@@ -31,14 +31,3 @@ class ModuleTable:
             else:
                 entry[suffix] = tensor
         return cls(modules, sorted(modules))
-
-    def is_quantized(self, module: str) -> bool:
-        """True when the module carries NVFP4 tensors (packed U8 weight or any NVFP4 scale)."""
-        tensors = self.modules[module]
-        weight = tensors.get("weight")
-        return (weight is not None and weight.dtype == "U8") or any(s in tensors for s in NVFP4_SCALES)
-
-    def is_linear(self, module: str) -> bool:
-        """A Linear: a 2-D weight, or an NVFP4-quantized weight."""
-        weight = self.modules[module].get("weight")
-        return weight is not None and (len(weight.dims) == 2 or self.is_quantized(module))

@@ -162,7 +162,7 @@ def _parse_header_fast(shard: ShardHeader, raw: bytes) -> bool:
     if metadata is not None:
         try:
             shard.metadata = json.loads(bytes(metadata), object_pairs_hook=_ObjectWithRepeats)
-        except ValueError:
+        except (ValueError, RecursionError):
             return False
         shard.duplicate_fields += [("__metadata__", key) for key in getattr(shard.metadata, "repeated", ())]
     shard.tensors = tensors
@@ -220,7 +220,6 @@ def _read_entries(shard: ShardHeader, document: dict[str, Any]) -> None:
     file = shard.file
     tensors = shard.tensors
     bad = shard.bad_entries
-    shard.tensors.clear()
     for name, entry in document.items():
         if name == "__metadata__":
             shard.metadata = entry

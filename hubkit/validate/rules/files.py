@@ -269,6 +269,14 @@ def missing_from_base(ctx: Context) -> Iterator[Issue]:
             yield Issue(f"{path} is in the base but not in the export; copy it", path)
 
 
+def _is_int4_companion(name: str, base_tensors: dict[str, Any]) -> bool:
+    """A compressed-tensors INT4 side tensor of the base (shape, zero point, group scale): it has no
+    counterpart in an NVFP4 export, whose weight comes from ``weight_packed``."""
+    if name.endswith((".weight_shape", ".weight_zero_point", ".weight_g_idx")):
+        return True
+    return name.endswith(".weight_scale") and name[: -len("_scale")] + "_packed" in base_tensors
+
+
 @check(
     "HK122", "base-weight-unaccounted", Severity.ERROR, needs=["base"],
     what="Every weight of the base is in the export (INT4 weight_packed as a weight, plain tensors by name).",
@@ -280,9 +288,7 @@ def base_weight_unaccounted(ctx: Context) -> Iterator[Issue]:
     ours = ctx.checkpoint.tensors
     missing: list[str] = []
     for name in base.tensors:
-        if name.endswith((".weight_shape", ".weight_zero_point", ".weight_g_idx")):
-            continue
-        if name.endswith(".weight_scale") and name[: -len("_scale")] + "_packed" in base.tensors:
+        if _is_int4_companion(name, base.tensors):
             continue
         wanted = name[: -len("_packed")] if name.endswith(".weight_packed") else name
         if wanted not in ours:
@@ -306,8 +312,8 @@ def base_tensor_changed(ctx: Context) -> Iterator[Issue]:
         ours = ctx.checkpoint.tensors.get(name)
         if ours is None or ours.dtype == "U8" or theirs.dtype not in ("BF16", "F16", "F32"):
             continue
-        if name.endswith(".weight_scale") and name[: -len("_scale")] + "_packed" in base.tensors:
-            continue  # an INT4 group scale of the base, replaced by the NVFP4 block scale
+        if _is_int4_companion(name, base.tensors):
+            continue
         if ours.dims != theirs.dims or ours.dtype != theirs.dtype:
             yield Issue(
                 f"{ours.dtype} {list(ours.dims)} here but {theirs.dtype} {list(theirs.dims)} in the base",

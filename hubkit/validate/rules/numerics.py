@@ -28,7 +28,6 @@ class ScaleReading:
     nan_blocks: dict[str, int]
     zero_blocks: dict[str, int]
     scalars: dict[str, float]
-    bytes_read: int
 
 
 def _scale_tensors(shard: ShardHeader) -> list[TensorInfo]:
@@ -56,7 +55,7 @@ def read_scales(ctx: Context) -> ScaleReading:
     """Read every scale tensor once (in parallel over shards, with progress) and summarise it."""
 
     def compute() -> ScaleReading:
-        reading = ScaleReading({}, {}, {}, 0)
+        reading = ScaleReading({}, {}, {})
         work = [
             (shard, _coalesce(_scale_tensors(shard))) for shard in ctx.checkpoint.shards.values() if shard.fatal is None
         ]
@@ -71,7 +70,6 @@ def read_scales(ctx: Context) -> ScaleReading:
                     for tensor in members:
                         lo, hi = tensor.data_offsets[0] - begin, tensor.data_offsets[1] - begin
                         _summarise(reading, tensor, data[lo:hi])
-                    reading.bytes_read += len(data)
                     bar.update(end - begin)
 
             with ThreadPoolExecutor(max(1, ctx.workers)) as pool:
