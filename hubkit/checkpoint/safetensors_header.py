@@ -11,6 +11,7 @@ import json
 import re
 import struct
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Annotated, Any
 
 import msgspec
@@ -125,46 +126,51 @@ def read_shard_header(source: CheckpointSource, path: str, file_size: int) -> Sh
     return shard
 
 
-_raw_entries = msgspec.json.Decoder(dict[str, msgspec.Raw])
 _typed_entries = msgspec.json.Decoder(dict[str, TensorInfo])
 _encode = msgspec.json.encode
+_METADATA_PREFIX = b'{"__metadata__":'
+_shape_of = attrgetter("shape")
+_dtype_of = attrgetter("dtype")
+_offsets_of = attrgetter("data_offsets")
 
 
 def _parse_header_fast(shard: ShardHeader, raw: bytes) -> bool:
     """Parse a well-formed compact header at C speed; False sends it to the careful parser.
 
-    JSON decoders keep the last of duplicate keys, so the fast path proves there are none: a compact
-    header's length equals the sum of its canonical parts exactly when no key repeats (a repeated key,
-    whitespace, an unknown field or a non-canonical escape only ever adds bytes). The identity is checked
-    for the top-level keys and, by re-encoding the decoded entries, for the fields inside each entry.
+    JSON decoders keep the last of duplicate keys, so the fast path proves there are none: re-encoding
+    what was decoded gives exactly the header's length only when nothing was dropped (a repeated key or
+    field, whitespace, an unknown field or a non-canonical escape only ever adds bytes). ``__metadata__``
+    must come first, as the safetensors library writes it; it is read with Python's json to see repeats.
     """
+    body = raw.rstrip(b" ")
+    metadata: Any = None
     try:
-        document = _raw_entries.decode(raw)
-        if not document:
-            return False
-        expected = 1 + 2 * len(document) + sum(map(len, document.values())) + sum(map(len, map(_encode, document)))
-        if expected != len(raw.rstrip(b" ")):
-            return False
-        metadata = document.pop("__metadata__", None)
         tensors = _typed_entries.decode(raw)
-        tensors.pop("__metadata__", None)
-        entries = list(tensors.values())
-        if len(_encode(entries)) != sum(map(len, document.values())) + len(entries) + 1:
-            return False  # a repeated or unknown field inside an entry
-    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, RecursionError):
+        if body.startswith(_METADATA_PREFIX):
+            text = body.decode("utf-8")
+            metadata, end = _METADATA_DECODER.raw_decode(text, len(_METADATA_PREFIX))
+            if not isinstance(metadata, dict) or "__metadata__" not in tensors:
+                return False
+            del tensors["__metadata__"]
+            metadata_bytes = len(text[len(_METADATA_PREFIX) : end].encode("utf-8"))
+            rest = len(_encode(tensors)) - 1  # the entries after the metadata, without their '{'
+            expected = len(_METADATA_PREFIX) + metadata_bytes + (rest + 1 if tensors else 1)
+        else:
+            expected = len(_encode(tensors))
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, RecursionError, ValueError):
         return False
+    if not tensors or expected != len(body) or "__metadata__" in tensors:
+        return False
+    values = tensors.values()
+    if None in map(_shape_of, values) or "" in map(_dtype_of, values) or (-1, -1) in map(_offsets_of, values):
+        return False  # a field is missing: the careful parser names it
     file = shard.file
     for name, info in tensors.items():
-        if info.shape is None or info.data_offsets[0] < 0 or not info.dtype:
-            return False  # a field is missing: the careful parser names it
         info.name = name
         info.shard = file
     if metadata is not None:
-        try:
-            shard.metadata = json.loads(bytes(metadata), object_pairs_hook=_ObjectWithRepeats)
-        except (ValueError, RecursionError):
-            return False
-        shard.duplicate_fields += [("__metadata__", key) for key in getattr(shard.metadata, "repeated", ())]
+        shard.metadata = metadata
+        shard.duplicate_fields += [("__metadata__", key) for key in metadata.repeated]
     shard.tensors = tensors
     return True
 
@@ -185,6 +191,9 @@ class _ObjectWithRepeats(dict[str, Any]):
 
 def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
+
+
+_METADATA_DECODER = json.JSONDecoder(object_pairs_hook=_ObjectWithRepeats, parse_constant=_refuse_constant)
 
 
 _LONE_SURROGATE = re.compile(

@@ -11,7 +11,7 @@ from typing import Any, TypeVar, cast
 import msgspec
 
 from hubkit.checkpoint.model import CONFIG, QUANT_CONFIG, Checkpoint
-from hubkit.checkpoint.modules import NVFP4_SCALES, ModuleTable
+from hubkit.checkpoint.modules import ModuleTable
 from hubkit.checkpoint.source import HUB_SCHEME
 from hubkit.errors import HubkitError, NotAvailableError
 from hubkit.validate.exclusions import ExclusionReading, ModuleMatcher, read_exclusions
@@ -108,26 +108,24 @@ class Context:
         return None if self.reference is None else read_exclusions(self.matcher, self.reference.exclude_modules)
 
     @cached_property
+    def position(self) -> dict[str, int]:
+        """Module name -> its index in ``modules.names``."""
+        return dict(zip(self.modules.names, range(len(self.modules.names)), strict=True))
+
+    def indices(self, names: set[str]) -> frozenset[int]:
+        return frozenset(map(self.position.__getitem__, names))
+
+    @cached_property
     def _classes(self) -> tuple[list[int], frozenset[int], frozenset[int]]:
-        """One pass over the modules: engine-quantizable Linears, NVFP4 modules, never-quantized modules."""
-        table = self.modules.modules
+        """Engine-quantizable Linears, NVFP4 modules and never-quantized Linears, as index sets."""
         never = self.profile.never_quantized_pattern
-        linear: list[int] = []
-        quantized: set[int] = set()
-        never_set: set[int] = set()
-        for i, name in enumerate(self.modules.names):
-            tensors = table[name]
-            weight = tensors.get("weight")
-            is_quantized = (weight is not None and weight.dtype == "U8") or any(s in tensors for s in NVFP4_SCALES)
-            if is_quantized:
-                quantized.add(i)
-            if weight is None or not (is_quantized or len(weight.dims) == 2):
-                continue
-            if never is not None and never.fullmatch(name):
-                never_set.add(i)
-            else:
-                linear.append(i)
-        return linear, frozenset(quantized), frozenset(never_set)
+        linear = self.modules.linear
+        never_names = {name for name in linear if never.fullmatch(name)} if never is not None else set()
+        return (
+            sorted(self.indices(linear - never_names)),
+            self.indices(self.modules.quantized),
+            self.indices(never_names),
+        )
 
     @property
     def linear_modules(self) -> list[int]:

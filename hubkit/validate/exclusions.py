@@ -39,6 +39,7 @@ class ModuleMatcher:
             self._starts.append(position)
             position += len(name) + 1
         self._cache: dict[str, frozenset[int]] = {}
+        self._absent = {c for c in "*?[" if c not in self._joined}
 
     def matches(self, pattern: str) -> frozenset[int]:
         """Indices of the names that ``pattern`` excludes."""
@@ -66,8 +67,8 @@ class ModuleMatcher:
         return set(range(first, last))
 
     def _substring(self, needle: str) -> set[int]:
-        if not needle or "\n" in needle:
-            return set()
+        if not needle or "\n" in needle or any(c in needle for c in self._absent):
+            return set()  # a character no name has: nothing to scan for
         hits: set[int] = set()
         starts, find = self._starts, self._joined.find
         position = find(needle)

@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from operator import methodcaller
 
 from hubkit.checkpoint.model import QUANT_CONFIG
 from hubkit.validate.context import Context
 from hubkit.validate.engine import Issue, Severity, check
 from hubkit.validate.exclusions import group_names
+
+_split_last = methodcaller("rpartition", ".")
+
+
+def _parents_by_last(names: Iterable[str]) -> dict[str, set[str]]:
+    """Last name component -> the parent paths that have it (``a.b.gate_proj`` -> ``gate_proj: {a.b}``)."""
+    parents: dict[str, set[str]] = defaultdict(set)
+    for parent, _, last in map(_split_last, names):
+        parents[last].add(parent)
+    return parents
 
 
 def _names(ctx: Context, indices: frozenset[int] | set[int]) -> list[str]:
@@ -132,25 +143,20 @@ def expert_groups(ctx: Context) -> dict[str, dict[int, dict[str, int]]]:
 )  # fmt: skip
 def fused_mixed_precision(ctx: Context) -> Iterator[Issue]:
     names = ctx.modules.names
-    position = {name: i for i, name in enumerate(names)}
     excluded = ctx.exclusions.excluded if ctx.exclusions is not None else frozenset()
     quantized = ctx.quantized_modules
-    for group in ctx.profile.fused_groups:
-        first, rest = group[0], group[1:]
-        for name in names:
-            if not name.endswith("." + first):
-                continue
-            stem = name[: -len(first)]
-            members = [position[stem + m] for m in group if stem + m in position]
-            if len(members) < 2:
-                continue
-            for label, state in (("quantized", quantized), ("excluded", excluded)):
-                if len({i in state for i in members}) > 1:
-                    which = [names[i].rsplit(".", 1)[1] for i in members if i in state]
-                    yield Issue(f"{stem}{{{','.join([first, *rest])}}}: only {', '.join(which)} {label}")
+    parents = _parents_by_last(names)
+    for label, state in (("quantized", quantized), ("excluded", excluded)):
+        inside = _parents_by_last(names[i] for i in state)
+        for group in ctx.profile.fused_groups:
+            some = set().union(*(inside.get(m, set()) for m in group))
+            not_all = set().union(*(parents.get(m, set()) - inside.get(m, set()) for m in group))
+            for stem in sorted(some & not_all):
+                which = [m for m in group if stem in inside.get(m, set())]
+                yield Issue(f"{stem}.{{{','.join(group)}}}: only {', '.join(which)} {label}")
     for moe, experts in expert_groups(ctx).items():
         members = [i for projections in experts.values() for i in projections.values()]
         for label, state in (("quantized", quantized), ("excluded", excluded)):
-            inside = sum(1 for i in members if i in state)
-            if 0 < inside < len(members):
-                yield Issue(f"{moe}.experts: {inside:,} of {len(members):,} expert projections {label}")
+            count = len(state.intersection(members))
+            if 0 < count < len(members):
+                yield Issue(f"{moe}.experts: {count:,} of {len(members):,} expert projections {label}")

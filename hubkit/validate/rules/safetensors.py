@@ -3,11 +3,28 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from operator import itemgetter
+from operator import attrgetter, itemgetter, sub
 
 from hubkit.checkpoint.safetensors_header import DTYPE_BITS, ShardHeader
 from hubkit.validate.context import Context
 from hubkit.validate.engine import Issue, Severity, check
+
+_offsets_of = attrgetter("data_offsets")
+_dtype_and_shape = attrgetter("dtype", "shape")
+
+
+class _ExpectedBytes(dict[tuple[str, tuple[int, ...] | None], int | None]):
+    """(dtype, shape) -> bytes the tensor must span; None for an unknown dtype or a partial byte."""
+
+    def __missing__(self, key: tuple[str, tuple[int, ...] | None]) -> int | None:
+        dtype, shape = key
+        bits = DTYPE_BITS.get(dtype)
+        count = 1
+        for dim in shape or ():
+            count *= dim
+        value = None if bits is None or count * bits % 8 else count * bits // 8
+        self[key] = value
+        return value
 
 
 def _readable(ctx: Context) -> Iterator[ShardHeader]:
@@ -80,15 +97,15 @@ def malformed_entry(ctx: Context) -> Iterator[Issue]:
     why="A mismatch means the header and data disagree; the tensor would load with wrong values or fail.",
 )  # fmt: skip
 def byte_length(ctx: Context) -> Iterator[Issue]:
-    expected_cache: dict[tuple[str, tuple[int, ...] | None], int | None] = {}
+    expected_cache = _ExpectedBytes()
     for shard in _readable(ctx):
+        values = shard.tensors.values()
+        offsets = list(map(_offsets_of, values))
+        spans = list(map(sub, map(itemgetter(1), offsets), map(itemgetter(0), offsets)))
+        if spans == list(map(expected_cache.__getitem__, map(_dtype_and_shape, values))):
+            continue  # every tensor is exactly as long as its dtype and shape say
         for name, tensor in shard.tensors.items():
-            key = (tensor.dtype, tensor.shape)
-            expected = expected_cache.get(key, -1)
-            if expected == -1:
-                bits = DTYPE_BITS.get(tensor.dtype)
-                expected = None if bits is None or tensor.numel * bits % 8 else tensor.numel * bits // 8
-                expected_cache[key] = expected
+            expected = expected_cache[(tensor.dtype, tensor.shape)]
             if expected is None:
                 continue  # unknown dtype (HK204) or a bit count that is not whole bytes
             begin, end = tensor.data_offsets
@@ -110,11 +127,13 @@ def offset_layout(ctx: Context) -> Iterator[Issue]:
     for shard in _readable(ctx):
         if not shard.tensors:
             continue
-        ranges = sorted((t.data_offsets, name) for name, t in shard.tensors.items())
-        begins = list(map(itemgetter(0), map(itemgetter(0), ranges)))
-        ends = list(map(itemgetter(1), map(itemgetter(0), ranges)))
+        offsets = sorted(map(_offsets_of, shard.tensors.values()))
+        begins, ends = list(map(itemgetter(0), offsets)), list(map(itemgetter(1), offsets))
         if begins[0] == 0 and begins[1:] == ends[:-1]:
             continue
+        ranges = sorted((t.data_offsets, name) for name, t in shard.tensors.items())
+        begins = [r[0][0] for r in ranges]
+        ends = [r[0][1] for r in ranges]
         if begins[0] != 0:
             yield Issue(f"data starts at offset {begins[0]:,}, not 0", shard.file, ranges[0][1])
         for i in range(1, len(ranges)):
@@ -131,7 +150,7 @@ def offset_layout(ctx: Context) -> Iterator[Issue]:
 )  # fmt: skip
 def file_length(ctx: Context) -> Iterator[Issue]:
     for shard in _readable(ctx):
-        data_end = max((t.data_offsets[1] for t in shard.tensors.values()), default=0)
+        data_end = max(map(itemgetter(1), map(_offsets_of, shard.tensors.values())), default=0)
         if data_end != shard.data_length:
             state = "truncated" if data_end > shard.data_length else "longer than its tensors"
             yield Issue(

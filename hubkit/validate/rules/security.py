@@ -76,6 +76,8 @@ def pickle_file(ctx: Context) -> Iterator[Issue]:
     why="Such a file runs code on the machine of everyone who loads it.",
 )  # fmt: skip
 def unsafe_pickle(ctx: Context) -> Iterator[Issue]:
+    if not pickle_files(ctx):
+        return
     from picklescan.scanner import SafetyLevel, scan_file_path
 
     logging.getLogger("picklescan").setLevel(logging.CRITICAL)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
+from operator import attrgetter, itemgetter
 
 from hubkit.checkpoint.modules import LEFTOVER_SUFFIXES, NVFP4_SCALES
+from hubkit.checkpoint.safetensors_header import TensorInfo
 from hubkit.validate.context import Context
 from hubkit.validate.engine import Issue, Severity, check
 from hubkit.validate.exclusions import format_ranges, group_names
@@ -13,6 +16,8 @@ from hubkit.validate.rules.exclusions import expert_groups
 NVFP4_TENSORS = ("weight", *NVFP4_SCALES)
 NVFP4_DTYPES = {"weight": "U8", "weight_scale": "F8_E4M3", "weight_scale_2": "F32", "input_scale": "F32"}
 PLAIN_DTYPES = {"BF16", "F16", "F32"}
+_dtype_of = attrgetter("dtype")
+_shape_of = attrgetter("shape")
 
 
 def _group_size(ctx: Context) -> int:
@@ -21,9 +26,16 @@ def _group_size(ctx: Context) -> int:
     return size if type(size) is int and size > 0 else int(ctx.profile.quantization.get("group_size", 16))
 
 
-def _quantized_names(ctx: Context) -> list[str]:
-    names = ctx.modules.names
-    return [names[i] for i in sorted(ctx.quantized_modules)]
+def _quantized_of_kind(ctx: Context, kind: str) -> dict[str, TensorInfo]:
+    """Module -> its ``kind`` tensor, for the NVFP4 modules that have one."""
+    found = ctx.modules.of_kind(kind)
+    if kind != "weight":
+        return found  # only NVFP4 modules carry NVFP4 scales
+    return {module: found[module] for module in ctx.modules.quantized & found.keys()}
+
+
+def _sorted_items(found: dict[str, TensorInfo]) -> list[tuple[str, TensorInfo]]:
+    return sorted(found.items(), key=itemgetter(0))
 
 
 @check(
@@ -32,15 +44,9 @@ def _quantized_names(ctx: Context) -> list[str]:
     why="vLLM allocates all four for an NVFP4 Linear; a missing one fails the load or leaves scales uninitialised.",
 )  # fmt: skip
 def nvfp4_incomplete(ctx: Context) -> Iterator[Issue]:
-    modules = ctx.modules.modules
-    missing_by_kind: dict[str, list[str]] = {}
-    for name in _quantized_names(ctx):
-        tensors = modules[name]
-        for kind in NVFP4_TENSORS:
-            if kind not in tensors:
-                missing_by_kind.setdefault(kind, []).append(name)
-    for kind, names in sorted(missing_by_kind.items()):
-        for line in group_names(names):
+    modules = ctx.modules
+    for kind in NVFP4_TENSORS:
+        for line in group_names(modules.quantized - modules.of_kind(kind).keys()):
             yield Issue(f"NVFP4 modules without {kind}: {line}")
 
 
@@ -50,12 +56,13 @@ def nvfp4_incomplete(ctx: Context) -> Iterator[Issue]:
     why="Kernels reinterpret the bytes by these dtypes; any other dtype is a different format.",
 )  # fmt: skip
 def nvfp4_dtype(ctx: Context) -> Iterator[Issue]:
-    modules = ctx.modules.modules
-    for name in _quantized_names(ctx):
-        for kind, tensor in modules[name].items():
-            wanted = NVFP4_DTYPES.get(kind)
-            if wanted is not None and tensor.dtype != wanted:
-                yield Issue(f"{kind} is {tensor.dtype}; NVFP4 needs {wanted}", tensor.shard, tensor.name)
+    for kind, wanted in NVFP4_DTYPES.items():
+        found = _quantized_of_kind(ctx, kind)
+        if set(map(_dtype_of, found.values())) <= {wanted}:
+            continue
+        for module, tensor in _sorted_items(found):
+            if tensor.dtype != wanted:
+                yield Issue(f"{kind} is {tensor.dtype}; NVFP4 needs {wanted}", tensor.shard, f"{module}.{kind}")
 
 
 @check(
@@ -64,27 +71,42 @@ def nvfp4_dtype(ctx: Context) -> Iterator[Issue]:
     why="A wrong shape means wrong packing or blocking: the engine fails to load or computes garbage.",
 )  # fmt: skip
 def nvfp4_shape(ctx: Context) -> Iterator[Issue]:
-    modules = ctx.modules.modules
     group = _group_size(ctx)
-    for name in _quantized_names(ctx):
-        tensors = modules[name]
-        weight, scale = tensors.get("weight"), tensors.get("weight_scale")
-        if weight is not None and len(weight.dims) != 2:
-            yield Issue(f"weight has shape {list(weight.dims)}; NVFP4 weights are 2-D", weight.shard, weight.name)
-        elif weight is not None and scale is not None:
-            out, packed = weight.dims
-            wanted = (out, packed * 2 // group)
-            if (packed * 2) % group or scale.dims != wanted:
+    weights = _quantized_of_kind(ctx, "weight")
+    scales = ctx.modules.of_kind("weight_scale")
+    if any(len(shape or ()) != 2 for shape in set(map(_shape_of, weights.values()))):
+        for _, weight in _sorted_items(weights):
+            if len(weight.dims) != 2:
+                yield Issue(f"weight has shape {list(weight.dims)}; NVFP4 weights are 2-D", weight.shard, weight.name)
+    both = list(weights.keys() & scales.keys())
+    pairs = Counter(
+        zip(map(_shape_of, map(weights.__getitem__, both)), map(_shape_of, map(scales.__getitem__, both)), strict=True)
+    )
+    for weight_shape, scale_shape in pairs:
+        if len(weight_shape or ()) != 2:
+            continue
+        out, packed = weight_shape or (0, 0)
+        wanted = (out, packed * 2 // group)
+        if (packed * 2) % group == 0 and scale_shape == wanted:
+            continue
+        for module in sorted(both):
+            weight, scale = weights[module], scales[module]
+            if (weight.shape, scale.shape) == (weight_shape, scale_shape):
                 yield Issue(
                     f"weight_scale is {list(scale.dims)} but weight {list(weight.dims)} with group {group} needs "
                     f"{list(wanted)}",
                     scale.shard,
-                    scale.name,
+                    f"{module}.weight_scale",
                 )
-        for kind in ("weight_scale_2", "input_scale"):
-            tensor = tensors.get(kind)
-            if tensor is not None and tensor.dims != ():
-                yield Issue(f"{kind} has shape {list(tensor.dims)}; it must be a 0-d scalar", tensor.shard, tensor.name)
+    for kind in ("weight_scale_2", "input_scale"):
+        found = ctx.modules.of_kind(kind)
+        if set(map(_shape_of, found.values())) <= {()}:
+            continue
+        for module, tensor in _sorted_items(found):
+            if tensor.dims != ():
+                yield Issue(
+                    f"{kind} has shape {list(tensor.dims)}; it must be a 0-d scalar", tensor.shard, f"{module}.{kind}"
+                )
 
 
 @check(
@@ -100,7 +122,7 @@ def excluded_but_quantized(ctx: Context) -> Iterator[Issue]:
     for line in group_names(bad):
         yield Issue(f"excluded from quantization but stored as NVFP4: {line}")
     for i in sorted(excluded - set(ctx.quantized_modules)):
-        weight = ctx.modules.modules[names[i]].get("weight")
+        weight = ctx.modules.get(names[i], "weight")
         if weight is not None and weight.dtype not in PLAIN_DTYPES:
             yield Issue(f"excluded module's weight is {weight.dtype}; expected BF16", weight.shard, weight.name)
 
@@ -127,10 +149,9 @@ def unexcluded_bf16_linear(ctx: Context) -> Iterator[Issue]:
 )  # fmt: skip
 def leftover_tensors(ctx: Context) -> Iterator[Issue]:
     found: dict[str, list[str]] = {}
-    for name, tensors in ctx.modules.modules.items():
-        for suffix in tensors:
-            if suffix in LEFTOVER_SUFFIXES or suffix.endswith("_amax"):
-                found.setdefault(suffix, []).append(name)
+    for suffix, modules in ctx.modules.by_suffix.items():
+        if suffix in LEFTOVER_SUFFIXES or suffix.endswith("_amax"):
+            found[suffix] = sorted(modules)
     for suffix, names in sorted(found.items()):
         for line in group_names(names):
             yield Issue(f"leftover '{suffix}' tensors: {line}")
@@ -180,8 +201,7 @@ def expert_incomplete(ctx: Context) -> Iterator[Issue]:
     why="vLLM loads them as per-tensor FP8 scales; another shape or dtype fails the load.",
 )  # fmt: skip
 def kv_scale_shape(ctx: Context) -> Iterator[Issue]:
-    for tensors in ctx.modules.modules.values():
-        for kind in ("k_scale", "v_scale"):
-            tensor = tensors.get(kind)
-            if tensor is not None and (tensor.dtype != "F32" or tensor.dims != ()):
+    for kind in ("k_scale", "v_scale"):
+        for _, tensor in _sorted_items(ctx.modules.of_kind(kind)):
+            if tensor.dtype != "F32" or tensor.dims != ():
                 yield Issue(f"{tensor.dtype} {list(tensor.dims)}; KV scales are 0-d F32", tensor.shard, tensor.name)
