@@ -6,7 +6,7 @@ import ast
 import operator
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ class Profile:
     match: dict[str, Any]
     quantization: dict[str, Any]
     modules: dict[str, Any]
+    quantize: dict[str, Any] = field(default_factory=dict)
 
     @property
     def specificity(self) -> int:
@@ -116,7 +117,7 @@ def _load_file(path: Path) -> dict[str, Any]:
         raise HubkitError(f"profile {path} is unreadable ({exc}); fix or remove it") from exc
 
 
-_ALLOWED_KEYS = {"name", "description", "extends", "match", "quantization", "modules"}
+_ALLOWED_KEYS = {"name", "description", "extends", "match", "quantization", "modules", "quantize"}
 
 
 def load_profiles(directory: Path | None = None) -> dict[str, Profile]:
@@ -139,7 +140,7 @@ def load_profiles(directory: Path | None = None) -> dict[str, Profile]:
             raise HubkitError(f"profile {stem} extends unknown profile {parent_name}")
         parent = resolved(parent_name, (*seen, stem))
         merged = {**parent, **{k: v for k, v in data.items() if not isinstance(v, dict)}}
-        for table in ("quantization", "modules"):
+        for table in ("quantization", "modules", "quantize"):
             merged[table] = {**parent.get(table, {}), **data.get(table, {})}
         merged["match"] = data.get("match", {})
         return merged
@@ -153,6 +154,7 @@ def load_profiles(directory: Path | None = None) -> dict[str, Profile]:
             match=dict(data.get("match", {})),
             quantization=dict(data.get("quantization", {})),
             modules=dict(data.get("modules", {})),
+            quantize=dict(data.get("quantize", {})),
         )
     return profiles
 
