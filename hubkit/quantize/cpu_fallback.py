@@ -9,7 +9,8 @@ sees is what the exported checkpoint holds. Tiny models only: this is about corr
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -129,6 +130,17 @@ def install() -> bool:
     tensor_quant.dynamic_block_quantize_op = dynamic_block_quantize_op
     quantizer_module.static_blockwise_fp4_fake_quant = static_blockwise_fp4_fake_quant
     return True
+
+
+@contextmanager
+def active() -> Iterator[bool]:
+    """The stand-ins for the duration of a block (when CUDA is absent); yields whether they are in use."""
+    installed_here = not _installed and install()
+    try:
+        yield bool(_installed)
+    finally:
+        if installed_here:
+            uninstall()
 
 
 def uninstall() -> None:

@@ -157,15 +157,13 @@ def quantize(options: QuantizeOptions) -> QuantizeResult:
     try:
         with _stage(timings, "load"):
             model = _load_model(base, device, options.max_gpu_memory)
-        fallback = False
-        if device == "cpu":
-            from hubkit.quantize import cpu_fallback
+        from hubkit.quantize import cpu_fallback
 
-            fallback = cpu_fallback.install()
-        with _stage(timings, "calibrate"):
-            coverage = _calibrate(model, recipe.quantize, batches, options, torch)
-        with _stage(timings, "export"):
-            _export(model, staging)
+        with cpu_fallback.active() as fallback:
+            with _stage(timings, "calibrate"):
+                coverage = _calibrate(model, recipe.quantize, batches, options, torch)
+            with _stage(timings, "export"):
+                _export(model, staging)
         _finish(staging, base, profile.quantization.get("text_model_type"))
         _restore_base_dtypes(staging, base)
         provenance = _provenance(options, recipe, sources, batches, coverage, timings, device, fallback)

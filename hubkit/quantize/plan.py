@@ -25,6 +25,7 @@ class Plan:
     gpus: str
     gpu_memory_bytes: int
     free_disk_bytes: int | None
+    per_gpu_bytes: int = 0
 
     @property
     def gpu_bytes_needed(self) -> int:
@@ -54,6 +55,7 @@ class Plan:
             "disk_needed_gib": round(self.disk_bytes_needed / GIB, 1),
             "free_disk_gib": None if self.free_disk_bytes is None else round(self.free_disk_bytes / GIB, 1),
             "fits_gpus": self.fits_gpus,
+            "min_gpus": -(-self.gpu_bytes_needed // self.per_gpu_bytes) if self.per_gpu_bytes else None,
             "fits_disk": self.fits_disk,
         }
 
@@ -63,7 +65,7 @@ class Plan:
         return "\n".join(
             [
                 f"GPUs: {d['gpus']} ({d['gpu_memory_gib']:,} GiB) - needs {d['gpu_needed_gib']:,} GiB: "
-                + ("fits" if d["fits_gpus"] else "does NOT fit"),
+                + ("fits" if d["fits_gpus"] else f"does NOT fit (at least {d['min_gpus']} such GPUs)"),
                 f"  BF16 weights after dequantization {d['bf16_weights_gib']:,} GiB, "
                 f"calibration activations {d['activations_gib']:,} GiB",
                 f"Disk: needs {d['disk_needed_gib']:,} GiB (BF16 intermediate {d['intermediate_gib']:,} GiB + "
@@ -103,4 +105,5 @@ def estimate(base: Checkpoint, gpus: str, *, batch: int, seq: int, out: Path | N
     layers = int(text.get("num_hidden_layers", 0) or 0)
     activation = batch * seq * hidden * 2 * max(layers, 1) * 4  # hidden states kept per layer, with margin
     free = shutil.disk_usage(out if out and out.exists() else Path.cwd()).free
-    return Plan(bf16, activation, bf16 if int4 else 0, export, gpus, count * GPU_MEMORY_GIB[model] * GIB, free)
+    per_gpu = GPU_MEMORY_GIB[model] * GIB
+    return Plan(bf16, activation, bf16 if int4 else 0, export, gpus, count * per_gpu, free, per_gpu)

@@ -1,0 +1,205 @@
+"""``hubkit quantize`` end to end on a tiny DeepSeek-V3 (CPU, real transformers and modelopt)."""
+
+from __future__ import annotations
+
+import json
+import random
+import warnings
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("modelopt")
+transformers = pytest.importorskip("transformers")
+
+from safetensors.torch import load_file  # noqa: E402
+
+from hubkit.fixtures.kimi import KimiDims, int4_base_layout, write_sparse_checkpoint  # noqa: E402
+from hubkit.quantize.pipeline import QuantizeOptions, quantize  # noqa: E402
+from tests.test_quantize_cpu_fallback import decode_nvfp4, tiny_deepseek  # noqa: E402
+
+WORDS = [
+    "the",
+    "quick",
+    "brown",
+    "fox",
+    "jumps",
+    "over",
+    "a",
+    "lazy",
+    "dog",
+    "while",
+    "experts",
+    "route",
+    "tokens",
+    "to",
+    "layers",
+]
+
+
+def tiny_tokenizer(path: Path) -> None:
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=250, special_tokens=["<unk>", "<s>", "</s>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tokenizer.train_from_iterator([" ".join(WORDS)] * 10, trainer)
+    fast = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, unk_token="<unk>", bos_token="<s>", eos_token="</s>"
+    )
+    fast.save_pretrained(path)
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        path = tiny_deepseek(tmp_path_factory.mktemp("base") / "tiny-deepseek")
+        tiny_tokenizer(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def calib(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    rng = random.Random(0)
+    path = tmp_path_factory.mktemp("calib") / "calib.jsonl"
+    path.write_text(
+        "".join(json.dumps({"text": " ".join(rng.choice(WORDS) for _ in range(48))}) + "\n" for _ in range(48))
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def result(base: Path, calib: Path, tmp_path_factory: pytest.TempPathFactory):
+    out = tmp_path_factory.mktemp("export") / "tiny-nvfp4"
+    options = QuantizeOptions(
+        base=str(base), out=out, calib=(str(calib),), calib_size=32, calib_seq=64, batch_size=4, progress=False
+    )
+    return quantize(options)
+
+
+def test_export_validates_against_its_base(result, base: Path, hubkit) -> None:
+    assert result.report.passed, result.report.findings
+    assert {f.code for f in result.report.findings} <= {"HK107"}  # only the card, rendered later
+    deep = hubkit("validate", result.out, "--deep", "--base", base, "--format", "json")
+    assert deep.code == 0, deep.out
+    assert not (result.out.parent / f".{result.out.name}.partial").exists()
+    assert json.loads((result.out / ".hubkit" / "state.json").read_text())["status"] == "complete"
+
+
+def test_only_routed_experts_are_nvfp4_close_to_bf16(result, base: Path) -> None:
+    tensors = load_file(result.out / "model.safetensors")
+    original = load_file(base / "model.safetensors")
+    packed = {n.rsplit(".", 1)[0] for n, t in tensors.items() if t.dtype == torch.uint8}
+    assert len(packed) == (3 - 1) * 8 * 3 and all(".mlp.experts." in n for n in packed)
+    for name in sorted(packed)[:6]:
+        weight = decode_nvfp4(
+            tensors[f"{name}.weight"], tensors[f"{name}.weight_scale"], tensors[f"{name}.weight_scale_2"]
+        )
+        reference = original[f"{name}.weight"].float()
+        assert (weight - reference).norm() / reference.norm() < 0.12
+    for expert in range(8):
+        prefix = f"model.layers.1.mlp.experts.{expert}"
+        for kind in ("weight_scale_2", "input_scale"):
+            assert torch.equal(tensors[f"{prefix}.gate_proj.{kind}"], tensors[f"{prefix}.up_proj.{kind}"])
+    # unquantized tensors keep the base's dtype (the router is upcast on load and cast back)
+    assert tensors["model.layers.1.mlp.gate.weight"].dtype == original["model.layers.1.mlp.gate.weight"].dtype
+    assert torch.equal(
+        tensors["model.layers.0.self_attn.o_proj.weight"], original["model.layers.0.self_attn.o_proj.weight"]
+    )
+
+
+def test_coverage_and_provenance_are_recorded(result) -> None:
+    provenance = json.loads((result.out / ".hubkit" / "provenance.json").read_text())
+    coverage = provenance["coverage"]
+    assert coverage["routers"] == 2 and coverage["experts"] == 16
+    assert coverage["experts_without_tokens"] == sum(len(ids) for ids in coverage["backstop_experts"].values())
+    assert coverage["tokens"] > 0
+    assert provenance["recipe"]["name"] == "general/ptq/nvfp4_experts_only_mse-kv_fp8_cast"
+    assert provenance["recipe"]["quantize"]["algorithm"]["method"] == "mse"
+    assert provenance["versions"]["nvidia-modelopt"] and provenance["versions"]["torch"]
+    assert provenance["calibration"]["calib_size"] == 32 and provenance["calibration"]["seed"] == 1234
+    assert provenance["cpu_nvfp4_fallback"] is True
+    assert set(provenance["timings_s"]) >= {"load", "calibrate", "export", "validate"}
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"base": "NOT_A_CHECKPOINT"}, "not a checkpoint folder"),
+        ({"recipe": "general/ptq/no_such_recipe"}, "cannot load recipe"),
+        ({"calib": "BAD_JSONL"}, "is not JSON"),
+        ({"calib": "MISSING.jsonl"}, "does not exist"),
+        ({"device": "cuda"}, "no CUDA device"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(
+    hubkit, base: Path, calib: Path, tmp_path: Path, change: dict[str, str], message: str
+) -> None:
+    if torch.cuda.is_available() and change.get("device") == "cuda":
+        pytest.skip("this host has CUDA")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "fine"}\n{broken\n')
+    (tmp_path / "not-a-checkpoint").mkdir()
+    values = {"base": str(base), "recipe": "nvfp4-experts-mse", "calib": str(calib), "device": "auto", **change}
+    values["base"] = values["base"].replace("NOT_A_CHECKPOINT", str(tmp_path / "not-a-checkpoint"))
+    values["calib"] = (
+        values["calib"].replace("BAD_JSONL", str(bad)).replace("MISSING.jsonl", str(tmp_path / "missing.jsonl"))
+    )
+    out = tmp_path / "out"
+    args = [
+        "quantize",
+        "--base",
+        values["base"],
+        "--out",
+        out,
+        "--recipe",
+        values["recipe"],
+        "--calib",
+        values["calib"],
+    ]
+    result = hubkit(*args, "--device", values["device"], "--calib-size", "4", "--calib-seq", "16")
+    assert result.code == 2, result.err
+    assert message in result.err and "Traceback" not in result.err
+    assert not out.exists() and not (tmp_path / ".out.partial").exists()
+
+
+def test_refuses_a_non_empty_out_folder(hubkit, base: Path, calib: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    result = hubkit("quantize", "--base", base, "--out", out, "--calib", calib)
+    assert result.code == 2 and "not empty" in result.err
+    assert (out / "keep.txt").read_text() == "mine"
+
+
+def test_calibration_from_a_dataset_saved_on_disk(base: Path, tmp_path: Path) -> None:
+    datasets = pytest.importorskip("datasets")
+    from hubkit.quantize.calibration import CalibrationSource, tokenize
+
+    folder = tmp_path / "saved"
+    datasets.Dataset.from_dict({"text": [f"sample {i} " + " ".join(WORDS) for i in range(10)]}).save_to_disk(folder)
+    source = CalibrationSource.parse(str(folder))
+    records = source.records(4)
+    assert source.kind == "disk" and len(records) == 4 and records[0].startswith("sample 0")
+    tokens = tokenize(transformers.AutoTokenizer.from_pretrained(base), records, 8)
+    assert len(tokens) == 4 and all(0 < len(t) <= 8 for t in tokens)
+
+
+def test_plan_for_kimi_on_b300_and_h200(hubkit, tmp_path: Path) -> None:
+    dims = KimiDims()
+    config = {
+        "architectures": ["KimiK25ForConditionalGeneration"],
+        "text_config": {"hidden_size": dims.hidden, "num_hidden_layers": dims.layers},
+    }
+    skeleton = write_sparse_checkpoint(tmp_path / "kimi-int4", int4_base_layout(dims), files={"config.json": config})
+    b300 = hubkit("quantize", "--base", skeleton, "--plan", "--gpus", "8xB300", "--format", "json").json()
+    h200 = hubkit("quantize", "--base", skeleton, "--plan", "--gpus", "8xH200", "--format", "json").json()
+    assert 1800 < b300["bf16_weights_gib"] < 2000  # ~1.03 T parameters in BF16
+    assert 500 < b300["export_gib"] < 580  # ~594 GB
+    assert b300["fits_gpus"] is True and h200["fits_gpus"] is False
+    assert h200["min_gpus"] == 15
+    assert hubkit("quantize", "--base", skeleton, "--plan", "--gpus", "8xA100").code == 2
