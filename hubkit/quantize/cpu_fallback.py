@@ -87,12 +87,13 @@ def _is_nvfp4(num_bits: int, exponent_bits: int, scale_num_bits: int, scale_expo
     return (num_bits, exponent_bits, scale_num_bits, scale_exponent_bits) == (4, 2, 8, 4)
 
 
-def install() -> bool:
-    """Route modelopt's NVFP4 fake quantization to the stand-ins when CUDA is absent; True when installed.
+def install(force: bool = False) -> bool:
+    """Route modelopt's NVFP4 fake quantization to the stand-ins when CUDA is absent (or ``force``, for a
+    model kept on the CPU of a CUDA host); True when installed.
 
     Raises HubkitError for a modelopt version the stand-ins were not checked against.
     """
-    if torch.cuda.is_available():
+    if torch.cuda.is_available() and not force:
         return False
     if _installed:
         return True
@@ -133,9 +134,9 @@ def install() -> bool:
 
 
 @contextmanager
-def active() -> Iterator[bool]:
+def active(force: bool = False) -> Iterator[bool]:
     """The stand-ins for the duration of a block (when CUDA is absent); yields whether they are in use."""
-    installed_here = not _installed and install()
+    installed_here = not _installed and install(force)
     try:
         yield bool(_installed)
     finally:

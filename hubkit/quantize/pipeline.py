@@ -159,7 +159,7 @@ def quantize(options: QuantizeOptions) -> QuantizeResult:
             model = _load_model(base, device, options.max_gpu_memory)
         from hubkit.quantize import cpu_fallback
 
-        with cpu_fallback.active() as fallback:
+        with cpu_fallback.active(force=device == "cpu") as fallback:
             with _stage(timings, "calibrate"):
                 coverage = _calibrate(model, recipe.quantize, batches, options, torch)
             with _stage(timings, "export"):
