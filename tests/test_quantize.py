@@ -203,3 +203,72 @@ def test_plan_for_kimi_on_b300_and_h200(hubkit, tmp_path: Path) -> None:
     assert b300["fits_gpus"] is True and h200["fits_gpus"] is False
     assert h200["min_gpus"] == 15
     assert hubkit("quantize", "--base", skeleton, "--plan", "--gpus", "8xA100").code == 2
+
+
+def int4_base_from(bf16: Path, target: Path) -> Path:
+    """The INT4 pack-quantized form of a BF16 base (routed experts, group 32), written by compressed-tensors."""
+    import shutil
+
+    from compressed_tensors.compressors.pack_quantized.base import PackedQuantizationCompressor
+    from compressed_tensors.quantization import QuantizationArgs, QuantizationScheme
+    from safetensors.torch import save_file
+
+    shutil.copytree(bf16, target)
+    args = {"num_bits": 4, "type": "int", "symmetric": True, "strategy": "group", "group_size": 32}
+    scheme = QuantizationScheme(targets=["Linear"], weights=QuantizationArgs(**args))
+    tensors: dict[str, torch.Tensor] = {}
+    for name, tensor in load_file(bf16 / "model.safetensors").items():
+        if ".mlp.experts." not in name:
+            tensors[name] = tensor
+            continue
+        amax = tensor.float().reshape(tensor.shape[0], -1, 32).abs().amax(-1)
+        scale = (amax / 7.5).clamp(min=1e-8).to(torch.bfloat16)
+        module = name.removesuffix(".weight")
+        for kind, value in PackedQuantizationCompressor.compress(
+            {"weight": tensor, "weight_scale": scale}, scheme
+        ).items():
+            tensors[f"{module}.{kind}"] = value
+    save_file(tensors, target / "model.safetensors", metadata={"format": "pt"})
+    config = json.loads((target / "config.json").read_text())
+    config["quantization_config"] = {
+        "config_groups": {"group_0": {"targets": ["Linear"], "weights": args}},
+        "format": "pack-quantized",
+        "ignore": ["lm_head", "re:.*self_attn.*", "re:.*shared_experts.*", "re:.*mlp\\.(gate|up|gate_up|down)_proj.*"],
+        "quant_method": "compressed-tensors",
+        "quantization_status": "compressed",
+    }
+    (target / "config.json").write_text(json.dumps(config, indent=2))
+    return target
+
+
+def test_int4_pack_quantized_base_end_to_end(base: Path, calib: Path, tmp_path: Path, hubkit) -> None:
+    int4 = int4_base_from(base, tmp_path / "int4-base")
+    assert "model.layers.1.mlp.experts.0.gate_proj.weight_packed" in load_file(int4 / "model.safetensors")
+    out = tmp_path / "out"
+    result = quantize(
+        QuantizeOptions(
+            base=str(int4), out=out, calib=(str(calib),), calib_size=8, calib_seq=32, batch_size=4, progress=False
+        )
+    )
+    assert result.report.passed, result.report.findings
+    assert not (tmp_path / ".out.bf16").exists()  # the BF16 intermediate is removed after success
+    assert "dequantize" in result.provenance["timings_s"]
+    tensors = load_file(out / "model.safetensors")
+    name = "model.layers.2.mlp.experts.4.down_proj"
+    weight = decode_nvfp4(tensors[f"{name}.weight"], tensors[f"{name}.weight_scale"], tensors[f"{name}.weight_scale_2"])
+    reference = load_file(base / "model.safetensors")[f"{name}.weight"].float()
+    assert (weight - reference).norm() / reference.norm() < 0.2  # INT4 then NVFP4: both roundings add up
+    assert hubkit("validate", out, "--base", int4, "--deep").code == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["quantization_config"]["quant_method"] == "modelopt"
+
+
+def test_dequantization_is_reused_by_a_rerun(base: Path, tmp_path: Path) -> None:
+    from hubkit.quantize.pipeline import dequantize_int4
+
+    int4 = int4_base_from(base, tmp_path / "int4-base")
+    first = dequantize_int4(int4, tmp_path / "bf16")
+    stamp = (first / "model.safetensors").stat().st_mtime_ns
+    assert "quantization_config" not in json.loads((first / "config.json").read_text())
+    assert dequantize_int4(int4, tmp_path / "bf16") == first
+    assert (first / "model.safetensors").stat().st_mtime_ns == stamp

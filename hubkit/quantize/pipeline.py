@@ -84,6 +84,34 @@ def _int4_block(config: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
+def dequantize_int4(base: Path, target: Path) -> Path:
+    """INT4 ``pack-quantized`` -> BF16, shard by shard, with compressed-tensors' own converter (resumable:
+    a finished intermediate is reused by a rerun)."""
+    done = target / RECORD_DIR / "dequantized"
+    if done.is_file():
+        return target
+    from compressed_tensors.entrypoints.convert import convert_checkpoint
+    from compressed_tensors.entrypoints.convert.converters import CompressedTensorsDequantizer
+
+    shutil.rmtree(target, ignore_errors=True)
+    with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):
+        warnings.simplefilter("ignore")
+        convert_checkpoint(base, target, CompressedTensorsDequantizer(base), max_workers=1, device="cpu")
+    _drop_int4_config(target / CONFIG)
+    done.parent.mkdir(exist_ok=True)
+    done.write_text("complete\n")
+    return target
+
+
+def _drop_int4_config(path: Path) -> None:
+    config = _read_json(path)
+    for holder in (config, config.get("text_config")):
+        block = holder.get("quantization_config") if isinstance(holder, dict) else None
+        if isinstance(holder, dict) and isinstance(block, dict) and (not block or block.get("format") == "pack-quantized"):
+            del holder["quantization_config"]
+    path.write_text(json.dumps(config, indent=2) + "\n")
+
+
 def resolve_device(device: str) -> str:
     import torch
 
@@ -137,12 +165,7 @@ def quantize(options: QuantizeOptions) -> QuantizeResult:
     profile = profiles[options.profile or DEFAULT_PROFILE]
     with _stage(timings, "download"):
         base = base_folder(options.base)
-    base_config = _read_json(base / CONFIG)
-    if _int4_block(base_config) is not None:
-        raise HubkitError(
-            f"{options.base} is an INT4 compressed-tensors (pack-quantized) base, which this hubkit version cannot "
-            "dequantize yet; convert it to BF16 first (compressed-tensors' convert_checkpoint) and pass that folder"
-        )
+    int4 = _int4_block(_read_json(base / CONFIG)) is not None
     device = resolve_device(options.device)
     recipe = resolve_recipe(options.recipe or str(profile.quantize.get("recipe", DEFAULT_RECIPE)))
     sources = [CalibrationSource.parse(spec) for spec in options.calib]
@@ -154,9 +177,12 @@ def quantize(options: QuantizeOptions) -> QuantizeResult:
     if not batches:
         raise HubkitError("the calibration sources gave no text to calibrate on")
     staging = prepare_out(options.out)
+    intermediate = options.out.parent / f".{options.out.name}.bf16"
     try:
+        with _stage(timings, "dequantize"):
+            weights = dequantize_int4(base, intermediate) if int4 else base
         with _stage(timings, "load"):
-            model = _load_model(base, device, options.max_gpu_memory)
+            model = _load_model(weights, device, options.max_gpu_memory)
         from hubkit.quantize import cpu_fallback
 
         with cpu_fallback.active(force=device == "cpu") as fallback:
@@ -182,6 +208,8 @@ def quantize(options: QuantizeOptions) -> QuantizeResult:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    if int4 and not options.keep_intermediate:
+        shutil.rmtree(intermediate, ignore_errors=True)
     return QuantizeResult(options.out, report, provenance)
 
 
