@@ -107,7 +107,11 @@ def _drop_int4_config(path: Path) -> None:
     config = _read_json(path)
     for holder in (config, config.get("text_config")):
         block = holder.get("quantization_config") if isinstance(holder, dict) else None
-        if isinstance(holder, dict) and isinstance(block, dict) and (not block or block.get("format") == "pack-quantized"):
+        if (
+            isinstance(holder, dict)
+            and isinstance(block, dict)
+            and (not block or block.get("format") == "pack-quantized")
+        ):
             del holder["quantization_config"]
     path.write_text(json.dumps(config, indent=2) + "\n")
 
