@@ -272,3 +272,74 @@ def test_dequantization_is_reused_by_a_rerun(base: Path, tmp_path: Path) -> None
     assert "quantization_config" not in json.loads((first / "config.json").read_text())
     assert dequantize_int4(int4, tmp_path / "bf16") == first
     assert (first / "model.safetensors").stat().st_mtime_ns == stamp
+
+
+@pytest.fixture(scope="module")
+def kimi_base(base: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny Kimi-shaped base: the DeepSeek-V3 language model wrapped with a vision tower and projector."""
+    import shutil
+
+    from tests.kimi_remote_code import CONFIG_CODE, MODEL_CODE
+
+    path = tmp_path_factory.mktemp("kimi") / "tiny-kimi"
+    path.mkdir()
+    (path / "configuration_kimi_k25.py").write_text(CONFIG_CODE)
+    (path / "modeling_kimi_k25.py").write_text(MODEL_CODE)
+    text = json.loads((base / "config.json").read_text())
+    config = {
+        "architectures": ["KimiK25ForConditionalGeneration"],
+        "model_type": "kimi_k25",
+        "auto_map": {
+            "AutoConfig": "configuration_kimi_k25.KimiK25Config",
+            "AutoModelForCausalLM": "modeling_kimi_k25.KimiK25ForConditionalGeneration",
+        },
+        "text_config": {k: v for k, v in text.items() if k not in ("architectures", "transformers_version")},
+        "vision_config": {"vt_hidden_size": 32, "vt_num_hidden_layers": 2},
+    }
+    (path / "config.json").write_text(json.dumps(config))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        loaded = transformers.AutoConfig.from_pretrained(path, trust_remote_code=True)
+        torch.manual_seed(0)
+        transformers.AutoModelForCausalLM.from_config(loaded, trust_remote_code=True).to(
+            torch.bfloat16
+        ).save_pretrained(path)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(base / name, path / name)
+    return path
+
+
+def test_kimi_shaped_model_follows_the_reference_precision_split(
+    kimi_base: Path, calib: Path, tmp_path: Path, hubkit
+) -> None:
+    from hubkit.fixtures.kimi import KimiDims, reference_exclusions
+
+    out = tmp_path / "kimi-nvfp4"
+    options = QuantizeOptions(
+        base=str(kimi_base),
+        out=out,
+        profile="kimi-k2-nvfp4",
+        calib=(str(calib),),
+        calib_size=8,
+        calib_seq=32,
+        progress=False,
+    )
+    result = quantize(options)
+    assert result.report.profile == "kimi-k2-nvfp4" and result.report.passed, result.report.findings
+    exclusions = json.loads((out / "hf_quant_config.json").read_text())["quantization"]["exclude_modules"]
+    # the structure of nvidia/Kimi-K2.6-NVFP4's list: lm_head, layer 0, per-layer attention and shared experts, vision
+    wanted = reference_exclusions(KimiDims(layers=3, first_dense=1))
+    assert set(wanted) <= set(exclusions)
+    assert {p for p in exclusions if p not in wanted} <= {
+        "language_model.model.embed_tokens", "language_model.model.layers.1.mlp.gate", "language_model.model.layers.2.mlp.gate"
+    }  # fmt: skip
+    config = json.loads((out / "config.json").read_text())
+    assert config["text_config"]["model_type"] == "deepseek_v3" and "quantization_config" not in config["text_config"]
+    (tmp_path / "reference.json").write_text(
+        json.dumps({"quantization": {"exclude_modules": wanted, "quant_algo": "NVFP4"}})
+    )
+    checked = hubkit(
+        "validate", out, "--reference", tmp_path / "reference.json", "--base", kimi_base, "--format", "json"
+    )
+    assert checked.code == 0, checked.out
+    assert {f["code"] for f in checked.json()["findings"]} <= {"HK107", "HK504"}

@@ -221,7 +221,8 @@ def _tokenizer(base: Path) -> Any:
     from transformers import AutoTokenizer
 
     try:
-        return AutoTokenizer.from_pretrained(base)
+        remote = "auto_map" in _read_json(base / "tokenizer_config.json")
+        return AutoTokenizer.from_pretrained(base, trust_remote_code=remote)
     except (OSError, ValueError, TypeError) as exc:
         raise HubkitError(f"cannot load the base's tokenizer ({exc}); the base needs its tokenizer files") from exc
 
@@ -230,7 +231,10 @@ def _load_model(base: Path, device: str, max_gpu_memory: str | None) -> Any:
     import torch
     from transformers import AutoModelForCausalLM
 
-    kwargs: dict[str, Any] = {"dtype": torch.bfloat16}
+    # Kimi and other wrapped models ship their modelling code beside the weights (auto_map): loading them
+    # runs that code, as vLLM's --trust-remote-code does; hubkit only does so when the config asks for it.
+    remote = "auto_map" in _read_json(base / CONFIG)
+    kwargs: dict[str, Any] = {"dtype": torch.bfloat16, "trust_remote_code": remote}
     if device == "cuda":  # shard over every visible GPU, as the ecosystem does (accelerate's device map)
         kwargs["device_map"] = "auto"
         if max_gpu_memory:
