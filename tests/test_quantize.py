@@ -343,3 +343,17 @@ def test_kimi_shaped_model_follows_the_reference_precision_split(
     )
     assert checked.code == 0, checked.out
     assert {f["code"] for f in checked.json()["findings"]} <= {"HK107", "HK504"}
+
+
+def test_chat_samples_go_through_the_chat_template(base: Path, tmp_path: Path) -> None:
+    from hubkit.quantize.calibration import CalibrationSource, tokenize
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(base)
+    tokenizer.chat_template = "{% for m in messages %}<s>{{ m['role'] }}: {{ m['content'] }}</s>{% endfor %}"
+    chats = tmp_path / "chats.jsonl"
+    chats.write_text(json.dumps({"messages": [{"role": "user", "content": "the quick fox"}]}) + "\n")
+    records = CalibrationSource.parse(str(chats)).records(5)
+    assert records == [[{"role": "user", "content": "the quick fox"}]]
+    templated = tokenize(tokenizer, records, 64)[0]
+    plain = tokenize(tokenizer, ["the quick fox"], 64)[0]
+    assert templated != plain and tokenizer.convert_tokens_to_ids("<s>") in templated
