@@ -10,6 +10,7 @@ from typing import NoReturn
 import click
 
 from hubkit import __version__
+from hubkit.commands.card import card_group
 from hubkit.commands.quantize import quantize_command
 from hubkit.commands.validate import validate_command
 from hubkit.errors import ExitCode, HubkitError
@@ -28,6 +29,7 @@ def cli(ctx: click.Context, verbose: int, quiet: bool, debug: bool) -> None:
     ctx.obj = {"quiet": quiet, "verbose": verbose, "debug": debug}
 
 
+cli.add_command(card_group)
 cli.add_command(quantize_command)
 cli.add_command(validate_command)
 

@@ -197,6 +197,7 @@ def quantize(options: QuantizeOptions) -> QuantizeResult:
         _finish(staging, base, profile.quantization.get("text_model_type"))
         _restore_base_dtypes(staging, base)
         provenance = _provenance(options, recipe, sources, batches, coverage, timings, device, fallback)
+        provenance["base_format"] = "int4" if int4 else "bf16"
         (staging / RECORD_DIR).mkdir(exist_ok=True)
         (staging / PROVENANCE).write_text(json.dumps(provenance, indent=2, default=str) + "\n")
         with _stage(timings, "validate"):

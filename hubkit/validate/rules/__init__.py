@@ -1,6 +1,7 @@
 """The check families; importing this package registers every check."""
 
 from hubkit.validate.rules import (  # noqa: F401
+    card,
     exclusions,
     files,
     index,

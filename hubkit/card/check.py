@@ -1,0 +1,116 @@
+"""Check a model card: front matter parses and has the keys a quantized release needs, the sections are
+there, and every number it states that the checkpoint can tell agrees with the checkpoint."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from hubkit.card.facts import approx
+
+REQUIRED_KEYS = ("license", "base_model", "base_model_relation", "pipeline_tag", "library_name", "tags")
+REQUIRED_SECTIONS = (
+    "Description", "License/Terms of Use", "Model Architecture", "Post Training Quantization",
+    "Calibration Dataset", "Usage", "Evaluation",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class CardProblem:
+    kind: str  # "front-matter" | "sections" | "facts"
+    message: str
+    line: int | None = None
+
+
+def split_front_matter(text: str) -> tuple[str | None, int]:
+    """(the YAML between the leading '---' lines or None, the line where the body starts)."""
+    lines = text.splitlines()
+    if not lines or lines[0].strip() != "---":
+        return None, 1
+    for number, line in enumerate(lines[1:], 2):
+        if line.strip() == "---":
+            return "\n".join(lines[1 : number - 1]), number + 1
+    return None, 1
+
+
+def check_front_matter(text: str) -> list[CardProblem]:
+    raw, _ = split_front_matter(text)
+    if raw is None:
+        return [CardProblem("front-matter", "no YAML front matter between '---' lines at the top", 1)]
+    try:
+        data = yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 2 if mark is not None else None  # +1 for 1-based, +1 for the opening '---'
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        return [CardProblem("front-matter", f"front matter is not valid YAML: {problem}", line)]
+    if not isinstance(data, dict):
+        return [CardProblem("front-matter", "front matter is not a mapping of keys", 2)]
+    problems = [
+        CardProblem("front-matter", f"front matter lacks '{key}'", 1) for key in REQUIRED_KEYS if key not in data
+    ]
+    if "base_model_relation" in data and data["base_model_relation"] != "quantized":
+        problems.append(
+            CardProblem(
+                "front-matter", "base_model_relation must be 'quantized'", _key_line(raw, "base_model_relation")
+            )
+        )
+    if data.get("license") == "other":
+        problems += [
+            CardProblem("front-matter", f"license 'other' needs '{key}'", _key_line(raw, "license"))
+            for key in ("license_name", "license_link")
+            if not data.get(key)
+        ]
+    return problems
+
+
+def _key_line(raw: str, key: str) -> int | None:
+    for number, line in enumerate(raw.splitlines(), 2):
+        if line.startswith(f"{key}:"):
+            return number
+    return None
+
+
+def check_sections(text: str) -> list[CardProblem]:
+    headings = {m.group(1).strip() for m in re.finditer(r"^#{1,6}\s+(.+)$", text, re.MULTILINE)}
+    return [CardProblem("sections", f"section '{s}' is missing") for s in REQUIRED_SECTIONS if s not in headings]
+
+
+_STATEMENTS: list[tuple[str, str, Any]] = [
+    ("quantized_modules", r"Quantized modules:\s*([\d,]+)", lambda m: int(m[1].replace(",", ""))),
+    ("group_size", r"Group size:\s*(\d+)", lambda m: int(m[1])),
+    ("kv_cache_dtype", r"KV cache:\s*([A-Za-z0-9]+)", lambda m: m[1]),
+    ("routed_experts", r"(\d+) routed experts", lambda m: int(m[1])),
+    ("shared_experts", r"\+ (\d+) shared experts?", lambda m: int(m[1])),
+    ("layers", r"experts?, (\d+) layers\)", lambda m: int(m[1])),
+    ("params", r"(~\d+[TBM]) total / (~\d+[TBM]) activated", lambda m: f"{m[1]} total / {m[2]} activated"),
+]
+
+
+def check_facts(text: str, facts: dict[str, Any]) -> list[CardProblem]:
+    """Every derivable number the card states, against the checkpoint's facts."""
+    expected = dict(facts)
+    expected["params"] = f"{approx(facts['total_params'])} total / {approx(facts['activated_params'])} activated"
+    problems = []
+    for number, line in enumerate(text.splitlines(), 1):
+        for fact, pattern, parse in _STATEMENTS:
+            for found in re.finditer(pattern, line):
+                stated, actual = parse(found), expected.get(fact)
+                if actual is not None and stated != actual:
+                    shown = f"{actual:,}" if isinstance(actual, int) else actual
+                    problems.append(
+                        CardProblem(
+                            "facts", f"states {fact.replace('_', ' ')} {found[0]!r}; the checkpoint has {shown}", number
+                        )
+                    )
+    return problems
+
+
+def check_card(text: str, facts: dict[str, Any] | None = None) -> list[CardProblem]:
+    problems = check_front_matter(text) + check_sections(text)
+    if facts is not None:
+        problems += check_facts(text, facts)
+    return problems

@@ -1,0 +1,166 @@
+"""Facts a card states, derived from the checkpoint (and provenance, manifest) rather than typed by hand."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from hubkit.checkpoint.model import RECORD_DIR, Checkpoint
+
+SCALE_SUFFIXES = (".weight_scale", ".weight_scale_2", ".input_scale", ".k_scale", ".v_scale")
+FAMILY_NAMES = {"deepseek_v3": "DeepSeek-V3", "kimi_k2": "Kimi-K2", "qwen3_moe": "Qwen3-MoE", "llama": "Llama"}
+PROVENANCE = f"{RECORD_DIR}/provenance.json"
+
+
+def parameter_counts(checkpoint: Checkpoint, experts_per_token: int, experts: int) -> tuple[int, int]:
+    """(total, activated) parameters from tensor shapes; packed NVFP4 weights count as their logical size.
+
+    Activated counts what one text token runs through: everything but the routed experts, plus
+    experts_per_token / experts of them; the vision tower and projector are not on that path.
+    """
+    total = expert = vision = 0
+    for name, tensor in checkpoint.tensors.items():
+        if name.endswith(SCALE_SUFFIXES):
+            continue
+        count = tensor.numel * 2 if tensor.dtype == "U8" else tensor.numel
+        total += count
+        if ".mlp.experts." in name:
+            expert += count
+        elif name.startswith(("vision_tower.", "mm_projector.")):
+            vision += count
+    activated = total - expert - vision + (expert * experts_per_token // experts if experts else 0)
+    return total, activated
+
+
+def approx(count: int) -> str:
+    """Rounded down, as model sizes are quoted: ``1_027e9`` -> ``~1T``; ``32.86e9`` -> ``~32B``."""
+    if count >= 10**12:
+        return f"~{count // 10**12}T"
+    if count >= 10**9:
+        return f"~{count // 10**9}B"
+    return f"~{count // 10**6}M"
+
+
+def _quantized_modules(checkpoint: Checkpoint) -> list[str]:
+    return sorted(
+        n.removesuffix(".weight") for n, t in checkpoint.tensors.items() if n.endswith(".weight") and t.dtype == "U8"
+    )
+
+
+def _bf16_families(patterns: list[str], first_dense: int) -> str:
+    """The exclusion list in words, grouped by family, in the order a reader expects."""
+    families = []
+    checks = [
+        ("self_attn", "attention (MLA)"),
+        ("shared_experts", "shared experts"),
+        (f"layers.{max(first_dense - 1, 0)}*", "the layer-0 dense MLP" if first_dense == 1 else "the dense MLP layers"),
+        ("lm_head", "lm_head"),
+    ]
+    for needle, words in checks:
+        if any(needle in p for p in patterns):
+            families.append(words)
+    if any(p.startswith(("vision_tower", "mm_projector")) for p in patterns):
+        families.append("the vision tower / mm_projector")
+    if len(families) > 1:
+        return ", ".join(families[:-1]) + ", and " + families[-1]
+    return families[0] if families else "nothing"
+
+
+def checkpoint_facts(checkpoint: Checkpoint) -> dict[str, Any]:
+    """Everything a card states that the checkpoint itself can tell."""
+    config, text = checkpoint.config, checkpoint.text_config
+    quant = (checkpoint.quant_config or {}).get("quantization") or {}
+    producer = (checkpoint.quant_config or {}).get("producer") or {}
+    layers = int(text.get("num_hidden_layers", 0))
+    experts = int(text.get("n_routed_experts", 0) or 0)
+    shared = int(text.get("n_shared_experts", 0) or 0)
+    per_token = int(text.get("num_experts_per_tok", 0) or 0)
+    first_dense = int(text.get("first_k_dense_replace", 0) or 0)
+    architecture_class = (config.get("architectures") or ["unknown"])[0]
+    family = FAMILY_NAMES.get(str(text.get("model_type")), str(text.get("model_type")))
+    attention = "MLA attention" if "kv_lora_rank" in text else "attention"
+    names = checkpoint.tensors
+    vision = any(n.startswith("vision_tower.") for n in names) and any(n.startswith("mm_projector.") for n in names)
+    expert_text = f"{experts} routed experts + {shared} shared expert{'s' if shared != 1 else ''}, " if experts else ""
+    architecture = f"{family} ({attention}, {expert_text}{layers} layers)"
+    if vision:
+        architecture += ", wrapped with a vision tower + mm_projector"
+    quantized = _quantized_modules(checkpoint)
+    projections = (
+        sorted(
+            {m.rsplit(".", 1)[1] for m in quantized if ".mlp.experts." in m},
+            key=["gate_proj", "up_proj", "down_proj"].index,
+        )
+        if quantized
+        else []
+    )
+    moe_layers = layers - first_dense
+    factorisation = None
+    if experts and projections and len(quantized) == moe_layers * experts * len(projections):
+        factorisation = (
+            f"{len(quantized):,} = {moe_layers} layers × {experts} experts × {len(projections)} projections "
+            f"({', '.join(projections)})"
+        )
+    total, activated = parameter_counts(checkpoint, per_token, experts)
+    return {
+        "architecture": architecture,
+        "architecture_class": architecture_class,
+        "model_type": text.get("model_type"),
+        "layers": layers,
+        "routed_experts": experts,
+        "shared_experts": shared,
+        "experts_per_token": per_token,
+        "has_vision": vision,
+        "total_params": total,
+        "activated_params": activated,
+        "params": f"{approx(total)} total / {approx(activated)} activated",
+        "quantized_modules": len(quantized),
+        "quantized_factorisation": factorisation or f"{len(quantized):,}",
+        "quant_algo": quant.get("quant_algo"),
+        "group_size": quant.get("group_size"),
+        "kv_cache_dtype": quant.get("kv_cache_quant_algo") or "BF16",
+        "bf16_families": _bf16_families([str(p) for p in quant.get("exclude_modules") or []], first_dense),
+        "producer": f"{producer.get('name', 'modelopt')} {producer.get('version', '')}".strip(),
+        "shards": len(checkpoint.shards),
+        "total_size_gb": round(checkpoint.total_tensor_bytes / 10**9, 1),
+        "trust_remote_code": "auto_map" in config,
+    }
+
+
+def read_provenance(checkpoint: Checkpoint) -> dict[str, Any] | None:
+    """The quantization record hubkit wrote beside the export, if any."""
+    entry = checkpoint.files.get(PROVENANCE)
+    if entry is None:
+        return None
+    try:
+        data = json.loads(checkpoint.source.read_range(PROVENANCE, 0, entry.size))
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def recipe_words(recipe: dict[str, Any]) -> str:
+    """The recipe in words: weight scales, input scales, KV cache."""
+    quantize = recipe.get("quantize") or {}
+    algorithm = quantize.get("algorithm") or {}
+    parts = []
+    if isinstance(algorithm, dict) and algorithm.get("method") == "mse":
+        parts.append("MSE-static weight scales" + (" via FP8 scale sweep" if algorithm.get("fp8_scale_sweep") else ""))
+    elif algorithm:
+        parts.append(f"{algorithm.get('method', algorithm) if isinstance(algorithm, dict) else algorithm} calibration")
+    config = json.dumps(quantize.get("quant_cfg", ""))
+    if '"type": "dynamic"' in config:
+        parts.append("dynamic NVFP4 input scales")
+    if "bmm_quantizer" in config:
+        parts.append("FP8 KV cache")
+    return "; ".join(parts)
+
+
+def dataset_words(provenance: dict[str, Any]) -> tuple[str, list[str]]:
+    """('cnn_dailymail + Nemotron-Post-Training-Dataset-v2', [hub dataset ids]) from the calibration record."""
+    sources = (provenance.get("calibration") or {}).get("sources") or []
+    specs = [str(s.get("spec")) for s in sources if isinstance(s, dict)]
+    names = [re.sub(r"^.*/", "", spec) for spec in specs]
+    hub = [spec for spec, s in zip(specs, sources, strict=True) if s.get("kind") == "hub"]
+    return " + ".join(names), hub

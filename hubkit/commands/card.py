@@ -1,0 +1,74 @@
+"""``hubkit card``: render a model card from checkpoint facts, or check one against its checkpoint."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import click
+
+from hubkit.errors import ExitCode, HubkitError
+
+
+@click.group("card")
+def card_group() -> None:
+    """Render or check the model card (README.md) of a release."""
+
+
+@card_group.command("render")
+@click.argument("checkpoint")
+@click.option("--manifest", "manifest_path", type=click.Path(path_type=Path), help="Release manifest (hubkit.toml).")
+@click.option("--template", help="Template name (nvfp4) or a folder holding card.md.j2.")
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="Write here instead of printing.")
+def render_command(checkpoint: str, manifest_path: Path | None, template: str | None, output: Path | None) -> int:
+    """Render the card of CHECKPOINT from its facts, its provenance record and the manifest."""
+    from hubkit.card.render import render_card
+    from hubkit.checkpoint import load_checkpoint
+    from hubkit.release.manifest import load_manifest
+
+    path = manifest_path or Path("hubkit.toml")
+    if not path.is_file():
+        raise HubkitError(f"manifest {path} not found; pass --manifest FILE (see examples/)")
+    text = render_card(load_checkpoint(checkpoint), load_manifest(path), template)
+    if output is None:
+        click.echo(text, nl=False)
+    else:  # write whole or not at all: never a half-written README
+        handle, temporary = tempfile.mkstemp(dir=output.parent if str(output.parent) else ".", suffix=".tmp")
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(text)
+        os.replace(temporary, output)
+    return ExitCode.OK
+
+
+@card_group.command("check")
+@click.argument("readme", type=click.Path(path_type=Path))
+@click.option("--checkpoint", help="Check the stated numbers against this checkpoint.")
+@click.option(
+    "--format", "output_format", type=click.Choice(["text", "json", "github"]), default="text", show_default=True
+)
+def check_command(readme: Path, checkpoint: str | None, output_format: str) -> int:
+    """Check README.md: front matter, sections, and (with --checkpoint) every derivable number."""
+    from hubkit.card.check import check_card
+    from hubkit.card.facts import checkpoint_facts
+    from hubkit.checkpoint import load_checkpoint
+
+    try:
+        text = readme.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise HubkitError(f"cannot read {readme}: {exc.strerror or exc}") from exc
+    facts = checkpoint_facts(load_checkpoint(checkpoint)) if checkpoint else None
+    problems = check_card(text, facts)
+    if output_format == "json":
+        click.echo(json.dumps({"schema": 1, "path": str(readme), "passed": not problems,
+                               "problems": [p.__dict__ for p in problems]}, indent=2))  # fmt: skip
+    for problem in problems if output_format != "json" else []:
+        where = f"{readme}:{problem.line}" if problem.line else str(readme)
+        if output_format == "github":
+            click.echo(f"::error file={readme},line={problem.line or 1},title=card {problem.kind}::{problem.message}")
+        else:
+            click.echo(f"{where}: {problem.kind}: {problem.message}")
+    if output_format != "json":
+        click.echo(f"{'PASSED' if not problems else 'FAILED'}: {len(problems)} problems in {readme}")
+    return ExitCode.OK if not problems else ExitCode.ARTIFACT_FAILED

@@ -1,0 +1,1 @@
+"""The release manifest schema and (later) the staged, resumable release pipeline."""
