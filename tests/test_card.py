@@ -1,0 +1,192 @@
+"""Model cards: rendered from facts (golden test against the seed release card), checked against checkpoints."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from hubkit.checkpoint import load_checkpoint
+from hubkit.fixtures.kimi import KimiDims, build_nvfp4_checkpoint
+from tests.conftest import REFERENCES, REPO_ROOT, codes
+
+EXAMPLE = REPO_ROOT / "examples" / "kimi-k2.7-code-nvfp4"
+SEED = REPO_ROOT.parent / "shared" / "seed" / "Kimi-K2.7-Code-NVFP4.model-card.txt"
+
+
+@pytest.fixture(scope="module")
+def release(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Full-scale Kimi skeleton with the real K2.6 configs and the example's provenance record."""
+    if not REFERENCES.is_dir():
+        pytest.skip(f"reference files not found at {REFERENCES}")
+    files = {
+        "config.json": json.loads((REFERENCES / "nvidia--Kimi-K2.6-NVFP4.config.json").read_text()),
+        "hf_quant_config.json": json.loads((REFERENCES / "nvidia--Kimi-K2.6-NVFP4.hf_quant_config.json").read_text()),
+        ".hubkit/provenance.json": json.loads((EXAMPLE / "provenance.json").read_text()),
+        "README.md": "placeholder\n",
+    }
+    return build_nvfp4_checkpoint(tmp_path_factory.mktemp("k27") / "ckpt", KimiDims(), sparse=True, files=files)
+
+
+def render(hubkit, checkpoint: Path, *extra: str) -> str:
+    result = hubkit("card", "render", checkpoint, "--manifest", EXAMPLE / "hubkit.toml", *extra)
+    assert result.code == 0, result.err
+    return result.out
+
+
+SEED_FACTS = [
+    "DeepSeek-V3 (MLA attention, 384 routed experts + 1 shared expert, 61 layers), wrapped with a vision tower + mm_projector (KimiK25ForConditionalGeneration)",
+    "~1T total / ~32B activated",
+    "general/ptq/nvfp4_experts_only_mse-kv_fp8_cast (MSE-static weight scales via FP8 scale sweep; dynamic NVFP4 input scales; FP8 KV cache)",
+    "Group size: 16. KV cache: FP8.",
+    "69,120 = 60 layers × 384 experts × 3 projections (gate_proj, up_proj, down_proj)",
+    "attention (MLA), shared experts, the layer-0 dense MLP, lm_head, and the vision tower / mm_projector",
+    "The exclude_modules / quantization_config match nvidia/Kimi-K2.6-NVFP4",
+    "cnn_dailymail + Nemotron-Post-Training-Dataset-v2; calib_size=512, calib_seq=512",
+    "0 experts required the max-based amax backstop",
+    "from its native INT4 (compressed-tensors pack-quantized) → BF16 → NVFP4",
+    "--model decart-ai/Kimi-K2.7-Code-NVFP4",
+    "--tensor-parallel-size 8",
+    "--kv-cache-dtype fp8",
+    "--tool-call-parser kimi_k2 --enable-auto-tool-choice",
+    "--trust-remote-code",
+    "VLLM_USE_FLASHINFER_MOE_FP4=1",
+    "Validated load + generation on NVIDIA B300 with vLLM 0.23",
+    "NVIDIA Model Optimizer (commit cc17f2c)",
+    "compressed-tensors==0.14.0.x (CompressedLinear was deprecated in 0.15+)",
+    "CUDA_LAUNCH_BLOCKING=1",
+    "Modified MIT",
+    "Coding-focused evaluation against the INT4 baseline is pending and will be added.",
+]
+SEED_SECTIONS = [
+    "Description", "License/Terms of Use", "Model Architecture", "Input", "Output", "Software Integration",
+    "Post Training Quantization", "Calibration Dataset", "Usage", "Reproducibility Notes", "Evaluation",
+    "Model Limitations",
+]  # fmt: skip
+
+
+def _plain(text: str) -> str:
+    return re.sub(r"\s+", " ", text.replace("ร—", "×").replace("โ†’", "→"))
+
+
+def test_golden_card_states_what_the_seed_card_states(hubkit, release: Path) -> None:
+    card = render(hubkit, release)
+    seed = _plain(SEED.read_text(encoding="utf-8", errors="replace")) if SEED.is_file() else None
+    for fact in SEED_FACTS:
+        assert _plain(fact) in _plain(card), fact
+        if seed is not None:
+            assert _plain(fact) in seed, f"not in the seed card: {fact}"
+    headings = re.findall(r"^## (.+)$", card, re.MULTILINE)
+    assert headings == SEED_SECTIONS
+    front = card.split("---")[1]
+    for line in ("base_model: moonshotai/Kimi-K2.7-Code", "base_model_relation: quantized", "license: other",
+                 "license_name: modified-mit", "library_name: transformers", "pipeline_tag: text-generation",
+                 "- cnn_dailymail", "- nvidia/Nemotron-Post-Training-Dataset-v2", "- nvfp4"):  # fmt: skip
+        assert line in front, line
+
+
+def test_render_is_deterministic_and_passes_its_own_check(hubkit, release: Path, tmp_path: Path) -> None:
+    first, second = render(hubkit, release), render(hubkit, release)
+    assert first == second
+    out = tmp_path / "README.md"
+    assert hubkit("card", "render", release, "--manifest", EXAMPLE / "hubkit.toml", "-o", out).code == 0
+    assert out.read_text() == first
+    assert hubkit("card", "check", out, "--checkpoint", release).code == 0
+
+
+def test_smaller_sibling_yields_its_own_numbers(hubkit, tmp_path: Path) -> None:
+    dims = KimiDims(layers=5, experts=16, experts_per_token=2, vision_blocks=2)
+    sibling = build_nvfp4_checkpoint(tmp_path / "sibling", dims, sparse=True, files={"README.md": "x\n"})
+    card = render(hubkit, sibling)
+    assert "192 = 4 layers × 16 experts × 3 projections" in card
+    assert "16 routed experts + 1 shared expert, 5 layers" in card
+    assert "69,120" not in card and "384" not in card
+    assert "The calibration record of this export is not available." in card
+
+
+def test_template_override_block_and_extra_section(hubkit, release: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "card.md.j2").write_text(
+        '{% extends "nvfp4/card.md.j2" %}{% block usage %}## Usage\n\nRun it with our launcher ({{ facts.quantized_modules }} NVFP4 modules).\n{% endblock %}'
+    )
+    card = render(hubkit, release, "--template", folder)
+    assert "Run it with our launcher (69120 NVFP4 modules)." in card and "api_server" not in card
+    assert "## Model Architecture" in card
+
+
+def test_missing_fact_names_the_fact(hubkit, release: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    (folder / "card.md.j2").write_text("# {{ title }}\n\nServed by {{ facts.serving_gpus }}.\n")
+    result = hubkit("card", "render", release, "--manifest", EXAMPLE / "hubkit.toml", "--template", folder)
+    assert result.code == 2 and "serving_gpus" in result.err and "Traceback" not in result.err
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda t: t.replace("69,120 =", "69,000 ="), "quantized modules"),
+        (lambda t: t.replace("base_model_relation: quantized\n", ""), "base_model_relation"),
+        (lambda t: t.replace("license: other", "license: [other"), "not valid YAML"),
+        (lambda t: t.replace("## Calibration Dataset", "## Data"), "Calibration Dataset"),
+        (lambda t: t.replace("Group size: 16", "Group size: 32"), "group size"),
+        (lambda t: t.replace("~32B activated", "~37B activated"), "params"),
+    ],
+)
+def test_card_check_refuses(hubkit, release: Path, tmp_path: Path, edit, message: str) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text(edit(render(hubkit, release)))
+    result = hubkit("card", "check", readme, "--checkpoint", release)
+    assert result.code == 1
+    assert message in result.out
+    if message in ("quantized modules", "not valid YAML"):
+        assert re.search(rf"README\.md:\d+: .*{re.escape(message)}", result.out)
+    report = hubkit("card", "check", readme, "--checkpoint", release, "--format", "json").json()
+    assert (report["passed"] is False and report["problems"][0]["line"] is not None) or message in (
+        "Calibration Dataset",
+        "base_model_relation",
+    )
+
+
+def test_validate_runs_the_card_family(hubkit, tiny: Path) -> None:
+    assert hubkit("validate", tiny, "--select", "HK9", "--format", "json").json()["findings"] == []
+    readme = tiny / "README.md"
+    readme.write_text(readme.read_text().replace("Group size: 16", "Group size: 64"))
+    assert codes(hubkit("validate", tiny, "--format", "json")) == {"HK903"}
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda t: t.replace("[card]\n", "[card]\nlicence = 'mit'\n"), "unknown key 'card.licence'"),
+        (lambda t: t.replace('repo = "moonshotai/Kimi-K2.7-Code"', 'revision = "main"'), "missing key 'base.repo'"),
+        (
+            lambda t: t.replace("tensor_parallel_size = 8", "tensor_parallel_size = 'eight'"),
+            "card.serve.tensor_parallel_size",
+        ),
+        (lambda t: t.replace('repo = "decart-ai/Kimi-K2.7-Code-NVFP4"', 'repo = "not a repo id"'), "release.repo"),
+    ],
+)
+def test_manifest_errors_name_the_key_and_line(hubkit, release: Path, tmp_path: Path, change, message: str) -> None:
+    manifest = tmp_path / "hubkit.toml"
+    manifest.write_text(change((EXAMPLE / "hubkit.toml").read_text()))
+    result = hubkit("card", "render", release, "--manifest", manifest)
+    assert result.code == 2, result.err
+    assert message in result.err and re.search(r"hubkit\.toml:\d+", result.err), result.err
+
+
+def test_card_render_without_a_card_table(hubkit, tiny: Path, tmp_path: Path) -> None:
+    manifest = tmp_path / "hubkit.toml"
+    manifest.write_text('[release]\nrepo = "org/name"\n[base]\nrepo = "org/base"\n')
+    result = hubkit("card", "render", tiny, "--manifest", manifest)
+    assert result.code == 2 and "[card]" in result.err
+
+
+def test_fixture_cards_are_valid(tiny: Path) -> None:
+    from hubkit.card.check import check_card
+    from hubkit.card.facts import checkpoint_facts
+
+    assert check_card((tiny / "README.md").read_text(), checkpoint_facts(load_checkpoint(str(tiny)))) == []
