@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
+# huggingface_hub reads these once, at import: the tests talk to a local server over the classic LFS path
+os.environ.setdefault("HF_HUB_DISABLE_XET", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("HF_HUB_DISABLE_UPDATE_CHECK", "1")
+
 import json
 import shutil
 from collections.abc import Callable
