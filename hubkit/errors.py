@@ -22,7 +22,3 @@ class HubkitError(Exception):
     """
 
     exit_code = ExitCode.USER_ERROR
-
-
-class NotAvailableError(HubkitError):
-    """A feature that this build of hubkit cannot serve yet (for example a Hub reference)."""

@@ -70,7 +70,8 @@ def test_explain(hubkit) -> None:
         ["no-such-command"],
     ],
 )
-def test_user_errors_exit_2_with_one_line(hubkit, tiny: Path, args: list[str]) -> None:
+def test_user_errors_exit_2_with_one_line(hubkit, tiny: Path, args: list[str], monkeypatch) -> None:
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there: an unreachable Hub
     result = hubkit(*[a.replace("PATH", str(tiny)) for a in args])
     assert result.code == 2, result
     assert "Traceback" not in result.err

@@ -16,6 +16,8 @@ MAX_JSON_BYTES = 64 * 1024 * 1024
 def load_checkpoint(ref: str | CheckpointSource, *, workers: int = 1, progress: bool = False) -> Checkpoint:
     """Describe the checkpoint at ``ref`` (a folder, ``hf://`` address or an open source)."""
     source = open_source(ref) if isinstance(ref, str) else ref
+    if source.local_path("") is None:
+        workers = max(workers, 8)  # remote: headers come by range request, many at once
     files = {entry.path: entry for entry in source.list_files()}
     documents = {name: _read_json(source, name, files[name].size) for name in JSON_FILES if name in files}
     shard_paths = [

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from hubkit.errors import HubkitError, NotAvailableError
+from hubkit.errors import HubkitError
 
 HUB_SCHEME = "hf://"
 
@@ -101,10 +101,9 @@ def _symlink_entry(full: Path, root: Path, real_root: Path) -> FileEntry:
 def open_source(ref: str) -> CheckpointSource:
     """Open a checkpoint reference: a local folder, or ``hf://ORG/NAME[@REV]``."""
     if ref.startswith(HUB_SCHEME):
-        raise NotAvailableError(
-            f"cannot read {ref}: Hub references need hubkit's remote reader, which this version lacks; "
-            "download the repo and pass its folder instead"
-        )
+        from hubkit.hub.remote import HubSource
+
+        return HubSource(ref)
     root = Path(ref)
     if not root.exists():
         raise HubkitError(f"{ref} does not exist; pass a checkpoint folder")

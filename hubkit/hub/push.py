@@ -21,6 +21,7 @@ from typing import Any
 
 from hubkit.checkpoint.model import RECORD_DIR
 from hubkit.errors import ExitCode, HubkitError
+from hubkit.hub import is_network_error
 from hubkit.progress import progress_bar
 
 HASH_CACHE = f"{RECORD_DIR}/hashes.json"
@@ -215,13 +216,17 @@ def check_token(api: Any, options: PushOptions) -> str:
     if not get_token():
         raise HubkitError("no Hub token: set HF_TOKEN, run 'hf auth login', or use GitHub OIDC (HF_OIDC_RESOURCE)")
     try:
-        return str(_retrying(options, "checking the token", api.whoami)["name"])
+        return str(_retrying(options, "checking the token", api.whoami, retry_network=False)["name"])
     except HfHubHTTPError as exc:
         status = exc.response.status_code if exc.response is not None else None
         if status in (401, 403):
             raise HubkitError("the Hub rejected the token; create a new write token and set HF_TOKEN") from None
         raise HubkitError(f"cannot reach the Hub at {api.endpoint} (HTTP {status}); check HF_ENDPOINT") from None
-    except OSError as exc:
+    except HubkitError:
+        raise
+    except Exception as exc:
+        if not is_network_error(exc):
+            raise
         raise HubkitError(f"cannot reach the Hub at {api.endpoint}: {exc}; check HF_ENDPOINT and the network") from None
 
 
@@ -244,7 +249,11 @@ def same(local: LocalFile, remote: Any) -> bool:
 
 
 def _retrying(
-    options: PushOptions, what: str, call: Callable[[], Any], landed: Callable[[], bool] | None = None
+    options: PushOptions,
+    what: str,
+    call: Callable[[], Any],
+    landed: Callable[[], bool] | None = None,
+    retry_network: bool = True,
 ) -> Any:
     """Retry with backoff on 429/5xx and dropped connections, honouring Retry-After; a commit whose answer was
     lost is recognised on retry (its files are already there) instead of being made twice."""
@@ -262,9 +271,11 @@ def _retrying(
                 raise HubkitError(f"{what} failed: HTTP {status}: {str(exc).splitlines()[0][:200]}") from None
             retry_after = exc.response.headers.get("Retry-After") if exc.response is not None else None
             wait = float(retry_after) if retry_after and retry_after.isdigit() else delay
-        except OSError as exc:
-            if attempt == options.retries:
-                raise HubkitError(f"{what} failed: {exc}; rerun the push to resume") from None
+        except Exception as exc:
+            if not is_network_error(exc):
+                raise
+            if attempt == options.retries or not retry_network:
+                raise HubkitError(f"{what} failed: {exc}; check HF_ENDPOINT and rerun the push to resume") from None
             wait = delay
         if landed is not None and landed():
             return None

@@ -13,7 +13,7 @@ import msgspec
 from hubkit.checkpoint.model import CONFIG, QUANT_CONFIG, Checkpoint
 from hubkit.checkpoint.modules import ModuleTable
 from hubkit.checkpoint.source import HUB_SCHEME
-from hubkit.errors import HubkitError, NotAvailableError
+from hubkit.errors import HubkitError
 from hubkit.validate.exclusions import ExclusionReading, ModuleMatcher, read_exclusions
 from hubkit.validate.profiles import Profile
 
@@ -31,16 +31,8 @@ class Reference:
 
 def load_reference(ref: str) -> Reference:
     """Read a reference: a checkpoint folder, or its ``hf_quant_config.json`` / ``config.json``."""
-    if ref.startswith(HUB_SCHEME):
-        raise NotAvailableError(
-            f"cannot read reference {ref}: Hub references need hubkit's remote reader, which this version "
-            "lacks; pass the reference's hf_quant_config.json or folder instead"
-        )
-    path = Path(ref)
-    if path.is_dir():
-        path = path / QUANT_CONFIG if (path / QUANT_CONFIG).is_file() else path / CONFIG
     try:
-        data = msgspec.json.decode(path.read_bytes())
+        data = msgspec.json.decode(_reference_bytes(ref))
     except (OSError, msgspec.DecodeError) as exc:
         raise HubkitError(f"cannot read reference {ref} ({exc}); pass a folder or hf_quant_config.json") from exc
     if isinstance(data, dict) and isinstance(data.get("quantization"), dict):
@@ -56,6 +48,23 @@ def load_reference(ref: str) -> Reference:
     if not isinstance(patterns, list):
         raise HubkitError(f"reference {ref} has no exclusion list; pass its hf_quant_config.json")
     return Reference(ref, [str(p) for p in patterns], settings)
+
+
+def _reference_bytes(ref: str) -> bytes:
+    """hf_quant_config.json (else config.json) of a folder or Hub repo, or the named file itself."""
+    if ref.startswith(HUB_SCHEME):
+        from hubkit.hub.remote import HubSource
+
+        source = HubSource(ref)
+        sizes = {entry.path: entry.size for entry in source.list_files()}
+        for name in (QUANT_CONFIG, CONFIG):
+            if name in sizes:
+                return source.read_range(name, 0, sizes[name])
+        raise HubkitError(f"reference {ref} has neither {QUANT_CONFIG} nor {CONFIG}")
+    path = Path(ref)
+    if path.is_dir():
+        path = path / QUANT_CONFIG if (path / QUANT_CONFIG).is_file() else path / CONFIG
+    return path.read_bytes()
 
 
 def _config_group_size(block: dict[str, Any]) -> Any:

@@ -1,0 +1,98 @@
+"""Benchmark ``hubkit push``, and remote validation.
+
+1. Push + verify of a folder of several shards (default ~2 GB) to the local Hub-compatible server, against plain
+   ``HfApi().upload_folder`` of the same folder, in one run: the ratio (target <= 1.15x) and the bytes hashed per
+   byte uploaded (target 1.0).
+2. Remote validation of the full-scale Kimi skeleton served by the local server: bytes transferred as a fraction
+   of the repo size, and the wall time.
+
+Run: ``python benchmarks/bench_push.py [--gb 2] [--shards 8]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_DISABLE_XET", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+TOKEN = "hf_test_token"
+
+
+def make_folder(folder: Path, gigabytes: float, shards: int) -> int:
+    folder.mkdir(parents=True)
+    size = int(gigabytes * 10**9 / shards)
+    chunk = os.urandom(4 * 1024 * 1024)
+    for index in range(shards):
+        with open(folder / f"model-{index + 1:05d}-of-{shards:05d}.safetensors", "wb") as handle:
+            written = 0
+            while written < size:
+                piece = chunk[: min(len(chunk), size - written)]
+                handle.write(piece)
+                written += len(piece)
+    (folder / "config.json").write_text('{"architectures": ["Example"]}\n')
+    return size * shards
+
+
+def push_benchmark(work: Path, gigabytes: float, shards: int) -> None:
+    from huggingface_hub import HfApi
+
+    from hubkit.hub.push import PushOptions, push
+    from hubkit.hub.testserver import HubServer
+
+    folder = work / "folder"
+    total = make_folder(folder, gigabytes, shards)
+    with HubServer(work / "store") as server:
+        os.environ["HF_ENDPOINT"], os.environ["HF_TOKEN"] = server.endpoint, TOKEN
+        api = HfApi(endpoint=server.endpoint, token=TOKEN)
+        api.create_repo("bench/plain")
+        start = time.perf_counter()
+        api.upload_folder(folder_path=folder, repo_id="bench/plain")
+        plain = time.perf_counter() - start
+        for item in (work / "store" / "objects").glob("lfs-*"):
+            item.unlink()  # hubkit must upload every byte again, not find them stored
+        start = time.perf_counter()
+        result = push(PushOptions(folder=folder, repo="bench/hubkit", batch="4", validate=False, progress=False))
+        ours = time.perf_counter() - start
+    print(
+        f"push + verify of {total / 1e9:.2f} GB in {shards} shards ({len(result.commits)} commits, verified {result.verified}):"
+    )
+    print(f"  upload_folder {plain:.1f} s, hubkit push {ours:.1f} s, ratio {ours / plain:.2f}x (target <= 1.15x)")
+    print(f"  bytes hashed per byte uploaded: {result.bytes_hashed / max(result.bytes_to_upload, 1):.2f} (target 1.0)")
+
+
+def remote_validation_benchmark(work: Path) -> None:
+    from hubkit.fixtures.kimi import KimiDims, build_nvfp4_checkpoint
+    from hubkit.hub.testserver import HubServer
+    from hubkit.validate import ValidateOptions, validate
+
+    skeleton = build_nvfp4_checkpoint(work / "skeleton", KimiDims(), sparse=True)
+    repo_bytes = sum(p.stat().st_size for p in skeleton.rglob("*") if p.is_file())
+    with HubServer(work / "store-skeleton") as server:
+        os.environ["HF_ENDPOINT"] = server.endpoint
+        server.store.import_folder("models", "bench/kimi-skeleton", skeleton)
+        server.bytes_sent = 0
+        start = time.perf_counter()
+        report = validate("hf://bench/kimi-skeleton", ValidateOptions())
+        wall = time.perf_counter() - start
+        sent = server.bytes_sent
+    print(f"remote validation of the full-scale skeleton ({repo_bytes / 1e9:,.0f} GB, passed {report.passed}):")
+    print(f"  {sent / 1e6:,.1f} MB transferred = {100 * sent / repo_bytes:.4f} % of the repo, {wall:.1f} s wall")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--gb", type=float, default=2.0)
+    parser.add_argument("--shards", type=int, default=8)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="hubkit-bench-push-") as folder:
+        push_benchmark(Path(folder), args.gb, args.shards)
+    with tempfile.TemporaryDirectory(prefix="hubkit-bench-remote-") as folder:
+        remote_validation_benchmark(Path(folder))

@@ -1,0 +1,71 @@
+"""Read a Hub repo as a checkpoint source: the file list, and byte ranges (safetensors headers, small configs)
+through huggingface_hub's filesystem, never the tensor data unless asked for its exact ranges."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from hubkit.checkpoint.source import HUB_SCHEME, FileEntry
+from hubkit.errors import HubkitError
+from hubkit.hub import is_network_error
+
+
+def parse_hub_ref(ref: str) -> tuple[str, str | None]:
+    """``hf://ORG/NAME[@REV]`` -> (repo id, revision or None)."""
+    body = ref.removeprefix(HUB_SCHEME)
+    repo, _, revision = body.partition("@")
+    if repo.count("/") != 1 or not all(repo.split("/")):
+        raise HubkitError(f"{ref} is not hf://ORG/NAME[@REVISION]")
+    return repo, revision or None
+
+
+class HubSource:
+    """A Hub repo at one commit, read by range requests."""
+
+    def __init__(self, ref: str) -> None:
+        from huggingface_hub import HfApi, HfFileSystem
+        from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
+
+        self.repo, revision = parse_hub_ref(ref)
+        endpoint = os.environ.get("HF_ENDPOINT") or None
+        api = HfApi(endpoint=endpoint)
+        try:
+            self.commit = str(api.model_info(self.repo, revision=revision).sha)
+        except RepositoryNotFoundError:
+            raise HubkitError(f"{ref}: repository not found (or private: set HF_TOKEN)") from None
+        except RevisionNotFoundError:
+            raise HubkitError(f"{ref}: revision {revision} not found") from None
+        except HfHubHTTPError as exc:
+            status = exc.response.status_code if exc.response is not None else None
+            raise HubkitError(f"{ref}: the Hub answered HTTP {status}; check HF_TOKEN and HF_ENDPOINT") from None
+        except Exception as exc:
+            if not is_network_error(exc):
+                raise
+            raise HubkitError(f"{ref}: cannot reach the Hub ({exc}); check HF_ENDPOINT and the network") from None
+        self.ref = ref
+        self.fs = HfFileSystem(endpoint=endpoint)
+        self.prefix = f"{self.repo}@{self.commit}"
+
+    @property
+    def location(self) -> str:
+        return self.ref
+
+    def list_files(self) -> list[FileEntry]:
+        found = self.fs.find(self.prefix, detail=True)  # also fills the filesystem's cache
+        assert isinstance(found, dict)
+        start = len(self.prefix) + 1
+        return sorted(
+            (FileEntry(name[start:], int(info["size"])) for name, info in found.items()), key=lambda e: e.path
+        )
+
+    def read_range(self, path: str, start: int, length: int) -> bytes:
+        if length <= 0:
+            return b""
+        with self.fs.open(f"{self.prefix}/{path}", "rb", block_size=length, cache_type="none") as handle:
+            handle.seek(start)
+            data: bytes = handle.read(length)
+        return data
+
+    def local_path(self, path: str) -> Path | None:
+        return None
