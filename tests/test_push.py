@@ -266,3 +266,16 @@ def test_server_state_survives_a_restart(hub: HubServer, tiny: Path, tmp_path: P
     shutil.rmtree(tmp_path / "unused", ignore_errors=True)
     write_json(tmp_path / "ok.json", {"checked": True})
     assert json.loads((tmp_path / "ok.json").read_text())["checked"]
+
+
+@pytest.mark.skipif(
+    not (os.environ.get("HF_TOKEN") and os.environ.get("HUBKIT_LIVE_REPO")),
+    reason="opt-in: set HF_TOKEN and HUBKIT_LIVE_REPO (a repo you own) to push to the real Hub",
+)
+def test_live_hub_push(tiny: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from hubkit.hub.push import PushOptions, push
+
+    monkeypatch.delenv("HF_ENDPOINT", raising=False)
+    options = PushOptions(folder=tiny, repo=os.environ["HUBKIT_LIVE_REPO"], revision="hubkit-live-test", progress=False)
+    assert push(options).verified
+    assert push(options).commits == []  # a rerun is a no-op on the real Hub too
