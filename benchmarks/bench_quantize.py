@@ -20,8 +20,7 @@ sys.path.insert(0, str(ROOT))
 
 
 def tiny_run(work: Path) -> None:
-    from tests.test_quantize import WORDS, tiny_tokenizer
-    from tests.test_quantize_cpu_fallback import tiny_deepseek
+    from hubkit.fixtures.tiny_models import WORDS, tiny_deepseek, tiny_tokenizer
 
     base = tiny_deepseek(work / "base")
     tiny_tokenizer(base)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import random
-import warnings
 from pathlib import Path
 
 import pytest
@@ -16,60 +14,25 @@ transformers = pytest.importorskip("transformers")
 from safetensors.torch import load_file  # noqa: E402
 
 from hubkit.fixtures.kimi import KimiDims, int4_base_layout, write_sparse_checkpoint  # noqa: E402
+from hubkit.fixtures.tiny_models import (  # noqa: E402
+    WORDS,
+    calibration_jsonl,
+    int4_base_from,
+    tiny_base,
+    tiny_kimi_base,
+)
 from hubkit.quantize.pipeline import QuantizeOptions, quantize  # noqa: E402
-from tests.test_quantize_cpu_fallback import decode_nvfp4, tiny_deepseek  # noqa: E402
-
-WORDS = [
-    "the",
-    "quick",
-    "brown",
-    "fox",
-    "jumps",
-    "over",
-    "a",
-    "lazy",
-    "dog",
-    "while",
-    "experts",
-    "route",
-    "tokens",
-    "to",
-    "layers",
-]
-
-
-def tiny_tokenizer(path: Path) -> None:
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-
-    tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=250, special_tokens=["<unk>", "<s>", "</s>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
-    )
-    tokenizer.train_from_iterator([" ".join(WORDS)] * 10, trainer)
-    fast = transformers.PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, unk_token="<unk>", bos_token="<s>", eos_token="</s>"
-    )
-    fast.save_pretrained(path)
+from tests.test_quantize_cpu_fallback import decode_nvfp4  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        path = tiny_deepseek(tmp_path_factory.mktemp("base") / "tiny-deepseek")
-        tiny_tokenizer(path)
-    return path
+    return tiny_base(tmp_path_factory.mktemp("base") / "tiny-deepseek")
 
 
 @pytest.fixture(scope="module")
 def calib(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    rng = random.Random(0)
-    path = tmp_path_factory.mktemp("calib") / "calib.jsonl"
-    path.write_text(
-        "".join(json.dumps({"text": " ".join(rng.choice(WORDS) for _ in range(48))}) + "\n" for _ in range(48))
-    )
-    return path
+    return calibration_jsonl(tmp_path_factory.mktemp("calib") / "calib.jsonl")
 
 
 @pytest.fixture(scope="module")
@@ -205,42 +168,6 @@ def test_plan_for_kimi_on_b300_and_h200(hubkit, tmp_path: Path) -> None:
     assert hubkit("quantize", "--base", skeleton, "--plan", "--gpus", "8xA100").code == 2
 
 
-def int4_base_from(bf16: Path, target: Path) -> Path:
-    """The INT4 pack-quantized form of a BF16 base (routed experts, group 32), written by compressed-tensors."""
-    import shutil
-
-    from compressed_tensors.compressors.pack_quantized.base import PackedQuantizationCompressor
-    from compressed_tensors.quantization import QuantizationArgs, QuantizationScheme
-    from safetensors.torch import save_file
-
-    shutil.copytree(bf16, target)
-    args = {"num_bits": 4, "type": "int", "symmetric": True, "strategy": "group", "group_size": 32}
-    scheme = QuantizationScheme(targets=["Linear"], weights=QuantizationArgs(**args))
-    tensors: dict[str, torch.Tensor] = {}
-    for name, tensor in load_file(bf16 / "model.safetensors").items():
-        if ".mlp.experts." not in name:
-            tensors[name] = tensor
-            continue
-        amax = tensor.float().reshape(tensor.shape[0], -1, 32).abs().amax(-1)
-        scale = (amax / 7.5).clamp(min=1e-8).to(torch.bfloat16)
-        module = name.removesuffix(".weight")
-        for kind, value in PackedQuantizationCompressor.compress(
-            {"weight": tensor, "weight_scale": scale}, scheme
-        ).items():
-            tensors[f"{module}.{kind}"] = value
-    save_file(tensors, target / "model.safetensors", metadata={"format": "pt"})
-    config = json.loads((target / "config.json").read_text())
-    config["quantization_config"] = {
-        "config_groups": {"group_0": {"targets": ["Linear"], "weights": args}},
-        "format": "pack-quantized",
-        "ignore": ["lm_head", "re:.*self_attn.*", "re:.*shared_experts.*", "re:.*mlp\\.(gate|up|gate_up|down)_proj.*"],
-        "quant_method": "compressed-tensors",
-        "quantization_status": "compressed",
-    }
-    (target / "config.json").write_text(json.dumps(config, indent=2))
-    return target
-
-
 def test_int4_pack_quantized_base_end_to_end(base: Path, calib: Path, tmp_path: Path, hubkit) -> None:
     int4 = int4_base_from(base, tmp_path / "int4-base")
     assert "model.layers.1.mlp.experts.0.gate_proj.weight_packed" in load_file(int4 / "model.safetensors")
@@ -276,37 +203,7 @@ def test_dequantization_is_reused_by_a_rerun(base: Path, tmp_path: Path) -> None
 
 @pytest.fixture(scope="module")
 def kimi_base(base: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny Kimi-shaped base: the DeepSeek-V3 language model wrapped with a vision tower and projector."""
-    import shutil
-
-    from tests.kimi_remote_code import CONFIG_CODE, MODEL_CODE
-
-    path = tmp_path_factory.mktemp("kimi") / "tiny-kimi"
-    path.mkdir()
-    (path / "configuration_kimi_k25.py").write_text(CONFIG_CODE)
-    (path / "modeling_kimi_k25.py").write_text(MODEL_CODE)
-    text = json.loads((base / "config.json").read_text())
-    config = {
-        "architectures": ["KimiK25ForConditionalGeneration"],
-        "model_type": "kimi_k25",
-        "auto_map": {
-            "AutoConfig": "configuration_kimi_k25.KimiK25Config",
-            "AutoModelForCausalLM": "modeling_kimi_k25.KimiK25ForConditionalGeneration",
-        },
-        "text_config": {k: v for k, v in text.items() if k not in ("architectures", "transformers_version")},
-        "vision_config": {"vt_hidden_size": 32, "vt_num_hidden_layers": 2},
-    }
-    (path / "config.json").write_text(json.dumps(config))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        loaded = transformers.AutoConfig.from_pretrained(path, trust_remote_code=True)
-        torch.manual_seed(0)
-        transformers.AutoModelForCausalLM.from_config(loaded, trust_remote_code=True).to(
-            torch.bfloat16
-        ).save_pretrained(path)
-    for name in ("tokenizer.json", "tokenizer_config.json"):
-        shutil.copy(base / name, path / name)
-    return path
+    return tiny_kimi_base(tmp_path_factory.mktemp("kimi") / "tiny-kimi", base)
 
 
 def test_kimi_shaped_model_follows_the_reference_precision_split(

@@ -13,6 +13,7 @@ transformers = pytest.importorskip("transformers")
 
 from safetensors.torch import load_file  # noqa: E402
 
+from hubkit.fixtures.tiny_models import tiny_deepseek  # noqa: E402
 from hubkit.quantize import cpu_fallback  # noqa: E402
 
 E2M1 = torch.tensor([0, 0.5, 1, 1.5, 2, 3, 4, 6, 0, -0.5, -1, -1.5, -2, -3, -4, -6])
@@ -25,18 +26,6 @@ def decode_nvfp4(packed: torch.Tensor, scale: torch.Tensor, scale_2: torch.Tenso
     values = E2M1[codes]
     blocks = values.reshape(packed.shape[0], -1, 16) * scale.float().unsqueeze(-1) * scale_2.float()
     return blocks.reshape(packed.shape[0], -1)
-
-
-def tiny_deepseek(path: Path) -> Path:
-    config = transformers.DeepseekV3Config(
-        vocab_size=256, hidden_size=64, intermediate_size=96, moe_intermediate_size=32, num_hidden_layers=3,
-        first_k_dense_replace=1, n_routed_experts=8, n_shared_experts=1, num_experts_per_tok=2, n_group=1,
-        topk_group=1, num_attention_heads=2, num_key_value_heads=2, q_lora_rank=32, kv_lora_rank=32,
-        qk_nope_head_dim=16, qk_rope_head_dim=16, v_head_dim=16, max_position_embeddings=256,
-    )  # fmt: skip
-    torch.manual_seed(0)
-    transformers.DeepseekV3ForCausalLM(config).to(torch.bfloat16).save_pretrained(path)
-    return path
 
 
 def quantize(model: torch.nn.Module) -> None:
