@@ -12,8 +12,10 @@ import click
 from hubkit import __version__
 from hubkit.commands.card import card_group
 from hubkit.commands.diff import diff_command
+from hubkit.commands.init import init_command
 from hubkit.commands.push import push_command
 from hubkit.commands.quantize import quantize_command
+from hubkit.commands.release import release_command
 from hubkit.commands.validate import validate_command
 from hubkit.errors import ExitCode, HubkitError
 
@@ -33,8 +35,10 @@ def cli(ctx: click.Context, verbose: int, quiet: bool, debug: bool) -> None:
 
 cli.add_command(card_group)
 cli.add_command(diff_command)
+cli.add_command(init_command)
 cli.add_command(push_command)
 cli.add_command(quantize_command)
+cli.add_command(release_command)
 cli.add_command(validate_command)
 
 

@@ -180,7 +180,7 @@ def test_manifest_errors_name_the_key_and_line(hubkit, release: Path, tmp_path: 
 
 def test_card_render_without_a_card_table(hubkit, tiny: Path, tmp_path: Path) -> None:
     manifest = tmp_path / "hubkit.toml"
-    manifest.write_text('[release]\nrepo = "org/name"\n[base]\nrepo = "org/base"\n')
+    manifest.write_text('[release]\nrepo = "org/name"\n[base]\nrepo = "org/base"\n[quantize]\nout = "out"\n')
     result = hubkit("card", "render", tiny, "--manifest", manifest)
     assert result.code == 2 and "[card]" in result.err
 

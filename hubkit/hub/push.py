@@ -272,9 +272,9 @@ def _retrying(
             retry_after = exc.response.headers.get("Retry-After") if exc.response is not None else None
             wait = float(retry_after) if retry_after and retry_after.isdigit() else delay
         except Exception as exc:
-            if not is_network_error(exc):
+            if not is_network_error(exc) or not retry_network:
                 raise
-            if attempt == options.retries or not retry_network:
+            if attempt == options.retries:
                 raise HubkitError(f"{what} failed: {exc}; check HF_ENDPOINT and rerun the push to resume") from None
             wait = delay
         if landed is not None and landed():

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -77,14 +77,49 @@ class CardTable(_Table):
     sections: list[str] = Field(default_factory=list, description="Markdown files appended as sections")
 
 
+class QuantizeTable(_Table):
+    out: str = Field(description="folder of the export, relative to the manifest")
+    recipe: str | None = None
+    profile: str | None = None
+    calib: list[str] = Field(default_factory=list)
+    calib_size: int = Field(default=512, ge=1)
+    calib_seq: int = Field(default=512, ge=8)
+    batch_size: int = Field(default=1, ge=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    max_gpu_memory: str | None = None
+    seed: int = 1234
+    keep_intermediate: bool = False
+
+
+class ValidateTable(_Table):
+    profile: str | None = None
+    reference: str | None = None
+    deep: bool = False
+    strict: bool = False
+
+
+class PushTable(_Table):
+    batch: str | int = "16"
+    include: list[str] = Field(default_factory=list)
+    exclude: list[str] = Field(default_factory=list)
+    delete_extra: bool = False
+
+
+class SmokeTable(_Table):
+    enabled: bool = True
+    prompts: list[str] = Field(default_factory=lambda: ["Write a haiku about GPUs."])
+    max_tokens: int = Field(default=64, ge=1)
+    timeout_s: int = Field(default=3600, ge=60)
+
+
 class Manifest(_Table):
     release: ReleaseTable
     base: BaseTable
+    quantize: QuantizeTable
     card: CardTable | None = None
-    quantize: dict[str, Any] = Field(default_factory=dict)
-    validate_: dict[str, Any] = Field(default_factory=dict, alias="validate")
-    push: dict[str, Any] = Field(default_factory=dict)
-    smoke: dict[str, Any] = Field(default_factory=dict)
+    validate_: ValidateTable = Field(default_factory=ValidateTable, alias="validate")
+    push: PushTable = Field(default_factory=PushTable)
+    smoke: SmokeTable = Field(default_factory=SmokeTable)
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -93,8 +128,9 @@ class Manifest(_Table):
         return getattr(self, "_path", None)
 
 
-def load_manifest(path: Path) -> Manifest:
-    """Read and validate a manifest; every problem becomes one HubkitError naming the key and line."""
+def load_manifest(path: Path, overrides: list[str] | tuple[str, ...] = ()) -> Manifest:
+    """Read and validate a manifest, with ``table.key=value`` overrides; every problem becomes one
+    HubkitError naming the key and line."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
@@ -103,12 +139,32 @@ def load_manifest(path: Path) -> Manifest:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise HubkitError(f"{path}: not valid TOML ({exc}); fix the file") from exc
+    for override in overrides:
+        _apply_override(data, override)
     try:
         manifest = Manifest.model_validate(data)
     except ValidationError as exc:
         raise HubkitError(_describe(path, text, exc)) from exc
     object.__setattr__(manifest, "_path", path)
     return manifest
+
+
+def _apply_override(data: dict[str, Any], override: str) -> None:
+    """``card.serve.tensor_parallel_size=4``: the value is read as TOML (numbers, booleans, lists), else text."""
+    key, sep, raw = override.partition("=")
+    parts = [p for p in key.strip().split(".") if p]
+    if not sep or len(parts) < 2:
+        raise HubkitError(f"--set {override!r} is not TABLE.KEY=VALUE")
+    try:
+        value = tomllib.loads(f"value = {raw}")["value"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    target = data
+    for part in parts[:-1]:
+        target = target.setdefault(part, {})
+        if not isinstance(target, dict):
+            raise HubkitError(f"--set {override!r}: {part} is not a table")
+    target[parts[-1]] = value
 
 
 def _describe(path: Path, text: str, error: ValidationError) -> str:

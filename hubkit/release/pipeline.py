@@ -1,0 +1,429 @@
+"""``hubkit release``: quantize -> card -> validate -> push -> tag -> smoke, from one manifest, resumable.
+
+Each stage records its inputs' fingerprint, outputs and timing in ``OUT/.hubkit/state.json``. A rerun skips a
+stage whose fingerprint is unchanged; a changed input reruns that stage and everything after it. Nothing is
+pushed after a failed validation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hubkit.errors import ExitCode, HubkitError
+from hubkit.release.manifest import Manifest
+
+STAGES = ("quantize", "card", "validate", "push", "tag", "smoke")
+STATE = ".hubkit/state.json"
+LOCAL_ENDPOINT = "local"
+LOCAL_TOKEN = "hf_local_release_token"
+
+
+@dataclass(frozen=True)
+class ReleaseOptions:
+    dry_run: bool = False
+    first: str | None = None
+    last: str | None = None
+    skip: tuple[str, ...] = ()
+    progress: bool = True
+
+
+@dataclass
+class StageResult:
+    name: str
+    status: str  # "ran" | "skipped" | "unchanged" | "would run" | "failed"
+    seconds: float = 0.0
+    detail: str = ""
+    outputs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ReleaseResult:
+    manifest: str
+    repo: str
+    out: str
+    stages: list[StageResult] = field(default_factory=list)
+    card_diff: str = ""
+    endpoint: str = "https://huggingface.co"
+
+    @property
+    def passed(self) -> bool:
+        return not any(s.status == "failed" for s in self.stages)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "manifest": self.manifest, "repo": self.repo, "out": self.out, "passed": self.passed,
+            "stages": [s.__dict__ for s in self.stages], "card_diff": self.card_diff,
+        }  # fmt: skip
+
+
+def _fingerprint(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def folder_fingerprint(folder: Path) -> list[tuple[str, int, int]]:
+    """(path, size, mtime) of every file hubkit would publish: cheap, and changes with any edit."""
+    if not folder.is_dir():
+        return []
+    listed = []
+    for item in sorted(folder.rglob("*")):
+        relative = item.relative_to(folder).as_posix()
+        if item.is_file() and not relative.startswith(".hubkit/"):
+            stat = item.stat()
+            listed.append((relative, stat.st_size, stat.st_mtime_ns))
+    return listed
+
+
+class Release:
+    """One run of the pipeline over a manifest."""
+
+    def __init__(self, manifest: Manifest, options: ReleaseOptions) -> None:
+        if manifest.path is None:
+            raise HubkitError("the manifest has no file location")
+        self.manifest, self.options = manifest, options
+        self.root = manifest.path.parent
+        self.out = (self.root / manifest.quantize.out).resolve()
+        self.state = self._load_state()
+        self.result = ReleaseResult(str(manifest.path), manifest.release.repo, str(self.out))
+        self.selected = self._selected_stages()
+
+    # ------------------------------------------------------------------------------------- bookkeeping
+
+    def _load_state(self) -> dict[str, Any]:
+        try:
+            state = json.loads((self.out / STATE).read_text())
+        except (OSError, ValueError):
+            return {}
+        return state if isinstance(state, dict) else {}
+
+    def _save_state(self) -> None:
+        if self.options.dry_run or not self.out.is_dir():
+            return
+        (self.out / ".hubkit").mkdir(exist_ok=True)
+        (self.out / STATE).write_text(json.dumps(self.state, indent=2, default=str) + "\n")
+
+    def _selected_stages(self) -> list[str]:
+        for name in (self.options.first, self.options.last, *self.options.skip):
+            if name is not None and name not in STAGES:
+                raise HubkitError(f"unknown stage '{name}'; stages: {', '.join(STAGES)}")
+        first = STAGES.index(self.options.first) if self.options.first else 0
+        last = STAGES.index(self.options.last) if self.options.last else len(STAGES) - 1
+        return [s for s in STAGES[first : last + 1] if s not in self.options.skip]
+
+    def _recorded(self, stage: str) -> dict[str, Any]:
+        stages = self.state.get("stages")
+        return stages.get(stage, {}) if isinstance(stages, dict) else {}
+
+    def _record(self, stage: str, fingerprint: str, outputs: dict[str, Any], seconds: float) -> None:
+        self.state.setdefault("stages", {})[stage] = {
+            "fingerprint": fingerprint,
+            "outputs": outputs,
+            "seconds": round(seconds, 3),
+        }
+        self._save_state()
+
+    def _forget_after(self, stage: str) -> None:
+        """A stage ran again: everything after it must run again too."""
+        stages = self.state.get("stages", {})
+        for later in STAGES[STAGES.index(stage) + 1 :]:
+            stages.pop(later, None)
+
+    # ------------------------------------------------------------------------------------- running
+
+    def run(self) -> ReleaseResult:
+        with self._endpoint():
+            self.result.endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+            self._preflight()
+            for stage in STAGES:
+                if stage not in self.selected:
+                    self.result.stages.append(StageResult(stage, "skipped", detail="not selected"))
+                    continue
+                fingerprint = getattr(self, f"_fingerprint_{stage}")()
+                if fingerprint is not None and self._recorded(stage).get("fingerprint") == fingerprint:
+                    self.result.stages.append(
+                        StageResult(stage, "unchanged", outputs=self._recorded(stage).get("outputs", {}))
+                    )
+                    continue
+                if self.options.dry_run:
+                    self.result.stages.append(getattr(self, f"_plan_{stage}")())
+                    continue
+                start = time.perf_counter()
+                outcome: StageResult = getattr(self, f"_run_{stage}")()
+                outcome.seconds = round(time.perf_counter() - start, 3)
+                self.result.stages.append(outcome)
+                if outcome.status == "failed":
+                    break
+                if outcome.status == "ran":
+                    self._forget_after(stage)
+                    self._record(
+                        stage, getattr(self, f"_fingerprint_{stage}")() or "", outcome.outputs, outcome.seconds
+                    )
+        return self.result
+
+    def _preflight(self) -> None:
+        """Fail in seconds, not after hours of quantization, when the Hub cannot be reached or the token is bad."""
+        if not {"push", "tag"} & set(self.selected):
+            return
+        from hubkit.hub.push import check_token, hub_api
+
+        check_token(hub_api(), self._push_options(dry_run=True))
+
+    @contextlib.contextmanager
+    def _endpoint(self) -> Iterator[None]:
+        """``endpoint = "local"``: a local Hub-compatible server under the manifest's folder, for this run."""
+        endpoint = self.manifest.release.endpoint
+        if endpoint != LOCAL_ENDPOINT:
+            saved = os.environ.get("HF_ENDPOINT")
+            if endpoint:
+                os.environ["HF_ENDPOINT"] = endpoint
+            try:
+                yield
+            finally:
+                if endpoint:
+                    _restore("HF_ENDPOINT", saved)
+            return
+        from hubkit.hub.testserver import HubServer
+
+        server = HubServer(self.root / ".hubkit" / "local-hub", tokens={LOCAL_TOKEN: "release"})
+        saved_endpoint, saved_token = os.environ.get("HF_ENDPOINT"), os.environ.get("HF_TOKEN")
+        server.start()
+        os.environ["HF_ENDPOINT"], os.environ["HF_TOKEN"] = server.endpoint, LOCAL_TOKEN
+        self.local_server = server
+        try:
+            yield
+        finally:
+            server.stop()
+            _restore("HF_ENDPOINT", saved_endpoint)
+            _restore("HF_TOKEN", saved_token)
+
+    # ------------------------------------------------------------------------------------- quantize
+
+    def _base_ref(self) -> str:
+        base = self.manifest.base
+        if base.path:
+            return str((self.root / base.path).resolve())
+        return f"hf://{base.repo}" + (f"@{base.revision}" if base.revision else "")
+
+    def _fingerprint_quantize(self) -> str:
+        ref = self._base_ref()
+        listing = folder_fingerprint(Path(ref)) if not ref.startswith("hf://") else ref
+        calib = [
+            (c, folder_fingerprint(self.root / c) or (self.root / c).stat().st_size if (self.root / c).exists() else c)
+            for c in self.manifest.quantize.calib
+        ]
+        return _fingerprint(listing, self.manifest.quantize.model_dump(), calib)
+
+    def _plan_quantize(self) -> StageResult:
+        return StageResult("quantize", "would run", detail=f"{self._base_ref()} -> {self.out}")
+
+    def _run_quantize(self) -> StageResult:
+        from hubkit.quantize.pipeline import QuantizeOptions, quantize
+
+        table = self.manifest.quantize
+        if self.out.exists():
+            shutil.rmtree(self.out)  # our own earlier export, now out of date
+        calib = tuple(str(self.root / c) if (self.root / c).exists() else c for c in table.calib)
+        options = QuantizeOptions(
+            base=self._base_ref(), out=self.out, profile=table.profile, recipe=table.recipe, calib=calib,
+            calib_size=table.calib_size, calib_seq=table.calib_seq, batch_size=table.batch_size, device=table.device,
+            max_gpu_memory=table.max_gpu_memory, seed=table.seed, keep_intermediate=table.keep_intermediate,
+            progress=self.options.progress,
+        )  # fmt: skip
+        result = quantize(options)
+        self.state = self._load_state()
+        errors = [f for f in result.report.findings if f.severity.value == "error"]
+        if errors:
+            return StageResult(
+                "quantize", "failed", detail=f"the export failed validation: {errors[0].code} {errors[0].message}"
+            )
+        coverage = result.provenance.get("coverage", {})
+        return StageResult(
+            "quantize", "ran", outputs={"experts_without_tokens": coverage.get("experts_without_tokens")}
+        )
+
+    # ------------------------------------------------------------------------------------- card
+
+    def _fingerprint_card(self) -> str | None:
+        card = self.manifest.card.model_dump() if self.manifest.card else None
+        return _fingerprint(card, self._recorded("quantize").get("fingerprint"), (self.out / "README.md").is_file())
+
+    def _plan_card(self) -> StageResult:
+        return StageResult("card", "would run", detail=f"render {self.out / 'README.md'}")
+
+    def _run_card(self) -> StageResult:
+        from hubkit.card.render import render_card
+        from hubkit.checkpoint import load_checkpoint
+
+        text = render_card(load_checkpoint(str(self.out)), self.manifest)
+        readme = self.out / "README.md"
+        if not readme.is_file() or readme.read_text() != text:
+            readme.write_text(text)
+        return StageResult("card", "ran", outputs={"bytes": len(text)})
+
+    # ------------------------------------------------------------------------------------- validate
+
+    def _fingerprint_validate(self) -> str:
+        return _fingerprint(folder_fingerprint(self.out), self.manifest.validate_.model_dump())
+
+    def _plan_validate(self) -> StageResult:
+        return StageResult("validate", "would run", detail=f"validate {self.out}")
+
+    def _run_validate(self) -> StageResult:
+        from hubkit.validate import Severity, ValidateOptions, validate
+        from hubkit.validate.render import render_json
+
+        table = self.manifest.validate_
+        base = self._base_ref()
+        report = validate(
+            str(self.out),
+            ValidateOptions(
+                profile=table.profile,
+                reference=table.reference,
+                base=base,
+                deep=table.deep,
+                strict=table.strict,
+                progress=self.options.progress,
+            ),
+        )
+        (self.out / ".hubkit").mkdir(exist_ok=True)
+        (self.out / ".hubkit" / "validation.json").write_text(render_json(report) + "\n")
+        summary = f"{report.count(Severity.ERROR)} errors, {report.count(Severity.WARNING)} warnings"
+        if not report.passed:
+            first = next(f for f in report.findings if f.severity.value in ("error", "warning"))
+            return StageResult(
+                "validate", "failed", detail=f"{summary}; first {first.code} {first.file or ''}: {first.message}"
+            )
+        return StageResult("validate", "ran", detail=summary, outputs={"passed": True})
+
+    # ------------------------------------------------------------------------------------- push
+
+    def _push_options(self, dry_run: bool) -> Any:
+        from hubkit.hub.push import PushOptions
+
+        release, table = self.manifest.release, self.manifest.push
+        return PushOptions(
+            folder=self.out, repo=release.repo, revision=release.revision, atomic=release.atomic and not dry_run,
+            private=release.private, batch=str(table.batch), include=tuple(table.include), exclude=tuple(table.exclude),
+            delete_extra=table.delete_extra, dry_run=dry_run, validate=False, progress=self.options.progress,
+        )  # fmt: skip
+
+    def _fingerprint_push(self) -> str:
+        return _fingerprint(folder_fingerprint(self.out), self.manifest.release.model_dump(), self.manifest.push.model_dump(),
+                            self.manifest.release.endpoint or os.environ.get("HF_ENDPOINT"))  # fmt: skip
+
+    def _plan_push(self) -> StageResult:
+        from hubkit.hub.push import push
+
+        if not self.out.is_dir():
+            return StageResult("push", "would run", detail="after quantize")
+        plan = push(self._push_options(dry_run=True))
+        return StageResult("push", "would run", detail=f"{len(plan.new)} new, {len(plan.changed)} changed, {plan.bytes_to_upload:,} bytes",
+                           outputs={"new": plan.new, "changed": plan.changed})  # fmt: skip
+
+    def _run_push(self) -> StageResult:
+        from hubkit.hub.push import push, remote_files
+
+        if not self._recorded("validate").get("outputs", {}).get("passed"):
+            return StageResult(
+                "push", "failed", detail="nothing is pushed without a passed validation; run the validate stage"
+            )
+        previous = self._remote_card()
+        result = push(self._push_options(dry_run=False))
+        if not result.passed:
+            return StageResult("push", "failed", detail="; ".join(result.mismatches[:3]))
+        current = (self.out / "README.md").read_text() if (self.out / "README.md").is_file() else ""
+        self.result.card_diff = "".join(
+            difflib.unified_diff(previous.splitlines(True), current.splitlines(True), "previous/README.md", "README.md")
+        )
+        from hubkit.hub.push import hub_api
+
+        commit = hub_api().model_info(self.manifest.release.repo, revision=self.manifest.release.revision).sha
+        files = remote_files(hub_api(), self.manifest.release.repo, self.manifest.release.revision) or {}
+        return StageResult("push", "ran", detail=f"{len(result.new) + len(result.changed)} files uploaded",
+                           outputs={"commit": commit, "files": len(files), "bytes": result.bytes_to_upload,
+                                    "pull_request": result.pull_request, "merged": result.merged})  # fmt: skip
+
+    def _remote_card(self) -> str:
+        from hubkit.hub.push import hub_api
+
+        with contextlib.suppress(Exception):  # no previous release (or no card) is fine
+            path = hub_api().hf_hub_download(
+                self.manifest.release.repo, "README.md", revision=self.manifest.release.revision
+            )
+            return Path(path).read_text()
+        return ""
+
+    # ------------------------------------------------------------------------------------- tag
+
+    def _fingerprint_tag(self) -> str | None:
+        tag = self.manifest.release.tag
+        return None if tag is None else _fingerprint(tag, self._recorded("push").get("outputs", {}).get("commit"))
+
+    def _plan_tag(self) -> StageResult:
+        return StageResult(
+            "tag",
+            "would run" if self.manifest.release.tag else "skipped",
+            detail=self.manifest.release.tag or "no [release] tag",
+        )
+
+    def _run_tag(self) -> StageResult:
+        from hubkit.hub.push import hub_api
+
+        tag = self.manifest.release.tag
+        if not tag:
+            return StageResult("tag", "skipped", detail="no [release] tag")
+        commit = self._recorded("push").get("outputs", {}).get("commit")
+        hub_api().create_tag(
+            self.manifest.release.repo, tag=tag, revision=commit or self.manifest.release.revision, exist_ok=True
+        )
+        return StageResult("tag", "ran", detail=tag, outputs={"tag": tag, "commit": commit})
+
+    # ------------------------------------------------------------------------------------- smoke
+
+    def _fingerprint_smoke(self) -> str | None:
+        return _fingerprint(self._recorded("push").get("outputs", {}).get("commit"), self.manifest.smoke.model_dump())
+
+    def _plan_smoke(self) -> StageResult:
+        available, why = smoke_available()
+        return StageResult("smoke", "would run" if available and self.manifest.smoke.enabled else "skipped", detail=why)
+
+    def _run_smoke(self) -> StageResult:
+        available, why = smoke_available()
+        if not self.manifest.smoke.enabled or not available:
+            return StageResult("smoke", "skipped", detail=why if self.manifest.smoke.enabled else "disabled in [smoke]")
+        from hubkit.release.smoke import run_smoke
+
+        record = run_smoke(self.manifest, self.out)
+        (self.out / ".hubkit" / "smoke.json").write_text(json.dumps(record, indent=2) + "\n")
+        return StageResult("smoke", "ran" if record["ok"] else "failed", detail=record["summary"], outputs=record)
+
+
+def smoke_available() -> tuple[bool, str]:
+    """Smoke needs vLLM and a GPU; elsewhere it is skipped with a notice."""
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None:
+        return False, "skipped: vLLM is not installed on this runner"
+    if shutil.which("nvidia-smi") is None:
+        return False, "skipped: no NVIDIA GPU on this runner"
+    return True, "vLLM and a GPU are available"
+
+
+def _restore(name: str, value: str | None) -> None:
+    if value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value
+
+
+def exit_code(result: ReleaseResult) -> int:
+    return ExitCode.OK if result.passed else ExitCode.ARTIFACT_FAILED

@@ -1,0 +1,194 @@
+"""``hubkit release`` end to end on the embedded example, ``hubkit init``, and the workflows' offline checks."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO_ROOT
+
+pytest.importorskip("modelopt")
+EXAMPLE = REPO_ROOT / "examples" / "tiny-release"
+
+
+def example_copy(tmp_path: Path) -> Path:
+    """The example's manifest in a fresh folder, with its tiny INT4 base and calibration text built."""
+    from hubkit.fixtures.tiny_models import calibration_jsonl, int4_base_from, tiny_base, tiny_kimi_base
+
+    folder = tmp_path / "release"
+    folder.mkdir()
+    shutil.copy(EXAMPLE / "hubkit.toml", folder / "hubkit.toml")
+    deepseek = tiny_base(tmp_path / "work" / "deepseek")
+    int4_base_from(tiny_kimi_base(tmp_path / "work" / "kimi", deepseek), folder / "base")
+    calibration_jsonl(folder / "calib.jsonl")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def released(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from hubkit.release.manifest import load_manifest
+    from hubkit.release.pipeline import Release, ReleaseOptions
+
+    folder = example_copy(tmp_path_factory.mktemp("example"))
+    result = Release(load_manifest(folder / "hubkit.toml"), ReleaseOptions(progress=False)).run()
+    assert result.passed, result.as_dict()
+    return folder
+
+
+def local_hub(folder: Path):
+    from huggingface_hub import HfApi
+
+    from hubkit.hub.testserver import HubServer
+    from hubkit.release.pipeline import LOCAL_TOKEN
+
+    server = HubServer(folder / ".hubkit" / "local-hub", tokens={LOCAL_TOKEN: "release"})
+    server.start()
+    return server, HfApi(endpoint=server.endpoint, token=LOCAL_TOKEN)
+
+
+@pytest.mark.slow
+def test_example_release_end_to_end(released: Path) -> None:
+    state = json.loads((released / "Kimi-Tiny-NVFP4" / ".hubkit" / "state.json").read_text())
+    assert state["status"] == "complete"
+    assert set(state["stages"]) == {"quantize", "card", "validate", "push", "tag"}
+    server, api = local_hub(released)
+    try:
+        files = {f.path for f in api.list_repo_tree("example-org/Kimi-Tiny-NVFP4", recursive=True)}
+        assert {"README.md", "config.json", "hf_quant_config.json", "modeling_kimi_k25.py"} <= files
+        assert not any(f.startswith(".hubkit/") for f in files)
+        assert [t.name for t in api.list_repo_refs("example-org/Kimi-Tiny-NVFP4").tags] == ["v1"]
+        card = api.hf_hub_download("example-org/Kimi-Tiny-NVFP4", "README.md")
+        assert "Quantized modules: 48 = 2 layers × 8 experts × 3 projections" in Path(card).read_text()
+    finally:
+        server.stop()
+
+
+@pytest.mark.slow
+def test_rerun_after_completion_is_a_no_op(hubkit, released: Path) -> None:
+    store = released / ".hubkit" / "local-hub"
+    before = sorted(p.name for p in store.rglob("commits/*.json"))
+    result = hubkit("release", released / "hubkit.toml", "--format", "json")
+    assert result.code == 0, result.err
+    statuses = {s["name"]: s["status"] for s in result.json()["stages"]}
+    assert statuses == {"quantize": "unchanged", "card": "unchanged", "validate": "unchanged", "push": "unchanged",
+                        "tag": "unchanged", "smoke": "skipped"}  # fmt: skip
+    assert sorted(p.name for p in store.rglob("commits/*.json")) == before
+
+
+@pytest.mark.slow
+def test_changed_card_input_reruns_card_and_later_stages_only(hubkit, released: Path) -> None:
+    result = hubkit(
+        "release", released / "hubkit.toml", "--set", "card.evaluation_note=Scores coming soon.", "--format", "json"
+    )
+    assert result.code == 0, result.err
+    report = result.json()
+    statuses = {s["name"]: s["status"] for s in report["stages"]}
+    assert statuses["quantize"] == "unchanged" and statuses["card"] == "ran" and statuses["push"] == "ran"
+    assert "+Scores coming soon." in report["card_diff"]
+
+
+def test_dry_run_changes_nothing(hubkit, tmp_path: Path) -> None:
+    folder = example_copy(tmp_path)
+    result = hubkit("release", folder / "hubkit.toml", "--dry-run", "--format", "json")
+    assert result.code == 0, result.err
+    assert {s["status"] for s in result.json()["stages"]} <= {"would run", "skipped"}
+    assert not (folder / "Kimi-Tiny-NVFP4").exists()
+    assert not (folder / ".hubkit" / "local-hub" / "repos").exists()  # the server saw no write
+
+
+@pytest.mark.slow
+def test_kill_during_push_then_rerun_completes(hubkit, tmp_path: Path) -> None:
+    folder = example_copy(tmp_path)
+    assert hubkit("release", folder / "hubkit.toml", "--until", "validate").code == 0
+    env = {**os.environ, "HF_HUB_DISABLE_XET": "1"}
+    command = [
+        sys.executable,
+        "-m",
+        "hubkit",
+        "-q",
+        "release",
+        str(folder / "hubkit.toml"),
+        "--set",
+        "push.batch=1",
+        "--set",
+        "release.atomic=false",
+    ]
+    process = subprocess.Popen(command, env=env)
+    store = folder / ".hubkit" / "local-hub"
+    deadline = time.monotonic() + 120
+    while len(list(store.rglob("commits/*.json"))) < 3 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=60) != 0
+    result = hubkit(
+        "release", folder / "hubkit.toml", "--set", "push.batch=1", "--set", "release.atomic=false", "--format", "json"
+    )
+    assert result.code == 0, result.err
+    push = next(s for s in result.json()["stages"] if s["name"] == "push")
+    assert push["status"] == "ran"
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda t: t.replace("calib_size = 32", "calib_sise = 32"), "unknown key 'quantize.calib_sise'"),
+        (lambda t: t.replace('[base]\nrepo = "example-org/Kimi-Tiny"\npath = "base"', ""), "missing key 'base'"),
+        (lambda t: t.replace('endpoint = "local"', 'endpoint = "http://127.0.0.1:9"'), "cannot reach the Hub"),
+    ],
+)
+def test_manifest_problems_are_one_line_exit_2(hubkit, tmp_path: Path, monkeypatch, edit, message: str) -> None:
+    monkeypatch.setenv("HF_TOKEN", "hf_anything")
+    manifest = tmp_path / "hubkit.toml"
+    manifest.write_text(edit((EXAMPLE / "hubkit.toml").read_text()))
+    start = time.monotonic()
+    result = hubkit("release", manifest)
+    assert result.code == 2, result.err
+    assert message in result.err and "Traceback" not in result.err
+    assert time.monotonic() - start < 30  # fails before any quantization
+
+
+def check_workflows(folder: Path) -> None:
+    workflows = sorted((folder / ".github" / "workflows").glob("*.yml"))
+    assert len(workflows) == 2
+    schema = subprocess.run(
+        [sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.github-workflows", *map(str, workflows)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert schema.returncode == 0, schema.stdout + schema.stderr
+    zizmor = shutil.which("zizmor") or str(Path(sys.executable).parent / "zizmor")
+    audit = subprocess.run(
+        [zizmor, "--offline", "--min-severity", "low", *map(str, workflows)], capture_output=True, text=True
+    )
+    assert audit.returncode == 0, audit.stdout + audit.stderr
+    for workflow in workflows:
+        for line in workflow.read_text().splitlines():
+            if "uses:" in line and not line.strip().startswith("#"):
+                assert "@" in line and len(line.split("@")[1].split()[0]) == 40, f"unpinned action: {line}"
+
+
+def test_repository_workflows_pass_the_offline_checks() -> None:
+    check_workflows(REPO_ROOT)
+    labels = (REPO_ROOT / ".github" / "actionlint.yaml").read_text()
+    assert "b300" in labels
+
+
+def test_init_writes_a_valid_manifest_and_workflows(hubkit, tmp_path: Path) -> None:
+    from hubkit.release.manifest import load_manifest
+
+    result = hubkit("init", tmp_path / "new", "--repo", "org/Kimi-NVFP4", "--base", "moonshotai/Kimi-K2.7-Code")
+    assert result.code == 0, result.err
+    manifest = load_manifest(tmp_path / "new" / "hubkit.toml")
+    assert manifest.release.repo == "org/Kimi-NVFP4" and manifest.base.repo == "moonshotai/Kimi-K2.7-Code"
+    check_workflows(tmp_path / "new")
+    assert hubkit("init", tmp_path / "new").code == 2  # never overwrites without --force
+    placeholders = hubkit("init", tmp_path / "blank")
+    assert placeholders.code == 0 and "CHANGE-ME" in (tmp_path / "blank" / "hubkit.toml").read_text()
+    load_manifest(tmp_path / "blank" / "hubkit.toml")
