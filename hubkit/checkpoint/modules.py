@@ -7,6 +7,7 @@ algebra and ``map`` at C speed rather than a Python loop (or a string built) per
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from operator import itemgetter, methodcaller
@@ -20,6 +21,14 @@ NVFP4_SCALES = ("weight_scale", "weight_scale_2", "input_scale")
 LEFTOVER_SUFFIXES = ("weight_packed", "weight_shape", "weight_zero_point", "_amax", "_scale", "_double_scale")
 
 _split_last = methodcaller("rpartition", ".")
+
+
+def is_int4_side_tensor(name: str, tensors: Mapping[str, object]) -> bool:
+    """A compressed-tensors INT4 side tensor (shape, zero point, group scale) with no counterpart in an NVFP4
+    export, whose weight comes from ``weight_packed``."""
+    if name.endswith((".weight_shape", ".weight_zero_point", ".weight_g_idx")):
+        return True
+    return name.endswith(".weight_scale") and name[: -len("_scale")] + "_packed" in tensors
 
 
 @dataclass

@@ -16,7 +16,6 @@ import hashlib
 import json
 import re
 import threading
-import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -173,7 +172,6 @@ ROUTES: list[tuple[str, re.Pattern[str], str]] = [
     for method, pattern, name in [
         ("GET", r"/api/whoami-v2", "whoami"),
         ("POST", r"/api/repos/create", "create_repo"),
-        ("DELETE", r"/api/repos/delete", "delete_repo"),
         ("POST", r"/api/validate-yaml", "validate_yaml"),
         ("POST", rf"/api/{REPO}/preupload/(?P<rev>[^/]+)", "preupload"),
         ("POST", rf"/api/{REPO}/commit/(?P<rev>[^/]+)", "commit"),
@@ -352,10 +350,6 @@ class _Handler(BaseHTTPRequestHandler):
                 raise HubError(409, "You already created this model repo", extra={"url": url})
             self.hub.store.create(kind, repo, data.get("visibility") == "private" or bool(data.get("private")))
         self._send(200, {"url": url, "name": repo})
-
-    def _delete_repo(self, groups: dict[str, Any], query: dict[str, Any], body: bytes) -> None:
-        self._user(required=True)
-        self._send(200, {})
 
     def _validate_yaml(self, groups: dict[str, Any], query: dict[str, Any], body: bytes) -> None:
         import yaml
@@ -652,10 +646,3 @@ class _Handler(BaseHTTPRequestHandler):
             self.end_headers()
             return
         self._send(206 if found else 200, raw=data, headers=headers)
-
-
-def serve_forever(root: Path, port: int) -> None:  # pragma: no cover - manual use
-    with HubServer(root, port=port) as server:
-        print(f"local Hub at {server.endpoint} (token hf_test_token)", flush=True)
-        while True:
-            time.sleep(3600)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from hubkit.checkpoint.model import Checkpoint
+from hubkit.checkpoint.modules import is_int4_side_tensor
 from hubkit.errors import HubkitError
 
 #: Usable memory per GPU in GiB (what the driver reports, not the marketing figure).
@@ -89,9 +90,7 @@ def estimate(base: Checkpoint, gpus: str, *, batch: int, seq: int, out: Path | N
     bf16 = export = 0
     int4 = False
     for name, tensor in base.tensors.items():
-        if name.endswith((".weight_shape", ".weight_zero_point")):
-            continue
-        if name.endswith(".weight_scale") and name[: -len("_scale")] + "_packed" in base.tensors:
+        if is_int4_side_tensor(name, base.tensors):
             continue
         if name.endswith(".weight_packed"):
             int4 = True

@@ -70,6 +70,16 @@ def _fingerprint(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def _source_fingerprint(path: Path) -> Any:
+    """A calibration source: a local file or folder by size and mtime; a Hub dataset by its name."""
+    if path.is_dir():
+        return folder_fingerprint(path)
+    if path.is_file():
+        stat = path.stat()
+        return [path.name, stat.st_size, stat.st_mtime_ns]
+    return path.name
+
+
 def folder_fingerprint(folder: Path) -> list[tuple[str, int, int]]:
     """(path, size, mtime) of every file hubkit would publish: cheap, and changes with any edit."""
     if not folder.is_dir():
@@ -197,7 +207,6 @@ class Release:
         saved_endpoint, saved_token = os.environ.get("HF_ENDPOINT"), os.environ.get("HF_TOKEN")
         server.start()
         os.environ["HF_ENDPOINT"], os.environ["HF_TOKEN"] = server.endpoint, LOCAL_TOKEN
-        self.local_server = server
         try:
             yield
         finally:

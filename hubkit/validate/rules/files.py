@@ -19,6 +19,7 @@ from hubkit.checkpoint.model import (
     TOKENIZER_CONFIG,
     Checkpoint,
 )
+from hubkit.checkpoint.modules import is_int4_side_tensor
 from hubkit.checkpoint.source import FileEntry
 from hubkit.validate.context import Context
 from hubkit.validate.engine import Issue, Severity, check
@@ -269,14 +270,6 @@ def missing_from_base(ctx: Context) -> Iterator[Issue]:
             yield Issue(f"{path} is in the base but not in the export; copy it", path)
 
 
-def _is_int4_companion(name: str, base_tensors: dict[str, Any]) -> bool:
-    """A compressed-tensors INT4 side tensor of the base (shape, zero point, group scale): it has no
-    counterpart in an NVFP4 export, whose weight comes from ``weight_packed``."""
-    if name.endswith((".weight_shape", ".weight_zero_point", ".weight_g_idx")):
-        return True
-    return name.endswith(".weight_scale") and name[: -len("_scale")] + "_packed" in base_tensors
-
-
 @check(
     "HK122", "base-weight-unaccounted", Severity.ERROR, needs=["base"],
     what="Every weight of the base is in the export (INT4 weight_packed as a weight, plain tensors by name).",
@@ -288,7 +281,7 @@ def base_weight_unaccounted(ctx: Context) -> Iterator[Issue]:
     ours = ctx.checkpoint.tensors
     missing: list[str] = []
     for name in base.tensors:
-        if _is_int4_companion(name, base.tensors):
+        if is_int4_side_tensor(name, base.tensors):
             continue
         wanted = name[: -len("_packed")] if name.endswith(".weight_packed") else name
         if wanted not in ours:
@@ -312,7 +305,7 @@ def base_tensor_changed(ctx: Context) -> Iterator[Issue]:
         ours = ctx.checkpoint.tensors.get(name)
         if ours is None or ours.dtype == "U8" or theirs.dtype not in ("BF16", "F16", "F32"):
             continue
-        if _is_int4_companion(name, base.tensors):
+        if is_int4_side_tensor(name, base.tensors):
             continue
         if ours.dims != theirs.dims or ours.dtype != theirs.dtype:
             yield Issue(
