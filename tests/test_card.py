@@ -25,6 +25,7 @@ def release(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "config.json": json.loads((REFERENCES / "nvidia--Kimi-K2.6-NVFP4.config.json").read_text()),
         "hf_quant_config.json": json.loads((REFERENCES / "nvidia--Kimi-K2.6-NVFP4.hf_quant_config.json").read_text()),
         ".hubkit/provenance.json": json.loads((EXAMPLE / "provenance.json").read_text()),
+        ".hubkit/smoke.json": json.loads((EXAMPLE / "smoke.json").read_text()),
         "README.md": "placeholder\n",
     }
     return build_nvfp4_checkpoint(tmp_path_factory.mktemp("k27") / "ckpt", KimiDims(), sparse=True, files=files)
@@ -104,6 +105,7 @@ def test_smaller_sibling_yields_its_own_numbers(hubkit, tmp_path: Path) -> None:
     assert "16 routed experts + 1 shared expert, 5 layers" in card
     assert "69,120" not in card and "384" not in card
     assert "The calibration record of this export is not available." in card
+    assert "Validated load" not in card  # no smoke record, no claim
 
 
 def test_template_override_block_and_extra_section(hubkit, release: Path, tmp_path: Path) -> None:

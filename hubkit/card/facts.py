@@ -11,6 +11,7 @@ from hubkit.checkpoint.model import RECORD_DIR, Checkpoint
 SCALE_SUFFIXES = (".weight_scale", ".weight_scale_2", ".input_scale", ".k_scale", ".v_scale")
 FAMILY_NAMES = {"deepseek_v3": "DeepSeek-V3", "kimi_k2": "Kimi-K2", "qwen3_moe": "Qwen3-MoE", "llama": "Llama"}
 PROVENANCE = f"{RECORD_DIR}/provenance.json"
+SMOKE = f"{RECORD_DIR}/smoke.json"
 
 
 def parameter_counts(checkpoint: Checkpoint, experts_per_token: int, experts: int) -> tuple[int, int]:
@@ -128,16 +129,26 @@ def checkpoint_facts(checkpoint: Checkpoint) -> dict[str, Any]:
     }
 
 
-def read_provenance(checkpoint: Checkpoint) -> dict[str, Any] | None:
-    """The quantization record hubkit wrote beside the export, if any."""
-    entry = checkpoint.files.get(PROVENANCE)
+def _record(checkpoint: Checkpoint, path: str) -> dict[str, Any] | None:
+    entry = checkpoint.files.get(path)
     if entry is None:
         return None
     try:
-        data = json.loads(checkpoint.source.read_range(PROVENANCE, 0, entry.size))
+        data = json.loads(checkpoint.source.read_range(path, 0, entry.size))
     except ValueError:
         return None
     return data if isinstance(data, dict) else None
+
+
+def read_provenance(checkpoint: Checkpoint) -> dict[str, Any] | None:
+    """The quantization record hubkit wrote beside the export, if any."""
+    return _record(checkpoint, PROVENANCE)
+
+
+def read_smoke(checkpoint: Checkpoint) -> dict[str, Any] | None:
+    """The smoke-test record (load + generation on a GPU with vLLM), only when it passed."""
+    record = _record(checkpoint, SMOKE)
+    return record if record and record.get("ok") and record.get("gpu") and record.get("vllm") else None
 
 
 def recipe_words(recipe: dict[str, Any]) -> str:

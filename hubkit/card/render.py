@@ -9,7 +9,7 @@ from typing import Any
 import jinja2
 from huggingface_hub import ModelCardData
 
-from hubkit.card.facts import checkpoint_facts, dataset_words, read_provenance, recipe_words
+from hubkit.card.facts import checkpoint_facts, dataset_words, read_provenance, read_smoke, recipe_words
 from hubkit.checkpoint.model import Checkpoint
 from hubkit.errors import HubkitError
 from hubkit.release.manifest import Manifest
@@ -119,6 +119,7 @@ def render_card(checkpoint: Checkpoint, manifest: Manifest, template: str | None
         "base": manifest.base.model_dump(),
         "facts": facts,
         "provenance": provenance,
+        "smoke": read_smoke(checkpoint),  # "validated on ..." only from a passed smoke record
         "recipe": ((provenance or {}).get("recipe") or {}).get("name"),
         "recipe_words": recipe_words((provenance or {}).get("recipe") or {}),
         "datasets": datasets,

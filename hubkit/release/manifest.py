@@ -70,7 +70,6 @@ class CardTable(_Table):
     disclaimer: str | None = None
     links: dict[str, str] = Field(default_factory=dict)
     serve: ServeTable = ServeTable()
-    validated: list[str] = Field(default_factory=list, description="e.g. 'NVIDIA B300 with vLLM 0.23'")
     evaluation: list[EvalResult] = Field(default_factory=list)
     evaluation_note: str = "Evaluation is pending and will be added."
     notes: list[str] = Field(default_factory=list, description="extra reproducibility notes")

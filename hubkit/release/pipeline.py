@@ -413,7 +413,15 @@ class Release:
 
         record = run_smoke(self.manifest, self.out)
         (self.out / ".hubkit" / "smoke.json").write_text(json.dumps(record, indent=2) + "\n")
-        return StageResult("smoke", "ran" if record["ok"] else "failed", detail=record["summary"], outputs=record)
+        if not record["ok"]:
+            return StageResult("smoke", "failed", detail=record["summary"], outputs=record)
+        # the card may now say where the release was validated: render it again and publish just that change
+        for stage in ("card", "validate", "push"):
+            outcome: StageResult = getattr(self, f"_run_{stage}")()
+            if outcome.status == "failed":
+                return StageResult("smoke", "failed", detail=f"after smoke, {stage}: {outcome.detail}", outputs=record)
+            self._record(stage, getattr(self, f"_fingerprint_{stage}")() or "", outcome.outputs, 0.0)
+        return StageResult("smoke", "ran", detail=record["summary"], outputs=record)
 
 
 def smoke_available() -> tuple[bool, str]:
