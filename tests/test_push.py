@@ -273,3 +273,19 @@ def test_live_hub_push(tiny: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     options = PushOptions(folder=tiny, repo=os.environ["HUBKIT_LIVE_REPO"], revision="hubkit-live-test", progress=False)
     assert push(options).verified
     assert push(options).commits == []  # a rerun is a no-op on the real Hub too
+
+
+def test_multipart_lfs_transfer(tmp_path: Path, tiny: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from hubkit.hub.push import PushOptions, push
+
+    server = HubServer(tmp_path / "store", multipart_chunk=200_000)
+    server.start()
+    try:
+        monkeypatch.setenv("HF_ENDPOINT", server.endpoint)
+        monkeypatch.setenv("HF_TOKEN", TOKEN)
+        result = push(PushOptions(folder=tiny, repo="org/multipart", progress=False))
+        assert result.verified
+        paths = [p for _, p in server.faults.requests]
+        assert any(p.startswith("/lfs-part/") for p in paths) and any(p.startswith("/lfs-complete/") for p in paths)
+    finally:
+        server.stop()

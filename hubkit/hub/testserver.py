@@ -188,6 +188,8 @@ ROUTES: list[tuple[str, re.Pattern[str], str]] = [
         ("GET", rf"/api/{REPO}(?:/revision/(?P<rev>[^/]+))?", "repo_info"),
         ("POST", r"/(?:(?P<prefix>datasets|spaces)/)?(?P<repo>[^/]+/[^/]+)\.git/info/lfs/objects/batch", "lfs_batch"),
         ("PUT", r"/lfs-upload/(?P<oid>[0-9a-f]{64})", "lfs_upload"),
+        ("PUT", r"/lfs-part/(?P<oid>[0-9a-f]{64})/(?P<part>\d+)", "lfs_part"),
+        ("POST", r"/lfs-complete/(?P<oid>[0-9a-f]{64})", "lfs_complete"),
         (
             "HEAD",
             r"/(?:(?P<prefix>datasets|spaces)/)?(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<path>.+)",
@@ -205,8 +207,11 @@ ROUTES: list[tuple[str, re.Pattern[str], str]] = [
 class HubServer:
     """The server; start() returns the endpoint URL, stop() shuts it down."""
 
-    def __init__(self, root: Path, tokens: dict[str, str] | None = None, port: int = 0) -> None:
+    def __init__(
+        self, root: Path, tokens: dict[str, str] | None = None, port: int = 0, multipart_chunk: int | None = None
+    ) -> None:
         self.store = HubStore(root)
+        self.multipart_chunk = multipart_chunk  # objects larger than this go the multipart way
         self.tokens = tokens if tokens is not None else {"hf_test_token": "tester"}
         self.faults = Faults()
         self.bytes_sent = 0
@@ -279,7 +284,7 @@ class _Handler(BaseHTTPRequestHandler):
         path, query = url.path, parse_qs(url.query)  # matched quoted: a revision like refs%2Fpr%2F1 is one segment
         faults = self.hub.faults
         faults.requests.append((self.command, path))
-        body = b"" if self.command in ("GET", "HEAD") else (b"" if path.startswith("/lfs-upload/") else self._body())
+        body = b"" if self.command in ("GET", "HEAD") or path.startswith("/lfs-upload/") else self._body()
         if faults.too_many_requests > 0 and not path.startswith("/lfs-upload/"):
             faults.too_many_requests -= 1
             self._send(429, {"error": "rate limited"}, {"Retry-After": str(faults.retry_after_s)})
@@ -387,7 +392,18 @@ class _Handler(BaseHTTPRequestHandler):
         objects = []
         for item in json.loads(body)["objects"]:
             entry: dict[str, Any] = {"oid": item["oid"], "size": item["size"]}
-            if not self.hub.store.object_path(item["oid"]).exists():
+            chunk = self.hub.multipart_chunk
+            if self.hub.store.object_path(item["oid"]).exists():
+                pass  # already stored: no actions
+            elif chunk and item["size"] > chunk:
+                parts = -(-item["size"] // chunk)
+                header = {"chunk_size": str(chunk)} | {
+                    str(n): f"{self.hub.endpoint}/lfs-part/{item['oid']}/{n}" for n in range(1, parts + 1)
+                }
+                entry["actions"] = {
+                    "upload": {"href": f"{self.hub.endpoint}/lfs-complete/{item['oid']}", "header": header}
+                }
+            else:
                 entry["actions"] = {"upload": {"href": f"{self.hub.endpoint}/lfs-upload/{item['oid']}"}}
             objects.append(entry)
         self._send(200, {"transfer": "basic", "objects": objects}, {"Content-Type": "application/vnd.git-lfs+json"})
@@ -409,6 +425,31 @@ class _Handler(BaseHTTPRequestHandler):
         temporary.write_bytes(data)
         temporary.replace(path)
         self._send(200, None)
+
+    def _lfs_part(self, groups: dict[str, Any], query: dict[str, Any], body: bytes) -> None:
+        folder = self.hub.store.root / "objects" / f"parts-{groups['oid']}"
+        folder.mkdir(exist_ok=True)
+        (folder / f"{int(groups['part']):05d}").write_bytes(body)
+        self._send(200, None, {"ETag": f'"{hashlib.md5(body, usedforsecurity=False).hexdigest()}"'})
+
+    def _lfs_complete(self, groups: dict[str, Any], query: dict[str, Any], body: bytes) -> None:
+        oid = groups["oid"]
+        folder = self.hub.store.root / "objects" / f"parts-{oid}"
+        parts = json.loads(body).get("parts", [])
+        chunks = []
+        for part in sorted(parts, key=lambda p: p["partNumber"]):
+            data = (folder / f"{part['partNumber']:05d}").read_bytes()
+            if f'"{hashlib.md5(data, usedforsecurity=False).hexdigest()}"' != part["etag"]:
+                raise HubError(400, f"part {part['partNumber']} etag mismatch")
+            chunks.append(data)
+        data = b"".join(chunks)
+        if hashlib.sha256(data).hexdigest() != oid:
+            raise HubError(400, "sha256 mismatch after joining the parts")
+        self.hub.store.object_path(oid).write_bytes(data)
+        for item in folder.iterdir():
+            item.unlink()
+        folder.rmdir()
+        self._send(200, {})
 
     def _commit(self, groups: dict[str, Any], query: dict[str, Any], body: bytes) -> None:
         kind, repo = self._repo(groups, write=True)
