@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import json
 import re
+from itertools import compress, filterfalse, repeat
+from math import prod
+from operator import add, attrgetter, methodcaller, mul
 from typing import Any
 
 from hubkit.checkpoint.model import RECORD_DIR, Checkpoint
 
+_shape_of = attrgetter("shape")
+_dtype_of = attrgetter("dtype")
 SCALE_SUFFIXES = (".weight_scale", ".weight_scale_2", ".input_scale", ".k_scale", ".v_scale")
 FAMILY_NAMES = {"deepseek_v3": "DeepSeek-V3", "kimi_k2": "Kimi-K2", "qwen3_moe": "Qwen3-MoE", "llama": "Llama"}
 PROVENANCE = f"{RECORD_DIR}/provenance.json"
@@ -20,16 +25,14 @@ def parameter_counts(checkpoint: Checkpoint, experts_per_token: int, experts: in
     Activated counts what one text token runs through: everything but the routed experts, plus
     experts_per_token / experts of them; the vision tower and projector are not on that path.
     """
-    total = expert = vision = 0
-    for name, tensor in checkpoint.tensors.items():
-        if name.endswith(SCALE_SUFFIXES):
-            continue
-        count = tensor.numel * 2 if tensor.dtype == "U8" else tensor.numel
-        total += count
-        if ".mlp.experts." in name:
-            expert += count
-        elif name.startswith(("vision_tower.", "mm_projector.")):
-            vision += count
+    tensors = checkpoint.tensors
+    weights = list(filterfalse(methodcaller("endswith", SCALE_SUFFIXES), tensors))
+    infos = list(map(tensors.__getitem__, weights))
+    per_byte = map(add, map("U8".__eq__, map(_dtype_of, infos)), repeat(1))  # a U8 byte holds two FP4 weights
+    logical = list(map(mul, map(prod, map(_shape_of, infos)), per_byte))
+    total = sum(logical)
+    expert = sum(compress(logical, map(methodcaller("__contains__", ".mlp.experts."), weights)))
+    vision = sum(compress(logical, map(methodcaller("startswith", ("vision_tower.", "mm_projector.")), weights)))
     activated = total - expert - vision + (expert * experts_per_token // experts if experts else 0)
     return total, activated
 

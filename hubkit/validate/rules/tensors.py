@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterator
 from operator import attrgetter, itemgetter
 
@@ -18,6 +17,7 @@ NVFP4_DTYPES = {"weight": "U8", "weight_scale": "F8_E4M3", "weight_scale_2": "F3
 PLAIN_DTYPES = {"BF16", "F16", "F32"}
 _dtype_of = attrgetter("dtype")
 _shape_of = attrgetter("shape")
+_dims_of = attrgetter("dims")
 
 
 def _group_size(ctx: Context) -> int:
@@ -72,32 +72,29 @@ def nvfp4_dtype(ctx: Context) -> Iterator[Issue]:
 )  # fmt: skip
 def nvfp4_shape(ctx: Context) -> Iterator[Issue]:
     group = _group_size(ctx)
-    weights = _quantized_of_kind(ctx, "weight")
+    all_weights = ctx.modules.of_kind("weight")
     scales = ctx.modules.of_kind("weight_scale")
-    if any(len(shape or ()) != 2 for shape in set(map(_shape_of, weights.values()))):
-        for _, weight in _sorted_items(weights):
+    quantized = [m for m in ctx.modules.quantized if m in all_weights]
+    if set(map(len, map(_dims_of, map(all_weights.__getitem__, quantized)))) - {2}:
+        for module in sorted(quantized):
+            weight = all_weights[module]
             if len(weight.dims) != 2:
-                yield Issue(f"weight has shape {list(weight.dims)}; NVFP4 weights are 2-D", weight.shard, weight.name)
-    both = list(weights.keys() & scales.keys())
-    pairs = Counter(
-        zip(map(_shape_of, map(weights.__getitem__, both)), map(_shape_of, map(scales.__getitem__, both)), strict=True)
-    )
-    for weight_shape, scale_shape in pairs:
-        if len(weight_shape or ()) != 2:
-            continue
-        out, packed = weight_shape or (0, 0)
-        wanted = (out, packed * 2 // group)
-        if (packed * 2) % group == 0 and scale_shape == wanted:
-            continue
-        for module in sorted(both):
-            weight, scale = weights[module], scales[module]
-            if (weight.shape, scale.shape) == (weight_shape, scale_shape):
                 yield Issue(
-                    f"weight_scale is {list(scale.dims)} but weight {list(weight.dims)} with group {group} needs "
-                    f"{list(wanted)}",
-                    scale.shard,
-                    f"{module}.weight_scale",
+                    f"weight has shape {list(weight.dims)}; NVFP4 weights are 2-D", weight.shard, f"{module}.weight"
                 )
+    both = [m for m in scales if m in all_weights]
+    weight_shapes = list(map(_dims_of, map(all_weights.__getitem__, both)))
+    wanted = _ScaleShapes(group)
+    expected = list(map(wanted.__getitem__, weight_shapes))
+    if expected == list(map(_dims_of, map(scales.__getitem__, both))):
+        pass  # every block scale has the shape its weight needs
+    else:
+        for module, weight_shape, needed in sorted(zip(both, weight_shapes, expected, strict=True)):
+            scale = scales[module]
+            if scale.dims != needed:
+                shown = list(needed) if needed else f"whole groups of {group} (weight {list(weight_shape)})"
+                yield Issue(f"weight_scale is {list(scale.dims)} but weight {list(weight_shape)} with group {group} needs {shown}",
+                            scale.shard, f"{module}.weight_scale")  # fmt: skip
     for kind in ("weight_scale_2", "input_scale"):
         found = ctx.modules.of_kind(kind)
         if set(map(_shape_of, found.values())) <= {()}:
@@ -107,6 +104,21 @@ def nvfp4_shape(ctx: Context) -> Iterator[Issue]:
                 yield Issue(
                     f"{kind} has shape {list(tensor.dims)}; it must be a 0-d scalar", tensor.shard, f"{module}.{kind}"
                 )
+
+
+class _ScaleShapes(dict[tuple[int, ...], tuple[int, ...] | None]):
+    """Packed weight shape -> the block-scale shape it needs (None when the row is not whole groups)."""
+
+    def __init__(self, group: int) -> None:
+        super().__init__()
+        self.group = group
+
+    def __missing__(self, shape: tuple[int, ...]) -> tuple[int, ...] | None:
+        value = None
+        if len(shape) == 2 and (shape[1] * 2) % self.group == 0:
+            value = (shape[0], shape[1] * 2 // self.group)
+        self[shape] = value
+        return value
 
 
 @check(
