@@ -1,16 +1,17 @@
 """Modules of a checkpoint, derived from tensor names: which are Linears, which are NVFP4-quantized.
 
 Kept as one map per tensor suffix (module -> tensor), so that questions about 70,000 modules are set
-algebra and ``map`` at C speed rather than a Python loop (or a string built) per module.
+algebra and ``map`` at C speed rather than a Python loop (or a string built) per module. Regular
+expressions are answered once per name template (digits masked), not once per module.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
-from operator import itemgetter, methodcaller
+from operator import attrgetter, itemgetter
 
 from hubkit.checkpoint.model import Checkpoint
 from hubkit.checkpoint.safetensors_header import TensorInfo
@@ -20,7 +21,13 @@ NVFP4_SCALES = ("weight_scale", "weight_scale_2", "input_scale")
 #: Names left behind by other formats or by modelopt internals; never valid in an export.
 LEFTOVER_SUFFIXES = ("weight_packed", "weight_shape", "weight_zero_point", "_amax", "_scale", "_double_scale")
 
-_split_last = methodcaller("rpartition", ".")
+_MASK_DIGITS = str.maketrans("0123456789", "##########")
+#: A pattern that spells no digit (no literal, range, escape or repeat count with one) and compares no
+#: captured text can only test a digit with predicates every digit answers alike, such as ``\d``, ``\w`` or
+#: ``.``; it therefore answers the same for every name that differs from another only in its digits.
+_DIGIT_AWARE = re.compile(r"[0-9]|\(\?P=|\(\?\(")
+_dtype_of = attrgetter("dtype")
+_shape_of = attrgetter("shape")
 
 
 def is_int4_side_tensor(name: str, tensors: Mapping[str, object]) -> bool:
@@ -29,6 +36,11 @@ def is_int4_side_tensor(name: str, tensors: Mapping[str, object]) -> bool:
     if name.endswith((".weight_shape", ".weight_zero_point", ".weight_g_idx")):
         return True
     return name.endswith(".weight_scale") and name[: -len("_scale")] + "_packed" in tensors
+
+
+def is_digit_blind(pattern: re.Pattern[str]) -> bool:
+    """Whether ``pattern`` matches a name exactly when it matches the same name with other digits."""
+    return _DIGIT_AWARE.search(pattern.pattern) is None
 
 
 @dataclass
@@ -41,11 +53,16 @@ class ModuleTable:
 
     @classmethod
     def from_checkpoint(cls, checkpoint: Checkpoint) -> ModuleTable:
-        parts = list(map(_split_last, checkpoint.tensors))
-        by_suffix: dict[str, dict[str, TensorInfo]] = defaultdict(dict)
-        for (module, _, suffix), tensor in zip(parts, checkpoint.tensors.values(), strict=True):
-            by_suffix[suffix][module] = tensor
-        return cls(sorted(set(map(itemgetter(0), parts))), dict(by_suffix), checkpoint.tensors)
+        by_suffix: dict[str, dict[str, TensorInfo]] = {}
+        modules: dict[str, str] = {}  # one string per module, however many tensors it has
+        for name, tensor in checkpoint.tensors.items():
+            module, _, suffix = name.rpartition(".")
+            module = modules.setdefault(module, module)
+            try:
+                by_suffix[suffix][module] = tensor
+            except KeyError:
+                by_suffix[suffix] = {module: tensor}
+        return cls(sorted(modules), by_suffix, checkpoint.tensors)
 
     def get(self, module: str, suffix: str) -> TensorInfo | None:
         return self.by_suffix.get(suffix, {}).get(module)
@@ -60,10 +77,88 @@ class ModuleTable:
         return {suffix: tensor for suffix, tensor in found.items() if tensor is not None}
 
     @cached_property
+    def position(self) -> dict[str, int]:
+        """Module name -> its index in ``names``."""
+        return dict(zip(self.names, range(len(self.names)), strict=True))
+
+    def indices(self, modules: Iterable[str]) -> set[int]:
+        return set(map(self.position.__getitem__, modules))
+
+    @cached_property
+    def by_last(self) -> dict[str, dict[str, int]]:
+        """Last name component -> parent path -> module index (``a.b.gate_proj`` -> ``gate_proj: {a.b: i}``)."""
+        found: dict[str, dict[str, int]] = {}
+        for i, name in enumerate(self.names):
+            parent, _, last = name.rpartition(".")
+            try:
+                found[last][parent] = i
+            except KeyError:
+                found[last] = {parent: i}
+        return found
+
+    @cached_property
+    def _digits_masked(self) -> bool:
+        """Whether templates mask digits: not when a name already holds a ``#`` (a template could then
+        stand for two different texts) or a line break."""
+        joined = "\n".join(self.names)
+        return "#" not in joined and joined.count("\n") == len(self.names) - 1
+
+    def mask(self, text: str) -> str:
+        """The template of ``text``: every ASCII digit shown as ``#`` (unchanged when masking is off)."""
+        return text.translate(_MASK_DIGITS) if self._digits_masked else text
+
+    @cached_property
+    def templates(self) -> dict[str, list[int]]:
+        """Name template -> the indices of the modules that share it."""
+        if not self._digits_masked:
+            return {name: [i] for i, name in enumerate(self.names)}
+        groups: dict[str, list[int]] = {}
+        for i, template in enumerate(self.mask("\n".join(self.names)).split("\n")):
+            try:
+                groups[template].append(i)
+            except KeyError:
+                groups[template] = [i]
+        return groups
+
+    def matching(self, pattern: re.Pattern[str]) -> set[int]:
+        """Indices of the modules whose whole name ``pattern`` matches."""
+        names = self.names
+        if not is_digit_blind(pattern):
+            return {i for i, name in enumerate(names) if pattern.fullmatch(name)}
+        found: set[int] = set()
+        for members in self.templates.values():
+            if pattern.fullmatch(names[members[0]]):
+                found.update(members)
+        return found
+
+    def match_groups(self, pattern: re.Pattern[str], *keys: str) -> list[tuple[int, ...]]:
+        """``(index, *group texts)`` for every module whose whole name ``pattern`` matches.
+
+        For a digit-blind pattern, the names of one template match with the same spans, so each group
+        is sliced out at C speed instead of matched again.
+        """
+        names = self.names
+        if not is_digit_blind(pattern):
+            matched = ((i, pattern.fullmatch(name)) for i, name in enumerate(names))
+            return [(i, *map(found.group, keys)) for i, found in matched if found]
+        rows: list[tuple[int, ...]] = []
+        for members in self.templates.values():
+            found = pattern.fullmatch(names[members[0]])
+            if found:
+                member_names = list(map(names.__getitem__, members))
+                columns = [map(itemgetter(slice(*found.span(key))), member_names) for key in keys]
+                rows += zip(members, *columns, strict=True)
+        return rows
+
+    @cached_property
     def _weights(self) -> tuple[set[str], set[str]]:
-        weights = self.of_kind("weight").items()
-        packed = {module for module, weight in weights if weight.dtype == "U8"}
-        two_d = {module for module, weight in weights if weight.shape is not None and len(weight.shape) == 2}
+        weights = self.of_kind("weight")
+        modules = list(weights)
+        infos = list(weights.values())
+        packed = {m for m, dtype in zip(modules, map(_dtype_of, infos), strict=True) if dtype == "U8"}
+        two_d = {
+            m for m, shape in zip(modules, map(_shape_of, infos), strict=True) if shape is not None and len(shape) == 2
+        }
         return packed, two_d
 
     @cached_property

@@ -104,7 +104,7 @@ class Context:
 
     @cached_property
     def matcher(self) -> ModuleMatcher:
-        return ModuleMatcher(self.modules.names)
+        return ModuleMatcher(self.modules)
 
     @cached_property
     def exclusions(self) -> ExclusionReading | None:
@@ -117,23 +117,15 @@ class Context:
         return None if self.reference is None else read_exclusions(self.matcher, self.reference.exclude_modules)
 
     @cached_property
-    def position(self) -> dict[str, int]:
-        """Module name -> its index in ``modules.names``."""
-        return dict(zip(self.modules.names, range(len(self.modules.names)), strict=True))
-
-    def indices(self, names: set[str]) -> frozenset[int]:
-        return frozenset(map(self.position.__getitem__, names))
-
-    @cached_property
     def _classes(self) -> tuple[list[int], frozenset[int], frozenset[int]]:
         """Engine-quantizable Linears, NVFP4 modules and never-quantized Linears, as index sets."""
         never = self.profile.never_quantized_pattern
-        linear = self.modules.linear
-        never_names = {name for name in linear if never.fullmatch(name)} if never is not None else set()
+        linear = self.modules.indices(self.modules.linear)
+        never_linear = self.modules.matching(never) & linear if never is not None else set()
         return (
-            sorted(self.indices(linear - never_names)),
-            self.indices(self.modules.quantized),
-            self.indices(never_names),
+            sorted(linear - never_linear),
+            frozenset(self.modules.indices(self.modules.quantized)),
+            frozenset(never_linear),
         )
 
     @property

@@ -13,6 +13,10 @@ import re
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
+from itertools import compress
+from operator import methodcaller
+
+from hubkit.checkpoint.modules import ModuleTable
 
 _WILDCARDS = re.compile(r"[*?\[]")
 
@@ -25,21 +29,16 @@ def pattern_variants(pattern: str) -> list[str]:
 
 
 class ModuleMatcher:
-    """Answers 'which module names does this pattern exclude' for many patterns over many names.
+    """Answers 'which modules does this pattern exclude' for many patterns over a module table.
 
-    The names are joined into one string so a literal search runs at C speed over all of them at once.
+    A substring test runs only over the modules whose name template holds the needle's template (a
+    substring keeps its place when digits are masked), and fnmatch runs once per template.
     """
 
-    def __init__(self, names: list[str]) -> None:
-        self.names = sorted(names)
-        self._joined = "\n".join(names) + "\n"
-        self._starts: list[int] = []
-        position = 0
-        for name in names:
-            self._starts.append(position)
-            position += len(name) + 1
+    def __init__(self, table: ModuleTable) -> None:
+        self.table = table
+        self.names = table.names
         self._cache: dict[str, frozenset[int]] = {}
-        self._absent = {c for c in "*?[" if c not in self._joined}
 
     def matches(self, pattern: str) -> frozenset[int]:
         """Indices of the names that ``pattern`` excludes."""
@@ -54,8 +53,7 @@ class ModuleMatcher:
                 if stem != variant and not _WILDCARDS.search(stem):
                     hits |= self._prefixed(stem)  # 'X*' is startswith(X): a range of the sorted names
                 else:
-                    compiled = re.compile(fnmatch.translate(variant))
-                    hits.update(i for i, name in enumerate(self.names) if compiled.match(name))
+                    hits |= self.table.matching(re.compile(fnmatch.translate(variant)))
             cached = self._cache[pattern] = frozenset(hits)
         return cached
 
@@ -67,18 +65,12 @@ class ModuleMatcher:
         return set(range(first, last))
 
     def _substring(self, needle: str) -> set[int]:
-        if not needle or "\n" in needle or any(c in needle for c in self._absent):
-            return set()  # a character no name has: nothing to scan for
+        masked, names = self.table.mask(needle), self.names
+        contains = methodcaller("__contains__", needle)
         hits: set[int] = set()
-        starts, find = self._starts, self._joined.find
-        position = find(needle)
-        while position >= 0:
-            line = bisect.bisect_right(starts, position) - 1
-            hits.add(line)
-            next_line = line + 1
-            if next_line >= len(starts):
-                break
-            position = find(needle, starts[next_line])
+        for template, members in self.table.templates.items():
+            if masked in template:
+                hits.update(compress(members, map(contains, map(names.__getitem__, members))))
         return hits
 
 

@@ -2,24 +2,14 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Iterable, Iterator
-from operator import methodcaller
+from collections.abc import Iterator
+from itertools import compress
+from operator import not_
 
 from hubkit.checkpoint.model import QUANT_CONFIG
 from hubkit.validate.context import Context
 from hubkit.validate.engine import Issue, Severity, check
 from hubkit.validate.exclusions import group_names
-
-_split_last = methodcaller("rpartition", ".")
-
-
-def _parents_by_last(names: Iterable[str]) -> dict[str, set[str]]:
-    """Last name component -> the parent paths that have it (``a.b.gate_proj`` -> ``gate_proj: {a.b}``)."""
-    parents: dict[str, set[str]] = defaultdict(set)
-    for parent, _, last in map(_split_last, names):
-        parents[last].add(parent)
-    return parents
 
 
 def _names(ctx: Context, indices: frozenset[int] | set[int]) -> list[str]:
@@ -108,9 +98,8 @@ def profile_precision(ctx: Context) -> Iterator[Issue]:
     pattern = ctx.profile.quantized_pattern
     if pattern is None:
         return
-    names = ctx.modules.names
-    expected = {i for i in ctx.linear_modules if pattern.fullmatch(names[i])}
-    actual = set(ctx.quantized_modules)
+    expected = ctx.modules.matching(pattern).intersection(ctx.linear_modules)
+    actual = ctx.quantized_modules
     for line in group_names(_names(ctx, actual - expected)):
         yield Issue(f"NVFP4 here, BF16 in profile {ctx.profile.name}: {line}")
     for line in group_names(_names(ctx, expected - actual)):
@@ -122,16 +111,12 @@ def expert_groups(ctx: Context) -> dict[str, dict[int, dict[str, int]]]:
 
     def compute() -> dict[str, dict[int, dict[str, int]]]:
         pattern = ctx.profile.expert_pattern
-        groups: dict[str, dict[int, dict[str, int]]] = defaultdict(lambda: defaultdict(dict))
         if pattern is None:
             return {}
-        for i, name in enumerate(ctx.modules.names):
-            if ".experts." not in name:
-                continue
-            found = pattern.fullmatch(name)
-            if found:
-                groups[found["moe"]][int(found["expert"])][found["proj"]] = i
-        return {moe: dict(experts) for moe, experts in groups.items()}
+        groups: dict[str, dict[int, dict[str, int]]] = {}
+        for i, moe, expert, projection in ctx.modules.match_groups(pattern, "moe", "expert", "proj"):
+            groups.setdefault(moe, {}).setdefault(int(expert), {})[projection] = i
+        return groups
 
     return ctx.memo("expert_groups", compute)
 
@@ -142,21 +127,23 @@ def expert_groups(ctx: Context) -> dict[str, dict[int, dict[str, int]]]:
     why="vLLM raises 'Detected some but not all shards ... are quantized' and refuses to load.",
 )  # fmt: skip
 def fused_mixed_precision(ctx: Context) -> Iterator[Issue]:
-    names = ctx.modules.names
     excluded = ctx.exclusions.excluded if ctx.exclusions is not None else frozenset()
-    quantized = ctx.quantized_modules
-    parents = _parents_by_last(names)
-    for label, state in (("quantized", quantized), ("excluded", excluded)):
-        inside = _parents_by_last(names[i] for i in state)
+    by_last = ctx.modules.by_last
+    for label, state in (("quantized", ctx.quantized_modules), ("excluded", excluded)):
         for group in ctx.profile.fused_groups:
-            some = set().union(*(inside.get(m, set()) for m in group))
-            not_all = set().union(*(parents.get(m, set()) - inside.get(m, set()) for m in group))
-            for stem in sorted(some & not_all):
-                which = [m for m in group if stem in inside.get(m, set())]
+            inside: set[str] = set()  # parents with some member in this state
+            outside: set[str] = set()  # parents with some member present but not in it
+            for member in group:
+                parents = by_last.get(member, {})
+                flags = list(map(state.__contains__, parents.values()))
+                inside.update(compress(parents, flags))
+                outside.update(compress(parents, map(not_, flags)))
+            for stem in sorted(inside & outside):
+                which = [m for m in group if by_last.get(m, {}).get(stem, -1) in state]
                 yield Issue(f"{stem}.{{{','.join(group)}}}: only {', '.join(which)} {label}")
     for moe, experts in expert_groups(ctx).items():
         members = [i for projections in experts.values() for i in projections.values()]
-        for label, state in (("quantized", quantized), ("excluded", excluded)):
+        for label, state in (("quantized", ctx.quantized_modules), ("excluded", excluded)):
             count = len(state.intersection(members))
             if 0 < count < len(members):
                 yield Issue(f"{moe}.experts: {count:,} of {len(members):,} expert projections {label}")
