@@ -84,7 +84,7 @@ def edit_raw(tiny: Path, change: Callable[[bytes], bytes]) -> None:
 
 def tensor_table(folder: Path) -> dict[str, tuple[str, tuple[int, ...], tuple[int, int], str]]:
     checkpoint = load_checkpoint(str(folder))
-    return {n: (t.dtype, t.dims, t.data_offsets, t.shard) for n, t in checkpoint.tensors.items()}
+    return {n: (t.dtype, t.dims, t.data_offsets, checkpoint.shard_of[n]) for n, t in checkpoint.tensors.items()}
 
 
 # ------------------------------------------------------------------------------------------- baseline

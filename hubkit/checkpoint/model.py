@@ -22,13 +22,32 @@ JSON_FILES = (CONFIG, QUANT_CONFIG, GENERATION_CONFIG, TOKENIZER_CONFIG, INDEX)
 RECORD_DIR = ".hubkit"
 
 
-@dataclass(slots=True)
 class JsonDocument:
-    """A parsed JSON file, or why it could not be parsed."""
+    """A JSON file, parsed on first use (a large checkpoint's weight index is tens of MB), or why it
+    could not be read or parsed."""
 
-    path: str
-    data: Any = None
-    error: str | None = None
+    __slots__ = ("_data", "_error", "_raw", "path")
+
+    def __init__(self, path: str, data: Any = None, error: str | None = None, *, raw: bytes | None = None) -> None:
+        self.path, self._raw, self._data, self._error = path, raw, data, error
+
+    def _parse(self) -> None:
+        raw, self._raw = self._raw, None
+        if raw is not None:
+            try:
+                self._data = msgspec.json.decode(raw)
+            except msgspec.DecodeError as exc:
+                self._error = f"not valid JSON: {exc}"
+
+    @property
+    def data(self) -> Any:
+        self._parse()
+        return self._data
+
+    @property
+    def error(self) -> str | None:
+        self._parse()
+        return self._error
 
 
 @dataclass
@@ -78,13 +97,18 @@ class Checkpoint:
         return None
 
     @cached_property
+    def shard_of(self) -> dict[str, str]:
+        """Tensor name -> the shard that stores it (the first one, for a name stored twice)."""
+        owners: dict[str, str] = {}
+        for header in reversed(self.shards.values()):
+            owners.update(dict.fromkeys(header.tensors, header.file))
+        return owners
+
+    @cached_property
     def total_tensor_bytes(self) -> int:
         return sum(t.nbytes for t in self.tensors.values())
 
 
 def parse_json_document(path: str, raw: bytes) -> JsonDocument:
-    """Parse ``raw`` as JSON, keeping the error text instead of raising."""
-    try:
-        return JsonDocument(path, msgspec.json.decode(raw))
-    except msgspec.DecodeError as exc:
-        return JsonDocument(path, error=f"not valid JSON: {exc}")
+    """A document for ``raw``, parsed when first read; a parse error is kept, not raised."""
+    return JsonDocument(path, raw=raw)

@@ -8,10 +8,12 @@ expressions are answered once per name template (digits masked), not once per mo
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from functools import cached_property
+from itertools import compress
 from operator import attrgetter, itemgetter
+from typing import Any
 
 from hubkit.checkpoint.model import Checkpoint
 from hubkit.checkpoint.safetensors_header import TensorInfo
@@ -81,8 +83,12 @@ class ModuleTable:
         """Module name -> its index in ``names``."""
         return dict(zip(self.names, range(len(self.names)), strict=True))
 
-    def indices(self, modules: Iterable[str]) -> set[int]:
-        return set(map(self.position.__getitem__, modules))
+    def indices(self, modules: Collection[str]) -> set[int]:
+        """Indices of ``modules`` (all of them names in the table)."""
+        if len(modules) < len(self.names) // 8:
+            return set(map(self.position.__getitem__, modules))
+        # Walking the names in order touches memory in order: several times faster than hash-order lookups.
+        return set(compress(range(len(self.names)), map(modules.__contains__, self.names)))
 
     @cached_property
     def by_last(self) -> dict[str, dict[str, int]]:
@@ -131,7 +137,7 @@ class ModuleTable:
                 found.update(members)
         return found
 
-    def match_groups(self, pattern: re.Pattern[str], *keys: str) -> list[tuple[int, ...]]:
+    def match_groups(self, pattern: re.Pattern[str], *keys: str) -> list[tuple[Any, ...]]:
         """``(index, *group texts)`` for every module whose whole name ``pattern`` matches.
 
         For a digit-blind pattern, the names of one template match with the same spans, so each group
@@ -141,7 +147,7 @@ class ModuleTable:
         if not is_digit_blind(pattern):
             matched = ((i, pattern.fullmatch(name)) for i, name in enumerate(names))
             return [(i, *map(found.group, keys)) for i, found in matched if found]
-        rows: list[tuple[int, ...]] = []
+        rows: list[tuple[Any, ...]] = []
         for members in self.templates.values():
             found = pattern.fullmatch(names[members[0]])
             if found:

@@ -40,8 +40,6 @@ class TensorInfo(msgspec.Struct, gc=False, omit_defaults=True):
     dtype: str = ""
     shape: tuple[NonNegative, ...] | None = None
     data_offsets: tuple[NonNegative, NonNegative] = (-1, -1)
-    name: str = ""
-    shard: str = ""
 
     @property
     def begin(self) -> int:
@@ -127,47 +125,51 @@ def read_shard_header(source: CheckpointSource, path: str, file_size: int) -> Sh
 
 
 _typed_entries = msgspec.json.Decoder(dict[str, TensorInfo])
-_encode = msgspec.json.encode
 _METADATA_PREFIX = b'{"__metadata__":'
+_FIELDS = (b'"dtype"', b'"shape"', b'"data_offsets"')
 _shape_of = attrgetter("shape")
 _dtype_of = attrgetter("dtype")
 _offsets_of = attrgetter("data_offsets")
 
 
 def _parse_header_fast(shard: ShardHeader, raw: bytes) -> bool:
-    """Parse a well-formed compact header at C speed; False sends it to the careful parser.
+    """Parse a well-formed header at C speed; False sends it to the careful parser.
 
-    JSON decoders keep the last of duplicate keys, so the fast path proves there are none: re-encoding
-    what was decoded gives exactly the header's length only when nothing was dropped (a repeated key or
-    field, whitespace, an unknown field or a non-canonical escape only ever adds bytes). ``__metadata__``
-    must come first, as the safetensors library writes it; it is read with Python's json to see repeats.
+    JSON decoders keep the last of duplicate keys, so the fast path proves by counting that nothing was
+    dropped: every entry that survives decoding has all three fields, so when the entries' part of the
+    header holds exactly one ``{`` and one of each field name per surviving entry, no entry and no field
+    was repeated (a repeat, or a brace or field name inside a string, only ever adds to a count). A
+    ``\\u`` escape could spell a key the counts miss, or a lone surrogate: such headers take the careful
+    path, as do headers whose ``__metadata__`` does not come first (it is read with Python's json to see
+    repeated keys).
     """
-    body = raw.rstrip(b" ")
-    metadata: Any = None
+    if b"\\u" in raw:
+        return False
     try:
         tensors = _typed_entries.decode(raw)
-        if body.startswith(_METADATA_PREFIX):
-            text = body.decode("utf-8")
-            metadata, end = _METADATA_DECODER.raw_decode(text, len(_METADATA_PREFIX))
-            if not isinstance(metadata, dict) or "__metadata__" not in tensors:
-                return False
-            del tensors["__metadata__"]
-            metadata_bytes = len(text[len(_METADATA_PREFIX) : end].encode("utf-8"))
-            rest = len(_encode(tensors)) - 1  # the entries after the metadata, without their '{'
-            expected = len(_METADATA_PREFIX) + metadata_bytes + (rest + 1 if tensors else 1)
-        else:
-            expected = len(_encode(tensors))
-    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, RecursionError, ValueError):
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, RecursionError):
         return False
-    if not tensors or expected != len(body) or "__metadata__" in tensors:
+    metadata: Any = None
+    entries_start, braces = 0, len(tensors) + 1  # the header's own brace
+    if "__metadata__" in tensors:
+        if not raw.startswith(_METADATA_PREFIX):
+            return False
+        try:
+            text = raw.decode("utf-8")
+            metadata, end = _METADATA_DECODER.raw_decode(text, len(_METADATA_PREFIX))
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            return False
+        if not isinstance(metadata, dict):
+            return False
+        del tensors["__metadata__"]
+        entries_start, braces = len(text[:end].encode("utf-8")), len(tensors)
+    if not tensors or raw.count(b"{", entries_start) != braces:
+        return False
+    if any(raw.count(field, entries_start) != len(tensors) for field in _FIELDS):
         return False
     values = tensors.values()
     if None in map(_shape_of, values) or "" in map(_dtype_of, values) or (-1, -1) in map(_offsets_of, values):
         return False  # a field is missing: the careful parser names it
-    file = shard.file
-    for name, info in tensors.items():
-        info.name = name
-        info.shard = file
     if metadata is not None:
         shard.metadata = metadata
         shard.duplicate_fields += [("__metadata__", key) for key in metadata.repeated]
@@ -226,7 +228,6 @@ def _parse_header_json(shard: ShardHeader, raw: bytes) -> None:
 
 
 def _read_entries(shard: ShardHeader, document: dict[str, Any]) -> None:
-    file = shard.file
     tensors = shard.tensors
     bad = shard.bad_entries
     for name, entry in document.items():
@@ -257,4 +258,4 @@ def _read_entries(shard: ShardHeader, document: dict[str, Any]) -> None:
         ):
             bad.append((name, "data_offsets is missing or not [begin, end] of non-negative integers"))
             continue
-        tensors[name] = TensorInfo(dtype, tuple(shape), (offsets[0], offsets[1]), name, file)
+        tensors[name] = TensorInfo(dtype, tuple(shape), (offsets[0], offsets[1]))

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from hubkit.checkpoint import load_checkpoint
 from hubkit.validate.context import Context, load_reference
-from hubkit.validate.engine import Report, Severity, run_checks, select_checks
+from hubkit.validate.engine import Report, Severity, run_all, select_checks
 from hubkit.validate.profiles import choose_profile
 
 
@@ -22,6 +22,7 @@ class ValidateOptions:
     strict: bool = False
     workers: int = 4
     progress: bool = False
+    split: bool = True  # share the checks with a forked child where that is safe (see engine.run_all)
 
 
 def validate(path: str, options: ValidateOptions = ValidateOptions()) -> Report:
@@ -37,11 +38,7 @@ def validate(path: str, options: ValidateOptions = ValidateOptions()) -> Report:
         context = Context(
             checkpoint, profile, reference, base, deep=options.deep, workers=options.workers, progress=options.progress
         )
-        findings = []
-        ran = 0
-        for _, found in run_checks(context, checks):
-            ran += 1
-            findings.extend(found)
+        findings, ran = run_all(context, checks, split=options.split)
     finally:
         if gc_was_enabled:
             gc.enable()

@@ -310,6 +310,6 @@ def base_tensor_changed(ctx: Context) -> Iterator[Issue]:
         if ours.dims != theirs.dims or ours.dtype != theirs.dtype:
             yield Issue(
                 f"{ours.dtype} {list(ours.dims)} here but {theirs.dtype} {list(theirs.dims)} in the base",
-                ours.shard,
+                ctx.checkpoint.shard_of[name],
                 name,
             )

@@ -74,7 +74,7 @@ def indexed_tensor_missing(ctx: Context) -> Iterator[Issue]:
         stored = tensors.get(name)
         if stored is None:
             absent[str(shard)].append(name)
-        elif stored.shard != shard and name not in ctx.checkpoint.duplicate_tensors:
+        elif ctx.checkpoint.shard_of[name] != shard and name not in ctx.checkpoint.duplicate_tensors:
             elsewhere[str(shard)].append(name)
     for shard, names in sorted(absent.items()):
         yield Issue(f"{len(names):,} indexed tensors are in no shard: {_sample(names)}", shard, sorted(names)[0])

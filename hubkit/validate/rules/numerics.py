@@ -30,24 +30,28 @@ class ScaleReading:
     scalars: dict[str, float]
 
 
-def _scale_tensors(shard: ShardHeader) -> list[TensorInfo]:
+def _scale_tensors(shard: ShardHeader) -> list[tuple[str, TensorInfo]]:
     return [
-        t
+        (name, t)
         for name, t in shard.tensors.items()
         if (t.dtype == "F8_E4M3" and name.endswith(".weight_scale"))
         or (t.dtype == "F32" and t.nbytes == 4 and name.endswith((".weight_scale_2", ".input_scale")))
     ]
 
 
-def _coalesce(tensors: list[TensorInfo]) -> list[tuple[int, int, list[TensorInfo]]]:
-    spans: list[tuple[int, int, list[TensorInfo]]] = []
-    for tensor in sorted(tensors, key=lambda t: t.data_offsets):
+Span = tuple[int, int, list[tuple[str, TensorInfo]]]
+
+
+def _coalesce(tensors: list[tuple[str, TensorInfo]]) -> list[Span]:
+    spans: list[Span] = []
+    for name, tensor in sorted(tensors, key=lambda item: item[1].data_offsets):
         begin, end = tensor.data_offsets
         if spans and begin - spans[-1][1] <= COALESCE_GAP and end - spans[-1][0] <= MAX_READ:
-            start, _, members = spans[-1]
-            spans[-1] = (start, max(end, spans[-1][1]), [*members, tensor])
+            start, last_end, members = spans[-1]
+            members.append((name, tensor))
+            spans[-1] = (start, max(end, last_end), members)
         else:
-            spans.append((begin, end, [tensor]))
+            spans.append((begin, end, [(name, tensor)]))
     return spans
 
 
@@ -63,13 +67,13 @@ def read_scales(ctx: Context) -> ScaleReading:
         source = ctx.checkpoint.source
         with progress_bar(total=total, desc="scales", unit="B", unit_scale=True, enabled=ctx.progress) as bar:
 
-            def scan(item: tuple[ShardHeader, list[tuple[int, int, list[TensorInfo]]]]) -> None:
+            def scan(item: tuple[ShardHeader, list[Span]]) -> None:
                 shard, spans = item
                 for begin, end, members in spans:
                     data = source.read_range(shard.file, shard.data_start + begin, end - begin)
-                    for tensor in members:
+                    for name, tensor in members:
                         lo, hi = tensor.data_offsets[0] - begin, tensor.data_offsets[1] - begin
-                        _summarise(reading, tensor, data[lo:hi])
+                        _summarise(reading, name, tensor, data[lo:hi])
                     bar.update(end - begin)
 
             with ThreadPoolExecutor(max(1, ctx.workers)) as pool:
@@ -79,23 +83,23 @@ def read_scales(ctx: Context) -> ScaleReading:
     return ctx.memo("scales", compute)
 
 
-def _summarise(reading: ScaleReading, tensor: TensorInfo, data: bytes) -> None:
+def _summarise(reading: ScaleReading, name: str, tensor: TensorInfo, data: bytes) -> None:
     if tensor.dtype == "F8_E4M3":
         nan = data.count(b"\x7f") + data.count(b"\xff")
         zero = data.count(b"\x00") + data.count(b"\x80")
         if nan:
-            reading.nan_blocks[tensor.name] = nan
+            reading.nan_blocks[name] = nan
         if zero:
-            reading.zero_blocks[tensor.name] = zero
+            reading.zero_blocks[name] = zero
     elif len(data) == 4:
-        reading.scalars[tensor.name] = struct.unpack("<f", data)[0]
+        reading.scalars[name] = struct.unpack("<f", data)[0]
 
 
 def _listed(ctx: Context, counts: dict[str, int], text: str) -> Iterator[Issue]:
-    tensors = ctx.checkpoint.tensors
+    tensors, shard_of = ctx.checkpoint.tensors, ctx.checkpoint.shard_of
     names = sorted(counts)
     for name in names[:LISTED_TENSORS]:
-        yield Issue(f"{counts[name]:,} of {tensors[name].numel:,} block scales {text}", tensors[name].shard, name)
+        yield Issue(f"{counts[name]:,} of {tensors[name].numel:,} block scales {text}", shard_of[name], name)
     if len(names) > LISTED_TENSORS:
         rest = sum(counts[n] for n in names[LISTED_TENSORS:])
         yield Issue(f"… and {len(names) - LISTED_TENSORS:,} more tensors with {rest:,} block scales {text}")
@@ -125,10 +129,10 @@ def zero_block_scale(ctx: Context) -> Iterator[Issue]:
     why="A zero, negative or non-finite global scale zeroes or poisons the whole Linear.",
 )  # fmt: skip
 def bad_global_scale(ctx: Context) -> Iterator[Issue]:
-    tensors = ctx.checkpoint.tensors
+    shard_of = ctx.checkpoint.shard_of
     for name, value in sorted(read_scales(ctx).scalars.items()):
         if not math.isfinite(value) or value <= 0:
-            yield Issue(f"value is {value!r}; it must be finite and positive", tensors[name].shard, name)
+            yield Issue(f"value is {value!r}; it must be finite and positive", shard_of[name], name)
 
 
 @check(
@@ -147,5 +151,7 @@ def gate_up_scale_mismatch(ctx: Context) -> Iterator[Issue]:
             for kind in ("weight_scale_2", "input_scale"):
                 a, b = scalars.get(f"{gate}.{kind}"), scalars.get(f"{up}.{kind}")
                 if a is not None and b is not None and a != b:
-                    tensor = ctx.checkpoint.tensors[f"{up}.{kind}"]
-                    yield Issue(f"{moe}.experts.{expert}: gate {kind} {a!r} != up {b!r}", tensor.shard, tensor.name)
+                    name = f"{up}.{kind}"
+                    yield Issue(
+                        f"{moe}.experts.{expert}: gate {kind} {a!r} != up {b!r}", ctx.checkpoint.shard_of[name], name
+                    )

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from itertools import compress
 from operator import attrgetter, itemgetter
 
 from hubkit.checkpoint.modules import LEFTOVER_SUFFIXES, NVFP4_SCALES
@@ -16,8 +17,7 @@ NVFP4_TENSORS = ("weight", *NVFP4_SCALES)
 NVFP4_DTYPES = {"weight": "U8", "weight_scale": "F8_E4M3", "weight_scale_2": "F32", "input_scale": "F32"}
 PLAIN_DTYPES = {"BF16", "F16", "F32"}
 _dtype_of = attrgetter("dtype")
-_shape_of = attrgetter("shape")
-_dims_of = attrgetter("dims")
+_shape_of = attrgetter("shape")  # never None once a header is read
 
 
 def _group_size(ctx: Context) -> int:
@@ -32,6 +32,15 @@ def _quantized_of_kind(ctx: Context, kind: str) -> dict[str, TensorInfo]:
     if kind != "weight":
         return found  # only NVFP4 modules carry NVFP4 scales
     return {module: found[module] for module in ctx.modules.quantized & found.keys()}
+
+
+def _values(found: dict[str, TensorInfo], modules: Iterable[str]) -> list[TensorInfo]:
+    return list(map(found.__getitem__, modules))
+
+
+def _about(ctx: Context, tensor: str, message: str) -> Issue:
+    """A finding about one tensor, placed in the shard that stores it."""
+    return Issue(message, ctx.checkpoint.shard_of.get(tensor), tensor)
 
 
 def _sorted_items(found: dict[str, TensorInfo]) -> list[tuple[str, TensorInfo]]:
@@ -56,13 +65,19 @@ def nvfp4_incomplete(ctx: Context) -> Iterator[Issue]:
     why="Kernels reinterpret the bytes by these dtypes; any other dtype is a different format.",
 )  # fmt: skip
 def nvfp4_dtype(ctx: Context) -> Iterator[Issue]:
+    weights = ctx.modules.of_kind("weight")
     for kind, wanted in NVFP4_DTYPES.items():
-        found = _quantized_of_kind(ctx, kind)
-        if set(map(_dtype_of, found.values())) <= {wanted}:
+        if kind == "weight":  # packed weights are U8 by definition; the others are those of modules with scales
+            dtypes: set[str] = set()
+            for scale in NVFP4_SCALES:
+                dtypes.update(map(_dtype_of, filter(None, map(weights.get, ctx.modules.of_kind(scale)))))
+        else:
+            dtypes = set(map(_dtype_of, ctx.modules.of_kind(kind).values()))
+        if dtypes <= {wanted}:
             continue
-        for module, tensor in _sorted_items(found):
+        for module, tensor in _sorted_items(_quantized_of_kind(ctx, kind)):
             if tensor.dtype != wanted:
-                yield Issue(f"{kind} is {tensor.dtype}; NVFP4 needs {wanted}", tensor.shard, f"{module}.{kind}")
+                yield _about(ctx, f"{module}.{kind}", f"{kind} is {tensor.dtype}; NVFP4 needs {wanted}")
 
 
 @check(
@@ -74,36 +89,33 @@ def nvfp4_shape(ctx: Context) -> Iterator[Issue]:
     group = _group_size(ctx)
     all_weights = ctx.modules.of_kind("weight")
     scales = ctx.modules.of_kind("weight_scale")
-    quantized = [m for m in ctx.modules.quantized if m in all_weights]
-    if set(map(len, map(_dims_of, map(all_weights.__getitem__, quantized)))) - {2}:
-        for module in sorted(quantized):
+    quantized = ctx.modules.quantized
+    packed = list(compress(all_weights.values(), map(quantized.__contains__, all_weights)))
+    if set(map(len, map(_shape_of, packed))) - {2}:
+        for module in sorted(quantized & all_weights.keys()):
             weight = all_weights[module]
             if len(weight.dims) != 2:
-                yield Issue(
-                    f"weight has shape {list(weight.dims)}; NVFP4 weights are 2-D", weight.shard, f"{module}.weight"
-                )
-    both = [m for m in scales if m in all_weights]
-    weight_shapes = list(map(_dims_of, map(all_weights.__getitem__, both)))
+                yield _about(ctx, f"{module}.weight", f"weight has shape {list(weight.dims)}; NVFP4 weights are 2-D")
+    pairs = zip(map(all_weights.get, scales), scales.values(), strict=True)
+    both = [(weight, scale) for weight, scale in pairs if weight is not None]  # no weight: HK601 reports it
+    weight_shapes = list(map(_shape_of, map(itemgetter(0), both)))
+    scale_shapes = list(map(_shape_of, map(itemgetter(1), both)))
     wanted = _ScaleShapes(group)
-    expected = list(map(wanted.__getitem__, weight_shapes))
-    if expected == list(map(_dims_of, map(scales.__getitem__, both))):
-        pass  # every block scale has the shape its weight needs
-    else:
-        for module, weight_shape, needed in sorted(zip(both, weight_shapes, expected, strict=True)):
-            scale = scales[module]
-            if scale.dims != needed:
-                shown = list(needed) if needed else f"whole groups of {group} (weight {list(weight_shape)})"
-                yield Issue(f"weight_scale is {list(scale.dims)} but weight {list(weight_shape)} with group {group} needs {shown}",
-                            scale.shard, f"{module}.weight_scale")  # fmt: skip
+    if any(wanted[w] != s for w, s in set(zip(weight_shapes, scale_shapes, strict=True))):
+        for module, scale in _sorted_items(scales):
+            paired = all_weights.get(module)
+            needed = None if paired is None else wanted[paired.dims]
+            if paired is not None and scale.dims != needed:
+                shown = list(needed) if needed else f"whole groups of {group} (weight {list(paired.dims)})"
+                yield _about(ctx, f"{module}.weight_scale",
+                             f"weight_scale is {list(scale.dims)} but weight {list(paired.dims)} with group {group} needs {shown}")  # fmt: skip
     for kind in ("weight_scale_2", "input_scale"):
         found = ctx.modules.of_kind(kind)
         if set(map(_shape_of, found.values())) <= {()}:
             continue
         for module, tensor in _sorted_items(found):
             if tensor.dims != ():
-                yield Issue(
-                    f"{kind} has shape {list(tensor.dims)}; it must be a 0-d scalar", tensor.shard, f"{module}.{kind}"
-                )
+                yield _about(ctx, f"{module}.{kind}", f"{kind} has shape {list(tensor.dims)}; it must be a 0-d scalar")
 
 
 class _ScaleShapes(dict[tuple[int, ...], tuple[int, ...] | None]):
@@ -136,7 +148,7 @@ def excluded_but_quantized(ctx: Context) -> Iterator[Issue]:
     for i in sorted(excluded - set(ctx.quantized_modules)):
         weight = ctx.modules.get(names[i], "weight")
         if weight is not None and weight.dtype not in PLAIN_DTYPES:
-            yield Issue(f"excluded module's weight is {weight.dtype}; expected BF16", weight.shard, weight.name)
+            yield _about(ctx, f"{names[i]}.weight", f"excluded module's weight is {weight.dtype}; expected BF16")
 
 
 @check(
@@ -214,6 +226,6 @@ def expert_incomplete(ctx: Context) -> Iterator[Issue]:
 )  # fmt: skip
 def kv_scale_shape(ctx: Context) -> Iterator[Issue]:
     for kind in ("k_scale", "v_scale"):
-        for _, tensor in _sorted_items(ctx.modules.of_kind(kind)):
+        for module, tensor in _sorted_items(ctx.modules.of_kind(kind)):
             if tensor.dtype != "F32" or tensor.dims != ():
-                yield Issue(f"{tensor.dtype} {list(tensor.dims)}; KV scales are 0-d F32", tensor.shard, tensor.name)
+                yield _about(ctx, f"{module}.{kind}", f"{tensor.dtype} {list(tensor.dims)}; KV scales are 0-d F32")
