@@ -9,6 +9,7 @@ the safetensors library with the same tensor names.
 
 from __future__ import annotations
 
+import os
 import re
 import struct
 import tempfile
@@ -21,7 +22,7 @@ from hypothesis import strategies as st
 from safetensors import safe_open
 
 from hubkit.checkpoint import LocalSource
-from hubkit.checkpoint.safetensors_header import ShardHeader, read_shard_header
+from hubkit.checkpoint.safetensors_header import ShardHeader, _parse_header_fast, _parse_header_json, read_shard_header
 from hubkit.validate import ValidateOptions, validate
 from hubkit.validate.engine import Report, select_checks
 
@@ -163,7 +164,7 @@ def check_never_raises(blob: bytes) -> None:
 
 
 FUZZ = settings(
-    max_examples=150,
+    max_examples=int(os.environ.get("HUBKIT_FUZZ_EXAMPLES", "150")),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
@@ -189,3 +190,54 @@ def test_ascii_mutations_never_raise(original: Original, ops: list[Any], length:
 def test_any_mutation_never_raises(original: Original, ops: list[Any], length: Any, data: Any) -> None:
     """Arbitrary bytes, any nesting: reader and checks always answer."""
     check_never_raises(build_file(original, ops, length, data))
+
+
+def careful_reading(header: bytes) -> ShardHeader:
+    shard = ShardHeader(file=SHARD, file_size=8 + len(header), header_length=len(header))
+    _parse_header_json(shard, header)
+    return shard
+
+
+@FUZZ
+@given(ops=mutations(st.integers(0, 127), [*ASCII_TOKENS, b'"dtyp\\u0065"', b'"a:b"', b'{"format":"p},\\"t"}']))
+def test_fast_path_agrees_with_the_careful_parser(original: Original, ops: list[Any]) -> None:
+    """Whenever the counting fast path accepts a header, the careful parser (which sees every repeat)
+    reads the same entries and finds nothing repeated."""
+    header = mutate(original.header, ops)
+    fast = ShardHeader(file=SHARD, file_size=8 + len(header), header_length=len(header))
+    accepted = _parse_header_fast(fast, header)
+    event(f"fast path {'accepted' if accepted else 'declined'}")
+    if accepted:
+        careful = careful_reading(header)
+        assert careful.fatal is None
+        assert not careful.duplicate_keys and not careful.bad_entries
+        assert careful.duplicate_fields == fast.duplicate_fields
+        assert careful.tensors == fast.tensors
+        assert careful.metadata == fast.metadata
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        pytest.param(lambda h: h.replace(b'"dtype":"', b'"dtyp\\u0065":"F32","dtype":"', 1), id="escaped-repeat"),
+        pytest.param(
+            lambda h: h.replace(b'{"__metadata__":{"format":"pt"},', b'{"__metadata__":{"format":"p},\\"t"},', 1),
+            id="metadata-brace-in-string",
+        ),
+        pytest.param(lambda h: h.replace(b'"data_offsets"', b'"x":{},"data_offsets"', 1), id="unknown-object-field"),
+    ],
+)
+def test_fast_path_never_hides_a_repeat(original: Original, edit: Any) -> None:
+    header = edit(original.header)
+    assert header != original.header
+    fast = ShardHeader(file=SHARD, file_size=8 + len(header), header_length=len(header))
+    if _parse_header_fast(fast, header):
+        careful = careful_reading(header)
+        assert (careful.tensors, careful.duplicate_fields, careful.metadata) == (
+            fast.tensors,
+            fast.duplicate_fields,
+            fast.metadata,
+        )
+        assert not careful.duplicate_keys
+    else:
+        assert careful_reading(header).fatal is None  # still valid JSON: the careful parser reports it

@@ -47,9 +47,9 @@ def approx(count: int) -> str:
 
 
 def _quantized_modules(checkpoint: Checkpoint) -> list[str]:
-    return sorted(
-        n.removesuffix(".weight") for n, t in checkpoint.tensors.items() if n.endswith(".weight") and t.dtype == "U8"
-    )
+    tensors = checkpoint.tensors
+    packed = compress(tensors, map("U8".__eq__, map(_dtype_of, tensors.values())))
+    return sorted(n.removesuffix(".weight") for n in packed if n.endswith(".weight"))
 
 
 def _bf16_families(patterns: list[str], first_dense: int) -> str:
@@ -85,7 +85,9 @@ def checkpoint_facts(checkpoint: Checkpoint) -> dict[str, Any]:
     family = FAMILY_NAMES.get(str(text.get("model_type")), str(text.get("model_type")))
     attention = "MLA attention" if "kv_lora_rank" in text else "attention"
     names = checkpoint.tensors
-    vision = any(n.startswith("vision_tower.") for n in names) and any(n.startswith("mm_projector.") for n in names)
+    vision = any(map(methodcaller("startswith", "vision_tower."), names)) and any(
+        map(methodcaller("startswith", "mm_projector."), names)
+    )
     expert_text = f"{experts} routed experts + {shared} shared expert{'s' if shared != 1 else ''}, " if experts else ""
     architecture = f"{family} ({attention}, {expert_text}{layers} layers)"
     if vision:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
+from operator import attrgetter, itemgetter
 from typing import Any
 
 import msgspec
@@ -20,6 +21,8 @@ JSON_FILES = (CONFIG, QUANT_CONFIG, GENERATION_CONFIG, TOKENIZER_CONFIG, INDEX)
 
 #: hubkit's own record folder inside a checkpoint: expected, never validated, never uploaded.
 RECORD_DIR = ".hubkit"
+
+_offsets_of = attrgetter("data_offsets")
 
 
 class JsonDocument:
@@ -106,7 +109,8 @@ class Checkpoint:
 
     @cached_property
     def total_tensor_bytes(self) -> int:
-        return sum(t.nbytes for t in self.tensors.values())
+        offsets = list(map(_offsets_of, self.tensors.values()))
+        return int(sum(map(itemgetter(1), offsets)) - sum(map(itemgetter(0), offsets)))
 
 
 def parse_json_document(path: str, raw: bytes) -> JsonDocument:

@@ -11,7 +11,6 @@ import json
 import re
 import struct
 from dataclasses import dataclass, field
-from operator import attrgetter
 from typing import Annotated, Any
 
 import msgspec
@@ -34,12 +33,12 @@ DTYPE_BITS: dict[str, int] = {
 NonNegative = Annotated[int, msgspec.Meta(ge=0)]
 
 
-class TensorInfo(msgspec.Struct, gc=False, omit_defaults=True):
+class TensorInfo(msgspec.Struct, gc=False):
     """One tensor as its shard's header describes it; offsets are relative to the data section."""
 
-    dtype: str = ""
-    shape: tuple[NonNegative, ...] | None = None
-    data_offsets: tuple[NonNegative, NonNegative] = (-1, -1)
+    dtype: str
+    shape: tuple[NonNegative, ...]
+    data_offsets: tuple[NonNegative, NonNegative]
 
     @property
     def begin(self) -> int:
@@ -55,8 +54,8 @@ class TensorInfo(msgspec.Struct, gc=False, omit_defaults=True):
 
     @property
     def dims(self) -> tuple[int, ...]:
-        """The shape (never None once the header has been read)."""
-        return self.shape or ()
+        """The shape (an alias that reads well in messages)."""
+        return self.shape
 
     @property
     def numel(self) -> int:
@@ -126,55 +125,54 @@ def read_shard_header(source: CheckpointSource, path: str, file_size: int) -> Sh
 
 _typed_entries = msgspec.json.Decoder(dict[str, TensorInfo])
 _METADATA_PREFIX = b'{"__metadata__":'
-_FIELDS = (b'"dtype"', b'"shape"', b'"data_offsets"')
-_shape_of = attrgetter("shape")
-_dtype_of = attrgetter("dtype")
-_offsets_of = attrgetter("data_offsets")
 
 
 def _parse_header_fast(shard: ShardHeader, raw: bytes) -> bool:
     """Parse a well-formed header at C speed; False sends it to the careful parser.
 
-    JSON decoders keep the last of duplicate keys, so the fast path proves by counting that nothing was
-    dropped: every entry that survives decoding has all three fields, so when the entries' part of the
-    header holds exactly one ``{`` and one of each field name per surviving entry, no entry and no field
-    was repeated (a repeat, or a brace or field name inside a string, only ever adds to a count). A
-    ``\\u`` escape could spell a key the counts miss, or a lone surrogate: such headers take the careful
-    path, as do headers whose ``__metadata__`` does not come first (it is read with Python's json to see
-    repeated keys).
+    ``__metadata__`` must come first, as the safetensors library writes it; it is read with Python's json
+    to see repeated keys, and the entries after it with a typed decoder that requires every field (and
+    refuses lone surrogates). JSON decoders keep the last of duplicate keys, so the fast path proves by
+    counting that nothing was dropped: each surviving entry holds four colons (its name and three fields),
+    and a repeated entry or field, an unknown field or a colon inside a name only ever adds to the count.
     """
-    if b"\\u" in raw:
-        return False
+    metadata: Any = None
+    entries = raw
+    if raw.startswith(_METADATA_PREFIX):
+        found = _read_metadata(raw)
+        if found is None:
+            return False
+        metadata, end = found
+        if raw[end : end + 1] != b",":
+            return False
+        entries = b"".join((b"{", memoryview(raw)[end + 1 :]))
     try:
-        tensors = _typed_entries.decode(raw)
+        tensors = _typed_entries.decode(entries)
     except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, RecursionError):
         return False
-    metadata: Any = None
-    entries_start, braces = 0, len(tensors) + 1  # the header's own brace
-    if "__metadata__" in tensors:
-        if not raw.startswith(_METADATA_PREFIX):
-            return False
-        try:
-            text = raw.decode("utf-8")
-            metadata, end = _METADATA_DECODER.raw_decode(text, len(_METADATA_PREFIX))
-        except (UnicodeDecodeError, ValueError, RecursionError):
-            return False
-        if not isinstance(metadata, dict):
-            return False
-        del tensors["__metadata__"]
-        entries_start, braces = len(text[:end].encode("utf-8")), len(tensors)
-    if not tensors or raw.count(b"{", entries_start) != braces:
+    if not tensors or "__metadata__" in tensors or entries.count(b":") != 4 * len(tensors):
         return False
-    if any(raw.count(field, entries_start) != len(tensors) for field in _FIELDS):
-        return False
-    values = tensors.values()
-    if None in map(_shape_of, values) or "" in map(_dtype_of, values) or (-1, -1) in map(_offsets_of, values):
-        return False  # a field is missing: the careful parser names it
     if metadata is not None:
         shard.metadata = metadata
         shard.duplicate_fields += [("__metadata__", key) for key in metadata.repeated]
     shard.tensors = tensors
     return True
+
+
+def _read_metadata(raw: bytes) -> tuple[Any, int] | None:
+    """The leading ``__metadata__`` object and the byte offset just after it, or None when it is not a
+    well-formed object (the careful parser then says why). Decodes only a short prefix when it can."""
+    cut = raw.find(b'},"', len(_METADATA_PREFIX))
+    for head in ((raw[: cut + 1] if cut > 0 else b""), raw):
+        try:
+            text = head.decode("utf-8")
+            metadata, end = _METADATA_DECODER.raw_decode(text, len(_METADATA_PREFIX))
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            continue
+        if isinstance(metadata, dict) and not _LONE_SURROGATE.search(text, 0, end):
+            return metadata, len(text[:end].encode("utf-8"))
+        return None
+    return None
 
 
 class _ObjectWithRepeats(dict[str, Any]):

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from operator import attrgetter, itemgetter, sub
+from dataclasses import dataclass
+from itertools import repeat
+from math import prod
+from operator import attrgetter, itemgetter, mul, sub
 
 from hubkit.checkpoint.safetensors_header import DTYPE_BITS, ShardHeader
 from hubkit.validate.context import Context
 from hubkit.validate.engine import Issue, Severity, check
 
 _offsets_of = attrgetter("data_offsets")
-_dtype_and_shape = attrgetter("dtype", "shape")
+_dtype_of = attrgetter("dtype")
+_shape_of = attrgetter("shape")
 
 
 class _ExpectedBytes(dict[tuple[str, tuple[int, ...] | None], int | None]):
@@ -31,6 +35,37 @@ def _readable(ctx: Context) -> Iterator[ShardHeader]:
     for shard in ctx.checkpoint.shards.values():
         if shard.fatal is None:
             yield shard
+
+
+@dataclass(slots=True)
+class _Columns:
+    """One shard's tensor table as columns, read once and shared by the checks of this family."""
+
+    shard: ShardHeader
+    dtypes: list[str]
+    shapes: list[tuple[int, ...]]
+    begins: list[int]
+    ends: list[int]
+
+
+def _columns(ctx: Context) -> list[_Columns]:
+    def compute() -> list[_Columns]:
+        found = []
+        for shard in _readable(ctx):
+            values = list(shard.tensors.values())
+            offsets = list(map(_offsets_of, values))
+            found.append(
+                _Columns(
+                    shard,
+                    list(map(_dtype_of, values)),
+                    list(map(_shape_of, values)),
+                    list(map(itemgetter(0), offsets)),
+                    list(map(itemgetter(1), offsets)),
+                )
+            )
+        return found
+
+    return ctx.memo("shard_columns", compute)
 
 
 @check(
@@ -74,7 +109,10 @@ def duplicate_key(ctx: Context) -> Iterator[Issue]:
     why="Loaders refuse unknown dtypes.",
 )  # fmt: skip
 def unknown_dtype(ctx: Context) -> Iterator[Issue]:
-    for shard in _readable(ctx):
+    for columns in _columns(ctx):
+        if DTYPE_BITS.keys() >= set(columns.dtypes):
+            continue
+        shard = columns.shard
         for name, tensor in shard.tensors.items():
             if tensor.dtype not in DTYPE_BITS:
                 yield Issue(f"unknown dtype '{tensor.dtype}'", shard.file, name)
@@ -98,12 +136,12 @@ def malformed_entry(ctx: Context) -> Iterator[Issue]:
 )  # fmt: skip
 def byte_length(ctx: Context) -> Iterator[Issue]:
     expected_cache = _ExpectedBytes()
-    for shard in _readable(ctx):
-        values = shard.tensors.values()
-        offsets = list(map(_offsets_of, values))
-        spans = list(map(sub, map(itemgetter(1), offsets), map(itemgetter(0), offsets)))
-        if spans == list(map(expected_cache.__getitem__, map(_dtype_and_shape, values))):
-            continue  # every tensor is exactly as long as its dtype and shape say
+    for columns in _columns(ctx):
+        shard = columns.shard
+        if DTYPE_BITS.keys() >= set(columns.dtypes):
+            bits = map(mul, map(prod, columns.shapes), map(DTYPE_BITS.__getitem__, columns.dtypes))
+            if list(bits) == list(map(mul, map(sub, columns.ends, columns.begins), repeat(8))):
+                continue  # every tensor spans exactly elements x dtype bits
         for name, tensor in shard.tensors.items():
             expected = expected_cache[(tensor.dtype, tensor.shape)]
             if expected is None:
@@ -124,10 +162,11 @@ def byte_length(ctx: Context) -> Iterator[Issue]:
     why="Gaps hide unaccounted bytes; overlaps make two tensors share data. Loaders reject both.",
 )  # fmt: skip
 def offset_layout(ctx: Context) -> Iterator[Issue]:
-    for shard in _readable(ctx):
+    for columns in _columns(ctx):
+        shard = columns.shard
         if not shard.tensors:
             continue
-        offsets = sorted(map(_offsets_of, shard.tensors.values()))
+        offsets = sorted(zip(columns.begins, columns.ends, strict=True))
         begins, ends = list(map(itemgetter(0), offsets)), list(map(itemgetter(1), offsets))
         if begins[0] == 0 and begins[1:] == ends[:-1]:
             continue
@@ -149,8 +188,9 @@ def offset_layout(ctx: Context) -> Iterator[Issue]:
     why="A short file is truncated (an interrupted copy or upload); a long one carries unaccounted bytes.",
 )  # fmt: skip
 def file_length(ctx: Context) -> Iterator[Issue]:
-    for shard in _readable(ctx):
-        data_end = max(map(itemgetter(1), map(_offsets_of, shard.tensors.values())), default=0)
+    for columns in _columns(ctx):
+        shard = columns.shard
+        data_end = max(columns.ends, default=0)
         if data_end != shard.data_length:
             state = "truncated" if data_end > shard.data_length else "longer than its tensors"
             yield Issue(
