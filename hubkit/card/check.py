@@ -7,8 +7,6 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-import yaml
-
 from hubkit.card.facts import approx
 
 REQUIRED_KEYS = ("license", "base_model", "base_model_relation", "pipeline_tag", "library_name", "tags")
@@ -40,6 +38,8 @@ def check_front_matter(text: str) -> list[CardProblem]:
     raw, _ = split_front_matter(text)
     if raw is None:
         return [CardProblem("front-matter", "no YAML front matter between '---' lines at the top", 1)]
+    import yaml  # imported here: the validate path only needs it when a card is present
+
     try:
         data = yaml.safe_load(raw)
     except yaml.YAMLError as exc:

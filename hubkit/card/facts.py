@@ -4,35 +4,38 @@ from __future__ import annotations
 
 import json
 import re
-from itertools import compress, filterfalse, repeat
+from itertools import compress, repeat
 from math import prod
 from operator import add, attrgetter, methodcaller, mul
 from typing import Any
 
 from hubkit.checkpoint.model import RECORD_DIR, Checkpoint
+from hubkit.checkpoint.modules import ModuleTable
 
 _shape_of = attrgetter("shape")
 _dtype_of = attrgetter("dtype")
-SCALE_SUFFIXES = (".weight_scale", ".weight_scale_2", ".input_scale", ".k_scale", ".v_scale")
+SCALE_NAMES = frozenset({"weight_scale", "weight_scale_2", "input_scale", "k_scale", "v_scale"})
 FAMILY_NAMES = {"deepseek_v3": "DeepSeek-V3", "kimi_k2": "Kimi-K2", "qwen3_moe": "Qwen3-MoE", "llama": "Llama"}
 PROVENANCE = f"{RECORD_DIR}/provenance.json"
 SMOKE = f"{RECORD_DIR}/smoke.json"
 
 
-def parameter_counts(checkpoint: Checkpoint, experts_per_token: int, experts: int) -> tuple[int, int]:
+def parameter_counts(modules: ModuleTable, experts_per_token: int, experts: int) -> tuple[int, int]:
     """(total, activated) parameters from tensor shapes; packed NVFP4 weights count as their logical size.
 
     Activated counts what one text token runs through: everything but the routed experts, plus
     experts_per_token / experts of them; the vision tower and projector are not on that path.
     """
-    tensors = checkpoint.tensors
-    weights = list(filterfalse(methodcaller("endswith", SCALE_SUFFIXES), tensors))
-    infos = list(map(tensors.__getitem__, weights))
-    per_byte = map(add, map("U8".__eq__, map(_dtype_of, infos)), repeat(1))  # a U8 byte holds two FP4 weights
-    logical = list(map(mul, map(prod, map(_shape_of, infos)), per_byte))
-    total = sum(logical)
-    expert = sum(compress(logical, map(methodcaller("__contains__", ".mlp.experts."), weights)))
-    vision = sum(compress(logical, map(methodcaller("startswith", ("vision_tower.", "mm_projector.")), weights)))
+    total = expert = vision = 0
+    for suffix, found in modules.by_suffix.items():
+        if suffix in SCALE_NAMES:
+            continue
+        names, infos = list(found), list(found.values())
+        per_byte = map(add, map("U8".__eq__, map(_dtype_of, infos)), repeat(1))  # a U8 byte holds two FP4 weights
+        logical = list(map(mul, map(prod, map(_shape_of, infos)), per_byte))
+        total += sum(logical)
+        expert += sum(compress(logical, map(methodcaller("__contains__", ".mlp.experts."), names)))
+        vision += sum(compress(logical, map(methodcaller("startswith", ("vision_tower.", "mm_projector.")), names)))
     activated = total - expert - vision + (expert * experts_per_token // experts if experts else 0)
     return total, activated
 
@@ -46,10 +49,13 @@ def approx(count: int) -> str:
     return f"~{count // 10**6}M"
 
 
-def _quantized_modules(checkpoint: Checkpoint) -> list[str]:
-    tensors = checkpoint.tensors
-    packed = compress(tensors, map("U8".__eq__, map(_dtype_of, tensors.values())))
-    return sorted(n.removesuffix(".weight") for n in packed if n.endswith(".weight"))
+EXPERT_PROJECTIONS = ("gate_proj", "up_proj", "down_proj")
+
+
+def _expert_projections(packed: list[str]) -> list[str]:
+    """The routed-expert projections that are quantized, in the order a reader expects."""
+    experts = list(filter(methodcaller("__contains__", ".mlp.experts."), packed))
+    return [p for p in EXPERT_PROJECTIONS if any(map(methodcaller("endswith", f".{p}"), experts))]
 
 
 def _bf16_families(patterns: list[str], first_dense: int) -> str:
@@ -71,8 +77,9 @@ def _bf16_families(patterns: list[str], first_dense: int) -> str:
     return families[0] if families else "nothing"
 
 
-def checkpoint_facts(checkpoint: Checkpoint) -> dict[str, Any]:
-    """Everything a card states that the checkpoint itself can tell."""
+def checkpoint_facts(checkpoint: Checkpoint, modules: ModuleTable | None = None) -> dict[str, Any]:
+    """Everything a card states that the checkpoint itself can tell (``modules``: its module table, when
+    the caller has built it already)."""
     config, text = checkpoint.config, checkpoint.text_config
     quant = (checkpoint.quant_config or {}).get("quantization") or {}
     producer = (checkpoint.quant_config or {}).get("producer") or {}
@@ -84,7 +91,8 @@ def checkpoint_facts(checkpoint: Checkpoint) -> dict[str, Any]:
     architecture_class = (config.get("architectures") or ["unknown"])[0]
     family = FAMILY_NAMES.get(str(text.get("model_type")), str(text.get("model_type")))
     attention = "MLA attention" if "kv_lora_rank" in text else "attention"
-    names = checkpoint.tensors
+    modules = modules or ModuleTable.from_checkpoint(checkpoint)
+    names = modules.names
     vision = any(map(methodcaller("startswith", "vision_tower."), names)) and any(
         map(methodcaller("startswith", "mm_projector."), names)
     )
@@ -92,15 +100,8 @@ def checkpoint_facts(checkpoint: Checkpoint) -> dict[str, Any]:
     architecture = f"{family} ({attention}, {expert_text}{layers} layers)"
     if vision:
         architecture += ", wrapped with a vision tower + mm_projector"
-    quantized = _quantized_modules(checkpoint)
-    projections = (
-        sorted(
-            {m.rsplit(".", 1)[1] for m in quantized if ".mlp.experts." in m},
-            key=["gate_proj", "up_proj", "down_proj"].index,
-        )
-        if quantized
-        else []
-    )
+    quantized = sorted(modules.packed)
+    projections = _expert_projections(quantized)
     moe_layers = layers - first_dense
     factorisation = None
     if experts and projections and len(quantized) == moe_layers * experts * len(projections):
@@ -108,7 +109,7 @@ def checkpoint_facts(checkpoint: Checkpoint) -> dict[str, Any]:
             f"{len(quantized):,} = {moe_layers} layers × {experts} experts × {len(projections)} projections "
             f"({', '.join(projections)})"
         )
-    total, activated = parameter_counts(checkpoint, per_token, experts)
+    total, activated = parameter_counts(modules, per_token, experts)
     return {
         "architecture": architecture,
         "architecture_class": architecture_class,
@@ -129,7 +130,8 @@ def checkpoint_facts(checkpoint: Checkpoint) -> dict[str, Any]:
         "bf16_families": _bf16_families([str(p) for p in quant.get("exclude_modules") or []], first_dense),
         "producer": f"{producer.get('name', 'modelopt')} {producer.get('version', '')}".strip(),
         "shards": len(checkpoint.shards),
-        "total_size_gb": round(checkpoint.total_tensor_bytes / 10**9, 1),
+        # the shards' data sections: the tensor bytes whenever the layout is sound (HK207, HK208)
+        "total_size_gb": round(sum(h.data_length for h in checkpoint.shards.values() if h.fatal is None) / 10**9, 1),
         "trust_remote_code": "auto_map" in config,
     }
 

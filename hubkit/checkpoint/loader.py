@@ -37,9 +37,7 @@ def load_checkpoint(ref: str | CheckpointSource, *, workers: int = 1, progress: 
                 headers = list(pool.map(read, shard_paths))
         else:
             headers = [read(path) for path in shard_paths]
-    checkpoint = Checkpoint(source, files, documents, {h.file: h for h in headers})
-    _build_tensor_table(checkpoint)
-    return checkpoint
+    return Checkpoint(source, files, documents, {h.file: h for h in headers})
 
 
 def _read_json(source: CheckpointSource, name: str, size: int) -> JsonDocument:
@@ -49,18 +47,3 @@ def _read_json(source: CheckpointSource, name: str, size: int) -> JsonDocument:
         return parse_json_document(name, source.read_range(name, 0, size))
     except OSError as exc:
         return JsonDocument(name, error=f"cannot be read: {exc}")
-
-
-def _build_tensor_table(checkpoint: Checkpoint) -> None:
-    table = checkpoint.tensors
-    declared = 0
-    for header in reversed(checkpoint.shards.values()):  # the first shard's entry wins
-        table.update(header.tensors)
-        declared += len(header.tensors)
-    if declared == len(table):
-        return
-    owners: dict[str, list[str]] = {}
-    for header in checkpoint.shards.values():
-        for name in header.tensors:
-            owners.setdefault(name, []).append(header.file)
-    checkpoint.duplicate_tensors.update({n: s for n, s in owners.items() if len(s) > 1})

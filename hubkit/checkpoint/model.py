@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from operator import attrgetter, itemgetter
 from typing import Any
@@ -61,9 +61,6 @@ class Checkpoint:
     files: dict[str, FileEntry]
     documents: dict[str, JsonDocument]
     shards: dict[str, ShardHeader]
-    tensors: dict[str, TensorInfo] = field(default_factory=dict)
-    #: tensor name -> every shard that declares it, for names declared more than once
-    duplicate_tensors: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def location(self) -> str:
@@ -98,6 +95,25 @@ class Checkpoint:
         if isinstance(block, dict) and isinstance(block.get("ignore"), list):
             return [str(p) for p in block["ignore"]]
         return None
+
+    @cached_property
+    def tensors(self) -> dict[str, TensorInfo]:
+        """Tensor name -> entry, over all shards (the first shard's entry for a name stored twice)."""
+        table: dict[str, TensorInfo] = {}
+        for header in reversed(self.shards.values()):
+            table.update(header.tensors)
+        return table
+
+    @cached_property
+    def duplicate_tensors(self) -> dict[str, list[str]]:
+        """Tensor name -> every shard that declares it, for names declared more than once."""
+        if sum(len(header.tensors) for header in self.shards.values()) == len(self.tensors):
+            return {}
+        owners: dict[str, list[str]] = {}
+        for header in self.shards.values():
+            for name in header.tensors:
+                owners.setdefault(name, []).append(header.file)
+        return {name: shards for name, shards in owners.items() if len(shards) > 1}
 
     @cached_property
     def shard_of(self) -> dict[str, str]:

@@ -51,20 +51,20 @@ class ModuleTable:
 
     names: list[str]
     by_suffix: dict[str, dict[str, TensorInfo]]
-    tensors: dict[str, TensorInfo]
 
     @classmethod
     def from_checkpoint(cls, checkpoint: Checkpoint) -> ModuleTable:
         by_suffix: dict[str, dict[str, TensorInfo]] = {}
         modules: dict[str, str] = {}  # one string per module, however many tensors it has
-        for name, tensor in checkpoint.tensors.items():
-            module, _, suffix = name.rpartition(".")
-            module = modules.setdefault(module, module)
-            try:
-                by_suffix[suffix][module] = tensor
-            except KeyError:
-                by_suffix[suffix] = {module: tensor}
-        return cls(sorted(modules), by_suffix, checkpoint.tensors)
+        for header in reversed(checkpoint.shards.values()):  # the first shard's entry wins, as in the table
+            for name, tensor in header.tensors.items():
+                module, _, suffix = name.rpartition(".")
+                module = modules.setdefault(module, module)
+                try:
+                    by_suffix[suffix][module] = tensor
+                except KeyError:
+                    by_suffix[suffix] = {module: tensor}
+        return cls(sorted(modules), by_suffix)
 
     def get(self, module: str, suffix: str) -> TensorInfo | None:
         return self.by_suffix.get(suffix, {}).get(module)
@@ -166,6 +166,11 @@ class ModuleTable:
             m for m, shape in zip(modules, map(_shape_of, infos), strict=True) if shape is not None and len(shape) == 2
         }
         return packed, two_d
+
+    @property
+    def packed(self) -> set[str]:
+        """Modules whose weight is packed NVFP4 (U8)."""
+        return self._weights[0]
 
     @cached_property
     def quantized(self) -> set[str]:

@@ -187,21 +187,22 @@ def run_checks(context: Context, checks: list[Check]) -> Iterator[tuple[Check, l
         yield item, findings
 
 
-#: Families that read the module table (and --deep's threads and progress): they stay in this process.
-MODULE_FAMILIES = frozenset("567")
+#: Checks that stay in this process when the run is split: the families that read the module table,
+#: --deep (threads and a progress bar) and the card facts; together they weigh about as much as the rest
+#: (files, headers, the index, secrets) on a full-scale Kimi checkpoint.
+STAY_HERE = ("HK5", "HK6", "HK7", "HK903")
 
 
 def run_all(context: Context, checks: list[Check], *, split: bool = True) -> tuple[list[Finding], int]:
     """Run the applicable checks; return their findings and how many ran.
 
-    With ``split`` and where fork is safe, the families that do not read the module table run in a
-    forked child, which shares the loaded checkpoint copy-on-write and sends its findings back through
+    With ``split`` and where fork is safe, the checks outside ``STAY_HERE`` run in a forked child, which shares the loaded checkpoint copy-on-write and sends its findings back through
     a pipe: two cores for a 277,000-tensor checkpoint. If the child fails in any way, its checks run
     here instead, so a bug surfaces exactly as it would without the child.
     """
     chosen = applicable(context, checks)
-    here = [c for c in chosen if c.code[2] in MODULE_FAMILIES]
-    there = [c for c in chosen if c.code[2] not in MODULE_FAMILIES]
+    here = [c for c in chosen if c.code.startswith(STAY_HERE)]
+    there = [c for c in chosen if not c.code.startswith(STAY_HERE)]
     if not (split and here and there and _fork_is_safe()):
         return _findings(context, chosen), len(chosen)
     sys.stdout.flush()

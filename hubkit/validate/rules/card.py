@@ -60,4 +60,4 @@ def card_sections(ctx: Context) -> Iterator[Issue]:
 def card_facts(ctx: Context) -> Iterator[Issue]:
     text = _card_text(ctx)
     if text is not None:
-        yield from _issues(check_facts(text, checkpoint_facts(ctx.checkpoint)))
+        yield from _issues(check_facts(text, checkpoint_facts(ctx.checkpoint, ctx.modules)))

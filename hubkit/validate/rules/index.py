@@ -9,6 +9,7 @@ from typing import Any
 from hubkit.checkpoint.model import INDEX
 from hubkit.validate.context import Context
 from hubkit.validate.engine import Issue, Severity, check
+from hubkit.validate.rules.safetensors import tensor_bytes
 
 
 def _index(ctx: Context) -> tuple[dict[str, Any], dict[str, Any]] | None:
@@ -120,7 +121,7 @@ def index_total_size(ctx: Context) -> Iterator[Issue]:
     if parsed is None or type(parsed[1].get("total_size")) is not int:
         return
     stated = parsed[1]["total_size"]
-    actual = ctx.checkpoint.total_tensor_bytes
+    actual = tensor_bytes(ctx)
     if stated != actual:
         yield Issue(f"metadata.total_size is {stated:,} but the tensors hold {actual:,} bytes", INDEX)
 

@@ -68,6 +68,13 @@ def _columns(ctx: Context) -> list[_Columns]:
     return ctx.memo("shard_columns", compute)
 
 
+def tensor_bytes(ctx: Context) -> int:
+    """Bytes of all tensors, from the shared columns (each stored tensor counted once)."""
+    if ctx.checkpoint.duplicate_tensors or any(shard.fatal for shard in ctx.checkpoint.shards.values()):
+        return ctx.checkpoint.total_tensor_bytes
+    return sum(sum(c.ends) - sum(c.begins) for c in _columns(ctx))
+
+
 @check(
     "HK201", "header-length", Severity.ERROR,
     what="The 8-byte header length is within the file and below the format's 100 MB limit.",
