@@ -100,7 +100,7 @@ def checkpoint_facts(checkpoint: Checkpoint, modules: ModuleTable | None = None)
     architecture = f"{family} ({attention}, {expert_text}{layers} layers)"
     if vision:
         architecture += ", wrapped with a vision tower + mm_projector"
-    quantized = sorted(modules.packed)
+    quantized = list(modules.packed)
     projections = _expert_projections(quantized)
     moe_layers = layers - first_dense
     factorisation = None

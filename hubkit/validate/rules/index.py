@@ -9,7 +9,7 @@ from typing import Any
 from hubkit.checkpoint.model import INDEX
 from hubkit.validate.context import Context
 from hubkit.validate.engine import Issue, Severity, check
-from hubkit.validate.rules.safetensors import tensor_bytes
+from hubkit.validate.rules.safetensors import shard_columns
 
 
 def _index(ctx: Context) -> tuple[dict[str, Any], dict[str, Any]] | None:
@@ -21,14 +21,28 @@ def _index(ctx: Context) -> tuple[dict[str, Any], dict[str, Any]] | None:
 
 
 def _index_agrees(ctx: Context, weight_map: dict[str, Any]) -> bool:
-    """True when the index names exactly the stored tensors, each in its own shard (set algebra, C speed)."""
+    """True when the index names exactly the stored tensors, each in its own shard (set algebra, C speed).
+
+    Every name of every shard must map to that shard, and the index must hold as many names as the shards
+    together: a name stored in two shards fails one of them, so agreement also proves no name is stored
+    twice (no tensor table is merged for it).
+    """
 
     def compute() -> bool:
-        if weight_map.keys() != ctx.checkpoint.tensors.keys():
+        shards = ctx.checkpoint.shards.values()
+        if sum(len(h.tensors) for h in shards) != len(weight_map):
             return False
-        return all(set(map(weight_map.get, h.tensors)) <= {h.file} for h in ctx.checkpoint.shards.values())
+        return all(set(map(weight_map.get, h.tensors)) <= {h.file} for h in shards)
 
     return ctx.memo("index_agrees", compute)
+
+
+def stored_twice(ctx: Context) -> dict[str, list[str]]:
+    """Tensor name -> the shards that store it, for names stored more than once."""
+    parsed = _index(ctx)
+    if parsed is not None and _index_agrees(ctx, parsed[0]):
+        return {}
+    return ctx.checkpoint.duplicate_tensors
 
 
 def _sample(names: list[str]) -> str:
@@ -75,7 +89,7 @@ def indexed_tensor_missing(ctx: Context) -> Iterator[Issue]:
         stored = tensors.get(name)
         if stored is None:
             absent[str(shard)].append(name)
-        elif ctx.checkpoint.shard_of[name] != shard and name not in ctx.checkpoint.duplicate_tensors:
+        elif ctx.checkpoint.shard_of[name] != shard and name not in stored_twice(ctx):
             elsewhere[str(shard)].append(name)
     for shard, names in sorted(absent.items()):
         yield Issue(f"{len(names):,} indexed tensors are in no shard: {_sample(names)}", shard, sorted(names)[0])
@@ -107,7 +121,7 @@ def tensor_not_indexed(ctx: Context) -> Iterator[Issue]:
     why="Which copy loads depends on the loader; the two copies may differ.",
 )  # fmt: skip
 def tensor_in_two_shards(ctx: Context) -> Iterator[Issue]:
-    for name, shards in sorted(ctx.checkpoint.duplicate_tensors.items()):
+    for name, shards in sorted(stored_twice(ctx).items()):
         yield Issue(f"stored in {len(shards)} shards: {', '.join(shards)}", shards[0], name)
 
 
@@ -121,7 +135,10 @@ def index_total_size(ctx: Context) -> Iterator[Issue]:
     if parsed is None or type(parsed[1].get("total_size")) is not int:
         return
     stated = parsed[1]["total_size"]
-    actual = tensor_bytes(ctx)
+    if stored_twice(ctx) or any(shard.fatal for shard in ctx.checkpoint.shards.values()):
+        actual = ctx.checkpoint.total_tensor_bytes
+    else:  # each tensor in one readable shard: the columns the HK2 checks read already
+        actual = sum(sum(c.ends) - sum(c.begins) for c in shard_columns(ctx))
     if stated != actual:
         yield Issue(f"metadata.total_size is {stated:,} but the tensors hold {actual:,} bytes", INDEX)
 

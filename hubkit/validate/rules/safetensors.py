@@ -48,7 +48,7 @@ class _Columns:
     ends: list[int]
 
 
-def _columns(ctx: Context) -> list[_Columns]:
+def shard_columns(ctx: Context) -> list[_Columns]:
     def compute() -> list[_Columns]:
         found = []
         for shard in _readable(ctx):
@@ -66,13 +66,6 @@ def _columns(ctx: Context) -> list[_Columns]:
         return found
 
     return ctx.memo("shard_columns", compute)
-
-
-def tensor_bytes(ctx: Context) -> int:
-    """Bytes of all tensors, from the shared columns (each stored tensor counted once)."""
-    if ctx.checkpoint.duplicate_tensors or any(shard.fatal for shard in ctx.checkpoint.shards.values()):
-        return ctx.checkpoint.total_tensor_bytes
-    return sum(sum(c.ends) - sum(c.begins) for c in _columns(ctx))
 
 
 @check(
@@ -116,7 +109,7 @@ def duplicate_key(ctx: Context) -> Iterator[Issue]:
     why="Loaders refuse unknown dtypes.",
 )  # fmt: skip
 def unknown_dtype(ctx: Context) -> Iterator[Issue]:
-    for columns in _columns(ctx):
+    for columns in shard_columns(ctx):
         if DTYPE_BITS.keys() >= set(columns.dtypes):
             continue
         shard = columns.shard
@@ -143,7 +136,7 @@ def malformed_entry(ctx: Context) -> Iterator[Issue]:
 )  # fmt: skip
 def byte_length(ctx: Context) -> Iterator[Issue]:
     expected_cache = _ExpectedBytes()
-    for columns in _columns(ctx):
+    for columns in shard_columns(ctx):
         shard = columns.shard
         if DTYPE_BITS.keys() >= set(columns.dtypes):
             bits = map(mul, map(prod, columns.shapes), map(DTYPE_BITS.__getitem__, columns.dtypes))
@@ -169,7 +162,7 @@ def byte_length(ctx: Context) -> Iterator[Issue]:
     why="Gaps hide unaccounted bytes; overlaps make two tensors share data. Loaders reject both.",
 )  # fmt: skip
 def offset_layout(ctx: Context) -> Iterator[Issue]:
-    for columns in _columns(ctx):
+    for columns in shard_columns(ctx):
         shard = columns.shard
         if not shard.tensors:
             continue
@@ -195,7 +188,7 @@ def offset_layout(ctx: Context) -> Iterator[Issue]:
     why="A short file is truncated (an interrupted copy or upload); a long one carries unaccounted bytes.",
 )  # fmt: skip
 def file_length(ctx: Context) -> Iterator[Issue]:
-    for columns in _columns(ctx):
+    for columns in shard_columns(ctx):
         shard = columns.shard
         data_end = max(columns.ends, default=0)
         if data_end != shard.data_length:
