@@ -161,10 +161,8 @@ class ModuleTable:
         weights = self.of_kind("weight")
         modules = list(weights)
         infos = list(weights.values())
-        packed = {m for m, dtype in zip(modules, map(_dtype_of, infos), strict=True) if dtype == "U8"}
-        two_d = {
-            m for m, shape in zip(modules, map(_shape_of, infos), strict=True) if shape is not None and len(shape) == 2
-        }
+        packed = set(compress(modules, map("U8".__eq__, map(_dtype_of, infos))))
+        two_d = set(compress(modules, map((2).__eq__, map(len, map(_shape_of, infos)))))
         return packed, two_d
 
     @property

@@ -73,7 +73,9 @@ def validate_command(
         workers=workers,
         progress=output_format == "text" and not obj.get("quiet"),
     )
-    report = validate(path, options)
+    retained: list[object] = []
+    obj["retained"] = retained  # the process may end without freeing the checkpoint (see cli.main)
+    report = validate(path, options, retain=retained)
     renderers = {"text": render_text, "json": render_json, "github": render_github}
     click.echo(renderers[output_format](report))
     if output_format == "github":

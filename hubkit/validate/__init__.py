@@ -25,8 +25,11 @@ class ValidateOptions:
     split: bool = True  # share the checks with a forked child where that is safe (see engine.run_all)
 
 
-def validate(path: str, options: ValidateOptions = ValidateOptions()) -> Report:
-    """Validate the checkpoint at ``path``; user errors raise HubkitError, artifact faults are findings."""
+def validate(path: str, options: ValidateOptions = ValidateOptions(), *, retain: list[object] | None = None) -> Report:
+    """Validate the checkpoint at ``path``; user errors raise HubkitError, artifact faults are findings.
+
+    ``retain`` receives the loaded context, for a caller about to exit that need not free it.
+    """
     checks = select_checks(list(options.select), list(options.ignore))
     reference = load_reference(options.reference) if options.reference else None
     gc_was_enabled = gc.isenabled()
@@ -39,6 +42,8 @@ def validate(path: str, options: ValidateOptions = ValidateOptions()) -> Report:
             checkpoint, profile, reference, base, deep=options.deep, workers=options.workers, progress=options.progress
         )
         findings, ran = run_all(context, checks, split=options.split)
+        if retain is not None:
+            retain.append(context)
     finally:
         if gc_was_enabled:
             gc.enable()

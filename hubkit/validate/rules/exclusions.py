@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from itertools import compress
-from operator import not_
+from operator import itemgetter, not_
 
 from hubkit.checkpoint.model import QUANT_CONFIG
 from hubkit.validate.context import Context
@@ -106,15 +107,21 @@ def profile_precision(ctx: Context) -> Iterator[Issue]:
         yield Issue(f"BF16 here, NVFP4 in profile {ctx.profile.name}: {line}")
 
 
+def expert_rows(ctx: Context) -> list[tuple[int, str, str, str]]:
+    """``(module index, MoE block, expert number as written, projection)`` for every routed expert module,
+    from the profile's expert pattern."""
+    pattern = ctx.profile.expert_pattern
+    if pattern is None:
+        return []
+    return ctx.memo("expert_rows", lambda: ctx.modules.match_groups(pattern, "moe", "expert", "proj"))
+
+
 def expert_groups(ctx: Context) -> dict[str, dict[int, dict[str, int]]]:
-    """MoE block -> expert index -> projection -> module index, from the profile's expert pattern."""
+    """MoE block -> expert index -> projection -> module index."""
 
     def compute() -> dict[str, dict[int, dict[str, int]]]:
-        pattern = ctx.profile.expert_pattern
-        if pattern is None:
-            return {}
         groups: dict[str, dict[int, dict[str, int]]] = {}
-        for i, moe, expert, projection in ctx.modules.match_groups(pattern, "moe", "expert", "proj"):
+        for i, moe, expert, projection in expert_rows(ctx):
             groups.setdefault(moe, {}).setdefault(int(expert), {})[projection] = i
         return groups
 
@@ -141,9 +148,11 @@ def fused_mixed_precision(ctx: Context) -> Iterator[Issue]:
             for stem in sorted(inside & outside):
                 which = [m for m in group if by_last.get(m, {}).get(stem, -1) in state]
                 yield Issue(f"{stem}.{{{','.join(group)}}}: only {', '.join(which)} {label}")
-    for moe, experts in expert_groups(ctx).items():
-        members = [i for projections in experts.values() for i in projections.values()]
-        for label, state in (("quantized", ctx.quantized_modules), ("excluded", excluded)):
-            count = len(state.intersection(members))
-            if 0 < count < len(members):
-                yield Issue(f"{moe}.experts: {count:,} of {len(members):,} expert projections {label}")
+    rows = expert_rows(ctx)
+    blocks = list(map(itemgetter(1), rows))
+    sizes = Counter(blocks)
+    for label, state in (("quantized", ctx.quantized_modules), ("excluded", excluded)):
+        in_state = Counter(compress(blocks, map(state.__contains__, map(itemgetter(0), rows))))
+        for moe, count in in_state.items():
+            if count < sizes[moe]:
+                yield Issue(f"{moe}.experts: {count:,} of {sizes[moe]:,} expert projections {label}")

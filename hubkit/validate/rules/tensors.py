@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from itertools import compress
-from operator import attrgetter, itemgetter
+from itertools import compress, product, repeat
+from operator import attrgetter, is_not, itemgetter
 
 from hubkit.checkpoint.modules import LEFTOVER_SUFFIXES, NVFP4_SCALES
 from hubkit.checkpoint.safetensors_header import TensorInfo
 from hubkit.validate.context import Context
 from hubkit.validate.engine import Issue, Severity, check
 from hubkit.validate.exclusions import format_ranges, group_names
-from hubkit.validate.rules.exclusions import expert_groups
+from hubkit.validate.rules.exclusions import expert_groups, expert_rows
 
 NVFP4_TENSORS = ("weight", *NVFP4_SCALES)
 NVFP4_DTYPES = {"weight": "U8", "weight_scale": "F8_E4M3", "weight_scale_2": "F32", "input_scale": "F32"}
@@ -68,9 +68,10 @@ def nvfp4_dtype(ctx: Context) -> Iterator[Issue]:
     weights = ctx.modules.of_kind("weight")
     for kind, wanted in NVFP4_DTYPES.items():
         if kind == "weight":  # packed weights are U8 by definition; the others are those of modules with scales
-            dtypes: set[str] = set()
-            for scale in NVFP4_SCALES:
-                dtypes.update(map(_dtype_of, filter(None, map(weights.get, ctx.modules.of_kind(scale)))))
+            scaled = ctx.modules.of_kind("weight_scale")
+            others = set().union(*(ctx.modules.of_kind(s).keys() for s in NVFP4_SCALES[1:])) - scaled.keys()
+            dtypes = {tensor.dtype for tensor in map(weights.get, others) if tensor is not None}
+            dtypes.update(map(_dtype_of, filter(None, map(weights.get, scaled))))
         else:
             dtypes = set(map(_dtype_of, ctx.modules.of_kind(kind).values()))
         if dtypes <= {wanted}:
@@ -96,10 +97,14 @@ def nvfp4_shape(ctx: Context) -> Iterator[Issue]:
             weight = all_weights[module]
             if len(weight.dims) != 2:
                 yield _about(ctx, f"{module}.weight", f"weight has shape {list(weight.dims)}; NVFP4 weights are 2-D")
-    pairs = zip(map(all_weights.get, scales), scales.values(), strict=True)
-    both = [(weight, scale) for weight, scale in pairs if weight is not None]  # no weight: HK601 reports it
-    weight_shapes = list(map(_shape_of, map(itemgetter(0), both)))
-    scale_shapes = list(map(_shape_of, map(itemgetter(1), both)))
+    paired_weights = list(map(all_weights.get, scales))
+    paired_scales = list(scales.values())
+    if None in paired_weights:  # a scale without a weight: HK601 reports it
+        has_weight = list(map(is_not, paired_weights, repeat(None)))
+        paired_weights = list(compress(paired_weights, has_weight))
+        paired_scales = list(compress(paired_scales, has_weight))
+    weight_shapes = list(map(_shape_of, paired_weights))
+    scale_shapes = list(map(_shape_of, paired_scales))
     wanted = _ScaleShapes(group)
     if any(wanted[w] != s for w, s in set(zip(weight_shapes, scale_shapes, strict=True))):
         for module, scale in _sorted_items(scales):
@@ -206,6 +211,12 @@ def quantized_count(ctx: Context) -> Iterator[Issue]:
 def expert_incomplete(ctx: Context) -> Iterator[Issue]:
     configured = ctx.checkpoint.text_config.get("n_routed_experts")
     projections = set(ctx.profile.modules.get("expert_projections", []))
+    rows = expert_rows(ctx)
+    if type(configured) is int and projections:  # the whole grid, compared at once
+        found = set(map(itemgetter(1, 2, 3), rows))
+        expected = set(product(set(map(itemgetter(1), rows)), map(str, range(configured)), projections))
+        if found == expected:
+            return
     for moe, experts in sorted(expert_groups(ctx).items()):
         count = configured if type(configured) is int else max(experts) + 1
         absent = sorted(set(range(count)) - set(experts))
