@@ -8,8 +8,9 @@ expressions are answered once per name template (digits masked), not once per mo
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from itertools import compress
 from operator import attrgetter, itemgetter
@@ -51,6 +52,7 @@ class ModuleTable:
 
     names: list[str]
     by_suffix: dict[str, dict[str, TensorInfo]]
+    _kinds: dict[str, Counter[tuple[str, tuple[int, ...]]]] = field(default_factory=dict, init=False, repr=False)
 
     @classmethod
     def from_checkpoint(cls, checkpoint: Checkpoint) -> ModuleTable:
@@ -156,6 +158,14 @@ class ModuleTable:
                 rows += zip(members, *columns, strict=True)
         return rows
 
+    def kinds(self, suffix: str) -> Counter[tuple[str, tuple[int, ...]]]:
+        """How many ``suffix`` tensors have each (dtype, shape): checks over 70,000 tensors become checks
+        over a handful of kinds."""
+        if suffix not in self._kinds:
+            found = self.of_kind(suffix).values()
+            self._kinds[suffix] = Counter(zip(map(_dtype_of, found), map(_shape_of, found), strict=True))
+        return self._kinds[suffix]
+
     @cached_property
     def _weights(self) -> tuple[set[str], set[str]]:
         weights = self.of_kind("weight")
@@ -173,7 +183,11 @@ class ModuleTable:
     @cached_property
     def quantized(self) -> set[str]:
         """Modules stored as NVFP4: a packed U8 weight or any NVFP4 scale."""
-        return self._weights[0].union(*(self.of_kind(s).keys() for s in NVFP4_SCALES))
+        packed = self._weights[0]
+        scaled = [self.of_kind(s).keys() for s in NVFP4_SCALES]
+        if all(keys == packed for keys in scaled):  # the usual export: comparing is cheaper than a union
+            return packed
+        return packed.union(*scaled)
 
     @cached_property
     def linear(self) -> set[str]:

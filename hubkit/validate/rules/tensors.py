@@ -65,15 +65,14 @@ def nvfp4_incomplete(ctx: Context) -> Iterator[Issue]:
     why="Kernels reinterpret the bytes by these dtypes; any other dtype is a different format.",
 )  # fmt: skip
 def nvfp4_dtype(ctx: Context) -> Iterator[Issue]:
-    weights = ctx.modules.of_kind("weight")
+    modules = ctx.modules
     for kind, wanted in NVFP4_DTYPES.items():
-        if kind == "weight":  # packed weights are U8 by definition; the others are those of modules with scales
-            scaled = ctx.modules.of_kind("weight_scale")
-            others = set().union(*(ctx.modules.of_kind(s).keys() for s in NVFP4_SCALES[1:])) - scaled.keys()
-            dtypes = {tensor.dtype for tensor in map(weights.get, others) if tensor is not None}
-            dtypes.update(map(_dtype_of, filter(None, map(weights.get, scaled))))
+        if kind == "weight" and modules.quantized is modules.packed:
+            continue  # every NVFP4 module is one with a packed (U8) weight
+        if kind == "weight":
+            dtypes = set(map(_dtype_of, _quantized_of_kind(ctx, kind).values()))
         else:
-            dtypes = set(map(_dtype_of, ctx.modules.of_kind(kind).values()))
+            dtypes = {dtype for dtype, _ in modules.kinds(kind)}
         if dtypes <= {wanted}:
             continue
         for module, tensor in _sorted_items(_quantized_of_kind(ctx, kind)):
@@ -91,8 +90,11 @@ def nvfp4_shape(ctx: Context) -> Iterator[Issue]:
     all_weights = ctx.modules.of_kind("weight")
     scales = ctx.modules.of_kind("weight_scale")
     quantized = ctx.modules.quantized
-    packed = list(compress(all_weights.values(), map(quantized.__contains__, all_weights)))
-    if set(map(len, map(_shape_of, packed))) - {2}:
+    if quantized is ctx.modules.packed:
+        dims = {len(shape) for dtype, shape in ctx.modules.kinds("weight") if dtype == "U8"}
+    else:
+        dims = set(map(len, map(_shape_of, compress(all_weights.values(), map(quantized.__contains__, all_weights)))))
+    if dims - {2}:
         for module in sorted(quantized & all_weights.keys()):
             weight = all_weights[module]
             if len(weight.dims) != 2:
@@ -116,7 +118,7 @@ def nvfp4_shape(ctx: Context) -> Iterator[Issue]:
                              f"weight_scale is {list(scale.dims)} but weight {list(paired.dims)} with group {group} needs {shown}")  # fmt: skip
     for kind in ("weight_scale_2", "input_scale"):
         found = ctx.modules.of_kind(kind)
-        if set(map(_shape_of, found.values())) <= {()}:
+        if {shape for _, shape in ctx.modules.kinds(kind)} <= {()}:
             continue
         for module, tensor in _sorted_items(found):
             if tensor.dims != ():
