@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from bisect import bisect_left
 from itertools import compress, repeat
 from math import prod
 from operator import add, attrgetter, methodcaller, mul
@@ -52,10 +53,20 @@ def approx(count: int) -> str:
 EXPERT_PROJECTIONS = ("gate_proj", "up_proj", "down_proj")
 
 
-def _expert_projections(packed: list[str]) -> list[str]:
-    """The routed-expert projections that are quantized, in the order a reader expects."""
-    experts = list(filter(methodcaller("__contains__", ".mlp.experts."), packed))
-    return [p for p in EXPERT_PROJECTIONS if any(map(methodcaller("endswith", f".{p}"), experts))]
+def _expert_projections(modules: ModuleTable) -> list[str]:
+    """The routed-expert projections that are quantized (packed), in the order a reader expects."""
+    packed = modules.packed
+    return [
+        p
+        for p in EXPERT_PROJECTIONS
+        if any(".mlp.experts." in parent and f"{parent}.{p}" in packed for parent in modules.by_last.get(p, {}))
+    ]
+
+
+def _has_prefix(names: list[str], prefix: str) -> bool:
+    """Whether a name of the sorted ``names`` starts with ``prefix`` (a binary search, not a scan)."""
+    at = bisect_left(names, prefix)
+    return at < len(names) and names[at].startswith(prefix)
 
 
 def _bf16_families(patterns: list[str], first_dense: int) -> str:
@@ -93,15 +104,13 @@ def checkpoint_facts(checkpoint: Checkpoint, modules: ModuleTable | None = None)
     attention = "MLA attention" if "kv_lora_rank" in text else "attention"
     modules = modules or ModuleTable.from_checkpoint(checkpoint)
     names = modules.names
-    vision = any(map(methodcaller("startswith", "vision_tower."), names)) and any(
-        map(methodcaller("startswith", "mm_projector."), names)
-    )
+    vision = _has_prefix(names, "vision_tower.") and _has_prefix(names, "mm_projector.")
     expert_text = f"{experts} routed experts + {shared} shared expert{'s' if shared != 1 else ''}, " if experts else ""
     architecture = f"{family} ({attention}, {expert_text}{layers} layers)"
     if vision:
         architecture += ", wrapped with a vision tower + mm_projector"
-    quantized = list(modules.packed)
-    projections = _expert_projections(quantized)
+    quantized = modules.packed
+    projections = _expert_projections(modules)
     moe_layers = layers - first_dense
     factorisation = None
     if experts and projections and len(quantized) == moe_layers * experts * len(projections):

@@ -8,7 +8,6 @@ expressions are answered once per name template (digits masked), not once per mo
 from __future__ import annotations
 
 import re
-from collections import Counter
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -52,7 +51,7 @@ class ModuleTable:
 
     names: list[str]
     by_suffix: dict[str, dict[str, TensorInfo]]
-    _kinds: dict[str, Counter[tuple[str, tuple[int, ...]]]] = field(default_factory=dict, init=False, repr=False)
+    _distinct_values: dict[tuple[str, str], set[Any]] = field(default_factory=dict, init=False, repr=False)
 
     @classmethod
     def from_checkpoint(cls, checkpoint: Checkpoint) -> ModuleTable:
@@ -158,13 +157,19 @@ class ModuleTable:
                 rows += zip(members, *columns, strict=True)
         return rows
 
-    def kinds(self, suffix: str) -> Counter[tuple[str, tuple[int, ...]]]:
-        """How many ``suffix`` tensors have each (dtype, shape): checks over 70,000 tensors become checks
-        over a handful of kinds."""
-        if suffix not in self._kinds:
-            found = self.of_kind(suffix).values()
-            self._kinds[suffix] = Counter(zip(map(_dtype_of, found), map(_shape_of, found), strict=True))
-        return self._kinds[suffix]
+    def dtypes(self, suffix: str) -> set[str]:
+        """The dtypes the ``suffix`` tensors have (a handful, for 70,000 tensors)."""
+        return self._distinct(suffix, "dtype")
+
+    def shapes(self, suffix: str) -> set[tuple[int, ...]]:
+        """The shapes the ``suffix`` tensors have."""
+        return self._distinct(suffix, "shape")
+
+    def _distinct(self, suffix: str, field_name: str) -> set[Any]:
+        key = (suffix, field_name)
+        if key not in self._distinct_values:
+            self._distinct_values[key] = set(map(attrgetter(field_name), self.of_kind(suffix).values()))
+        return self._distinct_values[key]
 
     @cached_property
     def _weights(self) -> tuple[set[str], set[str]]:
@@ -192,4 +197,7 @@ class ModuleTable:
     @cached_property
     def linear(self) -> set[str]:
         """Linears: a 2-D weight, or an NVFP4-quantized weight."""
-        return self._weights[1] | (self.quantized & self.of_kind("weight").keys())
+        two_d, quantized = self._weights[1], self.quantized
+        if quantized <= two_d:  # packed NVFP4 weights are 2-D too: no new set needed
+            return two_d
+        return two_d | (quantized & self.of_kind("weight").keys())

@@ -72,7 +72,7 @@ def nvfp4_dtype(ctx: Context) -> Iterator[Issue]:
         if kind == "weight":
             dtypes = set(map(_dtype_of, _quantized_of_kind(ctx, kind).values()))
         else:
-            dtypes = {dtype for dtype, _ in modules.kinds(kind)}
+            dtypes = modules.dtypes(kind)
         if dtypes <= {wanted}:
             continue
         for module, tensor in _sorted_items(_quantized_of_kind(ctx, kind)):
@@ -91,7 +91,8 @@ def nvfp4_shape(ctx: Context) -> Iterator[Issue]:
     scales = ctx.modules.of_kind("weight_scale")
     quantized = ctx.modules.quantized
     if quantized is ctx.modules.packed:
-        dims = {len(shape) for dtype, shape in ctx.modules.kinds("weight") if dtype == "U8"}
+        weights = all_weights.values()
+        dims = set(map(len, map(_shape_of, compress(weights, map("U8".__eq__, map(_dtype_of, weights))))))
     else:
         dims = set(map(len, map(_shape_of, compress(all_weights.values(), map(quantized.__contains__, all_weights)))))
     if dims - {2}:
@@ -118,7 +119,7 @@ def nvfp4_shape(ctx: Context) -> Iterator[Issue]:
                              f"weight_scale is {list(scale.dims)} but weight {list(paired.dims)} with group {group} needs {shown}")  # fmt: skip
     for kind in ("weight_scale_2", "input_scale"):
         found = ctx.modules.of_kind(kind)
-        if {shape for _, shape in ctx.modules.kinds(kind)} <= {()}:
+        if ctx.modules.shapes(kind) <= {()}:
             continue
         for module, tensor in _sorted_items(found):
             if tensor.dims != ():
