@@ -93,14 +93,23 @@ class ModuleTable:
 
     @cached_property
     def by_last(self) -> dict[str, dict[str, int]]:
-        """Last name component -> parent path -> module index (``a.b.gate_proj`` -> ``gate_proj: {a.b: i}``)."""
+        """Last name component -> parent path -> module index (``a.b.gate_proj`` -> ``gate_proj: {a.b: i}``).
+
+        Built per template: where a template's last component has no digit, every member shares it and
+        the parents are sliced off at C speed.
+        """
         found: dict[str, dict[str, int]] = {}
-        for i, name in enumerate(self.names):
-            parent, _, last = name.rpartition(".")
-            try:
-                found[last][parent] = i
-            except KeyError:
-                found[last] = {parent: i}
+        names = self.names
+        for template, members in self.templates.items():
+            _, dot, last = template.rpartition(".")
+            if self._digits_masked and "#" not in last:
+                member_names = map(names.__getitem__, members)
+                cut = slice(0, len(template) - len(last) - len(dot))
+                found.setdefault(last, {}).update(zip(map(itemgetter(cut), member_names), members, strict=True))
+                continue
+            for i in members:
+                parent, _, own_last = names[i].rpartition(".")
+                found.setdefault(own_last, {})[parent] = i
         return found
 
     @cached_property

@@ -39,6 +39,8 @@ class ModuleMatcher:
         self.table = table
         self.names = table.names
         self._cache: dict[str, frozenset[int]] = {}
+        joined = "\n".join(self.names)
+        self._absent = [c for c in "*?[" if c not in joined]
 
     def matches(self, pattern: str) -> frozenset[int]:
         """Indices of the names that ``pattern`` excludes."""
@@ -65,6 +67,8 @@ class ModuleMatcher:
         return set(range(first, last))
 
     def _substring(self, needle: str) -> set[int]:
+        if any(c in needle for c in self._absent):
+            return set()  # a character no name has (the wildcards, usually): nothing to look for
         masked, names = self.table.mask(needle), self.names
         contains = methodcaller("__contains__", needle)
         hits: set[int] = set()
