@@ -28,7 +28,8 @@ class ValidateOptions:
 def validate(path: str, options: ValidateOptions = ValidateOptions(), *, retain: list[object] | None = None) -> Report:
     """Validate the checkpoint at ``path``; user errors raise HubkitError, artifact faults are findings.
 
-    ``retain`` receives the loaded context, for a caller about to exit that need not free it.
+    ``retain`` receives the loaded context, for a caller about to exit that need not free it (garbage
+    collection then stays off).
     """
     checks = select_checks(list(options.select), list(options.ignore))
     reference = load_reference(options.reference) if options.reference else None
@@ -45,8 +46,8 @@ def validate(path: str, options: ValidateOptions = ValidateOptions(), *, retain:
         if retain is not None:
             retain.append(context)
     finally:
-        if gc_was_enabled:
-            gc.enable()
+        if gc_was_enabled and retain is None:
+            gc.enable()  # (with retain, the process is about to end: a collection would only cost time)
     findings.sort(key=lambda f: (f.severity.rank, f.file or "", f.code, f.tensor or ""))
     return Report(path, profile.name, reference.name if reference else None, findings, ran, options.strict)
 
