@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import click
@@ -35,6 +34,8 @@ def render_command(checkpoint: str, manifest_path: Path | None, template: str | 
     if output is None:
         click.echo(text, nl=False)
     else:  # write whole or not at all: never a half-written README
+        import tempfile
+
         handle, temporary = tempfile.mkstemp(dir=output.parent if str(output.parent) else ".", suffix=".tmp")
         with os.fdopen(handle, "w", encoding="utf-8") as stream:
             stream.write(text)
