@@ -160,8 +160,12 @@ def test_generic_profile_for_a_non_kimi_export(hubkit, tiny: Path) -> None:
 
 
 def test_console_script_entry_point(tiny: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "hubkit", "validate", str(tiny), "--format", "json"], capture_output=True, text=True
-    )
-    assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["summary"]["passed"] is True
+    """``python -m hubkit`` and the installed script end without freeing the checkpoint: output stays whole."""
+    (tiny / "README.md").unlink()  # a warning, so the report has a finding to print
+    script = Path(sys.executable).parent / "hubkit"
+    for command in ([sys.executable, "-m", "hubkit"], [str(script)]):
+        result = subprocess.run([*command, "validate", str(tiny), "--format", "json"], capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+        report = json.loads(result.stdout)
+        assert report["summary"]["passed"] is True
+        assert [f["code"] for f in report["findings"]] == ["HK107"]
