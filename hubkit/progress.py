@@ -34,5 +34,6 @@ def progress_bar(*, total: int, desc: str, unit: str = "it", enabled: bool = Tru
         return _SilentBar()
     from tqdm import tqdm
 
+    tqdm.monitor_interval = 0  # no monitor thread: validate forks only while the process has one thread
     bar: Bar = tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True, leave=False, **kwargs)
     return bar

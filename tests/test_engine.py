@@ -19,10 +19,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hubkit.checkpoint import LocalSource, load_checkpoint
 from hubkit.checkpoint.modules import ModuleTable, is_digit_blind
 from hubkit.checkpoint.safetensors_header import TensorInfo
-from hubkit.validate import ValidateOptions, engine, validate
+from hubkit.validate import Severity, ValidateOptions, engine, validate
+from hubkit.validate.context import Context
 from hubkit.validate.exclusions import ModuleMatcher
+from hubkit.validate.profiles import choose_profile
 from tests.conftest import read_json, set_exclusions, write_json
 
 
@@ -94,6 +97,22 @@ def test_a_failing_child_changes_nothing_but_the_time(tiny: Path, monkeypatch: p
     for split in (False, True):
         with pytest.raises(RuntimeError, match="a bug"):
             validate(path, ValidateOptions(split=split))
+
+
+class RemoteLike(LocalSource):
+    """The local files, presented as a source with no local path (as a Hub repository is)."""
+
+    def local_path(self, path: str) -> Path | None:
+        return None
+
+
+def test_remote_checkpoints_are_never_split(tiny: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A forked child would share the parent's HTTP connections: remote runs stay in one process."""
+    monkeypatch.setattr(engine.os, "fork", lambda: pytest.fail("forked for a remote checkpoint"))
+    checkpoint = load_checkpoint(RemoteLike(tiny))
+    context = Context(checkpoint, choose_profile(checkpoint, None))
+    found, ran = engine.run_all(context, engine.all_checks())
+    assert ran > 0 and not [f for f in found if f.severity is Severity.ERROR]
 
 
 # --- templates ---------------------------------------------------------------------------------------

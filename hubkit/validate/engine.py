@@ -203,7 +203,7 @@ def run_all(context: Context, checks: list[Check], *, split: bool = True) -> tup
     chosen = applicable(context, checks)
     here = [c for c in chosen if c.code.startswith(STAY_HERE)]
     there = [c for c in chosen if not c.code.startswith(STAY_HERE)]
-    if not (split and here and there and _fork_is_safe()):
+    if not (split and here and there and _fork_is_safe(context)):
         return _findings(context, chosen), len(chosen)
     sys.stdout.flush()
     sys.stderr.flush()
@@ -238,9 +238,10 @@ def _findings(context: Context, checks: list[Check]) -> list[Finding]:
     return [finding for _, found in run_checks(context, checks) for finding in found]
 
 
-def _fork_is_safe() -> bool:
-    """Linux (fork is the platform's way there), two usable cores, and no other thread that a fork
-    could catch holding a lock."""
-    if sys.platform != "linux" or threading.active_count() > 1:
+def _fork_is_safe(context: Context) -> bool:
+    """Linux (fork is the platform's way there), two usable cores, no other thread that a fork could
+    catch holding a lock, and local files only (a child must not share the parent's HTTP connections)."""
+    if sys.platform != "linux" or threading.active_count() > 1 or len(os.sched_getaffinity(0)) < 2:
         return False
-    return len(os.sched_getaffinity(0)) > 1
+    checkpoints = [context.checkpoint] + ([context.base] if context.base is not None else [])
+    return all(c.source.local_path("") is not None for c in checkpoints)

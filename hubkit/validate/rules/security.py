@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from hubkit.checkpoint.model import INDEX, RECORD_DIR
 from hubkit.validate.context import Context
 from hubkit.validate.engine import Issue, Severity, check
@@ -106,11 +108,17 @@ def redact(secret: str) -> str:
 
 
 def _scannable_text(ctx: Context, path: str) -> str:
-    """The text to scan; the weight index without its name -> shard map (names are checked elsewhere)."""
-    if path == INDEX and ctx.checkpoint.document(INDEX) is not None:
-        rest = {k: v for k, v in (ctx.checkpoint.document(INDEX) or {}).items() if k != "weight_map"}
-        return json.dumps(rest, indent=1)
+    """The text to scan; the weight index without its name -> shard map (names are checked elsewhere),
+    which is skipped unparsed rather than decoded."""
     raw = ctx.checkpoint.source.read_range(path, 0, ctx.checkpoint.files[path].size)
+    if path == INDEX:
+        try:
+            parts = msgspec.json.decode(raw, type=dict[str, msgspec.Raw])
+            rest = {k: msgspec.json.decode(v) for k, v in parts.items() if k != "weight_map"}
+        except msgspec.DecodeError:
+            pass  # not a JSON object: scanned as it is
+        else:
+            return json.dumps(rest, indent=1)
     return raw.decode("utf-8", errors="replace")
 
 
