@@ -1,6 +1,7 @@
 """The validation engine's shortcuts answer exactly what the plain way answers.
 
-* the split run (a forked child takes the checks outside ``STAY_HERE``) reports what one process reports,
+* the split run (a forked child reads the checkpoint too and takes the checks outside ``STAY_HERE``) reports
+  what one process reports,
   and a failing child changes nothing but the time;
 * module-name regexes, substring searches and regex groups answered once per digit-masked template equal
   a pattern matched against every name;
@@ -11,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -19,13 +21,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hubkit.checkpoint import LocalSource, load_checkpoint
 from hubkit.checkpoint.modules import ModuleTable, is_digit_blind
 from hubkit.checkpoint.safetensors_header import TensorInfo
-from hubkit.validate import Severity, ValidateOptions, engine, validate
-from hubkit.validate.context import Context
+from hubkit.validate import ValidateOptions, engine, split, validate
 from hubkit.validate.exclusions import ModuleMatcher
-from hubkit.validate.profiles import choose_profile
 from tests.conftest import read_json, set_exclusions, write_json
 
 
@@ -61,7 +60,7 @@ def test_split_run_forks_only_where_it_is_safe(tiny: Path, monkeypatch: pytest.M
         forks.append(1)
         return real_fork()
 
-    monkeypatch.setattr(engine.os, "fork", counting_fork)
+    monkeypatch.setattr(os, "fork", counting_fork)
     validate(str(tiny))
     assert forks == [1]
     stop = threading.Event()
@@ -94,25 +93,16 @@ def test_a_failing_child_changes_nothing_but_the_time(tiny: Path, monkeypatch: p
         raise RuntimeError("a bug")
 
     monkeypatch.setitem(engine.REGISTRY, "HK305", dataclasses.replace(original, run=always_crashes))
-    for split in (False, True):
+    for in_two in (False, True):
         with pytest.raises(RuntimeError, match="a bug"):
-            validate(path, ValidateOptions(split=split))
+            validate(path, ValidateOptions(split=in_two))
 
 
-class RemoteLike(LocalSource):
-    """The local files, presented as a source with no local path (as a Hub repository is)."""
-
-    def local_path(self, path: str) -> Path | None:
-        return None
-
-
-def test_remote_checkpoints_are_never_split(tiny: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_remote_checkpoints_are_never_split(tiny: Path) -> None:
     """A forked child would share the parent's HTTP connections: remote runs stay in one process."""
-    monkeypatch.setattr(engine.os, "fork", lambda: pytest.fail("forked for a remote checkpoint"))
-    checkpoint = load_checkpoint(RemoteLike(tiny))
-    context = Context(checkpoint, choose_profile(checkpoint, None))
-    found, ran = engine.run_all(context, engine.all_checks())
-    assert ran > 0 and not [f for f in found if f.severity is Severity.ERROR]
+    assert split.can_fork(str(tiny)) == (sys.platform == "linux" and len(os.sched_getaffinity(0)) > 1)
+    assert not split.can_fork("hf://org/name")
+    assert not split.can_fork(str(tiny), "hf://org/base")
 
 
 # --- templates ---------------------------------------------------------------------------------------

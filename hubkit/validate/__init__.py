@@ -6,9 +6,10 @@ import gc
 from dataclasses import dataclass
 
 from hubkit.checkpoint import load_checkpoint
-from hubkit.validate.context import Context, load_reference
-from hubkit.validate.engine import Report, Severity, run_all, select_checks
+from hubkit.validate.context import Context, Reference, load_reference
+from hubkit.validate.engine import Check, Report, Severity, applicable, findings_of, select_checks
 from hubkit.validate.profiles import choose_profile
+from hubkit.validate.split import can_fork, cancel, finish, share, start
 
 
 @dataclass(frozen=True)
@@ -22,34 +23,55 @@ class ValidateOptions:
     strict: bool = False
     workers: int = 4
     progress: bool = False
-    split: bool = True  # share the checks with a forked child where that is safe (see engine.run_all)
+    split: bool = True  # share the checks with a forked child where that is safe (see hubkit.validate.split)
 
 
 def validate(path: str, options: ValidateOptions = ValidateOptions(), *, retain: list[object] | None = None) -> Report:
     """Validate the checkpoint at ``path``; user errors raise HubkitError, artifact faults are findings.
 
-    ``retain`` receives the loaded context, for a caller about to exit that need not free it (garbage
-    collection then stays off).
+    With ``options.split`` and where it is safe, half of the checks run in a forked child that reads the
+    checkpoint too (see ``hubkit.validate.split``). ``retain`` receives the loaded context, for a caller
+    about to exit that need not free it (garbage collection then stays off).
     """
     checks = select_checks(list(options.select), list(options.ignore))
     reference = load_reference(options.reference) if options.reference else None
     gc_was_enabled = gc.isenabled()
     gc.disable()  # hundreds of thousands of small objects, no cycles: collection only costs time
+    child = None
     try:
-        checkpoint = load_checkpoint(path, progress=options.progress)
-        base = load_checkpoint(options.base, progress=options.progress) if options.base else None
-        profile = choose_profile(checkpoint, options.profile)
-        context = Context(
-            checkpoint, profile, reference, base, deep=options.deep, workers=options.workers, progress=options.progress
-        )
-        findings, ran = run_all(context, checks, split=options.split)
+        if options.split and can_fork(path, options.base):
+            child = start(lambda: findings_of(*_theirs(_context(path, options, reference, progress=False), checks)))
+        context = _context(path, options, reference, progress=options.progress)
+        chosen = applicable(context, checks)
+        here, there = share(chosen) if child else (chosen, [])
+        findings = findings_of(context, here)
+        if child is not None:
+            theirs = finish(child)
+            findings += findings_of(context, there) if theirs is None else theirs
         if retain is not None:
             retain.append(context)
+    except BaseException:
+        cancel(child)
+        raise
     finally:
         if gc_was_enabled and retain is None:
             gc.enable()  # (with retain, the process is about to end: a collection would only cost time)
     findings.sort(key=lambda f: (f.severity.rank, f.file or "", f.code, f.tensor or ""))
-    return Report(path, profile.name, reference.name if reference else None, findings, ran, options.strict)
+    return Report(
+        path, context.profile.name, reference.name if reference else None, findings, len(chosen), options.strict
+    )
+
+
+def _context(path: str, options: ValidateOptions, reference: Reference | None, *, progress: bool) -> Context:
+    checkpoint = load_checkpoint(path, progress=progress)
+    base = load_checkpoint(options.base, progress=progress) if options.base else None
+    profile = choose_profile(checkpoint, options.profile)
+    return Context(checkpoint, profile, reference, base, deep=options.deep, workers=options.workers, progress=progress)
+
+
+def _theirs(context: Context, checks: list[Check]) -> tuple[Context, list[Check]]:
+    """The child's side of a split run: its context and its share of the applicable checks."""
+    return context, share(applicable(context, checks))[1]
 
 
 __all__ = ["Report", "Severity", "ValidateOptions", "validate"]

@@ -2,13 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-import pickle
 import re
-import signal
-import sys
-import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -187,61 +181,6 @@ def run_checks(context: Context, checks: list[Check]) -> Iterator[tuple[Check, l
         yield item, findings
 
 
-#: Checks that stay in this process when the run is split: the families that read the module table,
-#: --deep (threads and a progress bar) and the card facts; together they weigh about as much as the rest
-#: (files, headers, the index, secrets) on a full-scale Kimi checkpoint.
-STAY_HERE = ("HK5", "HK6", "HK7", "HK903")
-
-
-def run_all(context: Context, checks: list[Check], *, split: bool = True) -> tuple[list[Finding], int]:
-    """Run the applicable checks; return their findings and how many ran.
-
-    With ``split`` and where fork is safe, the checks outside ``STAY_HERE`` run in a forked child, which shares the loaded checkpoint copy-on-write and sends its findings back through
-    a pipe: two cores for a 277,000-tensor checkpoint. If the child fails in any way, its checks run
-    here instead, so a bug surfaces exactly as it would without the child.
-    """
-    chosen = applicable(context, checks)
-    here = [c for c in chosen if c.code.startswith(STAY_HERE)]
-    there = [c for c in chosen if not c.code.startswith(STAY_HERE)]
-    if not (split and here and there and _fork_is_safe(context)):
-        return _findings(context, chosen), len(chosen)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: run its share, hand the findings over, leave without any cleanup
-        status = 1
-        try:
-            os.close(read_end)
-            payload = pickle.dumps(_findings(context, there))
-            with os.fdopen(write_end, "wb") as pipe:
-                pipe.write(payload)
-            status = 0
-        finally:
-            os._exit(status)
-    os.close(write_end)
-    try:
-        found = _findings(context, here)
-        with os.fdopen(read_end, "rb") as pipe:
-            payload = pipe.read()
-        _, status = os.waitpid(pid, 0)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-        raise
-    theirs = pickle.loads(payload) if status == 0 and payload else _findings(context, there)
-    return found + theirs, len(chosen)
-
-
-def _findings(context: Context, checks: list[Check]) -> list[Finding]:
+def findings_of(context: Context, checks: list[Check]) -> list[Finding]:
+    """Every finding of the applicable ``checks``."""
     return [finding for _, found in run_checks(context, checks) for finding in found]
-
-
-def _fork_is_safe(context: Context) -> bool:
-    """Linux (fork is the platform's way there), two usable cores, no other thread that a fork could
-    catch holding a lock, and local files only (a child must not share the parent's HTTP connections)."""
-    if sys.platform != "linux" or threading.active_count() > 1 or len(os.sched_getaffinity(0)) < 2:
-        return False
-    checkpoints = [context.checkpoint] + ([context.base] if context.base is not None else [])
-    return all(c.source.local_path("") is not None for c in checkpoints)
