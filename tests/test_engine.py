@@ -14,6 +14,7 @@ import os
 import re
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +97,38 @@ def test_a_failing_child_changes_nothing_but_the_time(tiny: Path, monkeypatch: p
     for in_two in (False, True):
         with pytest.raises(RuntimeError, match="a bug"):
             validate(path, ValidateOptions(split=in_two))
+
+
+def worker_state(pid: int) -> str:
+    """R, S, Z ... from /proc, or "gone"."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return "gone"
+
+
+@pytest.mark.skipif(not split.can_fork(), reason="fork-based split not available here")
+def test_cancel_stops_a_running_worker() -> None:
+    def slow() -> list[Any]:
+        time.sleep(60)
+        return []
+
+    child = split.start(slow)
+    assert worker_state(child.pid) in ("R", "S")
+    split.cancel(child)
+    deadline = time.monotonic() + 5
+    while worker_state(child.pid) not in ("Z", "X", "gone") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert worker_state(child.pid) in ("Z", "X", "gone")
+
+
+@pytest.mark.skipif(not split.can_fork(), reason="fork-based split not available here")
+def test_a_worker_that_dies_yields_no_findings_rather_than_wrong_ones() -> None:
+    def dies() -> list[Any]:
+        os._exit(9)
+
+    assert split.finish(split.start(dies)) is None
+    assert split.finish(split.start(lambda: [])) == []
 
 
 def test_remote_checkpoints_are_never_split(tiny: Path) -> None:

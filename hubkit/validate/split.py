@@ -14,7 +14,9 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
+import select
 import signal
+import struct
 import sys
 import threading
 from collections.abc import Callable
@@ -47,44 +49,69 @@ class Child:
     pipe: int
 
 
+_PID = struct.Struct("<q")
+
+
 def start(work: Callable[[], list[Finding]]) -> Child:
-    """Run ``work`` in a forked child; ``finish`` returns what it returned."""
+    """Run ``work`` in a forked worker; ``finish`` returns what it returned.
+
+    The worker is forked twice, so it is not this process's child: nothing here waits for it to exit
+    (ending a process that holds a loaded checkpoint takes a tenth of a second) or leaves a zombie. Its
+    first message is its pid, for ``cancel``.
+    """
     sys.stdout.flush()
     sys.stderr.flush()
     read_end, write_end = os.pipe()
     pid = os.fork()
-    if pid == 0:  # the child: do the work, hand the findings over, leave without any cleanup
+    if pid == 0:  # the intermediate child: fork the worker and leave at once
         status = 1
         try:
             os.close(read_end)
-            payload = pickle.dumps(work())
-            with os.fdopen(write_end, "wb") as pipe:
-                pipe.write(payload)
+            if os.fork() == 0:
+                _work(work, write_end)
             status = 0
         finally:
             os._exit(status)
     os.close(write_end)
-    return Child(pid, read_end)
+    os.waitpid(pid, 0)
+    head = os.read(read_end, _PID.size)
+    worker = _PID.unpack(head)[0] if len(head) == _PID.size else 0
+    return Child(worker, read_end)
+
+
+def _work(work: Callable[[], list[Finding]], pipe_end: int) -> None:
+    """The worker: say who it is, do the work, hand the findings over, leave without any cleanup."""
+    status = 1
+    try:
+        with os.fdopen(pipe_end, "wb") as pipe:
+            pipe.write(_PID.pack(os.getpid()))
+            pipe.flush()
+            pipe.write(pickle.dumps(work()))
+        status = 0
+    finally:
+        os._exit(status)
 
 
 def finish(child: Child) -> list[Finding] | None:
-    """The child's findings, or None when it failed (its checks must then run here)."""
+    """The worker's findings, or None when it failed (its checks must then run here): a worker that
+    stops early leaves no payload or a cut one, which does not unpickle."""
+    with os.fdopen(child.pipe, "rb") as pipe:
+        payload = pipe.read()
     try:
-        with os.fdopen(child.pipe, "rb") as pipe:
-            payload = pipe.read()
-        _, status = os.waitpid(child.pid, 0)
-    except BaseException:
-        cancel(child)
-        raise
-    if status != 0 or not payload:
+        found: list[Finding] = pickle.loads(payload)
+    except (pickle.UnpicklingError, EOFError, ValueError, AttributeError, IndexError):
         return None
-    found: list[Finding] = pickle.loads(payload)
     return found
 
 
 def cancel(child: Child | None) -> None:
-    """Stop a started child (on an error or an interrupt here)."""
-    if child is not None:
-        with contextlib.suppress(OSError):
+    """Stop a started worker (on an error or an interrupt here). A worker that has closed its end of
+    the pipe has finished, and its pid may already name another process: it is left alone."""
+    if child is None:
+        return
+    with contextlib.suppress(OSError):
+        poll = select.poll()
+        poll.register(child.pipe, select.POLLHUP)
+        if child.pid and not poll.poll(0):
             os.kill(child.pid, signal.SIGKILL)
-            os.waitpid(child.pid, 0)
+        os.close(child.pipe)
