@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from hubkit.checkpoint import load_checkpoint
 from hubkit.validate.context import Context, Reference, load_reference
-from hubkit.validate.engine import Check, Report, Severity, applicable, findings_of, select_checks
+from hubkit.validate.engine import Check, Finding, Report, Severity, applicable, findings_of, select_checks
 from hubkit.validate.profiles import choose_profile
 from hubkit.validate.split import can_fork, cancel, finish, share, start
 
@@ -40,7 +40,7 @@ def validate(path: str, options: ValidateOptions = ValidateOptions(), *, retain:
     child = None
     try:
         if options.split and can_fork(path, options.base):
-            child = start(lambda: findings_of(*_theirs(_context(path, options, reference, progress=False), checks)))
+            child = start(lambda: _their_findings(_context(path, options, reference, progress=False), checks))
         context = _context(path, options, reference, progress=options.progress)
         chosen = applicable(context, checks)
         here, there = share(chosen) if child else (chosen, [])
@@ -69,9 +69,14 @@ def _context(path: str, options: ValidateOptions, reference: Reference | None, *
     return Context(checkpoint, profile, reference, base, deep=options.deep, workers=options.workers, progress=progress)
 
 
-def _theirs(context: Context, checks: list[Check]) -> tuple[Context, list[Check]]:
-    """The child's side of a split run: its context and its share of the applicable checks."""
-    return context, share(applicable(context, checks))[1]
+def _their_findings(context: Context, checks: list[Check]) -> list[Finding]:
+    """The worker's side of a split run: its share of the applicable checks. The context is kept: the
+    worker ends without freeing it, which would take longer than the checks' last steps."""
+    _KEPT.append(context)
+    return findings_of(context, share(applicable(context, checks))[1])
+
+
+_KEPT: list[Context] = []
 
 
 __all__ = ["Report", "Severity", "ValidateOptions", "validate"]
