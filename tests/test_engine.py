@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import struct
 import sys
 import threading
 import time
@@ -51,6 +52,21 @@ def test_split_run_reports_what_one_process_reports(tiny: Path) -> None:
     assert {f.code[:3] for f in together.findings} >= {"HK3", "HK6"}  # both halves found something
     assert findings(split) == findings(together)
     assert split.checks_run == together.checks_run
+
+
+def test_a_malformed_byte_range_gives_the_same_findings_split_or_not(tiny: Path) -> None:
+    """The main process reads headers without byte ranges; an entry whose range is malformed (which the
+    full reading drops) must not make its findings differ from a one-process run."""
+    shard = next(tiny.glob("*.safetensors"))
+    blob = shard.read_bytes()
+    (length,) = struct.unpack("<Q", blob[:8])
+    header = blob[8 : 8 + length].rstrip(b" ")
+    at = header.index(b'"data_offsets":[', header.index(b'.mlp.experts.0.down_proj.weight"'))
+    broken_header = header[:at] + b'"data_offsets":[-1,' + header[at + len(b'"data_offsets":[') :]
+    shard.write_bytes(struct.pack("<Q", len(broken_header)) + broken_header + blob[8 + length :])
+    together = validate(str(tiny), ValidateOptions(split=False))
+    assert "HK205" in {f.code for f in together.findings}
+    assert findings(validate(str(tiny), ValidateOptions(split=True))) == findings(together)
 
 
 def test_split_run_forks_only_where_it_is_safe(tiny: Path, monkeypatch: pytest.MonkeyPatch) -> None:
