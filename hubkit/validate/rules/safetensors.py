@@ -37,11 +37,11 @@ def _readable(ctx: Context) -> Iterator[ShardHeader]:
 
 @dataclass(slots=True)
 class _Columns:
-    """One shard's tensor table as columns, read once and shared by the checks of this family."""
+    """One shard's tensor table, read once and shared by the checks of this family."""
 
     shard: ShardHeader
-    dtypes: list[str]
-    shapes: list[tuple[int, ...]]
+    #: the distinct (dtype, shape, byte length) of its tensors: a few hundred, not 2,300
+    kinds: set[tuple[str, tuple[int, ...], int]]
     begins: list[int]
     ends: list[int]
 
@@ -52,15 +52,9 @@ def shard_columns(ctx: Context) -> list[_Columns]:
         for shard in _readable(ctx):
             values = list(shard.tensors.values())
             offsets = list(map(_offsets_of, values))
-            found.append(
-                _Columns(
-                    shard,
-                    list(map(_dtype_of, values)),
-                    list(map(_shape_of, values)),
-                    list(map(itemgetter(0), offsets)),
-                    list(map(itemgetter(1), offsets)),
-                )
-            )
+            begins, ends = list(map(itemgetter(0), offsets)), list(map(itemgetter(1), offsets))
+            kinds = set(zip(map(_dtype_of, values), map(_shape_of, values), map(sub, ends, begins), strict=True))
+            found.append(_Columns(shard, kinds, begins, ends))
         return found
 
     return ctx.memo("shard_columns", compute)
@@ -108,7 +102,7 @@ def duplicate_key(ctx: Context) -> Iterator[Issue]:
 )  # fmt: skip
 def unknown_dtype(ctx: Context) -> Iterator[Issue]:
     for columns in shard_columns(ctx):
-        if DTYPE_BITS.keys() >= set(columns.dtypes):
+        if DTYPE_BITS.keys() >= {dtype for dtype, _, _ in columns.kinds}:
             continue
         shard = columns.shard
         for name, tensor in shard.tensors.items():
@@ -136,8 +130,7 @@ def byte_length(ctx: Context) -> Iterator[Issue]:
     expected_cache = _ExpectedBytes()
     for columns in shard_columns(ctx):
         shard = columns.shard
-        kinds = set(zip(columns.dtypes, columns.shapes, map(sub, columns.ends, columns.begins), strict=True))
-        if all(expected_cache[dtype, shape] == span for dtype, shape, span in kinds):
+        if all(expected_cache[dtype, shape] == span for dtype, shape, span in columns.kinds):
             continue  # every (dtype, shape, byte length) that occurs is right: a few hundred, not 2,300
         for name, tensor in shard.tensors.items():
             expected = expected_cache[(tensor.dtype, tensor.shape)]
