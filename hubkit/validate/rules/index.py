@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterator
+from itertools import repeat
+from operator import eq
 from typing import Any
 
 from hubkit.checkpoint.model import INDEX
@@ -32,7 +34,7 @@ def _index_agrees(ctx: Context, weight_map: dict[str, Any]) -> bool:
         shards = ctx.checkpoint.shards.values()
         if sum(len(h.tensors) for h in shards) != len(weight_map):
             return False
-        return all(set(map(weight_map.get, h.tensors)) <= {h.file} for h in shards)
+        return all(all(map(eq, repeat(h.file), map(weight_map.get, h.tensors))) for h in shards)
 
     return ctx.memo("index_agrees", compute)
 
