@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from hubkit.checkpoint import load_checkpoint
 from hubkit.validate.context import Context, Reference, load_reference
-from hubkit.validate.engine import Check, Finding, Report, Severity, applicable, findings_of, select_checks
+from hubkit.validate.engine import Finding, Report, Severity, applicable, findings_of, select_checks
 from hubkit.validate.profiles import choose_profile
 from hubkit.validate.split import can_fork, cancel, finish, share, start
 
@@ -33,14 +33,14 @@ def validate(path: str, options: ValidateOptions = ValidateOptions(), *, retain:
     checkpoint too (see ``hubkit.validate.split``). ``retain`` receives the loaded context, for a caller
     about to exit that need not free it (garbage collection then stays off).
     """
-    checks = select_checks(list(options.select), list(options.ignore))
     reference = load_reference(options.reference) if options.reference else None
     gc_was_enabled = gc.isenabled()
     gc.disable()  # hundreds of thousands of small objects, no cycles: collection only costs time
     child = None
     try:
-        if options.split and can_fork(path, options.base):
-            child = start(lambda: _their_findings(_context(path, options, reference, progress=False), checks))
+        if options.split and can_fork(path, options.base):  # forked first: the rest, imports too, runs twice
+            child = start(lambda: _their_findings(_context(path, options, reference, progress=False), options))
+        checks = select_checks(list(options.select), list(options.ignore))
         # The checks kept here never need a tensor's bytes (--deep, which does, is kept here too), so they
         # read headers without byte ranges; the worker's HK205 vouches that no entry's range is malformed
         # (an entry the full reading drops), else they run again over a fully read checkpoint.
@@ -82,10 +82,11 @@ def _context(
     return Context(checkpoint, profile, reference, base, deep=options.deep, workers=options.workers, progress=progress)
 
 
-def _their_findings(context: Context, checks: list[Check]) -> list[Finding]:
+def _their_findings(context: Context, options: ValidateOptions) -> list[Finding]:
     """The worker's side of a split run: its share of the applicable checks. The context is kept: the
     worker ends without freeing it, which would take longer than the checks' last steps."""
     _KEPT.append(context)
+    checks = select_checks(list(options.select), list(options.ignore))
     return findings_of(context, share(applicable(context, checks))[1])
 
 
