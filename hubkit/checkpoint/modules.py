@@ -74,11 +74,6 @@ class ModuleTable:
         """Module -> its ``suffix`` tensor, for every module that has one."""
         return self.by_suffix.get(suffix, {})
 
-    def tensors_of(self, module: str) -> dict[str, TensorInfo]:
-        """The module's tensors by suffix (for reports; probes every suffix the checkpoint uses)."""
-        found = {suffix: self.get(module, suffix) for suffix in self.by_suffix}
-        return {suffix: tensor for suffix, tensor in found.items() if tensor is not None}
-
     @cached_property
     def position(self) -> dict[str, int]:
         """Module name -> its index in ``names``."""
@@ -113,11 +108,15 @@ class ModuleTable:
         return found
 
     @cached_property
+    def joined(self) -> str:
+        """Every module name, one per line."""
+        return "\n".join(self.names)
+
+    @cached_property
     def _digits_masked(self) -> bool:
         """Whether templates mask digits: not when a name already holds a ``#`` (a template could then
         stand for two different texts) or a line break."""
-        joined = "\n".join(self.names)
-        return "#" not in joined and joined.count("\n") == len(self.names) - 1
+        return "#" not in self.joined and self.joined.count("\n") == len(self.names) - 1
 
     def mask(self, text: str) -> str:
         """The template of ``text``: every ASCII digit shown as ``#`` (unchanged when masking is off)."""
@@ -129,7 +128,7 @@ class ModuleTable:
         if not self._digits_masked:
             return {name: [i] for i, name in enumerate(self.names)}
         groups: dict[str, list[int]] = {}
-        for i, template in enumerate(self.mask("\n".join(self.names)).split("\n")):
+        for i, template in enumerate(self.mask(self.joined).split("\n")):
             try:
                 groups[template].append(i)
             except KeyError:
@@ -195,13 +194,17 @@ class ModuleTable:
         return self._weights[0]
 
     @cached_property
+    def nvfp4_complete(self) -> bool:
+        """Whether exactly the packed modules carry each NVFP4 scale: then every NVFP4 module has its packed
+        weight and all three scales (the usual export, proved by comparing key sets)."""
+        return all(self.of_kind(s).keys() == self.packed for s in NVFP4_SCALES)
+
+    @cached_property
     def quantized(self) -> set[str]:
         """Modules stored as NVFP4: a packed U8 weight or any NVFP4 scale."""
-        packed = self._weights[0]
-        scaled = [self.of_kind(s).keys() for s in NVFP4_SCALES]
-        if all(keys == packed for keys in scaled):  # the usual export: comparing is cheaper than a union
-            return packed
-        return packed.union(*scaled)
+        if self.nvfp4_complete:  # comparing is cheaper than a union
+            return self.packed
+        return self.packed.union(*(self.of_kind(s).keys() for s in NVFP4_SCALES))
 
     @cached_property
     def linear(self) -> set[str]:

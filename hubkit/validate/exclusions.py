@@ -39,8 +39,7 @@ class ModuleMatcher:
         self.table = table
         self.names = table.names
         self._cache: dict[str, frozenset[int]] = {}
-        joined = "\n".join(self.names)
-        self._absent = [c for c in "*?[" if c not in joined]
+        self._absent = [c for c in "*?[" if c not in table.joined]
 
     def matches(self, pattern: str) -> frozenset[int]:
         """Indices of the names that ``pattern`` excludes."""

@@ -151,12 +151,11 @@ def fused_mixed_precision(ctx: Context) -> Iterator[Issue]:
     rows = expert_rows(ctx)
     members = list(map(itemgetter(0), rows))
     blocks = list(map(itemgetter(1), rows))
-    sizes: Counter[str] = Counter()
     for label, state in (("quantized", ctx.quantized_modules), ("excluded", excluded)):
         if state.issuperset(members) or state.isdisjoint(members):
             continue  # all experts or none in this state: no block is split
         in_state = Counter(compress(blocks, map(state.__contains__, members)))
-        sizes = sizes or Counter(blocks)
+        sizes = Counter(blocks)
         for moe, count in in_state.items():
             if count < sizes[moe]:
                 yield Issue(f"{moe}.experts: {count:,} of {sizes[moe]:,} expert projections {label}")

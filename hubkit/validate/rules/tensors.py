@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from itertools import compress, product, repeat
 from operator import attrgetter, is_not, itemgetter
 
@@ -34,10 +34,6 @@ def _quantized_of_kind(ctx: Context, kind: str) -> dict[str, TensorInfo]:
     return {module: found[module] for module in ctx.modules.quantized & found.keys()}
 
 
-def _values(found: dict[str, TensorInfo], modules: Iterable[str]) -> list[TensorInfo]:
-    return list(map(found.__getitem__, modules))
-
-
 def _about(ctx: Context, tensor: str, message: str) -> Issue:
     """A finding about one tensor, placed in the shard that stores it."""
     return Issue(message, ctx.checkpoint.shard_of.get(tensor), tensor)
@@ -54,8 +50,8 @@ def _sorted_items(found: dict[str, TensorInfo]) -> list[tuple[str, TensorInfo]]:
 )  # fmt: skip
 def nvfp4_incomplete(ctx: Context) -> Iterator[Issue]:
     modules = ctx.modules
-    if modules.quantized is modules.packed:
-        return  # every NVFP4 module has a packed weight and every scale (the module set proved it)
+    if modules.nvfp4_complete:
+        return
     for kind in NVFP4_TENSORS:
         for line in group_names(modules.quantized - modules.of_kind(kind).keys()):
             yield Issue(f"NVFP4 modules without {kind}: {line}")
@@ -69,7 +65,7 @@ def nvfp4_incomplete(ctx: Context) -> Iterator[Issue]:
 def nvfp4_dtype(ctx: Context) -> Iterator[Issue]:
     modules = ctx.modules
     for kind, wanted in NVFP4_DTYPES.items():
-        if kind == "weight" and modules.quantized is modules.packed:
+        if kind == "weight" and modules.nvfp4_complete:
             continue  # every NVFP4 module is one with a packed (U8) weight
         if kind == "weight":
             dtypes = set(map(_dtype_of, _quantized_of_kind(ctx, kind).values()))
@@ -92,7 +88,7 @@ def nvfp4_shape(ctx: Context) -> Iterator[Issue]:
     all_weights = ctx.modules.of_kind("weight")
     scales = ctx.modules.of_kind("weight_scale")
     quantized = ctx.modules.quantized
-    if quantized is ctx.modules.packed:
+    if ctx.modules.nvfp4_complete:
         weights = all_weights.values()
         dims = set(map(len, map(_shape_of, compress(weights, map("U8".__eq__, map(_dtype_of, weights))))))
     else:
