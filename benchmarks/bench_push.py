@@ -71,7 +71,8 @@ def push_benchmark(work: Path, gigabytes: float, shards: int) -> None:
 def remote_validation_benchmark(work: Path) -> None:
     from hubkit.fixtures.kimi import KimiDims, build_nvfp4_checkpoint
     from hubkit.hub.testserver import HubServer
-    from hubkit.validate import ValidateOptions, validate
+    from hubkit.validate.options import ValidateOptions
+    from hubkit.validate.runner import validate
 
     skeleton = build_nvfp4_checkpoint(work / "skeleton", KimiDims(), sparse=True)
     repo_bytes = sum(p.stat().st_size for p in skeleton.rglob("*") if p.is_file())

@@ -1,5 +1,5 @@
 """Allow ``python -m hubkit``."""
 
-from hubkit.cli import run
+from hubkit.cli import main
 
-run()
+main()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import traceback
 from typing import NoReturn
@@ -43,17 +42,11 @@ cli.add_command(release_command)
 cli.add_command(validate_command)
 
 
-def main(argv: list[str] | None = None, *, hard_exit: bool = False) -> NoReturn:
-    """Entry point: run the CLI and exit with hubkit's exit codes (0, 1, 2, 3, 130).
-
-    ``hard_exit`` (the installed command and ``python -m hubkit``): when a command leaves objects in
-    ``state["retained"]`` (validate keeps its checkpoint there), flush the output and end the process
-    without freeing them one by one, which takes a tenth of a second for a 277,000-tensor checkpoint.
-    """
+def main(argv: list[str] | None = None) -> NoReturn:
+    """Entry point: run the CLI and exit with hubkit's exit codes (0, 1, 2, 3, 130)."""
     args = sys.argv[1:] if argv is None else argv
-    state: dict[str, object] = {}
     try:
-        result = cli.main(args=args, prog_name="hubkit", standalone_mode=False, obj=state)
+        result = cli.main(args=args, prog_name="hubkit", standalone_mode=False, obj={})
         code = int(result) if isinstance(result, int) else ExitCode.OK
     except click.exceptions.Exit as exc:
         code = exc.exit_code
@@ -76,17 +69,4 @@ def main(argv: list[str] | None = None, *, hard_exit: bool = False) -> NoReturn:
             err=True,
         )
         code = ExitCode.INTERNAL_ERROR
-    if hard_exit and state.get("retained") is not None:
-        try:
-            sys.stdout.flush()
-            sys.stderr.flush()
-        except BrokenPipeError:
-            pass
-        logging.shutdown()
-        os._exit(code)
     sys.exit(code)
-
-
-def run() -> NoReturn:
-    """The installed ``hubkit`` command."""
-    main(hard_exit=True)

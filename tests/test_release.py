@@ -34,7 +34,7 @@ def example_copy(tmp_path: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def released(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from hubkit.release.manifest import load_manifest
+    from hubkit.manifest import load_manifest
     from hubkit.release.pipeline import Release, ReleaseOptions
 
     folder = example_copy(tmp_path_factory.mktemp("example"))
@@ -181,7 +181,7 @@ def test_repository_workflows_pass_the_offline_checks() -> None:
 
 
 def test_init_writes_a_valid_manifest_and_workflows(hubkit, tmp_path: Path) -> None:
-    from hubkit.release.manifest import load_manifest
+    from hubkit.manifest import load_manifest
 
     result = hubkit("init", tmp_path / "new", "--repo", "org/Kimi-NVFP4", "--base", "moonshotai/Kimi-K2.7-Code")
     assert result.code == 0, result.err

@@ -12,7 +12,7 @@ from huggingface_hub import ModelCardData
 from hubkit.card.facts import checkpoint_facts, dataset_words, read_provenance, read_smoke, recipe_words
 from hubkit.checkpoint.model import Checkpoint
 from hubkit.errors import HubkitError
-from hubkit.release.manifest import Manifest
+from hubkit.manifest import Manifest
 from hubkit.resources import data_dir
 
 DEFAULT_TEMPLATE = "nvfp4"

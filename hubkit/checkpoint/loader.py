@@ -13,14 +13,8 @@ from hubkit.progress import progress_bar
 MAX_JSON_BYTES = 64 * 1024 * 1024
 
 
-def load_checkpoint(
-    ref: str | CheckpointSource, *, workers: int = 1, progress: bool = False, byte_ranges: bool = True
-) -> Checkpoint:
-    """Describe the checkpoint at ``ref`` (a folder, ``hf://`` address or an open source).
-
-    ``byte_ranges=False`` keeps only each tensor's dtype and shape (``TensorKind``), for a reader that
-    never needs where a tensor's bytes are (validate's module-table checks).
-    """
+def load_checkpoint(ref: str | CheckpointSource, *, workers: int = 1, progress: bool = False) -> Checkpoint:
+    """Describe the checkpoint at ``ref`` (a folder, ``hf://`` address or an open source)."""
     source = open_source(ref) if isinstance(ref, str) else ref
     if source.local_path("") is None:
         workers = max(workers, 8)  # remote: headers come by range request, many at once
@@ -34,7 +28,7 @@ def load_checkpoint(
     with progress_bar(total=len(shard_paths), desc="headers", unit="shard", enabled=progress) as bar:
 
         def read(path: str) -> ShardHeader:
-            header = read_shard_header(source, path, files[path].size, byte_ranges=byte_ranges)
+            header = read_shard_header(source, path, files[path].size)
             bar.update(1)
             return header
 
@@ -43,7 +37,7 @@ def load_checkpoint(
                 headers = list(pool.map(read, shard_paths))
         else:
             headers = [read(path) for path in shard_paths]
-    return Checkpoint(source, files, documents, {h.file: h for h in headers}, byte_ranges)
+    return Checkpoint(source, files, documents, {h.file: h for h in headers})
 
 
 def _read_json(source: CheckpointSource, name: str, size: int) -> JsonDocument:

@@ -61,8 +61,6 @@ class Checkpoint:
     files: dict[str, FileEntry]
     documents: dict[str, JsonDocument]
     shards: dict[str, ShardHeader]
-    #: whether the tensor entries carry their byte ranges (``TensorInfo``) or only dtype and shape
-    byte_ranges: bool = True
 
     @property
     def location(self) -> str:

@@ -101,7 +101,7 @@ def _symlink_entry(full: Path, root: Path, real_root: Path) -> FileEntry:
 def open_source(ref: str) -> CheckpointSource:
     """Open a checkpoint reference: a local folder, or ``hf://ORG/NAME[@REV]``."""
     if ref.startswith(HUB_SCHEME):
-        from hubkit.hub.remote import HubSource
+        from hubkit.checkpoint.hub_source import HubSource
 
         return HubSource(ref)
     root = Path(ref)

@@ -25,7 +25,7 @@ def render_command(checkpoint: str, manifest_path: Path | None, template: str | 
     """Render the card of CHECKPOINT from its facts, its provenance record and the manifest."""
     from hubkit.card.render import render_card
     from hubkit.checkpoint import load_checkpoint
-    from hubkit.release.manifest import load_manifest
+    from hubkit.manifest import load_manifest
 
     path = manifest_path or Path("hubkit.toml")
     if not path.is_file():

@@ -5,44 +5,27 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import click
+
+from hubkit.commands._options import build, click_options, format_option
+from hubkit.release.options import ReleaseOptions
 
 
 @click.command("release")
 @click.argument("manifest", type=click.Path(path_type=Path), default="hubkit.toml")
-@click.option("--dry-run", is_flag=True, help="Print the plan (stages and what would be uploaded); change nothing.")
-@click.option(
-    "--from", "first", metavar="STAGE", help="Start at this stage (quantize, card, validate, push, tag, smoke)."
-)
-@click.option("--until", "last", metavar="STAGE", help="Stop after this stage.")
-@click.option("--skip", multiple=True, metavar="STAGE", help="Skip this stage (repeatable).")
-@click.option(
-    "--set", "overrides", multiple=True, metavar="TABLE.KEY=VALUE", help="Override a manifest key (repeatable)."
-)
-@click.option(
-    "--format", "output_format", type=click.Choice(["text", "json", "github"]), default="text", show_default=True
-)
+@click_options(ReleaseOptions)
+@format_option("text", "json", "github")
 @click.pass_obj
-def release_command(
-    obj: dict[str, object],
-    manifest: Path,
-    dry_run: bool,
-    first: str | None,
-    last: str | None,
-    skip: tuple[str, ...],
-    overrides: tuple[str, ...],
-    output_format: str,
-) -> int:
+def release_command(obj: dict[str, object], /, manifest: Path, output_format: str, **values: Any) -> int:
     """Run quantize -> card -> validate -> push -> tag -> smoke as MANIFEST says (default hubkit.toml)."""
-    from hubkit.release.manifest import load_manifest
-    from hubkit.release.pipeline import Release, ReleaseOptions, exit_code
+    from hubkit.manifest import load_manifest
+    from hubkit.release.pipeline import Release, exit_code
     from hubkit.release.summary import render_summary
 
-    options = ReleaseOptions(
-        dry_run=dry_run, first=first, last=last, skip=skip, progress=output_format == "text" and not obj.get("quiet")
-    )
-    result = Release(load_manifest(manifest, overrides), options).run()
+    options = build(ReleaseOptions, values, progress=output_format == "text" and not obj.get("quiet"))
+    result = Release(load_manifest(manifest, options.overrides), options).run()
     summary = render_summary(result)
     if output_format == "json":
         click.echo(json.dumps(result.as_dict(), indent=2, default=str))

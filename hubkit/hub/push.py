@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from hubkit.checkpoint.model import RECORD_DIR
-from hubkit.errors import ExitCode, HubkitError
-from hubkit.hub import is_network_error
+from hubkit.errors import ExitCode, HubkitError, is_network_error
+from hubkit.hub.options import PushOptions
 from hubkit.progress import progress_bar
 
 HASH_CACHE = f"{RECORD_DIR}/hashes.json"
@@ -55,29 +55,6 @@ class BatchLimit:
         if not found or int(found[1]) <= 0:
             raise HubkitError(f"--batch {text!r} is not a file count (8) or a size (40GB)")
         return cls(bytes=int(found[1]) * UNITS[found[2]]) if found[2] else cls(files=int(found[1]))
-
-
-@dataclass(frozen=True)
-class PushOptions:
-    folder: Path
-    repo: str
-    revision: str = "main"
-    create_pr: bool = False
-    atomic: bool = False
-    private: bool = False
-    tag: str | None = None
-    batch: str = "16"
-    include: tuple[str, ...] = ()
-    exclude: tuple[str, ...] = ()
-    delete_extra: bool = False
-    dry_run: bool = False
-    validate: bool = True
-    verify: bool = True
-    strict: bool = False
-    progress: bool = True
-    workers: int = 4
-    retries: int = 8
-    backoff_s: float = 1.0
 
 
 @dataclass
@@ -389,8 +366,9 @@ def _push(options: PushOptions) -> PushResult:
 
 
 def _validate_before_push(options: PushOptions) -> None:
-    from hubkit.validate import ValidateOptions, validate
     from hubkit.validate.engine import Severity
+    from hubkit.validate.options import ValidateOptions
+    from hubkit.validate.runner import validate
 
     report = validate(str(options.folder), ValidateOptions(strict=options.strict, progress=False))
     errors = [

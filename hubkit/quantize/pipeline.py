@@ -24,9 +24,10 @@ from hubkit import __version__
 from hubkit.checkpoint.model import CONFIG, INDEX, QUANT_CONFIG, RECORD_DIR
 from hubkit.errors import HubkitError
 from hubkit.progress import progress_bar
-from hubkit.validate import ValidateOptions, validate
 from hubkit.validate.engine import Report, Severity
+from hubkit.validate.options import ValidateOptions
 from hubkit.validate.profiles import DEFAULT_PROFILE, load_profiles
+from hubkit.validate.runner import validate
 
 DEFAULT_RECIPE = "nvfp4-experts-mse"
 PROVENANCE = f"{RECORD_DIR}/provenance.json"

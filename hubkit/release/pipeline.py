@@ -17,24 +17,17 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hubkit.errors import ExitCode, HubkitError
-from hubkit.release.manifest import Manifest
+from hubkit.release.options import STAGES, ReleaseOptions
 
-STAGES = ("quantize", "card", "validate", "push", "tag", "smoke")
+if TYPE_CHECKING:
+    from hubkit.manifest import Manifest
+
 STATE = ".hubkit/state.json"
 LOCAL_ENDPOINT = "local"
 LOCAL_TOKEN = "hf_local_release_token"
-
-
-@dataclass(frozen=True)
-class ReleaseOptions:
-    dry_run: bool = False
-    first: str | None = None
-    last: str | None = None
-    skip: tuple[str, ...] = ()
-    progress: bool = True
 
 
 @dataclass
@@ -287,8 +280,10 @@ class Release:
         return StageResult("validate", "would run", detail=f"validate {self.out}")
 
     def _run_validate(self) -> StageResult:
-        from hubkit.validate import Severity, ValidateOptions, validate
+        from hubkit.validate.engine import Severity
+        from hubkit.validate.options import ValidateOptions
         from hubkit.validate.render import render_json
+        from hubkit.validate.runner import validate
 
         table = self.manifest.validate_
         base = self._base_ref()
@@ -316,7 +311,7 @@ class Release:
     # ------------------------------------------------------------------------------------- push
 
     def _push_options(self, dry_run: bool) -> Any:
-        from hubkit.hub.push import PushOptions
+        from hubkit.hub.options import PushOptions
 
         release, table = self.manifest.release, self.manifest.push
         return PushOptions(

@@ -11,7 +11,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from hubkit.release.manifest import Manifest
+from hubkit.manifest import Manifest
 
 PORT = 8765
 

@@ -53,7 +53,7 @@ def load_reference(ref: str) -> Reference:
 def _reference_bytes(ref: str) -> bytes:
     """hf_quant_config.json (else config.json) of a folder or Hub repo, or the named file itself."""
     if ref.startswith(HUB_SCHEME):
-        from hubkit.hub.remote import HubSource
+        from hubkit.checkpoint.hub_source import HubSource
 
         source = HubSource(ref)
         sizes = {entry.path: entry.size for entry in source.list_files()}

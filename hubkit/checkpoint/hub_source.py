@@ -1,4 +1,4 @@
-"""Read a Hub repo as a checkpoint source: the file list, and byte ranges (safetensors headers, small configs)
+"""A Hub repo as a checkpoint source: the file list, and byte ranges (safetensors headers, small configs)
 through huggingface_hub's filesystem, never the tensor data unless asked for its exact ranges."""
 
 from __future__ import annotations
@@ -7,8 +7,7 @@ import os
 from pathlib import Path
 
 from hubkit.checkpoint.source import HUB_SCHEME, FileEntry
-from hubkit.errors import HubkitError
-from hubkit.hub import is_network_error
+from hubkit.errors import HubkitError, is_network_error
 
 
 def parse_hub_ref(ref: str) -> tuple[str, str | None]:

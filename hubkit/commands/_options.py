@@ -1,0 +1,76 @@
+"""Click options generated from a library's options dataclass (see ``hubkit.options``), and the one
+``--format`` option every command shares."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from hubkit.options import cli_fields
+
+F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
+
+
+def _click_type(annotation: Any) -> tuple[Any, bool]:
+    """(Click type, multiple) for a field annotation such as ``str | None`` or ``tuple[str, ...]``."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
+    if typing.get_origin(annotation) is tuple:
+        return _click_type(typing.get_args(annotation)[0])[0], True
+    if annotation is Path:
+        return click.Path(path_type=Path), False
+    return annotation, False
+
+
+def click_options(cls: type) -> Callable[[F], F]:
+    """Decorate a command with one Click option per command-line field of the options dataclass ``cls``."""
+    hints = typing.get_type_hints(cls)
+
+    def decorate(command: F) -> F:
+        for field, spec in reversed(cli_fields(cls)):
+            annotation = hints[field.name]
+            decls = [d for d in (spec.short, spec.flag or "--" + field.name.replace("_", "-")) if d]
+            kwargs: dict[str, Any] = {"help": spec.help, "show_default": spec.show_default}
+            if field.default is dataclasses.MISSING:
+                kwargs["required"] = True
+            if annotation is bool:
+                inverted = spec.flag is not None and spec.flag.startswith("--no-") and field.default is True
+                kwargs.update(is_flag=True, flag_value=not inverted, default=field.default)
+            else:
+                kind, multiple = (str, False) if spec.convert else _click_type(annotation)
+                kwargs.update(multiple=multiple, metavar=spec.metavar)
+                kwargs["default"] = None if field.default is dataclasses.MISSING else field.default
+                if spec.choices:
+                    kind = click.Choice(spec.choices)
+                elif spec.minimum is not None or spec.maximum is not None:
+                    kind = click.IntRange(spec.minimum, spec.maximum)
+                kwargs["type"] = kind
+            if spec.convert is not None:  # the converter gets the text as typed (None when absent)
+                convert = spec.convert
+                kwargs["default"] = None
+                kwargs["callback"] = lambda _ctx, _param, value, convert=convert: convert(value)
+            command = click.option(*decls, field.name, **kwargs)(command)
+        return command
+
+    return decorate
+
+
+def build(cls: type[T], values: dict[str, Any], **extra: Any) -> T:
+    """The options dataclass ``cls`` from a command's parsed values (and fields set by code)."""
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    return cls(**{k: v for k, v in values.items() if k in names}, **extra)
+
+
+def format_option(*choices: str) -> Callable[[F], F]:
+    """``--format`` with the given choices (the first is the default), passed as ``output_format``."""
+    return click.option(
+        "--format", "output_format", type=click.Choice(choices), default=choices[0], show_default=True,
+        help="Output: text for people, json (stdout alone) or github (workflow annotations).",
+    )  # fmt: skip

@@ -1,0 +1,25 @@
+"""Run the applicable checks over one checkpoint and collect the findings into a report."""
+
+from __future__ import annotations
+
+from hubkit.checkpoint import load_checkpoint
+from hubkit.validate.context import Context, load_reference
+from hubkit.validate.engine import Report, applicable, findings_of, select_checks
+from hubkit.validate.options import ValidateOptions
+from hubkit.validate.profiles import choose_profile
+
+
+def validate(path: str, options: ValidateOptions | None = None) -> Report:
+    """Validate the checkpoint at ``path``; user errors raise HubkitError, artifact faults are findings."""
+    options = options or ValidateOptions()
+    reference = load_reference(options.reference) if options.reference else None
+    checkpoint = load_checkpoint(path, progress=options.progress)
+    base = load_checkpoint(options.base, progress=options.progress) if options.base else None
+    profile = choose_profile(checkpoint, options.profile)
+    context = Context(
+        checkpoint, profile, reference, base, deep=options.deep, workers=options.workers, progress=options.progress
+    )
+    chosen = applicable(context, select_checks(list(options.select), list(options.ignore)))
+    findings = findings_of(context, chosen)
+    findings.sort(key=lambda f: (f.severity.rank, f.file or "", f.code, f.tensor or ""))
+    return Report(path, profile.name, reference.name if reference else None, findings, len(chosen), options.strict)
