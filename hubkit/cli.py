@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
+import os
+import signal
 import sys
 import traceback
-from typing import NoReturn
+from collections.abc import Iterator
+from types import FrameType
+from typing import Any, NoReturn, TextIO
 
 import click
 
@@ -42,25 +48,117 @@ cli.add_command(release_command)
 cli.add_command(validate_command)
 
 
+#: Exit codes for the two ways the environment ends a run, as a shell reports a process killed by the signal.
+EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE  # 141: stdout's reader went away (``hubkit ... | head``)
+EXIT_TERMINATED = 128 + signal.SIGTERM  # 143
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread like Ctrl-C, so every cleanup that runs on Ctrl-C runs on it too."""
+
+
+class StdoutUnwritable(Exception):
+    """Standard output cannot take hubkit's output: closed, full, or its reader went away.
+
+    Not an OSError, so that no command's ``except OSError`` mistakes it for a problem with its own files.
+    """
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(error.strerror or str(error))
+        self.error = error
+
+
+class _GuardedStdout:
+    """``sys.stdout`` while a command runs: a failed write raises StdoutUnwritable, everything else passes on."""
+
+    encoding = "utf-8"
+    errors = "strict"
+
+    def __init__(self, stream: TextIO | None) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        if self._stream is None:  # the process was started with stdout closed (``>&-``)
+            raise StdoutUnwritable(OSError(errno.EBADF, "standard output is closed"))
+        try:
+            return self._stream.write(text)
+        except OSError as exc:
+            raise StdoutUnwritable(exc) from exc
+
+    def flush(self) -> None:
+        if self._stream is not None:
+            try:
+                self._stream.flush()
+            except OSError as exc:
+                raise StdoutUnwritable(exc) from exc
+
+    def __getattr__(self, name: str) -> Any:
+        if self._stream is None:
+            raise AttributeError(name)
+        return getattr(self._stream, name)
+
+
+@contextlib.contextmanager
+def _guarded_streams() -> Iterator[None]:
+    """stdout write errors become StdoutUnwritable; SIGTERM becomes Terminated (once: cleanup may finish)."""
+    saved_stdout = sys.stdout
+    sys.stdout = _GuardedStdout(saved_stdout)
+    terminating = False
+
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        nonlocal terminating
+        if not terminating:
+            terminating = True
+            raise Terminated
+
+    try:
+        saved_handler: Any = signal.signal(signal.SIGTERM, on_sigterm)
+    except ValueError:  # not the main thread (hubkit called from a library's worker thread)
+        saved_handler = None
+    try:
+        yield
+    finally:
+        sys.stdout = saved_stdout
+        if saved_handler is not None:
+            signal.signal(signal.SIGTERM, saved_handler)
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's last flush of what could not be written stays quiet."""
+    with contextlib.suppress(Exception):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
 def main(argv: list[str] | None = None) -> NoReturn:
-    """Entry point: run the CLI and exit with hubkit's exit codes (0, 1, 2, 3, 130)."""
+    """Entry point: run the CLI and exit with hubkit's exit codes (0, 1, 2, 3, 130; 141 and 143, see README)."""
     args = sys.argv[1:] if argv is None else argv
     try:
-        result = cli.main(args=args, prog_name="hubkit", standalone_mode=False, obj={})
+        with _guarded_streams():
+            result = cli.main(args=args, prog_name="hubkit", standalone_mode=False, obj={})
         code = int(result) if isinstance(result, int) else ExitCode.OK
     except click.exceptions.Exit as exc:
         code = exc.exit_code
     except click.ClickException as exc:
         exc.show()
         code = ExitCode.USER_ERROR
+    except Terminated:
+        click.echo("hubkit: terminated (SIGTERM); a rerun resumes where this run stopped", err=True)
+        code = EXIT_TERMINATED
     except (click.exceptions.Abort, KeyboardInterrupt):
         click.echo("hubkit: interrupted", err=True)
         code = ExitCode.INTERRUPTED
     except HubkitError as exc:
         click.echo(f"hubkit: error: {exc}", err=True)
         code = exc.exit_code
-    except BrokenPipeError:
-        code = ExitCode.OK
+    except StdoutUnwritable as exc:
+        _discard_stdout()
+        if exc.error.errno == errno.EPIPE:  # the reader has all it wanted: quiet, as git and coreutils are
+            code = EXIT_BROKEN_PIPE
+        else:
+            click.echo(f"hubkit: error: cannot write to standard output ({exc}); redirect it to a file", err=True)
+            code = ExitCode.USER_ERROR
     except Exception as exc:
         if "--debug" in args:
             traceback.print_exc()

@@ -7,15 +7,42 @@ Tables: ``[release]`` and ``[base]`` (which repo, from what), ``[card]`` (the mo
 from __future__ import annotations
 
 import re
+import shlex
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic_core import PydanticCustomError
 
 from hubkit.errors import HubkitError
 
-REPO_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$"
+#: At most this many manifest problems are listed; the rest are counted.
+MAX_PROBLEMS = 20
+
+
+def repo_id_problem(value: str) -> str | None:
+    """Why ``value`` is not a Hub repo id of the form ORG/NAME (huggingface_hub's own rules), or None."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id  # type: ignore[attr-defined]
+
+    if value.count("/") != 1:
+        return f"'{value}' is not a Hub repo id of the form ORG/NAME"
+    try:
+        validate_repo_id(value)
+    except HFValidationError as exc:
+        return f"{str(exc).rstrip('.')} (a Hub repo id is ORG/NAME)"
+    return None
+
+
+def _repo_id(value: str) -> str:
+    problem = repo_id_problem(value)
+    if problem:
+        raise PydanticCustomError("repo_id", "{problem}", {"problem": problem})
+    return value
+
+
+RepoId = Annotated[str, AfterValidator(_repo_id)]
 
 
 class _Table(BaseModel):
@@ -23,7 +50,7 @@ class _Table(BaseModel):
 
 
 class ReleaseTable(_Table):
-    repo: str = Field(pattern=REPO_ID, description="Hub repo id, ORG/NAME")
+    repo: RepoId = Field(description="Hub repo id, ORG/NAME")
     endpoint: str | None = None
     private: bool = False
     revision: str = "main"
@@ -32,7 +59,7 @@ class ReleaseTable(_Table):
 
 
 class BaseTable(_Table):
-    repo: str = Field(pattern=REPO_ID, description="the base model's Hub repo id")
+    repo: RepoId = Field(description="the base model's Hub repo id")
     revision: str | None = None
     path: str | None = Field(default=None, description="a local copy of the base, if any")
 
@@ -128,56 +155,121 @@ class Manifest(_Table):
 
 
 def load_manifest(path: Path, overrides: list[str] | tuple[str, ...] = ()) -> Manifest:
-    """Read and validate a manifest, with ``table.key=value`` overrides; every problem becomes one
-    HubkitError naming the key and line."""
+    """Read and validate a manifest, with ``table.key=value`` overrides.
+
+    Every problem becomes one HubkitError that lists them all, each naming its key and the manifest line
+    that sets it, or the ``--set`` argument that did.
+    """
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except OSError as exc:
         raise HubkitError(f"cannot read manifest {path}: {exc.strerror or exc}") from exc
     try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise HubkitError(f"{path}: not valid TOML ({exc}); fix the file") from exc
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise HubkitError(
+            f"{path}: not UTF-8 text (byte {exc.start} is {raw[exc.start]:#04x}); save it as UTF-8"
+        ) from exc
+    data = _parse(text, str(path), "fix the file")
+    overridden: dict[tuple[str, ...], str] = {}
     for override in overrides:
-        _apply_override(data, override)
+        overridden[_apply_override(data, override)] = override
     try:
         manifest = Manifest.model_validate(data)
     except ValidationError as exc:
-        raise HubkitError(_describe(path, text, exc)) from exc
+        raise HubkitError(_describe(path, text, exc, overridden)) from exc
+    except RecursionError as exc:
+        raise HubkitError(f"{path}: values nested too deeply; fix the file") from exc
     object.__setattr__(manifest, "_path", path)
     return manifest
 
 
-def _apply_override(data: dict[str, Any], override: str) -> None:
-    """``card.serve.tensor_parallel_size=4``: the value is read as TOML (numbers, booleans, lists), else text."""
-    key, sep, raw = override.partition("=")
-    parts = [p for p in key.strip().split(".") if p]
-    if not sep or len(parts) < 2:
-        raise HubkitError(f"--set {override!r} is not TABLE.KEY=VALUE")
+def _parse(text: str, where: str, fix: str) -> dict[str, Any]:
     try:
-        value = tomllib.loads(f"value = {raw}")["value"]
-    except tomllib.TOMLDecodeError:
-        value = raw
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise HubkitError(f"{where}: not valid TOML ({exc}); {fix}") from exc
+    except RecursionError as exc:  # tomllib parses nested arrays and tables recursively
+        raise HubkitError(f"{where}: arrays or tables nested too deeply; {fix}") from exc
+
+
+#: A ``--set`` value starting with one of these is TOML and must parse as TOML.
+TOML_OPENERS = ('"', "'", "[", "{")
+
+
+def override_value(raw: str, override: str) -> Any:
+    """The value of ``--set TABLE.KEY=VALUE``.
+
+    VALUE is read as a TOML value when it parses as one (``4``, ``true``, ``"text"``, ``["a", "b"]``,
+    ``{ key = 1 }``, dates). A VALUE that starts with a quote, ``[`` or ``{`` must be valid TOML; any other
+    VALUE that is not TOML is taken as the text it is, so ``--set quantize.out=my export`` needs no quotes.
+    Quote a text that TOML would read as something else: ``--set 'release.tag="2024-05-01"'``.
+    """
+    where = f"--set {shlex.quote(override)}"
+    stripped = raw.strip()
+    if stripped.startswith(TOML_OPENERS):
+        parsed = _parse(f"value = {stripped}", where, "the value is TOML: quote text, close brackets")
+        if list(parsed) != ["value"]:  # a second line that sets another key
+            raise HubkitError(f"{where}: the value is more than one TOML value; set one key per --set")
+        return parsed["value"]
+    try:
+        parsed = tomllib.loads(f"value = {stripped}")
+    except (tomllib.TOMLDecodeError, RecursionError):
+        return raw
+    return parsed["value"] if list(parsed) == ["value"] else raw
+
+
+def _apply_override(data: dict[str, Any], override: str) -> tuple[str, ...]:
+    """Apply ``card.serve.tensor_parallel_size=4`` to ``data``; return the key's parts."""
+    key, sep, raw = override.partition("=")
+    parts = tuple(p.strip() for p in key.strip().split("."))
+    if not sep or len(parts) < 2 or not all(parts):
+        raise HubkitError(f"--set {shlex.quote(override)} is not TABLE.KEY=VALUE")
+    value = override_value(raw, override)
     target = data
-    for part in parts[:-1]:
+    for depth, part in enumerate(parts[:-1]):
         target = target.setdefault(part, {})
         if not isinstance(target, dict):
-            raise HubkitError(f"--set {override!r}: {part} is not a table")
+            table = ".".join(parts[: depth + 1])
+            raise HubkitError(f"--set {shlex.quote(override)}: {table} is not a table; set a key of a table")
     target[parts[-1]] = value
+    return parts
 
 
-def _describe(path: Path, text: str, error: ValidationError) -> str:
-    problem = error.errors()[0]
+def _describe(path: Path, text: str, error: ValidationError, overridden: dict[tuple[str, ...], str]) -> str:
+    """Every problem, one per line (a single problem stays one line)."""
+    problems = [_problem(path, text, problem, overridden) for problem in error.errors()]
+    if len(problems) == 1:
+        return problems[0]
+    listed = problems[:MAX_PROBLEMS]
+    if len(problems) > MAX_PROBLEMS:
+        listed.append(f"... and {len(problems) - MAX_PROBLEMS} more")
+    return f"{path}: {len(problems)} problems in the manifest:\n  " + "\n  ".join(listed)
+
+
+def _problem(path: Path, text: str, problem: Any, overridden: dict[tuple[str, ...], str]) -> str:
     location = [str(part) for part in problem["loc"]]
     key = ".".join(location)
-    line = _line_of(text, location)
-    where = f"{path}:{line}" if line else str(path)
+    override = next(  # the --set that made this key, or a table above it, or a key below it
+        (arg for parts, arg in overridden.items() if _nested(tuple(location), parts)),
+        None,
+    )
+    if override is not None:
+        where = f"--set {shlex.quote(override)}"
+    else:
+        line = _line_of(text, location)
+        where = f"{path}:{line}" if line else str(path)
     kind = problem["type"]
     if kind == "extra_forbidden":
         return f"{where}: unknown key '{key}'; check the spelling (see 'hubkit init' for every key)"
     if kind == "missing":
         return f"{where}: missing key '{key}'; add it to the manifest"
     return f"{where}: '{key}': {problem['msg']}"
+
+
+def _nested(one: tuple[str, ...], other: tuple[str, ...]) -> bool:
+    shorter = min(len(one), len(other))
+    return one[:shorter] == other[:shorter]
 
 
 def _line_of(text: str, location: list[str]) -> int | None:

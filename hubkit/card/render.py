@@ -1,12 +1,18 @@
-"""Render a model card: front matter through huggingface_hub's ModelCardData, the body through Jinja2."""
+"""Render a model card: front matter through huggingface_hub's ModelCardData, the body through Jinja2.
+
+Templates run in Jinja2's sandbox: a template folder is someone else's code, and the card it renders is
+published, so a template reaches only the facts it is given (no attributes such as ``__globals__``).
+"""
 
 from __future__ import annotations
 
 import re
+import traceback
 from pathlib import Path
 from typing import Any
 
 import jinja2
+import jinja2.sandbox
 from huggingface_hub import ModelCardData
 
 from hubkit.card.facts import checkpoint_facts, dataset_words, read_provenance, read_smoke, recipe_words
@@ -32,7 +38,7 @@ def _environment(template: str | None) -> tuple[jinja2.Environment, str]:
     else:
         known = ", ".join(sorted(p.name for p in builtin.iterdir() if (p / ENTRY).is_file()))
         raise HubkitError(f"unknown card template '{name}'; use one of: {known}, or a folder holding {ENTRY}")
-    environment = jinja2.Environment(
+    environment = jinja2.sandbox.SandboxedEnvironment(
         loader=jinja2.FileSystemLoader([str(f) for f in folders]),
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
@@ -131,6 +137,15 @@ def render_card(checkpoint: Checkpoint, manifest: Manifest, template: str | None
     }
     try:
         body = environment.get_template(entry).render(context)
+    except jinja2.exceptions.SecurityError as exc:
+        raise HubkitError(
+            f"{_template_line(exc)}: the card template tried something the sandbox forbids ({str(exc).rstrip('.')}); "
+            "a template may use the facts it is given, not Python internals"
+        ) from exc
+    except jinja2.TemplateSyntaxError as exc:
+        raise HubkitError(
+            f"{exc.filename or exc.name}:{exc.lineno}: card template syntax error: {exc.message}"
+        ) from exc
     except jinja2.UndefinedError as exc:
         found = re.search(r"'([^']+)' is undefined|has no attribute '([^']+)'", str(exc))
         name = next((g for g in found.groups() if g), str(exc)) if found else str(exc)
@@ -141,6 +156,16 @@ def render_card(checkpoint: Checkpoint, manifest: Manifest, template: str | None
         raise HubkitError(f"card template error: {exc}") from exc
     metadata = front_matter(manifest, facts, hub_datasets).to_yaml()
     return _tidy(f"---\n{metadata}\n---\n\n{body}")
+
+
+def _template_line(error: BaseException) -> str:
+    """``template:line`` where rendering failed (Jinja2 puts template lines into the traceback)."""
+    found = [
+        f"{frame.filename}:{frame.lineno}"
+        for frame in traceback.extract_tb(error.__traceback__)
+        if not frame.filename.endswith(".py")
+    ]
+    return found[-1] if found else "the card template"
 
 
 def _read_section(path: Path) -> str:

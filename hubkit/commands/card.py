@@ -33,14 +33,28 @@ def render_command(checkpoint: str, manifest_path: Path | None, template: str | 
     text = render_card(load_checkpoint(checkpoint), load_manifest(path), template)
     if output is None:
         click.echo(text, nl=False)
-    else:  # write whole or not at all: never a half-written README
-        import tempfile
+    else:
+        write_whole(output, text)
+    return ExitCode.OK
 
-        handle, temporary = tempfile.mkstemp(dir=output.parent if str(output.parent) else ".", suffix=".tmp")
+
+def write_whole(output: Path, text: str) -> None:
+    """Write ``output`` whole or not at all: never a half-written README."""
+    import tempfile
+
+    try:
+        handle, temporary = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise HubkitError(f"cannot write {output}: {exc.strerror or exc}") from exc
+    try:
         with os.fdopen(handle, "w", encoding="utf-8") as stream:
             stream.write(text)
         os.replace(temporary, output)
-    return ExitCode.OK
+    except OSError as exc:
+        raise HubkitError(f"cannot write {output}: {exc.strerror or exc}") from exc
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
 
 
 @card_group.command("check")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
@@ -22,18 +23,51 @@ FILES = {
 @click.argument("folder", type=click.Path(path_type=Path), default=".")
 @click.option("--repo", help="Hub repo to publish, ORG/NAME (a marked placeholder when absent).")
 @click.option("--base", help="Base model's Hub repo, ORG/NAME (a marked placeholder when absent).")
-@click.option("--force", is_flag=True, help="Overwrite files that exist.")
+@click.option("--force", is_flag=True, help="Overwrite files that exist (an edited one is kept as FILE.bak).")
 def init_command(folder: Path, repo: str | None, base: str | None, force: bool) -> int:
     """Write FOLDER/hubkit.toml and the CI and release workflows for a new model."""
-    import jinja2
+    from hubkit.manifest import repo_id_problem
+
+    for flag, value in (("--repo", repo), ("--base", base)):
+        problem = repo_id_problem(value) if value is not None else None
+        if problem:
+            raise HubkitError(f"{flag}: {problem}")
+    if folder.exists() and not folder.is_dir():
+        raise HubkitError(f"{folder} is a file; name a folder for the new model (created when missing)")
+    texts = render_files(folder, repo, base)
+    existing = [target for target in texts if target.exists() or target.is_symlink()]
+    if existing and not force:
+        raise HubkitError(f"{', '.join(map(str, existing))} already exist; pass --force to overwrite")
+    for target in texts:
+        if target.is_dir():
+            raise HubkitError(f"{target} is a folder; move it away, then run hubkit init again")
+    for target, text in texts.items():
+        try:
+            kept = keep_edited(target, text)
+            write_whole(target, text)
+        except OSError as exc:
+            raise HubkitError(f"cannot write {target}: {exc.strerror or exc}") from exc
+        click.echo(f"wrote {target}" + (f" (your earlier version is kept as {kept})" if kept else ""))
+    if repo is None or base is None:
+        click.echo("fill in the lines marked CHANGE-ME in hubkit.toml, then run: hubkit release --dry-run")
+    return ExitCode.OK
+
+
+def render_files(folder: Path, repo: str | None, base: str | None) -> dict[Path, str]:
+    """Each file ``init`` writes, with its text.
+
+    The manifest stays a Jinja template because its comments are written for people and belong beside the
+    keys; every value enters it through the ``toml`` filter (tomlkit's TOML serialisation), never as raw
+    text, and the result is parsed back to prove each value reads as given.
+    """
+    import tomllib
+
+    import jinja2.sandbox
+    import tomlkit
 
     from hubkit.resources import data_dir
 
     templates = data_dir("templates") / "init"
-    targets = {folder / name: templates / source for name, source in FILES.items()}
-    existing = [str(t) for t in targets if t.exists()]
-    if existing and not force:
-        raise HubkitError(f"{', '.join(existing)} already exist; pass --force to overwrite")
     context = {
         "repo": repo or PLACEHOLDER_REPO,
         "repo_placeholder": repo is None,
@@ -41,12 +75,44 @@ def init_command(folder: Path, repo: str | None, base: str | None, force: bool) 
         "base_placeholder": base is None,
         "out": (repo or PLACEHOLDER_REPO).split("/", 1)[1],
     }
-    environment = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
-    for target, source in targets.items():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        text = source.read_text()
-        target.write_text(environment.from_string(text).render(context) if source.suffix == ".j2" else text)
-        click.echo(f"wrote {target}")
-    if repo is None or base is None:
-        click.echo("fill in the lines marked CHANGE-ME in hubkit.toml, then run: hubkit release --dry-run")
-    return ExitCode.OK
+    environment = jinja2.sandbox.SandboxedEnvironment(
+        undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False
+    )
+    environment.filters["toml"] = lambda value: tomlkit.item(value).as_string()
+    texts = {}
+    for name, source in FILES.items():
+        text = (templates / source).read_text(encoding="utf-8")
+        texts[folder / name] = environment.from_string(text).render(context) if source.endswith(".j2") else text
+    manifest = tomllib.loads(texts[folder / "hubkit.toml"])
+    if (manifest["release"]["repo"], manifest["base"]["repo"]) != (context["repo"], context["base"]):
+        raise RuntimeError("the manifest template does not round-trip the repo ids")
+    return texts
+
+
+def keep_edited(target: Path, text: str) -> Path | None:
+    """Copy ``target`` to a new ``NAME.bak`` (``NAME.1.bak``, ...) when it exists and differs from ``text``."""
+    if not target.is_file():
+        return None
+    current = target.read_bytes()
+    if current == text.encode("utf-8"):
+        return None
+    for number in range(1000):
+        backup = target.with_name(f"{target.name}.bak" if number == 0 else f"{target.name}.{number}.bak")
+        try:
+            with open(backup, "xb") as handle:  # never overwrites: a backup of an earlier --force stays too
+                handle.write(current)
+        except FileExistsError:
+            continue
+        return backup
+    raise HubkitError(f"{target}: too many backups beside it; remove the old .bak files")
+
+
+def write_whole(target: Path, text: str) -> None:
+    """Write ``target`` whole or not at all (a temporary file beside it, then a rename)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        temporary.write_text(text, encoding="utf-8")
+        temporary.replace(target)
+    finally:
+        temporary.unlink(missing_ok=True)

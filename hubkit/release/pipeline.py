@@ -3,6 +3,9 @@
 Each stage records its inputs' fingerprint, outputs and timing in ``OUT/.hubkit/state.json``. A rerun skips a
 stage whose fingerprint is unchanged; a changed input reruns that stage and everything after it. Nothing is
 pushed after a failed validation.
+
+A run holds the lock of OUT from start to end, and replaces OUT (or the local Hub store) only when hubkit's
+record says hubkit made it (see ``hubkit.release.workspace``); anything else is refused before any work.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import hashlib
 import json
 import os
 import shutil
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -21,12 +25,23 @@ from typing import TYPE_CHECKING, Any
 
 from hubkit.errors import ExitCode, HubkitError
 from hubkit.release.options import STAGES, ReleaseOptions
+from hubkit.release.workspace import (
+    check_outside,
+    check_replaceable,
+    exclusive,
+    has_files,
+    read_record,
+    write_record,
+)
 
 if TYPE_CHECKING:
     from hubkit.manifest import Manifest
 
 STATE = ".hubkit/state.json"
 LOCAL_ENDPOINT = "local"
+LOCAL_STORE = ".hubkit/local-hub"
+#: What a local Hub store that hubkit made holds (stores made before hubkit recorded them hold only these).
+STORE_ENTRIES = frozenset({"objects", "repos", ".hubkit"})
 LOCAL_TOKEN = "hf_local_release_token"
 
 
@@ -95,6 +110,9 @@ class Release:
         self.manifest, self.options = manifest, options
         self.root = manifest.path.parent
         self.out = (self.root / manifest.quantize.out).resolve()
+        #: where the previous export waits while quantize makes the new one, restored if quantize fails
+        self.previous = self.out.parent / f".{self.out.name}.previous"
+        self.store = self.root / LOCAL_STORE
         self.state = self._load_state()
         self.result = ReleaseResult(str(manifest.path), manifest.release.repo, str(self.out))
         self.selected = self._selected_stages()
@@ -111,8 +129,7 @@ class Release:
     def _save_state(self) -> None:
         if self.options.dry_run or not self.out.is_dir():
             return
-        (self.out / ".hubkit").mkdir(exist_ok=True)
-        (self.out / STATE).write_text(json.dumps(self.state, indent=2, default=str) + "\n")
+        write_record(self.out, self.state)
 
     def _selected_stages(self) -> list[str]:
         for name in (self.options.first, self.options.last, *self.options.skip):
@@ -120,7 +137,15 @@ class Release:
                 raise HubkitError(f"unknown stage '{name}'; stages: {', '.join(STAGES)}")
         first = STAGES.index(self.options.first) if self.options.first else 0
         last = STAGES.index(self.options.last) if self.options.last else len(STAGES) - 1
-        return [s for s in STAGES[first : last + 1] if s not in self.options.skip]
+        if first > last:
+            raise HubkitError(
+                f"--from {self.options.first} comes after --until {self.options.last}; "
+                f"the stages run in this order: {', '.join(STAGES)}"
+            )
+        selected = [s for s in STAGES[first : last + 1] if s not in self.options.skip]
+        if not selected:
+            raise HubkitError("--skip leaves no stage to run between --from and --until; select at least one")
+        return selected
 
     def _recorded(self, stage: str) -> dict[str, Any]:
         stages = self.state.get("stages")
@@ -143,6 +168,43 @@ class Release:
     # ------------------------------------------------------------------------------------- running
 
     def run(self) -> ReleaseResult:
+        self._check_inputs_outside_out()
+        if self.options.dry_run:  # writes nothing, so needs no lock
+            self._check_workspace()
+            return self._run_stages()
+        with exclusive(self.out, "[quantize] out"):
+            self.state = self._load_state()  # as the run before us left it
+            self._check_workspace()
+            return self._run_stages()
+
+    def _check_inputs_outside_out(self) -> None:
+        """The export folder is replaced on each quantize run: none of the release's inputs may live in it."""
+        assert self.manifest.path is not None
+        inputs = {"manifest": self.manifest.path.resolve()}
+        if self.manifest.release.endpoint == LOCAL_ENDPOINT:
+            inputs["local Hub store"] = self.store.resolve()
+        if self.manifest.base.path:
+            inputs["base"] = (self.root / self.manifest.base.path).resolve()
+        for source in self.manifest.quantize.calib:
+            if (self.root / source).exists():
+                inputs["calibration source"] = (self.root / source).resolve()
+        for section in self.manifest.card.sections if self.manifest.card else []:
+            inputs["card section"] = (self.root / section).resolve()
+        check_outside(self.out, inputs, "[quantize] out")
+
+    def _check_workspace(self) -> None:
+        """Before any work: every folder this run may replace is hubkit's (or absent, or empty)."""
+        check_replaceable(self.out, "[quantize] out")
+        if "quantize" in self.selected:
+            check_replaceable(self.previous, "the previous export's place")
+        if self.manifest.release.endpoint == LOCAL_ENDPOINT and self.store.exists():
+            entries = {p.name for p in self.store.iterdir()} if self.store.is_dir() else {"?"}
+            if read_record(self.store) is None and not entries <= STORE_ENTRIES:
+                raise HubkitError(
+                    f"the local Hub store {self.store} holds files that hubkit did not make; move them away"
+                )
+
+    def _run_stages(self) -> ReleaseResult:
         with self._endpoint():
             self.result.endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
             self._preflight()
@@ -196,16 +258,22 @@ class Release:
             return
         from hubkit.hub.testserver import HubServer
 
-        server = HubServer(self.root / ".hubkit" / "local-hub", tokens={LOCAL_TOKEN: "release"})
-        saved_endpoint, saved_token = os.environ.get("HF_ENDPOINT"), os.environ.get("HF_TOKEN")
-        server.start()
-        os.environ["HF_ENDPOINT"], os.environ["HF_TOKEN"] = server.endpoint, LOCAL_TOKEN
-        try:
-            yield
-        finally:
-            server.stop()
-            _restore("HF_ENDPOINT", saved_endpoint)
-            _restore("HF_TOKEN", saved_token)
+        with contextlib.ExitStack() as stack:
+            store = self.store
+            if self.options.dry_run and not store.is_dir():  # a dry run writes nothing: an empty Hub of its own
+                store = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="hubkit-dry-run-")))
+            server = HubServer(store, tokens={LOCAL_TOKEN: "release"})
+            if store == self.store and not self.options.dry_run and read_record(store) is None:
+                write_record(store, {"what": "local Hub store"})
+            saved_endpoint, saved_token = os.environ.get("HF_ENDPOINT"), os.environ.get("HF_TOKEN")
+            server.start()
+            os.environ["HF_ENDPOINT"], os.environ["HF_TOKEN"] = server.endpoint, LOCAL_TOKEN
+            try:
+                yield
+            finally:
+                server.stop()
+                _restore("HF_ENDPOINT", saved_endpoint)
+                _restore("HF_TOKEN", saved_token)
 
     # ------------------------------------------------------------------------------------- quantize
 
@@ -225,14 +293,34 @@ class Release:
         return _fingerprint(listing, self.manifest.quantize.model_dump(), calib)
 
     def _plan_quantize(self) -> StageResult:
-        return StageResult("quantize", "would run", detail=f"{self._base_ref()} -> {self.out}")
+        replaces = f"; replaces hubkit's earlier export in {self.out}" if self._holds_export() else ""
+        return StageResult("quantize", "would run", detail=f"{self._base_ref()} -> {self.out}{replaces}")
+
+    def _holds_export(self) -> bool:
+        return self.out.is_dir() and has_files(self.out)
 
     def _run_quantize(self) -> StageResult:
+        """Quantize into OUT; hubkit's earlier export waits beside it until the new one is there."""
+        check_replaceable(self.out, "[quantize] out")
+        check_replaceable(self.previous, "the previous export's place")
+        shutil.rmtree(self.previous, ignore_errors=True)  # hubkit's, from a run that was killed mid-stage
+        if self._holds_export():
+            self.out.rename(self.previous)
+        try:
+            outcome = self._quantize()
+        except BaseException:
+            if self.previous.exists() and not (self.out.exists() and has_files(self.out)):
+                with contextlib.suppress(OSError):
+                    self.out.rmdir()
+                self.previous.rename(self.out)  # nothing new was made: the earlier export stays
+            raise
+        shutil.rmtree(self.previous, ignore_errors=True)
+        return outcome
+
+    def _quantize(self) -> StageResult:
         from hubkit.quantize.pipeline import QuantizeOptions, quantize
 
         table = self.manifest.quantize
-        if self.out.exists():
-            shutil.rmtree(self.out)  # our own earlier export, now out of date
         calib = tuple(str(self.root / c) if (self.root / c).exists() else c for c in table.calib)
         options = QuantizeOptions(
             base=self._base_ref(), out=self.out, profile=table.profile, recipe=table.recipe, calib=calib,
@@ -242,6 +330,7 @@ class Release:
         )  # fmt: skip
         result = quantize(options)
         self.state = self._load_state()
+        self._save_state()  # the new export carries hubkit's record from now on, whatever its verdict
         errors = [f for f in result.report.findings if f.severity.value == "error"]
         if errors:
             return StageResult(
@@ -259,7 +348,10 @@ class Release:
         return _fingerprint(card, self._recorded("quantize").get("fingerprint"), (self.out / "README.md").is_file())
 
     def _plan_card(self) -> StageResult:
-        return StageResult("card", "would run", detail=f"render {self.out / 'README.md'}")
+        readme = self.out / "README.md"
+        return StageResult(
+            "card", "would run", detail=f"render {readme}" + (" (replaces it)" if readme.exists() else "")
+        )
 
     def _run_card(self) -> StageResult:
         from hubkit.card.render import render_card
@@ -267,8 +359,11 @@ class Release:
 
         text = render_card(load_checkpoint(str(self.out)), self.manifest)
         readme = self.out / "README.md"
-        if not readme.is_file() or readme.read_text() != text:
-            readme.write_text(text)
+        if not readme.is_file() or readme.read_text(encoding="utf-8", errors="replace") != text:
+            temporary = self.out / ".hubkit" / "README.md.tmp"
+            temporary.parent.mkdir(exist_ok=True)
+            temporary.write_text(text, encoding="utf-8")
+            temporary.replace(readme)  # whole or not at all
         return StageResult("card", "ran", outputs={"bytes": len(text)})
 
     # ------------------------------------------------------------------------------------- validate

@@ -1,0 +1,152 @@
+"""What a release may touch: hubkit's record of the folders it made, and the lock on the output folder.
+
+hubkit deletes or overwrites a folder only when hubkit's own record inside it, ``.hubkit/state.json``, says
+hubkit made it; any other folder is refused with exit 2 before any work. The lock keeps two releases off the
+same output folder: a second run exits 2 naming the pid that holds it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from hubkit import __version__
+from hubkit.errors import HubkitError
+
+RECORD = ".hubkit"
+STATE = f"{RECORD}/state.json"
+#: Keys of ``state.json`` that only hubkit writes: ``made_by`` (every folder hubkit makes now), ``status``
+#: (the record ``hubkit quantize`` writes into its export) and ``stages`` (the release pipeline's record).
+RECORD_KEYS = frozenset({"made_by", "status", "stages"})
+
+
+def made_by() -> dict[str, Any]:
+    """The ``made_by`` entry hubkit writes into the record of a folder it makes."""
+    return {"tool": "hubkit", "version": __version__}
+
+
+def read_record(folder: Path) -> dict[str, Any] | None:
+    """hubkit's record inside ``folder``, or None when there is none (a link in its place does not count)."""
+    record, state = folder / RECORD, folder / STATE
+    if record.is_symlink() or state.is_symlink() or not state.is_file():
+        return None
+    try:
+        data = json.loads(state.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and RECORD_KEYS & data.keys() else None
+
+
+def write_record(folder: Path, record: dict[str, Any]) -> None:
+    """Write ``record`` (with ``made_by``) as ``folder``'s record, whole or not at all."""
+    (folder / RECORD).mkdir(exist_ok=True)
+    record.setdefault("made_by", made_by())
+    temporary = folder / f"{STATE}.{os.getpid()}.tmp"
+    temporary.write_text(json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8")
+    temporary.replace(folder / STATE)
+
+
+def has_files(folder: Path) -> bool:
+    try:
+        return any(folder.iterdir())
+    except OSError as exc:
+        raise HubkitError(f"cannot read {folder}: {exc.strerror or exc}; check its permissions") from exc
+
+
+def check_replaceable(folder: Path, role: str) -> None:
+    """Refuse (exit 2) when ``folder`` exists and is not empty and not provably hubkit's."""
+    if not folder.exists() and not folder.is_symlink():
+        return
+    if not folder.is_dir():
+        raise HubkitError(f"{role} {folder} is a file, not a folder; name a folder that hubkit may create")
+    if has_files(folder) and read_record(folder) is None:
+        raise HubkitError(
+            f"{role} {folder} holds files that hubkit did not make (it has no hubkit record {STATE}); "
+            "hubkit never deletes or overwrites them: name a new or empty folder, or move those files away"
+        )
+
+
+def check_outside(folder: Path, inputs: dict[str, Path], role: str) -> None:
+    """Refuse (exit 2) an output folder that holds one of the release's inputs, or lies inside one."""
+    for name, path in inputs.items():
+        if path == folder or folder in path.parents:
+            raise HubkitError(
+                f"{role} {folder} holds the {name} {path}, and hubkit replaces that folder on each run; "
+                "name a folder of its own for the export"
+            )
+        if path in folder.parents:
+            raise HubkitError(f"{role} {folder} lies inside the {name} {path}; name a folder outside it")
+
+
+def lock_path(folder: Path) -> Path:
+    """The lock of ``folder``: a file beside it, so it lives on while the folder itself is replaced."""
+    return folder.parent / f".{folder.name}.hubkit.lock"
+
+
+@contextlib.contextmanager
+def exclusive(folder: Path, role: str) -> Iterator[None]:
+    """Hold the lock of ``folder`` while the block runs; exit 2 naming the holder's pid when another has it.
+
+    Written on ``fcntl.flock`` (POSIX) rather than the filelock package: the holder's pid must live in the
+    lock file, and filelock truncates the file each time a second process tries it, so a waiter could never
+    read who holds the lock. The kernel drops the lock when the holder dies, even by kill -9.
+    """
+    import fcntl
+
+    path = lock_path(folder)
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise HubkitError(f"cannot create {folder.parent}: {exc.strerror or exc}") from exc
+    while True:
+        try:
+            handle = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as exc:
+            raise HubkitError(f"cannot create the lock {path}: {exc.strerror or exc}") from exc
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = _holder(handle) if exc.errno in (errno.EAGAIN, errno.EACCES) else None
+            os.close(handle)
+            if holder is None and exc.errno not in (errno.EAGAIN, errno.EACCES):
+                raise HubkitError(f"cannot lock {path}: {exc.strerror or exc}") from exc
+            raise HubkitError(
+                f"another hubkit release (pid {holder or 'unknown'}) is working on {role} {folder}; "
+                "wait for it to end, then run again"
+            ) from exc
+        # a holder that ended between our open and our lock removed the file: lock the file that is there now
+        with contextlib.suppress(OSError):
+            if os.path.samestat(os.fstat(handle), os.stat(path, follow_symlinks=False)):
+                break
+        os.close(handle)
+    try:
+        content = os.pread(handle, 64, 0).decode("ascii", "replace").strip()
+        if content and not content.isdigit():  # not a lock hubkit wrote (those hold a pid or nothing)
+            raise HubkitError(f"{path} exists and is not hubkit's lock file; move it away")
+        os.ftruncate(handle, 0)
+        os.pwrite(handle, f"{os.getpid()}\n".encode(), 0)
+    except BaseException:
+        os.close(handle)
+        raise
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)  # still holding the lock: a waiter that opened this file sees it gone and retries
+        os.close(handle)
+
+
+def _holder(handle: int) -> int | None:
+    """The pid written in a held lock file (its holder writes it just after locking: wait a moment for it)."""
+    for _ in range(20):
+        content = os.pread(handle, 64, 0).decode("ascii", "replace").strip()
+        if content.isdigit():
+            return int(content)
+        time.sleep(0.05)
+    return None
