@@ -143,12 +143,13 @@ def main(argv: list[str] | None = None) -> NoReturn:
     except click.ClickException as exc:
         exc.show()
         code = ExitCode.USER_ERROR
-    except Terminated:
-        click.echo("hubkit: terminated (SIGTERM); a rerun resumes where this run stopped", err=True)
-        code = EXIT_TERMINATED
-    except (click.exceptions.Abort, KeyboardInterrupt):
-        click.echo("hubkit: interrupted", err=True)
-        code = ExitCode.INTERRUPTED
+    except (click.exceptions.Abort, KeyboardInterrupt) as exc:
+        if isinstance(exc, Terminated) or isinstance(exc.__cause__, Terminated):  # Click re-raises it as Abort
+            click.echo("hubkit: terminated (SIGTERM)", err=True)
+            code = EXIT_TERMINATED
+        else:
+            click.echo("hubkit: interrupted", err=True)
+            code = ExitCode.INTERRUPTED
     except HubkitError as exc:
         click.echo(f"hubkit: error: {exc}", err=True)
         code = exc.exit_code

@@ -205,7 +205,7 @@ def override_value(raw: str, override: str) -> Any:
     VALUE that is not TOML is taken as the text it is, so ``--set quantize.out=my export`` needs no quotes.
     Quote a text that TOML would read as something else: ``--set 'release.tag="2024-05-01"'``.
     """
-    where = f"--set {shlex.quote(override)}"
+    where = f"--set {_shown(override)}"
     stripped = raw.strip()
     if stripped.startswith(TOML_OPENERS):
         parsed = _parse(f"value = {stripped}", where, "the value is TOML: quote text, close brackets")
@@ -219,19 +219,24 @@ def override_value(raw: str, override: str) -> Any:
     return parsed["value"] if list(parsed) == ["value"] else raw
 
 
+def _shown(override: str) -> str:
+    """A ``--set`` argument as a shell would take it back, on one line."""
+    return shlex.quote(override) if override.isprintable() else repr(override)
+
+
 def _apply_override(data: dict[str, Any], override: str) -> tuple[str, ...]:
     """Apply ``card.serve.tensor_parallel_size=4`` to ``data``; return the key's parts."""
     key, sep, raw = override.partition("=")
     parts = tuple(p.strip() for p in key.strip().split("."))
     if not sep or len(parts) < 2 or not all(parts):
-        raise HubkitError(f"--set {shlex.quote(override)} is not TABLE.KEY=VALUE")
+        raise HubkitError(f"--set {_shown(override)} is not TABLE.KEY=VALUE")
     value = override_value(raw, override)
     target = data
     for depth, part in enumerate(parts[:-1]):
         target = target.setdefault(part, {})
         if not isinstance(target, dict):
             table = ".".join(parts[: depth + 1])
-            raise HubkitError(f"--set {shlex.quote(override)}: {table} is not a table; set a key of a table")
+            raise HubkitError(f"--set {_shown(override)}: {table} is not a table; set a key of a table")
     target[parts[-1]] = value
     return parts
 
@@ -255,7 +260,7 @@ def _problem(path: Path, text: str, problem: Any, overridden: dict[tuple[str, ..
         None,
     )
     if override is not None:
-        where = f"--set {shlex.quote(override)}"
+        where = f"--set {_shown(override)}"
     else:
         line = _line_of(text, location)
         where = f"{path}:{line}" if line else str(path)

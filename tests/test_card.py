@@ -192,3 +192,29 @@ def test_fixture_cards_are_valid(tiny: Path) -> None:
     from hubkit.card.facts import checkpoint_facts
 
     assert check_card((tiny / "README.md").read_text(), checkpoint_facts(load_checkpoint(str(tiny)))) == []
+
+
+@pytest.mark.parametrize(
+    ("template", "line"),
+    [
+        ("# {{ title }}\n\n{{ cycler.__init__.__globals__.os.popen('id').read() }}\n", 3),
+        ("# {{ title }}\n{{ lipsum.__globals__['os'].environ['HF_TOKEN'] }}\n", 2),
+        ("{{ self.__init__.__globals__ }}\n", 1),
+        ("# x\n\n\n{% set f = facts.__class__.__mro__ %}{{ f }}\n", 4),
+    ],
+)
+def test_card_templates_run_in_a_sandbox(
+    hubkit, tiny: Path, tmp_path: Path, monkeypatch, template: str, line: int
+) -> None:
+    """A template folder is someone else's code: it can neither run commands nor read the token into the card."""
+    monkeypatch.setenv("HF_TOKEN", "hf_secret_token_value")
+    folder = tmp_path / "hostile"
+    folder.mkdir()
+    (folder / "card.md.j2").write_text(template)
+    output = tmp_path / "README.md"
+    manifest = REPO_ROOT / "examples" / "tiny-release" / "hubkit.toml"
+    result = hubkit("card", "render", tiny, "--manifest", manifest, "--template", folder, "-o", output)
+    assert result.code == 2, result
+    assert result.err.startswith(f"hubkit: error: {folder / 'card.md.j2'}:{line}: ") and "sandbox" in result.err
+    assert "hf_secret_token_value" not in result.err + result.out and "uid=" not in result.err + result.out
+    assert not output.exists() and list(tmp_path.glob(".README.md.*")) == []

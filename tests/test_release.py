@@ -105,7 +105,15 @@ def test_dry_run_changes_nothing(hubkit, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_kill_during_push_then_rerun_completes(hubkit, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("signum", "code", "line"),
+    [(signal.SIGINT, 130, "hubkit: interrupted"), (signal.SIGTERM, 143, "hubkit: terminated (SIGTERM)")],
+)
+def test_kill_during_push_then_rerun_completes(hubkit, tmp_path: Path, signum: int, code: int, line: str) -> None:
+    """Ctrl-C or SIGTERM mid-push: one line, its exit code, the lock released, nothing left running; a rerun
+    completes."""
+    from hubkit.release.workspace import lock_path
+
     folder = example_copy(tmp_path)
     assert hubkit("release", folder / "hubkit.toml", "--until", "validate").code == 0
     env = {**os.environ, "HF_HUB_DISABLE_XET": "1"}
@@ -121,13 +129,18 @@ def test_kill_during_push_then_rerun_completes(hubkit, tmp_path: Path) -> None:
         "--set",
         "release.atomic=false",
     ]
-    process = subprocess.Popen(command, env=env)
+    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True, start_new_session=True)
     store = folder / ".hubkit" / "local-hub"
     deadline = time.monotonic() + 120
     while len(list(store.rglob("commits/*.json"))) < 3 and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
-    process.send_signal(signal.SIGINT)
-    assert process.wait(timeout=60) != 0
+    process.send_signal(signum)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == code, err
+    assert err.strip() == line
+    with pytest.raises(ProcessLookupError):
+        os.killpg(process.pid, 0)  # nothing of hubkit's outlived it
+    assert not lock_path(folder / "Kimi-Tiny-NVFP4").exists()
     result = hubkit(
         "release", folder / "hubkit.toml", "--set", "push.batch=1", "--set", "release.atomic=false", "--format", "json"
     )

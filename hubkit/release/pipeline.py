@@ -480,11 +480,14 @@ class Release:
         tag = self.manifest.release.tag
         if not tag:
             return StageResult("tag", "skipped", detail="no [release] tag")
+        repo = self.manifest.release.repo
         commit = self._recorded("push").get("outputs", {}).get("commit")
-        hub_api().create_tag(
-            self.manifest.release.repo, tag=tag, revision=commit or self.manifest.release.revision, exist_ok=True
-        )
-        return StageResult("tag", "ran", detail=tag, outputs={"tag": tag, "commit": commit})
+        hub_api().create_tag(repo, tag=tag, revision=commit or self.manifest.release.revision, exist_ok=True)
+        tagged = next((t.target_commit for t in hub_api().list_repo_refs(repo).tags if t.name == tag), None)
+        if commit and tagged != commit:  # exist_ok keeps an existing tag where it is: say so, claim nothing
+            return StageResult("tag", "skipped", detail=f"{tag} already names {tagged} and is never moved; "
+                               f"set a new [release] tag to tag {commit}", outputs={"tag": tag, "commit": tagged})  # fmt: skip
+        return StageResult("tag", "ran", detail=tag, outputs={"tag": tag, "commit": tagged})
 
     # ------------------------------------------------------------------------------------- smoke
 

@@ -14,7 +14,10 @@ def render_summary(result: ReleaseResult) -> str:
         lines.append(
             f"- commit: {push.outputs['commit']} ({push.outputs.get('files')} files, {push.outputs.get('bytes', 0):,} bytes uploaded)"
         )
-    tag = next((s for s in result.stages if s.name == "tag" and s.outputs.get("tag")), None)
+    tag = next(
+        (s for s in result.stages if s.name == "tag" and s.status in ("ran", "unchanged") and s.outputs.get("tag")),
+        None,
+    )
     if tag:
         lines.append(f"- tag: {tag.outputs['tag']}")
     lines += ["", "| stage | status | seconds | detail |", "|---|---|---|---|"]
