@@ -434,3 +434,18 @@ def test_two_releases_on_one_output_folder(released: Path, tmp_path: Path) -> No
     assert hub["prs"] == ["merged"] * (prs + 2)
     state = json.loads((folder / "Kimi-Tiny-NVFP4" / ".hubkit" / "state.json").read_text())
     assert state["stages"]["push"]["outputs"]["commit"] == hub["main"]
+
+
+def test_a_lock_left_by_a_killed_run_is_taken_over(tmp_path: Path) -> None:
+    from hubkit.errors import HubkitError
+    from hubkit.release.workspace import exclusive
+
+    out = tmp_path / "export"
+    lock_path(out).write_text("999999999\n")  # kill -9 leaves the file; the kernel has dropped its lock
+    with exclusive(out, "[quantize] out"):
+        assert lock_path(out).read_text() == f"{os.getpid()}\n"
+    assert not lock_path(out).exists()
+    lock_path(out).write_text("my notes\n")
+    with pytest.raises(HubkitError, match="is not hubkit's lock file"), exclusive(out, "[quantize] out"):
+        pass
+    assert lock_path(out).read_text() == "my notes\n"

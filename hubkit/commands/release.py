@@ -33,6 +33,9 @@ def release_command(obj: dict[str, object], /, manifest: Path, output_format: st
         click.echo(summary)
     target = os.environ.get("GITHUB_STEP_SUMMARY")
     if output_format == "github" and target:
-        with open(target, "a", encoding="utf-8") as handle:
-            handle.write(summary + "\n")
+        try:
+            with open(target, "a", encoding="utf-8") as handle:
+                handle.write(summary + "\n")
+        except OSError as exc:  # the release itself is done: say so, keep its exit code
+            click.echo(f"hubkit: warning: cannot append to $GITHUB_STEP_SUMMARY ({exc.strerror or exc})", err=True)
     return exit_code(result)
