@@ -219,9 +219,14 @@ def override_value(raw: str, override: str) -> Any:
     return parsed["value"] if list(parsed) == ["value"] else raw
 
 
+#: Hugging Face tokens, masked wherever a ``--set`` argument is quoted back (``card.serve.env`` may hold one).
+TOKEN = re.compile(r"hf_[A-Za-z0-9]{8,}")
+
+
 def _shown(override: str) -> str:
-    """A ``--set`` argument as a shell would take it back, on one line."""
-    return shlex.quote(override) if override.isprintable() else repr(override)
+    """A ``--set`` argument as a shell would take it back, on one line, with any token masked."""
+    masked = TOKEN.sub("hf_***", override)
+    return shlex.quote(masked) if masked.isprintable() else repr(masked)
 
 
 def _apply_override(data: dict[str, Any], override: str) -> tuple[str, ...]:

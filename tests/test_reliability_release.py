@@ -161,6 +161,7 @@ def test_every_manifest_problem_is_reported_with_its_key_and_line(hubkit, tmp_pa
         ("card.tags=[1]\nrelease.repo = 'x/y'", "more than one TOML value"),
         ("release.repo.name=x", "release.repo is not a table"),
         ("norelease=1", "is not TABLE.KEY=VALUE"),
+        ("card.serve.env={ HF_TOKEN = 'hf_abcdefghijklmnop' ", "--set 'card.serve.env={ HF_TOKEN = '\"'\"'hf_***"),
     ],
 )
 def test_set_errors_cite_the_set_argument(hubkit, tmp_path: Path, override: str, message: str) -> None:
@@ -169,6 +170,7 @@ def test_set_errors_cite_the_set_argument(hubkit, tmp_path: Path, override: str,
     assert result.code == 2 and one_line(result.err), result
     assert message in result.err
     assert "hubkit.toml:" not in result.err  # the manifest is not at fault
+    assert "hf_abcdefghijklmnop" not in result.err  # a token in a --set value is never echoed
 
 
 @pytest.mark.parametrize(
