@@ -9,7 +9,7 @@ if [ ! -x .venv/bin/hubkit ]; then
   .venv/bin/python -m pip install --quiet 'torch==2.13.0'
   .venv/bin/python -m pip install --quiet -e '.[dev,quantize]'
 fi
-export HF_HUB_DISABLE_XET=1 HF_HUB_DISABLE_TELEMETRY=1
+export HF_HUB_DISABLE_TELEMETRY=1
 .venv/bin/python examples/tiny-release/build_base.py examples/tiny-release
 .venv/bin/hubkit release examples/tiny-release/hubkit.toml "$@"
 echo

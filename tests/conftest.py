@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 
-# huggingface_hub reads these once, at import: the tests talk to a local server over the classic LFS path
-os.environ.setdefault("HF_HUB_DISABLE_XET", "1")
+# huggingface_hub reads these once, at import. Xet stays on, as in production: the local server answers as a
+# Hub without Xet, and hubkit then uploads by classic LFS
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("HF_HUB_DISABLE_UPDATE_CHECK", "1")
 

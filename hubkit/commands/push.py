@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 import click
 
 from hubkit.commands._options import build, click_options, format_option
-from hubkit.errors import ExitCode
+from hubkit.errors import ExitCode, HubkitError
 from hubkit.hub.options import PushOptions
 
 
@@ -20,12 +21,17 @@ from hubkit.hub.options import PushOptions
 @click.pass_obj
 def push_command(obj: dict[str, object], /, folder: Path, output_format: str, **values: Any) -> int:
     """Upload FOLDER to the Hub repo --repo, only what differs, in bounded commits, then verify it."""
-    from hubkit.hub.push import describe, push
+    from hubkit.hub.push import describe, push, step_summary
 
     if values["create_pr"] and values["atomic"]:
         raise click.UsageError("--create-pr and --atomic exclude each other")
     options = build(PushOptions, values, folder=folder, progress=output_format == "text" and not obj.get("quiet"))
-    result = push(options)
+    try:
+        result = push(options)
+    except HubkitError as exc:
+        if output_format == "github":
+            _append_step_summary(step_summary(None, failure=str(exc)))
+        raise
     failed = not result.passed or (options.strict and bool(result.remote_only))
     if output_format == "json":
         click.echo(json.dumps(result.as_dict(), indent=2))
@@ -36,4 +42,18 @@ def push_command(obj: dict[str, object], /, folder: Path, output_format: str, **
                 click.echo(f"::{kind} title=hubkit push::{message}")
             else:
                 click.echo(line)
+    if output_format == "github":
+        _append_step_summary(step_summary(result))
     return ExitCode.ARTIFACT_FAILED if failed else ExitCode.OK
+
+
+def _append_step_summary(markdown: str) -> None:
+    """GitHub Actions shows what a step appends to the file named by $GITHUB_STEP_SUMMARY on the run's page."""
+    path = os.environ.get("GITHUB_STEP_SUMMARY")
+    if not path:
+        return
+    try:
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write(markdown + "\n")
+    except OSError as exc:
+        click.echo(f"::warning title=hubkit push::cannot write the step summary {path}: {exc.strerror}")

@@ -1,47 +1,55 @@
 """``hubkit push``: upload a validated folder in bounded commits so that a rerun always converges, then verify.
 
-Every file is hashed once per push (a cache keyed by path, size and mtime makes a rerun cheap) and the hash
-serves both the upload and the verification. Only files that differ from the remote are uploaded; weights go
-first and the card last, so a half-finished repo never shows a card that claims a complete release.
+Every file is hashed once per push (a cache keyed by each file's stat key makes a rerun cheap, see
+``hubkit.hub.local``) and the hash serves the plan, the upload and the verification. Only files that differ from
+the remote are uploaded; weights go first and the card last, so a half-finished repo never shows a card that
+claims a complete release. VERIFIED means: every file of the folder, as it is when the push ends (stat key
+unchanged since it was hashed, else hashed again), is in the pushed commit with the same size and hash.
 """
 
 from __future__ import annotations
 
-import fnmatch
-import hashlib
-import json
-import os
+import contextlib
 import re
-import time
-from collections.abc import Callable, Iterator
+import sys
+import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from hubkit.checkpoint.model import RECORD_DIR
-from hubkit.errors import ExitCode, HubkitError, is_network_error
+from hubkit.errors import HubkitError
+from hubkit.hub.local import (
+    HashCache,
+    Hasher,
+    LocalFile,
+    PushRefused,
+    current_state,
+    filesystem_clock,
+    hash_files,
+    is_racy,
+    select_files,
+    stat_key,
+)
 from hubkit.hub.options import PushOptions
-from hubkit.progress import progress_bar
+from hubkit.hub.remote import (
+    AbortableFile,
+    FileChanged,
+    Retry,
+    hub_api,
+    offers_xet,
+    remote_files,
+    same,
+    token_user,
+)
 
-HASH_CACHE = f"{RECORD_DIR}/hashes.json"
-SMALL_FILE = 10 * 1024 * 1024  # below this, files may be stored as plain git blobs: keep their git sha1 too
+__all__ = ["PushOptions", "PushRefused", "PushResult", "check_token", "describe", "hub_api", "push", "remote_files"]
+
 CARD = "README.md"
+SMALL_FILE = 10 * 1024 * 1024
 UNITS = {"KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
-
-
-class PushRefused(HubkitError):
-    """The folder itself is unfit to publish (exit 1, like a failed validation)."""
-
-    exit_code = ExitCode.ARTIFACT_FAILED
-
-
-@dataclass(frozen=True)
-class LocalFile:
-    path: str
-    size: int
-    sha256: str
-    git_sha1: str | None
+# huggingface_hub's repo id rules (validate_repo_id), with the namespace required: ORG/NAME
+REPO_ID = re.compile(r"(?!.*(--|\.\.))[A-Za-z0-9_.-]{1,96}/[A-Za-z0-9_.-]{1,96}")
 
 
 @dataclass(frozen=True)
@@ -74,6 +82,9 @@ class PushResult:
     mismatches: list[str] = field(default_factory=list)
     bytes_hashed: int = 0
     dry_run: bool = False
+    commit: str | None = None  # the commit the verification read (the revision's head after the uploads)
+    commit_url: str | None = None
+    xet_offered: bool | None = None  # the endpoint hands out Xet write tokens (else hubkit uploads by LFS)
 
     @property
     def passed(self) -> bool:
@@ -83,204 +94,45 @@ class PushResult:
         return {k: v for k, v in self.__dict__.items()} | {"passed": self.passed}
 
 
-# ------------------------------------------------------------------------------------------------ local side
-
-
-def select_files(folder: Path, include: tuple[str, ...], exclude: tuple[str, ...]) -> list[str]:
-    """Files to publish: no hubkit records, no links out of the folder, no '..' anywhere."""
-    root = folder.resolve()
-    chosen = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
-        base = Path(dirpath)
-        for name in [*dirnames, *filenames]:
-            full = base / name
-            relative = full.relative_to(folder).as_posix()
-            if ".." in relative.split("/"):
-                raise PushRefused(f"{relative} has '..' in its path; rename it before publishing")
-            if full.is_symlink() and not full.resolve().is_relative_to(root):
-                raise PushRefused(f"{relative} is a symlink to outside the folder; copy the file in instead")
-        dirnames[:] = [d for d in dirnames if (base / d).relative_to(folder).as_posix() != RECORD_DIR]
-        for name in filenames:
-            relative = (base / name).relative_to(folder).as_posix()
-            if include and not any(fnmatch.fnmatch(relative, g) for g in include):
-                continue
-            if any(fnmatch.fnmatch(relative, g) for g in exclude):
-                continue
-            chosen.append(relative)
-    return sorted(chosen)
-
-
-def hash_files(folder: Path, paths: list[str], workers: int, progress: bool) -> tuple[dict[str, LocalFile], int]:
-    """sha256 (and the git blob sha1 of small files) of every file, in parallel; cached by path, size, mtime."""
-    cache_path = folder / HASH_CACHE
-    try:
-        cache = json.loads(cache_path.read_text())
-    except (OSError, ValueError):
-        cache = {}
-    found: dict[str, LocalFile] = {}
-    todo = []
-    for path in paths:
-        stat = (folder / path).stat()
-        hit = cache.get(path)
-        if hit and hit[0] == stat.st_size and hit[1] == stat.st_mtime_ns:
-            found[path] = LocalFile(path, stat.st_size, hit[2], hit[3])
-        else:
-            todo.append((path, stat))
-    total = sum(stat.st_size for _, stat in todo)
-    with progress_bar(total=total, desc="hash", unit="B", unit_scale=True, enabled=progress) as bar:
-
-        def digest(item: tuple[str, os.stat_result]) -> LocalFile:
-            path, stat = item
-            sha256 = hashlib.sha256()
-            sha1 = (
-                hashlib.sha1(b"blob %d\0" % stat.st_size, usedforsecurity=False) if stat.st_size < SMALL_FILE else None
-            )
-            with open(folder / path, "rb") as handle:
-                while chunk := handle.read(8 * 1024 * 1024):
-                    sha256.update(chunk)
-                    if sha1 is not None:
-                        sha1.update(chunk)
-                    bar.update(len(chunk))
-            return LocalFile(path, stat.st_size, sha256.hexdigest(), sha1.hexdigest() if sha1 else None)
-
-        with ThreadPoolExecutor(max(1, workers)) as pool:
-            for result, (_, stat) in zip(pool.map(digest, todo), todo, strict=True):
-                found[result.path] = result
-                cache[result.path] = [result.size, stat.st_mtime_ns, result.sha256, result.git_sha1]
-    if todo:
-        cache_path.parent.mkdir(exist_ok=True)
-        cache_path.write_text(json.dumps(cache))
-    return found, total
+def check_repo_id(repo: str) -> None:
+    """ORG/NAME, checked before anything is read or sent."""
+    parts = repo.split("/")
+    if not REPO_ID.fullmatch(repo) or repo.endswith(".git") or any(p[0] in ".-" or p[-1] in ".-" for p in parts):
+        raise HubkitError(f"--repo {repo!r} is not a repo id of the form ORG/NAME (e.g. my-org/Kimi-K2-NVFP4)")
 
 
 def plan_batches(files: list[LocalFile], limit: BatchLimit) -> list[list[LocalFile]]:
-    """Largest files first, small files after, the card alone and last."""
+    """Largest files first, small files after, the card alone and last. A commit never holds two non-empty files
+    with the same bytes: the client would upload that content once per file, at the same time, from one source
+    (and corrupt it when the source is one open file); in a later commit the Hub already has the bytes."""
     card = [f for f in files if f.path == CARD]
-    rest = sorted((f for f in files if f.path != CARD), key=lambda f: (f.size < SMALL_FILE, f.path))
+    pending = sorted((f for f in files if f.path != CARD), key=lambda f: (f.size < SMALL_FILE, f.path))
     batches: list[list[LocalFile]] = []
-    current: list[LocalFile] = []
-    size = 0
-    for item in rest:
-        full = (limit.files is not None and len(current) >= limit.files) or (
-            limit.bytes is not None and current and size + item.size > limit.bytes
-        )
-        if full:
-            batches.append(current)
-            current, size = [], 0
-        current.append(item)
-        size += item.size
-    if current:
+    while pending:
+        current: list[LocalFile] = []
+        contents: set[str] = set()
+        size = 0
+        later = []
+        for item in pending:
+            full = (limit.files is not None and len(current) >= limit.files) or (
+                limit.bytes is not None and current and size + item.size > limit.bytes
+            )
+            if full or (item.size and item.sha256 in contents):
+                later.append(item)
+                continue
+            current.append(item)
+            contents.add(item.sha256)
+            size += item.size
         batches.append(current)
+        pending = later
     if card:
         batches.append(card)
     return batches
 
 
-# ------------------------------------------------------------------------------------------------ remote side
-
-
-def hub_api() -> Any:
-    from huggingface_hub import HfApi
-
-    return HfApi(endpoint=os.environ.get("HF_ENDPOINT") or None)
-
-
-def check_token(api: Any, options: PushOptions) -> str:
-    """The user the token belongs to; one-line errors for a missing or rejected token (never echoing it)."""
-    from huggingface_hub import get_token
-    from huggingface_hub.errors import HfHubHTTPError
-
-    if not get_token():
-        raise HubkitError("no Hub token: set HF_TOKEN, run 'hf auth login', or use GitHub OIDC (HF_OIDC_RESOURCE)")
-    try:
-        return str(_retrying(options, "checking the token", api.whoami, retry_network=False)["name"])
-    except HfHubHTTPError as exc:
-        status = exc.response.status_code if exc.response is not None else None
-        if status in (401, 403):
-            raise HubkitError("the Hub rejected the token; create a new write token and set HF_TOKEN") from None
-        raise HubkitError(f"cannot reach the Hub at {api.endpoint} (HTTP {status}); check HF_ENDPOINT") from None
-    except HubkitError:
-        raise
-    except Exception as exc:
-        if not is_network_error(exc):
-            raise
-        raise HubkitError(f"cannot reach the Hub at {api.endpoint}: {exc}; check HF_ENDPOINT and the network") from None
-
-
-def remote_files(api: Any, repo: str, revision: str) -> dict[str, Any] | None:
-    """path -> RepoFile at ``revision``; None when the repo or the revision does not exist yet."""
-    from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
-
-    try:
-        return {f.path: f for f in api.list_repo_tree(repo, revision=revision, recursive=True) if hasattr(f, "size")}
-    except (RepositoryNotFoundError, RevisionNotFoundError):
-        return None
-
-
-def same(local: LocalFile, remote: Any) -> bool:
-    if remote is None or remote.size != local.size:
-        return False
-    if remote.lfs is not None:
-        return bool(remote.lfs.sha256 == local.sha256)
-    return local.git_sha1 is not None and remote.blob_id == local.git_sha1
-
-
-def _retrying(
-    options: PushOptions,
-    what: str,
-    call: Callable[[], Any],
-    landed: Callable[[], bool] | None = None,
-    retry_network: bool = True,
-) -> Any:
-    """Retry with backoff on 429/5xx and dropped connections, honouring Retry-After; a commit whose answer was
-    lost is recognised on retry (its files are already there) instead of being made twice."""
-    from huggingface_hub.errors import HfHubHTTPError
-
-    delay = options.backoff_s
-    for attempt in range(1, options.retries + 1):
-        try:
-            return call()
-        except HfHubHTTPError as exc:
-            status = exc.response.status_code if exc.response is not None else None
-            if status not in (408, 429, 500, 502, 503, 504):
-                raise
-            if attempt == options.retries:
-                raise HubkitError(f"{what} failed: HTTP {status}: {str(exc).splitlines()[0][:200]}") from None
-            retry_after = exc.response.headers.get("Retry-After") if exc.response is not None else None
-            wait = float(retry_after) if retry_after and retry_after.isdigit() else delay
-        except Exception as exc:
-            if not is_network_error(exc) or not retry_network:
-                raise
-            if attempt == options.retries:
-                raise HubkitError(f"{what} failed: {exc}; check HF_ENDPOINT and rerun the push to resume") from None
-            wait = delay
-        if landed is not None and landed():
-            return None
-        time.sleep(wait)
-        delay = min(delay * 2, 60.0)
-    raise AssertionError("unreachable")
-
-
 def push(options: PushOptions) -> PushResult:
     """Plan, upload in bounded commits, verify; see the module docstring."""
-    from huggingface_hub.errors import HfHubHTTPError
-
-    try:
-        return _push(options)
-    except HfHubHTTPError as exc:
-        status = exc.response.status_code if exc.response is not None else None
-        raise HubkitError(f"the Hub refused the push (HTTP {status}): {str(exc).splitlines()[0][:200]}") from None
-
-
-def _push(options: PushOptions) -> PushResult:
-    from huggingface_hub import CommitOperationAdd, CommitOperationDelete
-    from huggingface_hub.errors import HFValidationError
-    from huggingface_hub.utils import validate_repo_id  # type: ignore[attr-defined]
-
-    try:
-        validate_repo_id(options.repo)
-    except HFValidationError as exc:
-        raise HubkitError(f"--repo {options.repo!r} is not a valid repo id (ORG/NAME): {exc}") from None
+    check_repo_id(options.repo)
     if not options.folder.is_dir():
         raise HubkitError(f"{options.folder} is not a folder; pass the checkpoint folder to publish")
     limit = BatchLimit.parse(options.batch)
@@ -289,80 +141,7 @@ def _push(options: PushOptions) -> PushResult:
         raise HubkitError("no files to publish (check --include/--exclude)")
     if options.validate:
         _validate_before_push(options)
-    api = hub_api()
-    check_token(api, options)
-    hashed, bytes_hashed = hash_files(options.folder, paths, options.workers, options.progress)
-    base_revision = options.revision
-    pr_num = _open_pull_request(api, options) if (options.atomic or options.create_pr) and not options.dry_run else None
-    target = f"refs/pr/{pr_num}" if pr_num else base_revision
-    remote = remote_files(api, options.repo, target) or {}
-    result = PushResult(options.repo, target, bytes_hashed=bytes_hashed, dry_run=options.dry_run, pull_request=pr_num)
-    pending = []
-    for path in paths:
-        local = hashed[path]
-        if path not in remote:
-            result.new.append(path)
-            pending.append(local)
-        elif not same(local, remote[path]):
-            result.changed.append(path)
-            pending.append(local)
-        else:
-            result.unchanged.append(path)
-    result.remote_only = sorted(p for p in remote if p not in hashed and p != ".gitattributes")
-    result.bytes_to_upload = sum(f.size for f in pending)
-    batches = plan_batches(pending, limit)
-    deletions = result.remote_only if options.delete_extra else []
-    if options.dry_run:
-        result.commits = [{"files": [f.path for f in b], "bytes": sum(f.size for f in b)} for b in batches]
-        return result
-    _ensure_repo_and_branch(api, options)
-    if (options.atomic or options.create_pr) and pr_num is None and (batches or deletions):
-        pr_num = _start_pull_request(api, options, batches.pop(0) if batches else [], deletions, result)
-        deletions = []
-        result.pull_request, target = pr_num, f"refs/pr/{pr_num}"
-        result.revision = target
-    for number, batch in enumerate(batches, 1):
-        operations: list[Any] = []
-        for item in batch:
-            operation = CommitOperationAdd(path_in_repo=item.path, path_or_fileobj=str(options.folder / item.path))
-            operation.upload_info.sha256 = bytes.fromhex(item.sha256)  # hashed once: reuse it
-            operations.append(operation)
-        if number == len(batches):
-            operations += [CommitOperationDelete(path_in_repo=p) for p in deletions]
-            deletions = []
-        _commit(
-            api,
-            options,
-            target,
-            operations,
-            batch,
-            f"hubkit: upload {len(batch)} files ({number}/{len(batches)})",
-            result,
-        )
-    if deletions:
-        _commit(
-            api,
-            options,
-            target,
-            [CommitOperationDelete(path_in_repo=p) for p in deletions],
-            [],
-            "hubkit: delete remote-only files",
-            result,
-        )
-    if options.verify:
-        _verify(api, options, target, hashed, result)
-    if options.atomic and pr_num is not None and result.passed:
-        _retrying(options, "merging the pull request", lambda: api.merge_pull_request(options.repo, pr_num))
-        result.merged = True
-    if options.tag and result.passed:
-        tag_target = base_revision if options.atomic or not pr_num else target
-        _retrying(
-            options,
-            "tagging",
-            lambda: api.create_tag(options.repo, tag=options.tag, revision=tag_target, exist_ok=True),
-        )
-        result.tag = options.tag
-    return result
+    return _Push(options).run(paths, limit)
 
 
 def _validate_before_push(options: PushOptions) -> None:
@@ -384,100 +163,300 @@ def _validate_before_push(options: PushOptions) -> None:
         )
 
 
-def _ensure_repo_and_branch(api: Any, options: PushOptions) -> None:
-    _retrying(
-        options, "creating the repo", lambda: api.create_repo(options.repo, private=options.private, exist_ok=True)
-    )
-    if options.revision != "main":
-        _retrying(
-            options,
-            "creating the branch",
-            lambda: api.create_branch(options.repo, branch=options.revision, exist_ok=True),
-        )
+def check_token(api: Any, options: PushOptions) -> str:
+    """The user the token belongs to; a one-line exit 2 for a missing or rejected token or an endpoint that does
+    not answer (release's preflight calls this before any work)."""
+    return token_user(api, Retry(options.retries, options.backoff_s, str(api.endpoint)))
 
 
-def _pull_request_title(options: PushOptions) -> str:
-    return f"hubkit: release {options.folder.resolve().name} into {options.revision}"
+@contextlib.contextmanager
+def _client_progress_bars(enabled: bool) -> Iterator[None]:
+    """huggingface_hub's own upload bars follow hubkit's: off for machine output, quiet runs and non-terminals."""
+    from huggingface_hub.utils.tqdm import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
 
-
-def _open_pull_request(api: Any, options: PushOptions) -> int | None:
-    """The open PR an earlier hubkit push of this release opened, to continue instead of opening a second."""
-    from huggingface_hub.errors import RepositoryNotFoundError
-
+    was_disabled = are_progress_bars_disabled()
+    if not enabled:
+        disable_progress_bars()
     try:
-        discussions = api.get_repo_discussions(options.repo, discussion_type="pull_request", discussion_status="open")
-        for discussion in discussions:
-            if discussion.title == _pull_request_title(options):
-                return int(discussion.num)
-    except RepositoryNotFoundError:
-        return None
-    return None
+        yield
+    finally:
+        if not was_disabled:
+            enable_progress_bars()
 
 
-def _start_pull_request(
-    api: Any, options: PushOptions, batch: list[LocalFile], deletions: list[str], result: PushResult
-) -> int:
-    from huggingface_hub import CommitOperationAdd, CommitOperationDelete
+class _Push:
+    """One push: the state shared by its steps."""
 
-    operations: list[Any] = []
-    for item in batch:
-        operation = CommitOperationAdd(path_in_repo=item.path, path_or_fileobj=str(options.folder / item.path))
-        operation.upload_info.sha256 = bytes.fromhex(item.sha256)
-        operations.append(operation)
-    operations += [CommitOperationDelete(path_in_repo=p) for p in deletions]
-    info = _retrying(
-        options,
-        "opening the pull request",
-        lambda: api.create_commit(
-            options.repo,
-            operations,
-            commit_message=_pull_request_title(options),
-            revision=options.revision,
+    def __init__(self, options: PushOptions) -> None:
+        self.options = options
+        self.folder = options.folder
+        self.api = hub_api()
+        self.retry = Retry(options.retries, options.backoff_s, str(self.api.endpoint))
+        self.hasher = Hasher(options.folder, options.workers)
+        self.cache = HashCache(options.folder)
+        self.clock_ns: int | None = None
+        self.hashed: dict[str, LocalFile] = {}
+        self.abort = threading.Event()
+        self.xet: bool | None = None
+
+    # ------------------------------------------------------------------------------------------ steps
+
+    def run(self, paths: list[str], limit: BatchLimit) -> PushResult:
+        with _client_progress_bars(self.options.progress and sys.stderr.isatty()):
+            return self._run(paths, limit)
+
+    def _run(self, paths: list[str], limit: BatchLimit) -> PushResult:
+        options, api = self.options, self.api
+        token_user(api, self.retry)
+        if not options.dry_run:
+            self.clock_ns = filesystem_clock(self.folder)
+        self.hashed = hash_files(self.folder, paths, self.hasher, self.cache, self.clock_ns, options.progress)
+        if not options.dry_run:
+            self.cache.save()
+        pr_num = self._open_pull_request() if (options.atomic or options.create_pr) and not options.dry_run else None
+        target = f"refs/pr/{pr_num}" if pr_num else options.revision
+        remote = self.retry.call("listing the remote files", lambda: remote_files(api, options.repo, target)) or {}
+        result = PushResult(options.repo, target, dry_run=options.dry_run, pull_request=pr_num)
+        pending = []
+        for path in paths:
+            local = self.hashed[path]
+            if path not in remote:
+                result.new.append(path)
+                pending.append(local)
+            elif not same(local, remote[path]):
+                result.changed.append(path)
+                pending.append(local)
+            else:
+                result.unchanged.append(path)
+        result.remote_only = sorted(p for p in remote if p not in self.hashed and p != ".gitattributes")
+        result.bytes_to_upload = sum(f.size for f in pending)
+        batches = plan_batches(pending, limit)
+        deletions = result.remote_only if options.delete_extra else []
+        if options.dry_run:
+            result.commits = [{"files": [f.path for f in b], "bytes": sum(f.size for f in b)} for b in batches]
+            result.bytes_hashed = self.hasher.bytes_hashed
+            return result
+        self._ensure_repo_and_branch()
+        if (options.atomic or options.create_pr) and pr_num is None and (batches or deletions):
+            pr_num = self._start_pull_request(batches.pop(0) if batches else [], deletions, result)
+            deletions = []
+            result.pull_request, target = pr_num, f"refs/pr/{pr_num}"
+            result.revision = target
+        for number, batch in enumerate(batches, 1):
+            last = number == len(batches)
+            message = f"hubkit: upload {len(batch)} files ({number}/{len(batches)})"
+            self._commit(target, batch, deletions if last else [], message, result)
+            deletions = [] if last else deletions
+        if deletions:
+            self._commit(target, [], deletions, "hubkit: delete remote-only files", result)
+        result.xet_offered = self.xet
+        if options.verify:
+            self._verify(target, result)
+        else:
+            self._read_head(target, result)
+        self.cache.save()
+        result.bytes_hashed = self.hasher.bytes_hashed
+        if options.atomic and pr_num is not None and result.passed:
+            self.retry.call("merging the pull request", lambda: api.merge_pull_request(options.repo, pr_num))
+            result.merged = True
+        if options.tag and result.passed:
+            tag_target = options.revision if options.atomic or not pr_num else target
+            self.retry.call(
+                "tagging",
+                lambda: api.create_tag(options.repo, tag=options.tag, revision=tag_target, exist_ok=True),
+            )
+            result.tag = options.tag
+        return result
+
+    def _ensure_repo_and_branch(self) -> None:
+        options, api = self.options, self.api
+        self.retry.call(
+            "creating the repo", lambda: api.create_repo(options.repo, private=options.private, exist_ok=True)
+        )
+        if options.revision != "main":
+            self.retry.call(
+                "creating the branch",
+                lambda: api.create_branch(options.repo, branch=options.revision, exist_ok=True),
+            )
+
+    def _pull_request_title(self) -> str:
+        return f"hubkit: release {self.folder.resolve().name} into {self.options.revision}"
+
+    def _open_pull_request(self) -> int | None:
+        """The open PR an earlier hubkit push of this release opened, to continue instead of opening a second."""
+        from huggingface_hub.errors import RepositoryNotFoundError
+
+        def find() -> int | None:
+            try:
+                discussions = self.api.get_repo_discussions(
+                    self.options.repo, discussion_type="pull_request", discussion_status="open"
+                )
+                for discussion in discussions:
+                    if discussion.title == self._pull_request_title():
+                        return int(discussion.num)
+            except RepositoryNotFoundError:
+                return None
+            return None
+
+        found: int | None = self.retry.call("looking for the open pull request", find)
+        return found
+
+    def _start_pull_request(self, batch: list[LocalFile], deletions: list[str], result: PushResult) -> int:
+        info = self._commit(
+            self.options.revision,
+            batch,
+            deletions,
+            self._pull_request_title(),
+            result,
             create_pr=True,
-        ),
-        landed=lambda: _open_pull_request(api, options) is not None,
-    )
-    number = int(info.pr_num) if info is not None else _open_pull_request(api, options)
-    if number is None:
-        raise HubkitError("the pull request could not be opened; rerun the push")
-    result.commits.append({"files": [f.path for f in batch], "oid": getattr(info, "oid", None)})
-    return number
+            landed=lambda: self._open_pull_request() is not None,
+        )
+        number = int(info.pr_num) if info is not None else self._open_pull_request()
+        if number is None:
+            raise HubkitError("the pull request could not be opened; rerun the push")
+        return number
+
+    # ------------------------------------------------------------------------------------------ commits
+
+    def _commit(
+        self,
+        target: str,
+        batch: list[LocalFile],
+        deletions: list[str],
+        message: str,
+        result: PushResult,
+        create_pr: bool = False,
+        landed: Any = None,
+    ) -> Any:
+        """One commit of ``batch`` (and ``deletions``), retried on transient faults. Files that changed since they
+        were hashed are hashed again before each try, so a try uploads them as they are then."""
+        from huggingface_hub import CommitOperationDelete
+
+        options, api = self.options, self.api
+        if self.xet is None and batch:
+            self.xet = self.retry.call(
+                "asking the Hub for Xet", lambda: offers_xet(api, options.repo, target, create_pr)
+            )
+        self._refresh(batch)
+
+        def attempt() -> Any:
+            operations, files = self._additions(batch)
+            operations += [CommitOperationDelete(path_in_repo=p) for p in deletions]
+            try:
+                return self._interruptible(
+                    lambda: api.create_commit(
+                        options.repo, operations, commit_message=message, revision=target, create_pr=create_pr
+                    )
+                )
+            except Exception as exc:
+                changed = self._changed(batch)
+                if changed:  # whatever the server said (a hash mismatch, most likely), this is why
+                    raise FileChanged(f"{changed[0]} changed during its upload") from exc
+                raise
+            finally:
+                for handle in files:
+                    handle.close()
+
+        def landed_batch() -> bool:
+            remote = remote_files(api, options.repo, target) or {}
+            return bool(batch) and all(same(item, remote.get(item.path)) for item in batch)
+
+        info = self.retry.call(
+            f"commit '{message}'",
+            attempt,
+            landed=landed or (landed_batch if batch else None),
+            before_retry=lambda: self._refresh(batch),
+        )
+        result.commits.append(
+            {"files": [f.path for f in batch], "oid": getattr(info, "oid", None), "recovered": info is None}
+        )
+        return info
+
+    def _additions(self, batch: list[LocalFile]) -> tuple[list[Any], list[AbortableFile]]:
+        from huggingface_hub import CommitOperationAdd
+
+        operations: list[Any] = []
+        files: list[AbortableFile] = []
+        for item in batch:
+            operation = CommitOperationAdd(path_in_repo=item.path, path_or_fileobj=str(self.folder / item.path))
+            operation.upload_info.sha256 = bytes.fromhex(item.sha256)  # hashed once: reused
+            if not self.xet:
+                # A file object makes the client upload by classic LFS (see offers_xet); opened after the client
+                # read the file's size and sample from the path, so nothing is hashed twice.
+                handle = AbortableFile(self.folder / item.path, self.abort)
+                files.append(handle)
+                operation.path_or_fileobj = handle
+            operations.append(operation)
+        return operations, files
+
+    def _interruptible(self, call: Any) -> Any:
+        """Run a commit so that an interrupt (SIGINT, or SIGTERM mapped to it) stops its LFS uploads at their next
+        read and returns only once no upload thread is left. (The client aborts its own Xet uploads.)"""
+        if self.xet:
+            return call()
+        pool = ThreadPoolExecutor(1, thread_name_prefix="hubkit-commit")
+        try:
+            return pool.submit(call).result()
+        except KeyboardInterrupt:
+            self.abort.set()
+            raise
+        finally:
+            pool.shutdown(wait=True)
+
+    def _changed(self, batch: list[LocalFile]) -> list[str]:
+        changed = []
+        for item in batch:
+            try:
+                if stat_key((self.folder / item.path).stat()) != item.key:
+                    changed.append(item.path)
+            except OSError:
+                changed.append(item.path)
+        return changed
+
+    def _refresh(self, batch: list[LocalFile]) -> None:
+        for index, item in enumerate(batch):
+            now = current_state(self.folder, item, self.hasher, self.clock_ns) if self._changed([item]) else item
+            if now is None:
+                raise PushRefused(f"{item.path} was removed during the push; rerun the push")
+            batch[index] = self.hashed[item.path] = now
+
+    # ------------------------------------------------------------------------------------------ verify
+
+    def _read_head(self, target: str, result: PushResult) -> str:
+        options, api = self.options, self.api
+        sha = str(
+            self.retry.call("reading the pushed commit", lambda: api.model_info(options.repo, revision=target).sha)
+        )
+        result.commit, result.commit_url = sha, f"{str(api.endpoint).rstrip('/')}/{options.repo}/commit/{sha}"
+        return sha
+
+    def _verify(self, target: str, result: PushResult) -> None:
+        """Every file as it is now (stat key unchanged since hashing, else hashed again) against the pushed commit."""
+        options, api = self.options, self.api
+        sha = self._read_head(target, result)
+        remote = self.retry.call("listing the pushed files", lambda: remote_files(api, options.repo, sha)) or {}
+        for path, uploaded in sorted(self.hashed.items()):
+            now = current_state(self.folder, uploaded, self.hasher, self.clock_ns)
+            if now is None:
+                result.mismatches.append(f"{path}: removed from the folder during the push; rerun the push")
+                continue
+            if now is not uploaded and not is_racy(now, self.clock_ns):
+                self.cache.put(now)
+            if same(now, remote.get(path)):
+                continue
+            if now.sha256 != uploaded.sha256:
+                result.mismatches.append(f"{path}: changed during the push; rerun the push to upload it")
+            elif path not in remote:
+                result.mismatches.append(f"{path}: missing on the remote")
+            else:
+                result.mismatches.append(f"{path}: the remote holds other bytes (size or hash differs)")
+        for path in sorted(set(select_files(self.folder, options.include, options.exclude)) - set(self.hashed)):
+            result.mismatches.append(f"{path}: appeared in the folder during the push; rerun the push to upload it")
+        result.remote_only = sorted(p for p in remote if p not in self.hashed and p != ".gitattributes")
+        result.verified = not result.mismatches
 
 
-def _commit(
-    api: Any,
-    options: PushOptions,
-    target: str,
-    operations: list[Any],
-    batch: list[LocalFile],
-    message: str,
-    result: PushResult,
-) -> None:
-    def landed() -> bool:
-        remote = remote_files(api, options.repo, target) or {}
-        return all(same(item, remote.get(item.path)) for item in batch) and bool(batch)
-
-    info = _retrying(
-        options,
-        f"commit '{message}'",
-        lambda: api.create_commit(options.repo, operations, commit_message=message, revision=target),
-        landed,
-    )
-    result.commits.append(
-        {"files": [f.path for f in batch], "oid": getattr(info, "oid", None), "recovered": info is None}
-    )
-
-
-def _verify(api: Any, options: PushOptions, target: str, hashed: dict[str, LocalFile], result: PushResult) -> None:
-    remote = remote_files(api, options.repo, target) or {}
-    for path, local in sorted(hashed.items()):
-        entry = remote.get(path)
-        if entry is None:
-            result.mismatches.append(f"{path}: missing on the remote")
-        elif not same(local, entry):
-            result.mismatches.append(f"{path}: remote size/hash differs from the local file")
-    result.remote_only = sorted(p for p in remote if p not in hashed and p != ".gitattributes")
-    result.verified = not result.mismatches
+# ------------------------------------------------------------------------------------------------ reporting
 
 
 def describe(result: PushResult) -> Iterator[str]:
@@ -487,6 +466,8 @@ def describe(result: PushResult) -> Iterator[str]:
     yield f"  {result.bytes_to_upload:,} bytes to upload in {len(result.commits)} commits; {result.bytes_hashed:,} bytes hashed"
     for commit in result.commits:
         yield f"  commit: {len(commit['files'])} files {', '.join(commit['files'][:4])}{' …' if len(commit['files']) > 4 else ''}"
+    if result.commit_url:
+        yield f"  head: {result.commit_url}"
     if result.pull_request:
         yield f"  pull request #{result.pull_request}{' merged' if result.merged else ''}"
     if result.tag:
@@ -495,9 +476,39 @@ def describe(result: PushResult) -> Iterator[str]:
         yield f"  warning: {path} exists only on the remote (use --delete-extra to remove it)"
     for mismatch in result.mismatches:
         yield f"  error: {mismatch}"
-    if result.verified is not None:
+    if result.verified:
         yield (
-            f"{'VERIFIED' if result.verified else 'VERIFY FAILED'}: every local file is on the remote with the same size and hash"
-            if result.verified
-            else "VERIFY FAILED"
+            f"VERIFIED: all {len(result.new) + len(result.changed) + len(result.unchanged)} files, as they are now, "
+            f"are in commit {(result.commit or '')[:12]} with the same size and hash"
         )
+    elif result.verified is False:
+        yield f"VERIFY FAILED: {len(result.mismatches)} files differ; rerun the push to upload what changed"
+
+
+def step_summary(result: PushResult | None, failure: str | None = None) -> str:
+    """Markdown for GitHub's job summary (``$GITHUB_STEP_SUMMARY``)."""
+    if result is None:
+        return f"### hubkit push failed\n\n{failure}\n"
+    if result.dry_run:
+        outcome = "plan only (dry run)"
+    elif result.verified:
+        outcome = "✅ VERIFIED"
+    elif result.verified is False:
+        outcome = "❌ VERIFY FAILED"
+    else:
+        outcome = "pushed, not verified (--no-verify)"
+    rows = [
+        ("Outcome", outcome),
+        ("Repo", f"`{result.repo}` @ `{result.revision}`"),
+        ("Commit", f"[{(result.commit or '')[:12]}]({result.commit_url})" if result.commit_url else "none"),
+        ("Files", f"{len(result.new)} new, {len(result.changed)} changed, {len(result.unchanged)} unchanged"),
+        ("Remote-only", str(len(result.remote_only))),
+        ("Uploaded", f"{result.bytes_to_upload:,} bytes in {len(result.commits)} commits"),
+    ]
+    if result.pull_request:
+        rows.append(("Pull request", f"#{result.pull_request}{' (merged)' if result.merged else ''}"))
+    if result.tag:
+        rows.append(("Tag", f"`{result.tag}`"))
+    lines = [f"### hubkit push: {outcome}", "", "| | |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows)]
+    lines += ["", *(f"- {m}" for m in result.mismatches)] if result.mismatches else []
+    return "\n".join(lines) + "\n"

@@ -1,9 +1,11 @@
 """A Hub-compatible HTTP server on 127.0.0.1, for tests and for rehearsing a release offline.
 
-It speaks the subset of the Hub API that huggingface_hub uses on the classic LFS path (Xet off): repos,
-preupload, LFS batch (basic), NDJSON commits (with PRs and parent-commit checks), repo info, paginated
-trees, paths-info, refs, branches, tags, pull requests, resolve with Range, validate-yaml and whoami. It
-stores everything under one folder, so it survives a restart. Faults can be injected for tests.
+It speaks the subset of the Hub API that huggingface_hub uses on the classic LFS path: repos, preupload, LFS
+batch (basic and multipart), NDJSON commits (with PRs and parent-commit checks), repo info, paginated trees,
+paths-info, refs, branches, tags, pull requests, resolve with Range, validate-yaml and whoami. It answers as a
+Hub without Xet storage does: no Xet tokens (404 on the token routes), ``xetEnabled: false``, no Xet headers on
+downloads, LFS transfers only. It stores everything under one folder, so it survives a restart. Faults can be
+injected for tests.
 
 Written by hand because nothing lightweight exists that accepts uploads (mirrors only serve downloads and
 full reimplementations need a database and object store); stdlib only, so it starts in milliseconds.
@@ -16,6 +18,8 @@ import hashlib
 import json
 import re
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -42,10 +46,19 @@ def git_blob_sha1(data: bytes) -> str:
 class Faults:
     """Faults to inject, each consumed when it fires."""
 
-    drop_upload_after_bytes: int | None = None  # cut the connection mid-PUT once
+    drop_upload_after_bytes: int | None = None  # cut the connection mid-PUT (``drop_uploads`` times)
+    drop_uploads: int = 1
+    fail_uploads: int = 0  # answer this many LFS PUTs with ``fail_upload_status``
+    fail_upload_status: int = 408
+    upload_delay_s: float = 0.0  # wait this long before reading each LFS PUT's body
     too_many_requests: int = 0  # answer this many requests with 429 + Retry-After
     retry_after_s: int = 1
     fail_commit_after_apply: int = 0  # apply this many commits, then answer 500 as if the response was lost
+    fail_commits: int = 0  # answer this many commits with ``fail_commit_status`` without applying them
+    fail_commit_status: int = 503
+    on_request: Callable[[str, str], None] | None = None  # called with (method, path) as each request arrives
+    after_commit: Callable[[int], None] | None = None  # called with the count of commits applied, before answering
+    commits_applied: int = 0
     requests: list[tuple[str, str]] = field(default_factory=list)  # (method, path) log
 
 
@@ -185,6 +198,7 @@ ROUTES: list[tuple[str, re.Pattern[str], str]] = [
         ("GET", rf"/api/{REPO}/discussions/(?P<num>\d+)", "get_discussion"),
         ("POST", rf"/api/{REPO}/discussions/(?P<num>\d+)/merge", "merge"),
         ("POST", rf"/api/{REPO}/discussions/(?P<num>\d+)/status", "discussion_status"),
+        ("GET", rf"/api/{REPO}/xet-(?P<access>read|write)-token/(?P<rev>[^/]+)", "xet_token"),
         ("GET", rf"/api/{REPO}(?:/revision/(?P<rev>[^/]+))?", "repo_info"),
         ("POST", r"/(?:(?P<prefix>datasets|spaces)/)?(?P<repo>[^/]+/[^/]+)\.git/info/lfs/objects/batch", "lfs_batch"),
         ("PUT", r"/lfs-upload/(?P<oid>[0-9a-f]{64})", "lfs_upload"),
@@ -284,6 +298,8 @@ class _Handler(BaseHTTPRequestHandler):
         path, query = url.path, parse_qs(url.query)  # matched quoted: a revision like refs%2Fpr%2F1 is one segment
         faults = self.hub.faults
         faults.requests.append((self.command, path))
+        if faults.on_request is not None:
+            faults.on_request(self.command, path)
         body = b"" if self.command in ("GET", "HEAD") or path.startswith("/lfs-upload/") else self._body()
         if faults.too_many_requests > 0 and not path.startswith("/lfs-upload/"):
             faults.too_many_requests -= 1
@@ -408,16 +424,30 @@ class _Handler(BaseHTTPRequestHandler):
             objects.append(entry)
         self._send(200, {"transfer": "basic", "objects": objects}, {"Content-Type": "application/vnd.git-lfs+json"})
 
+    def _xet_token(self, groups: dict[str, Any], query: dict[str, Any], body: bytes) -> None:
+        self._repo(groups, write=groups["access"] == "write")
+        raise HubError(404, "Xet storage is not enabled on this Hub; upload with the LFS protocol")
+
     def _lfs_upload(self, groups: dict[str, Any], query: dict[str, Any], body: bytes) -> None:
         faults = self.hub.faults
         length = int(self.headers.get("Content-Length") or 0)
-        if faults.drop_upload_after_bytes is not None:
-            limit, faults.drop_upload_after_bytes = faults.drop_upload_after_bytes, None
-            self.rfile.read(min(limit, length))
+        time.sleep(faults.upload_delay_s)
+        with self.hub.store.lock:
+            drop = faults.drop_upload_after_bytes
+            if drop is not None:
+                faults.drop_uploads -= 1
+                if faults.drop_uploads <= 0:
+                    faults.drop_upload_after_bytes = None
+            fail = faults.fail_uploads > 0
+            faults.fail_uploads -= 1 if fail else 0
+        if drop is not None:
+            self.rfile.read(min(drop, length))
             self.close_connection = True
             self.connection.shutdown(2)  # the connection drops mid-upload
             return
         data = self._body() if self.headers.get("Transfer-Encoding") else self.rfile.read(length)
+        if fail:
+            raise HubError(faults.fail_upload_status, "injected upload failure")
         if hashlib.sha256(data).hexdigest() != groups["oid"]:
             raise HubError(400, "sha256 mismatch")
         path = self.hub.store.object_path(groups["oid"])
@@ -453,6 +483,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _commit(self, groups: dict[str, Any], query: dict[str, Any], body: bytes) -> None:
         kind, repo = self._repo(groups, write=True)
+        if self.hub.faults.fail_commits > 0:
+            self.hub.faults.fail_commits -= 1
+            raise HubError(self.hub.faults.fail_commit_status, "injected commit failure (not applied)")
         store = self.hub.store
         lines = [json.loads(line) for line in body.splitlines() if line.strip()]
         header: dict[str, Any] = next((line["value"] for line in lines if line["key"] == "header"), {})
@@ -507,6 +540,10 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 raise HubError(400, f"cannot commit to {revision}")
             store.save_meta(kind, repo, meta)
+            self.hub.faults.commits_applied += 1
+            applied = self.hub.faults.commits_applied
+        if self.hub.faults.after_commit is not None:
+            self.hub.faults.after_commit(applied)
         if self.hub.faults.fail_commit_after_apply > 0:
             self.hub.faults.fail_commit_after_apply -= 1
             raise HubError(500, "Internal Error (the commit was applied)")
@@ -531,7 +568,7 @@ class _Handler(BaseHTTPRequestHandler):
         files = self._entries(kind, repo, sha)
         meta = self.hub.store.meta(kind, repo)
         self._send(200, {"id": repo, "modelId": repo, "sha": sha, "private": meta["private"], "siblings": [{"rfilename": p} for p in sorted(files)],
-                         "tags": [], "downloads": 0, "likes": 0, "lastModified": _now()})  # fmt: skip
+                         "tags": [], "downloads": 0, "likes": 0, "lastModified": _now(), "xetEnabled": False})  # fmt: skip
 
     def _tree(self, groups: dict[str, Any], query: dict[str, Any], body: bytes) -> None:
         kind, repo = self._repo(groups)
