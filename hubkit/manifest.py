@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_core import ErrorDetails
 
 from hubkit.errors import HubkitError
 
@@ -130,6 +131,35 @@ class Manifest(_Table):
 def load_manifest(path: Path, overrides: list[str] | tuple[str, ...] = ()) -> Manifest:
     """Read and validate a manifest, with ``table.key=value`` overrides; every problem becomes one
     HubkitError naming the key and line."""
+    text, data = _read(path, overrides)
+    try:
+        manifest = Manifest.model_validate(data)
+    except ValidationError as exc:
+        raise HubkitError(_describe(path, text, exc.errors()[0])) from exc
+    object.__setattr__(manifest, "_path", path)
+    return manifest
+
+
+def manifest_problems(path: Path, overrides: list[str] | tuple[str, ...] = ()) -> list[str]:
+    """Every schema problem of the manifest at ``path``, each naming the key and line; empty when it is valid.
+
+    An unreadable file or invalid TOML raises HubkitError (TOML parsing stops at the first error)."""
+    text, data = _read(path, overrides)
+    try:
+        Manifest.model_validate(data)
+    except ValidationError as exc:
+        return [_describe(path, text, problem) for problem in exc.errors()]
+    return []
+
+
+def manifest_json_schema() -> dict[str, Any]:
+    """The JSON Schema of ``hubkit.toml``, generated from the pydantic model (for editors: taplo, Even Better TOML)."""
+    schema = Manifest.model_json_schema(by_alias=True)
+    schema["title"] = "hubkit release manifest (hubkit.toml)"
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
+
+
+def _read(path: Path, overrides: list[str] | tuple[str, ...]) -> tuple[str, dict[str, Any]]:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
@@ -140,12 +170,7 @@ def load_manifest(path: Path, overrides: list[str] | tuple[str, ...] = ()) -> Ma
         raise HubkitError(f"{path}: not valid TOML ({exc}); fix the file") from exc
     for override in overrides:
         _apply_override(data, override)
-    try:
-        manifest = Manifest.model_validate(data)
-    except ValidationError as exc:
-        raise HubkitError(_describe(path, text, exc)) from exc
-    object.__setattr__(manifest, "_path", path)
-    return manifest
+    return text, data
 
 
 def _apply_override(data: dict[str, Any], override: str) -> None:
@@ -166,8 +191,7 @@ def _apply_override(data: dict[str, Any], override: str) -> None:
     target[parts[-1]] = value
 
 
-def _describe(path: Path, text: str, error: ValidationError) -> str:
-    problem = error.errors()[0]
+def _describe(path: Path, text: str, problem: ErrorDetails) -> str:
     location = [str(part) for part in problem["loc"]]
     key = ".".join(location)
     line = _line_of(text, location)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import click
@@ -16,15 +17,28 @@ FILES = {
     ".github/workflows/release.yml": "release.yml",
     ".github/actionlint.yaml": "actionlint.yaml",
 }
+# the workflows install hubkit with its GitHub Action (action.yml), referenced by a full commit SHA
+ACTION_TOKEN = "HUBKIT_ACTION_REF"
+ACTION_REF = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+(/[A-Za-z0-9_./-]+)?@[0-9a-f]{40}$")
+PLACEHOLDER_ACTION = (
+    "CHANGE-ME/hubkit@0000000000000000000000000000000000000000  # CHANGE-ME: hubkit's action, OWNER/REPO@COMMIT-SHA"
+)
 
 
 @click.command("init")
 @click.argument("folder", type=click.Path(path_type=Path), default=".")
 @click.option("--repo", help="Hub repo to publish, ORG/NAME (a marked placeholder when absent).")
 @click.option("--base", help="Base model's Hub repo, ORG/NAME (a marked placeholder when absent).")
+@click.option(
+    "--action",
+    metavar="OWNER/REPO@SHA",
+    help="hubkit's GitHub Action for the workflows, pinned by commit SHA (a marked placeholder when absent).",
+)
 @click.option("--force", is_flag=True, help="Overwrite files that exist.")
-def init_command(folder: Path, repo: str | None, base: str | None, force: bool) -> int:
+def init_command(folder: Path, repo: str | None, base: str | None, action: str | None, force: bool) -> int:
     """Write FOLDER/hubkit.toml and the CI and release workflows for a new model."""
+    if action is not None and not ACTION_REF.match(action):
+        raise HubkitError(f"--action {action!r} is not OWNER/REPO@SHA with a full 40-character commit SHA; pin it so")
     import jinja2
 
     from hubkit.resources import data_dir
@@ -45,8 +59,10 @@ def init_command(folder: Path, repo: str | None, base: str | None, force: bool) 
     for target, source in targets.items():
         target.parent.mkdir(parents=True, exist_ok=True)
         text = source.read_text()
-        target.write_text(environment.from_string(text).render(context) if source.suffix == ".j2" else text)
+        if source.suffix == ".j2":
+            text = environment.from_string(text).render(context)
+        target.write_text(text.replace(ACTION_TOKEN, action or PLACEHOLDER_ACTION))
         click.echo(f"wrote {target}")
-    if repo is None or base is None:
-        click.echo("fill in the lines marked CHANGE-ME in hubkit.toml, then run: hubkit release --dry-run")
+    if repo is None or base is None or action is None:
+        click.echo("fill in the lines marked CHANGE-ME (hubkit.toml, .github/workflows/), then: hubkit release --dry-run")
     return ExitCode.OK
