@@ -135,4 +135,12 @@ def test_constraints_pin_every_dependency_hubkit_and_its_quantize_extra_declare(
         for requirement in [*project["dependencies"], *project["optional-dependencies"]["quantize"]]
     }
     assert declared - pinned == set()
-    assert "-c constraints/release.txt" in (REPO_ROOT / ".ci" / "run").read_text()
+    ci = (REPO_ROOT / ".ci" / "run").read_text()
+    assert "grep '^torch==' constraints/release.txt" in ci and "-c constraints/release.txt -c constraints/dev.txt" in ci
+    readme = (REPO_ROOT / "README.md").read_text()
+    torch = next(
+        line
+        for line in (REPO_ROOT / "constraints" / "release.txt").read_text().splitlines()
+        if line.startswith("torch==")
+    )
+    assert f"pip install '{torch}' --index-url https://download.pytorch.org/whl/cpu" in readme
