@@ -64,5 +64,7 @@ def init_command(folder: Path, repo: str | None, base: str | None, action: str |
         target.write_text(text.replace(ACTION_TOKEN, action or PLACEHOLDER_ACTION))
         click.echo(f"wrote {target}")
     if repo is None or base is None or action is None:
-        click.echo("fill in the lines marked CHANGE-ME (hubkit.toml, .github/workflows/), then: hubkit release --dry-run")
+        click.echo(
+            "fill in the lines marked CHANGE-ME (hubkit.toml, .github/workflows/), then: hubkit release --dry-run"
+        )
     return ExitCode.OK
