@@ -19,6 +19,7 @@ from hubkit import __version__
 from hubkit.commands.card import card_group
 from hubkit.commands.diff import diff_command
 from hubkit.commands.init import init_command
+from hubkit.commands.manifest import manifest_group
 from hubkit.commands.push import push_command
 from hubkit.commands.quantize import quantize_command
 from hubkit.commands.release import release_command
@@ -42,6 +43,7 @@ def cli(ctx: click.Context, verbose: int, quiet: bool, debug: bool) -> None:
 cli.add_command(card_group)
 cli.add_command(diff_command)
 cli.add_command(init_command)
+cli.add_command(manifest_group)
 cli.add_command(push_command)
 cli.add_command(quantize_command)
 cli.add_command(release_command)

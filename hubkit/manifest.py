@@ -160,6 +160,40 @@ def load_manifest(path: Path, overrides: list[str] | tuple[str, ...] = ()) -> Ma
     Every problem becomes one HubkitError that lists them all, each naming its key and the manifest line
     that sets it, or the ``--set`` argument that did.
     """
+    text, data, overridden = _read(path, overrides)
+    try:
+        manifest = Manifest.model_validate(data)
+    except ValidationError as exc:
+        raise HubkitError(_describe(path, _problems(path, text, exc, overridden))) from exc
+    except RecursionError as exc:
+        raise HubkitError(f"{path}: values nested too deeply; fix the file") from exc
+    object.__setattr__(manifest, "_path", path)
+    return manifest
+
+
+def manifest_problems(path: Path, overrides: list[str] | tuple[str, ...] = ()) -> list[str]:
+    """Every schema problem of the manifest at ``path``, each naming the key and line; empty when it is valid.
+
+    An unreadable file or invalid TOML raises HubkitError (TOML parsing stops at the first error)."""
+    text, data, overridden = _read(path, overrides)
+    try:
+        Manifest.model_validate(data)
+    except ValidationError as exc:
+        return _problems(path, text, exc, overridden)
+    except RecursionError as exc:
+        raise HubkitError(f"{path}: values nested too deeply; fix the file") from exc
+    return []
+
+
+def manifest_json_schema() -> dict[str, Any]:
+    """The JSON Schema of ``hubkit.toml``, generated from the pydantic model (for editors: taplo, Even Better TOML)."""
+    schema = Manifest.model_json_schema(by_alias=True)
+    schema["title"] = "hubkit release manifest (hubkit.toml)"
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
+
+
+def _read(path: Path, overrides: list[str] | tuple[str, ...]) -> tuple[str, dict[str, Any], dict[tuple[str, ...], str]]:
+    """(the text, the parsed data with the overrides applied, key parts -> the --set that set them)."""
     try:
         raw = path.read_bytes()
     except OSError as exc:
@@ -174,14 +208,7 @@ def load_manifest(path: Path, overrides: list[str] | tuple[str, ...] = ()) -> Ma
     overridden: dict[tuple[str, ...], str] = {}
     for override in overrides:
         overridden[_apply_override(data, override)] = override
-    try:
-        manifest = Manifest.model_validate(data)
-    except ValidationError as exc:
-        raise HubkitError(_describe(path, text, exc, overridden)) from exc
-    except RecursionError as exc:
-        raise HubkitError(f"{path}: values nested too deeply; fix the file") from exc
-    object.__setattr__(manifest, "_path", path)
-    return manifest
+    return text, data, overridden
 
 
 def _parse(text: str, where: str, fix: str) -> dict[str, Any]:
@@ -246,9 +273,12 @@ def _apply_override(data: dict[str, Any], override: str) -> tuple[str, ...]:
     return parts
 
 
-def _describe(path: Path, text: str, error: ValidationError, overridden: dict[tuple[str, ...], str]) -> str:
+def _problems(path: Path, text: str, error: ValidationError, overridden: dict[tuple[str, ...], str]) -> list[str]:
+    return [_problem(path, text, problem, overridden) for problem in error.errors()]
+
+
+def _describe(path: Path, problems: list[str]) -> str:
     """Every problem, one per line (a single problem stays one line)."""
-    problems = [_problem(path, text, problem, overridden) for problem in error.errors()]
     if len(problems) == 1:
         return problems[0]
     listed = problems[:MAX_PROBLEMS]

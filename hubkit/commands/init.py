@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import click
@@ -17,15 +18,28 @@ FILES = {
     ".github/workflows/release.yml": "release.yml",
     ".github/actionlint.yaml": "actionlint.yaml",
 }
+# the workflows install hubkit with its GitHub Action (action.yml), referenced by a full commit SHA
+ACTION_TOKEN = "HUBKIT_ACTION_REF"
+ACTION_REF = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+(/[A-Za-z0-9_./-]+)?@[0-9a-f]{40}$")
+PLACEHOLDER_ACTION = (
+    "CHANGE-ME/hubkit@0000000000000000000000000000000000000000  # CHANGE-ME: hubkit's action, OWNER/REPO@COMMIT-SHA"
+)
 
 
 @click.command("init")
 @click.argument("folder", type=click.Path(path_type=Path), default=".")
 @click.option("--repo", help="Hub repo to publish, ORG/NAME (a marked placeholder when absent).")
 @click.option("--base", help="Base model's Hub repo, ORG/NAME (a marked placeholder when absent).")
+@click.option(
+    "--action",
+    metavar="OWNER/REPO@SHA",
+    help="hubkit's GitHub Action for the workflows, pinned by commit SHA (a marked placeholder when absent).",
+)
 @click.option("--force", is_flag=True, help="Overwrite files that exist (an edited one is kept as FILE.bak).")
-def init_command(folder: Path, repo: str | None, base: str | None, force: bool) -> int:
+def init_command(folder: Path, repo: str | None, base: str | None, action: str | None, force: bool) -> int:
     """Write FOLDER/hubkit.toml and the CI and release workflows for a new model."""
+    if action is not None and not ACTION_REF.match(action):
+        raise HubkitError(f"--action {action!r} is not OWNER/REPO@SHA with a full 40-character commit SHA; pin it so")
     from hubkit.manifest import repo_id_problem
 
     for flag, value in (("--repo", repo), ("--base", base)):
@@ -34,7 +48,7 @@ def init_command(folder: Path, repo: str | None, base: str | None, force: bool) 
             raise HubkitError(f"{flag}: {problem}")
     if folder.exists() and not folder.is_dir():
         raise HubkitError(f"{folder} is a file; name a folder for the new model (created when missing)")
-    texts = render_files(folder, repo, base)
+    texts = render_files(folder, repo, base, action)
     existing = [target for target in texts if target.exists() or target.is_symlink()]
     if existing and not force:
         raise HubkitError(f"{', '.join(map(str, existing))} already exist; pass --force to overwrite")
@@ -48,12 +62,14 @@ def init_command(folder: Path, repo: str | None, base: str | None, force: bool) 
         except OSError as exc:
             raise HubkitError(f"cannot write {target}: {exc.strerror or exc}") from exc
         click.echo(f"wrote {target}" + (f" (your earlier version is kept as {kept})" if kept else ""))
-    if repo is None or base is None:
-        click.echo("fill in the lines marked CHANGE-ME in hubkit.toml, then run: hubkit release --dry-run")
+    if repo is None or base is None or action is None:
+        click.echo(
+            "fill in the lines marked CHANGE-ME (hubkit.toml, .github/workflows/), then run: hubkit manifest check"
+        )
     return ExitCode.OK
 
 
-def render_files(folder: Path, repo: str | None, base: str | None) -> dict[Path, str]:
+def render_files(folder: Path, repo: str | None, base: str | None, action: str | None = None) -> dict[Path, str]:
     """Each file ``init`` writes, with its text.
 
     The manifest stays a Jinja template because its comments are written for people and belong beside the
@@ -82,7 +98,9 @@ def render_files(folder: Path, repo: str | None, base: str | None) -> dict[Path,
     texts = {}
     for name, source in FILES.items():
         text = (templates / source).read_text(encoding="utf-8")
-        texts[folder / name] = environment.from_string(text).render(context) if source.endswith(".j2") else text
+        if source.endswith(".j2"):
+            text = environment.from_string(text).render(context)
+        texts[folder / name] = text.replace(ACTION_TOKEN, action or PLACEHOLDER_ACTION)
     manifest = tomllib.loads(texts[folder / "hubkit.toml"])
     if (manifest["release"]["repo"], manifest["base"]["repo"]) != (context["repo"], context["base"]):
         raise RuntimeError("the manifest template does not round-trip the repo ids")
