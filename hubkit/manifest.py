@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
 from hubkit.errors import HubkitError
@@ -42,7 +42,9 @@ def _repo_id(value: str) -> str:
     return value
 
 
-RepoId = Annotated[str, AfterValidator(_repo_id)]
+#: The shape of a repo id, for editors reading the JSON Schema; huggingface_hub's rules are checked on load.
+REPO_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$"
+RepoId = Annotated[str, AfterValidator(_repo_id), WithJsonSchema({"type": "string", "pattern": REPO_ID_PATTERN})]
 
 
 class _Table(BaseModel):
