@@ -27,8 +27,23 @@ def _settings(checkpoint: Checkpoint) -> dict[str, Any]:
     }
 
 
+def unreadable(checkpoint: Checkpoint) -> list[str]:
+    """What of a checkpoint could not be read, so cannot be compared: files, configs, shard headers."""
+    found = [f"{path} {problem}" for path, problem in checkpoint.problems.items()]
+    found += [
+        f"{name} {doc.error}" for name, doc in sorted(checkpoint.documents.items()) if doc.error and not doc.unreadable
+    ]
+    found += [
+        f"{shard.file}: {shard.fatal}"
+        for shard in checkpoint.shards.values()
+        if shard.fatal is not None and shard.fatal_kind != "unreadable"
+    ]
+    return found
+
+
 def diff_checkpoints(a: Checkpoint, b: Checkpoint) -> dict[str, Any]:
-    """Differences of B against A, grouped by layer range rather than listed tensor by tensor."""
+    """Differences of B against A, grouped by layer range rather than listed tensor by tensor; what either
+    side could not read is listed, and such a pair is never called identical."""
     left, right = _settings(a), _settings(b)
     configs = [{"key": k, "a": left[k], "b": right[k]} for k in left if left[k] != right[k]]
     context = Context(a, choose_profile(a, None))
@@ -52,7 +67,15 @@ def diff_checkpoints(a: Checkpoint, b: Checkpoint) -> dict[str, Any]:
         "only_in_b": group_names(only_b),
         "changed": [{"change": k, "tensors": group_names(v, limit=6)} for k, v in sorted(changed.items())],
     }
-    same = not configs and not any(exclusions.values()) and not only_a and not only_b and not changed
+    broken = {"a": unreadable(a), "b": unreadable(b)}
+    same = (
+        not configs
+        and not any(exclusions.values())
+        and not only_a
+        and not only_b
+        and not changed
+        and not any(broken.values())
+    )
     return {
         "schema": 1,
         "a": a.location,
@@ -61,11 +84,14 @@ def diff_checkpoints(a: Checkpoint, b: Checkpoint) -> dict[str, Any]:
         "configs": configs,
         "exclusions": exclusions,
         "tensors": tensors,
+        "unreadable": broken,
     }
 
 
 def render_diff(diff: dict[str, Any]) -> str:
     lines = [f"hubkit diff {diff['a']} {diff['b']}"]
+    for side in ("a", "b"):
+        lines += [f"  cannot read in {side.upper()}: {item}" for item in diff["unreadable"][side]]
     for item in diff["configs"]:
         lines.append(f"  config {item['key']}: {item['a']!r} -> {item['b']!r}")
     for key, title in (

@@ -8,8 +8,7 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
-import msgspec
-
+from hubkit.checkpoint.json_text import JsonProblem, decode_json
 from hubkit.checkpoint.model import (
     CONFIG,
     GENERATION_CONFIG,
@@ -62,12 +61,12 @@ def missing_config(ctx: Context) -> Iterator[Issue]:
 def invalid_json(ctx: Context) -> Iterator[Issue]:
     for name in JSON_FILES:
         doc = ctx.checkpoint.documents.get(name)
-        if doc is None:
+        if doc is None or doc.unreadable:  # a file that cannot be read at all: HK113
             continue
         if doc.error:
-            yield Issue(f"{name} is {doc.error}", name)
+            yield Issue(f"{name} {doc.error}; fix or re-export it", name, line=doc.error_line)
         elif not isinstance(doc.data, dict):
-            yield Issue(f"{name} is not a JSON object", name)
+            yield Issue(f"{name} is not a JSON object", name, line=1)
 
 
 @check(
@@ -213,6 +212,18 @@ def too_many_files(ctx: Context) -> Iterator[Issue]:
             yield Issue(f"{folder or '.'} holds {count:,} files; the Hub allows {HUB_MAX_FILES_PER_FOLDER:,}", folder)
 
 
+@check(
+    "HK113", "unreadable-file", Severity.ERROR,
+    what="Every file in the folder can be read: regular files this user may open, symlinks that lead to a "
+    "file, folders that can be listed, no folder where a config or the card should be.",
+    why="A file the validator cannot read is a file no check has looked at, and one the upload cannot send.",
+)  # fmt: skip
+def unreadable_file(ctx: Context) -> Iterator[Issue]:
+    for path, problem in ctx.checkpoint.problems.items():
+        if not path.startswith(RECORD_DIR + "/"):
+            yield Issue(f"{path} {problem}; replace it with a readable file or delete it", path)
+
+
 # ------------------------------------------------------------------------------------------ with --base
 
 _BASE_SHARED = re.compile(
@@ -221,17 +232,13 @@ _BASE_SHARED = re.compile(
 )
 
 
-def _file_bytes(checkpoint: Checkpoint, path: str) -> bytes:
-    return checkpoint.source.read_range(path, 0, checkpoint.files[path].size)
-
-
 def _same_content(path: str, ours: bytes, theirs: bytes) -> bool:
     if ours == theirs:
         return True
     if path.endswith(".json"):  # formatting and the writer's version stamp do not matter
         try:
-            a, b = msgspec.json.decode(ours), msgspec.json.decode(theirs)
-        except msgspec.DecodeError:
+            a, b = decode_json(ours), decode_json(theirs)
+        except JsonProblem:
             return False
         if isinstance(a, dict) and isinstance(b, dict):
             a.pop("transformers_version", None)
@@ -251,7 +258,9 @@ def differs_from_base(ctx: Context) -> Iterator[Issue]:
     for path in sorted(base.files):
         if not _BASE_SHARED.fullmatch(path) or path not in ctx.checkpoint.files:
             continue
-        ours, theirs = _file_bytes(ctx.checkpoint, path), _file_bytes(base, path)
+        if ctx.checkpoint.files[path].problem is not None:
+            continue  # HK113 reports it
+        ours, theirs = ctx.checkpoint.read_file(path), base.read_file(path)
         if not _same_content(path, ours, theirs):
             digest = hashlib.sha256(ours).hexdigest()[:12]
             yield Issue(f"{path} differs from the base's (sha256 {digest}…); copy the base's file", path)
@@ -271,7 +280,7 @@ def missing_from_base(ctx: Context) -> Iterator[Issue]:
 
 
 @check(
-    "HK122", "base-weight-unaccounted", Severity.ERROR, needs=["base"],
+    "HK122", "base-weight-unaccounted", Severity.ERROR, needs=["base"], requires=["tensors"],
     what="Every weight of the base is in the export (INT4 weight_packed as a weight, plain tensors by name).",
     why="A weight the exporter dropped (tied-weight dedup, a renamed prefix) loads as garbage or fails the load.",
 )  # fmt: skip

@@ -35,6 +35,8 @@ SECRET_PLUGINS = [
 
 def _candidates(ctx: Context) -> Iterator[str]:
     for path, entry in ctx.checkpoint.files.items():
+        if entry.problem is not None:
+            continue  # never opened: HK113 reports it
         if not path.endswith(".safetensors") and not path.startswith(RECORD_DIR + "/") and not entry.is_symlink:
             yield path
 
@@ -110,15 +112,14 @@ def redact(secret: str) -> str:
 def _scannable_text(ctx: Context, path: str) -> str:
     """The text to scan; the weight index without its name -> shard map (names are checked elsewhere),
     which is skipped unparsed rather than decoded."""
-    raw = ctx.checkpoint.source.read_range(path, 0, ctx.checkpoint.files[path].size)
+    raw = ctx.checkpoint.read_file(path)
     if path == INDEX:
         try:
             parts = msgspec.json.decode(raw, type=dict[str, msgspec.Raw])
             rest = {k: msgspec.json.decode(v) for k, v in parts.items() if k != "weight_map"}
-        except msgspec.DecodeError:
-            pass  # not a JSON object: scanned as it is
-        else:
             return json.dumps(rest, indent=1)
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError, ValueError):
+            pass  # not a JSON object: scanned as it is
     return raw.decode("utf-8", errors="replace")
 
 
