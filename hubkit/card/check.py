@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hubkit.card.facts import approx
-from hubkit.checkpoint.model import CONFIG, Checkpoint
+from hubkit.checkpoint.model import CONFIG, QUANT_CONFIG, Checkpoint
 
 REQUIRED_KEYS = ("license", "base_model", "base_model_relation", "pipeline_tag", "library_name", "tags")
 REQUIRED_SECTIONS = (
@@ -146,6 +146,17 @@ def facts_blocker(checkpoint: Checkpoint) -> str | None:
             f" (and {len(broken) - 1} more shards)" if len(broken) > 1 else ""
         )
     return None
+
+
+#: Facts read from hf_quant_config.json: not compared while that file is missing or broken (HK401/HK102/HK113).
+QUANT_FACTS = ("group_size", "kv_cache_dtype")
+
+
+def comparable_facts(checkpoint: Checkpoint, facts: dict[str, Any]) -> dict[str, Any]:
+    """The facts a card may be held to: none from a quant config that could not be read."""
+    if checkpoint.usable(QUANT_CONFIG):
+        return facts
+    return {**facts, **dict.fromkeys(QUANT_FACTS)}
 
 
 def check_card(text: str, facts: dict[str, Any] | None = None) -> list[CardProblem]:

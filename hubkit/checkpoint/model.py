@@ -123,6 +123,18 @@ class Checkpoint:
         """Path -> why it cannot be read, for every entry that cannot (each reported once, by HK113)."""
         return {path: entry.problem for path, entry in self.files.items() if entry.problem is not None}
 
+    def is_folder(self, path: str) -> bool:
+        """Whether ``path`` (not a listed file) is a folder of the checkpoint, even an empty one."""
+        if any(p.startswith(path + "/") for p in self.files):
+            return True
+        local = self.source.local_path(path)
+        if local is None or path.startswith("/") or ".." in path.split("/"):
+            return False  # remote, or a name from a config that points out of the folder
+        try:
+            return local.is_dir()
+        except OSError:  # a name too long for the file system, or not a name at all
+            return False
+
     def read_file(self, path: str) -> bytes:
         """The whole of ``path``; an OSError becomes :class:`UnreadableFile` naming it."""
         entry = self.files[path]

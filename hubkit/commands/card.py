@@ -51,7 +51,7 @@ def render_command(checkpoint: str, manifest_path: Path | None, template: str | 
 )
 def check_command(readme: Path, checkpoint: str | None, output_format: str) -> int:
     """Check README.md: front matter, sections, and (with --checkpoint) every derivable number."""
-    from hubkit.card.check import CardProblem, check_card, decode_card, facts_blocker
+    from hubkit.card.check import CardProblem, check_card, comparable_facts, decode_card, facts_blocker
     from hubkit.card.facts import checkpoint_facts
     from hubkit.checkpoint import load_checkpoint
 
@@ -70,7 +70,7 @@ def check_command(readme: Path, checkpoint: str | None, output_format: str) -> i
             loaded = load_checkpoint(checkpoint)
             blocker = facts_blocker(loaded)
             if blocker is None:
-                facts = checkpoint_facts(loaded)
+                facts = comparable_facts(loaded, checkpoint_facts(loaded))
             else:  # the checkpoint's own fault, reported once; 'hubkit validate' says more
                 problems.append(CardProblem("checkpoint", f"numbers not checked: {checkpoint}: {blocker}"))
         problems += check_card(text, facts)

@@ -14,8 +14,8 @@ SETTINGS = ("quant_algo", "group_size", "kv_cache_quant_algo")
 
 
 def _settings(checkpoint: Checkpoint) -> dict[str, Any]:
-    quant = (checkpoint.quant_config or {}).get("quantization") or {}
-    producer = (checkpoint.quant_config or {}).get("producer") or {}
+    quant = _table(checkpoint.quant_config, "quantization")
+    producer = _table(checkpoint.quant_config, "producer")
     text = checkpoint.text_config
     return {
         **{key: quant.get(key) for key in SETTINGS},
@@ -27,11 +27,18 @@ def _settings(checkpoint: Checkpoint) -> dict[str, Any]:
     }
 
 
+def _table(document: dict[str, Any] | None, key: str) -> dict[str, Any]:
+    value = (document or {}).get(key)
+    return value if isinstance(value, dict) else {}
+
+
 def unreadable(checkpoint: Checkpoint) -> list[str]:
     """What of a checkpoint could not be read, so cannot be compared: files, configs, shard headers."""
     found = [f"{path} {problem}" for path, problem in checkpoint.problems.items()]
     found += [
-        f"{name} {doc.error}" for name, doc in sorted(checkpoint.documents.items()) if doc.error and not doc.unreadable
+        f"{name} {doc.error or 'is not a JSON object'}"
+        for name, doc in sorted(checkpoint.documents.items())
+        if not doc.usable and not doc.unreadable
     ]
     found += [
         f"{shard.file}: {shard.fatal}"

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from hubkit.card.check import CardProblem, check_facts, check_front_matter, check_sections, decode_card
+from hubkit.card.check import (
+    CardProblem,
+    check_facts,
+    check_front_matter,
+    check_sections,
+    comparable_facts,
+    decode_card,
+)
 from hubkit.card.facts import checkpoint_facts
 from hubkit.checkpoint.model import UnreadableFile
 from hubkit.validate.context import Context
@@ -72,4 +79,5 @@ def card_sections(ctx: Context) -> Iterator[Issue]:
 def card_facts(ctx: Context) -> Iterator[Issue]:
     text = _card_text(ctx)
     if text is not None:
-        yield from _issues(check_facts(text, checkpoint_facts(ctx.checkpoint, ctx.modules)))
+        facts = comparable_facts(ctx.checkpoint, checkpoint_facts(ctx.checkpoint, ctx.modules))
+        yield from _issues(check_facts(text, facts))

@@ -132,7 +132,8 @@ def missing_remote_code(ctx: Context) -> Iterator[Issue]:
     checkpoint = ctx.checkpoint
     needed = auto_map_modules(checkpoint.document(CONFIG)) | auto_map_modules(checkpoint.document(TOKENIZER_CONFIG))
     for path in sorted(needed - set(checkpoint.files)):
-        yield Issue(f"{path} is named by an auto_map but missing; copy it from the base model", path)
+        state = "a folder, not a file" if checkpoint.is_folder(path) else "missing"
+        yield Issue(f"{path} is named by an auto_map but {state}; copy it from the base model", path)
 
 
 @check(

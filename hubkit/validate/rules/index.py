@@ -172,7 +172,8 @@ def indexed_shard_missing(ctx: Context) -> Iterator[Issue]:
     if parsed is None:
         return
     for shard in sorted({str(s) for s in parsed[0].values()} - set(ctx.checkpoint.files)):
-        yield Issue(f"the index names {shard} but the file is missing", shard)
+        state = "is a folder" if ctx.checkpoint.is_folder(shard) else "is missing"
+        yield Issue(f"the index names {shard} but the file {state}", shard)
 
 
 @check(

@@ -12,7 +12,7 @@ from typing import Any
 
 import msgspec
 
-from hubkit.checkpoint.model import INDEX, RECORD_DIR
+from hubkit.checkpoint.model import INDEX, RECORD_DIR, UnreadableFile
 from hubkit.validate.context import Context
 from hubkit.validate.engine import Issue, Severity, check
 
@@ -158,7 +158,11 @@ def secret_in_file(ctx: Context) -> Iterator[Issue]:
                 continue
             if not path.lower().endswith(TEXT_EXTENSIONS) and "." in path.rsplit("/", 1)[-1]:
                 continue
-            text = _scannable_text(ctx, path)
+            try:
+                text = _scannable_text(ctx, path)
+            except UnreadableFile as unreadable:
+                yield Issue(f"{path} {unreadable.reason}; it was not scanned for secrets", path)
+                continue
             all_lines = text.splitlines()
             for number in _secret_lines(text, detectors):
                 if number > len(all_lines):
