@@ -29,9 +29,9 @@ class HeaderLimits:
     the memory and time of a validation bounded whatever a header claims.
     """
 
-    tensors_per_shard: int = 2_000_000
-    tensors_per_checkpoint: int = 4_000_000
-    header_bytes_per_checkpoint: int = 1024**3
+    tensors_per_shard: int = 1_000_000
+    tensors_per_checkpoint: int = 2_000_000
+    header_bytes_per_checkpoint: int = 512 * 1024**2
 
 
 DEFAULT_LIMITS = HeaderLimits()

@@ -43,6 +43,10 @@ RETIRED_CODES: frozenset[str] = frozenset()
 
 CODE_PATTERN = re.compile(r"HK[1-9]\d\d")
 
+#: Findings one check lists before the rest are counted in one last finding: a broken checkpoint of
+#: millions of tensors must not become millions of findings (and gigabytes of report).
+MAX_FINDINGS_PER_CHECK = 1000
+
 
 @dataclass(frozen=True, slots=True)
 class Issue:
@@ -207,14 +211,21 @@ def run_checks(context: Context, checks: list[Check]) -> Iterator[tuple[Check, l
     """
     for item in applicable(context, checks):
         findings: list[Finding] = []
+        unlisted = 0
         try:
             for issue in item.run(context):
+                if len(findings) >= MAX_FINDINGS_PER_CHECK:
+                    unlisted += 1
+                    continue
                 findings.append(
                     Finding(item.code, item.severity, item.name, issue.message, issue.file, issue.tensor, issue.line)
                 )
         except UnreadableFile as unreadable:
             message = f"{unreadable.path} {unreadable.reason}; this check could not read it"
             findings.append(Finding(item.code, Severity.ERROR, item.name, message, unreadable.path))
+        if unlisted:
+            message = f"… and {unlisted:,} more findings of this check, not listed"
+            findings.append(Finding(item.code, item.severity, item.name, message))
         yield item, findings
 
 

@@ -227,6 +227,7 @@ def header_limits(ctx: Context) -> Iterator[Issue]:
     if skipped:
         because = (skipped[0].fatal or "").removeprefix("not read: ")
         yield Issue(
-            f"{len(skipped):,} shards were not read because {because} (first: {skipped[0].file}); "
+            f"{len(skipped):,} {'shard was' if len(skipped) == 1 else 'shards were'} not read because {because} "
+            f"(first: {skipped[0].file}); "
             "the checkpoint is corrupt or not one model"
         )
