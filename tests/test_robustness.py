@@ -527,3 +527,13 @@ def test_no_check_lists_more_than_a_thousand_findings(hubkit: Hubkit, tmp_path: 
 def test_explain_says_when_a_check_is_skipped(hubkit: Hubkit) -> None:
     text = hubkit("validate", "--explain", "HK607").out
     assert "Skipped when" in text and "config.json is missing, unreadable or not a JSON object" in text
+
+
+def test_a_base_file_that_cannot_be_read_is_a_finding_naming_the_base(
+    hubkit: Hubkit, tiny: Path, tiny_template: Path, tmp_path: Path
+) -> None:
+    base = Path(shutil.copytree(tiny_template, tmp_path / "base"))
+    _fifo(base / "chat_template.jinja")
+    result = hubkit("validate", tiny, "--base", base, "--format", "json")
+    assert findings(result) == [("HK120", "chat_template.jinja")], result.out
+    assert result.json()["findings"][0]["message"].startswith("the base's chat_template.jinja is a FIFO")

@@ -17,6 +17,7 @@ from hubkit.checkpoint.model import (
     RECORD_DIR,
     TOKENIZER_CONFIG,
     Checkpoint,
+    UnreadableFile,
 )
 from hubkit.checkpoint.modules import is_int4_side_tensor
 from hubkit.checkpoint.source import FileEntry
@@ -261,7 +262,12 @@ def differs_from_base(ctx: Context) -> Iterator[Issue]:
             continue
         if ctx.checkpoint.files[path].problem is not None:
             continue  # HK113 reports it
-        ours, theirs = ctx.checkpoint.read_file(path), base.read_file(path)
+        ours = ctx.checkpoint.read_file(path)
+        try:
+            theirs = base.read_file(path)
+        except UnreadableFile as unreadable:
+            yield Issue(f"the base's {path} {unreadable.reason}; it could not be compared", path)
+            continue
         if not _same_content(path, ours, theirs):
             digest = hashlib.sha256(ours).hexdigest()[:12]
             yield Issue(f"{path} differs from the base's (sha256 {digest}…); copy the base's file", path)
