@@ -537,3 +537,22 @@ def test_a_base_file_that_cannot_be_read_is_a_finding_naming_the_base(
     result = hubkit("validate", tiny, "--base", base, "--format", "json")
     assert findings(result) == [("HK120", "chat_template.jinja")], result.out
     assert result.json()["findings"][0]["message"].startswith("the base's chat_template.jinja is a FIFO")
+
+
+def test_deep_reads_a_scale_tensor_larger_than_one_read_in_pieces(hubkit: Hubkit, tmp_path: Path) -> None:
+    """A 70 MB block-scale tensor (sparse: all zeros) is read in 64 MiB pieces whose counts add up."""
+    import json
+
+    from hubkit.validate.rules.numerics import MAX_READ
+
+    size = MAX_READ + 5_000_000
+    folder = tmp_path / "big"
+    folder.mkdir()
+    header = json.dumps({"m.w.weight_scale": {"dtype": "F8_E4M3", "shape": [size], "data_offsets": [0, size]}})
+    raw = header.encode() + b" " * (-len(header) % 8)
+    with (folder / "model.safetensors").open("wb") as handle:
+        handle.write(struct.pack("<Q", len(raw)) + raw)
+        handle.truncate(8 + len(raw) + size)
+    result = hubkit("validate", folder, "--deep", "--format", "json", "--select", "HK702")
+    (finding,) = result.json()["findings"]
+    assert finding["message"].startswith(f"{size:,} of {size:,} block scales are zero"), finding
