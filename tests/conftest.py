@@ -22,7 +22,11 @@ from hubkit.cli import main
 from hubkit.fixtures.kimi import TINY, build_nvfp4_checkpoint
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-REFERENCES = REPO_ROOT.parent / "shared" / "references"
+DATA = REPO_ROOT / "tests" / "data"
+#: Real configs of public releases, vendored (see tests/data/README.md).
+REFERENCES = DATA / "references"
+#: The model card of the release this project grew from.
+SEED_CARD = DATA / "seed" / "Kimi-K2.7-Code-NVFP4.model-card.txt"
 
 
 @dataclass
@@ -67,8 +71,8 @@ def tiny(tiny_template: Path, tmp_path: Path) -> Path:
 
 @pytest.fixture
 def references() -> Path:
-    if not REFERENCES.is_dir():
-        pytest.skip(f"reference files not found at {REFERENCES}")
+    """The vendored reference files; their absence is a broken checkout, so a failure, never a skip."""
+    assert REFERENCES.is_dir(), f"reference files missing at {REFERENCES}; they ship with the repository"
     return REFERENCES
 
 

@@ -10,17 +10,15 @@ import pytest
 
 from hubkit.checkpoint import load_checkpoint
 from hubkit.fixtures.kimi import KimiDims, build_nvfp4_checkpoint
-from tests.conftest import REFERENCES, REPO_ROOT, codes
+from tests.conftest import REFERENCES, REPO_ROOT, SEED_CARD, codes
 
 EXAMPLE = REPO_ROOT / "examples" / "kimi-k2.7-code-nvfp4"
-SEED = REPO_ROOT.parent / "shared" / "seed" / "Kimi-K2.7-Code-NVFP4.model-card.txt"
+SEED = SEED_CARD
 
 
 @pytest.fixture(scope="module")
 def release(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Full-scale Kimi skeleton with the real K2.6 configs and the example's provenance record."""
-    if not REFERENCES.is_dir():
-        pytest.skip(f"reference files not found at {REFERENCES}")
     files = {
         "config.json": json.loads((REFERENCES / "nvidia--Kimi-K2.6-NVFP4.config.json").read_text()),
         "hf_quant_config.json": json.loads((REFERENCES / "nvidia--Kimi-K2.6-NVFP4.hf_quant_config.json").read_text()),
@@ -74,11 +72,10 @@ def _plain(text: str) -> str:
 
 def test_golden_card_states_what_the_seed_card_states(hubkit, release: Path) -> None:
     card = render(hubkit, release)
-    seed = _plain(SEED.read_text(encoding="utf-8", errors="replace")) if SEED.is_file() else None
+    seed = _plain(SEED.read_text(encoding="utf-8", errors="replace"))
     for fact in SEED_FACTS:
         assert _plain(fact) in _plain(card), fact
-        if seed is not None:
-            assert _plain(fact) in seed, f"not in the seed card: {fact}"
+        assert _plain(fact) in seed, f"not in the seed card: {fact}"
     headings = re.findall(r"^## (.+)$", card, re.MULTILINE)
     assert headings == SEED_SECTIONS
     front = card.split("---")[1]

@@ -105,7 +105,7 @@ def test_json_schema(hubkit, tiny: Path) -> None:
     assert set(report) == {"schema", "path", "profile", "reference", "summary", "findings"}
     assert set(report["summary"]) == {"errors", "warnings", "infos", "checks", "passed"}
     assert report["summary"]["warnings"] == 1 and report["summary"]["passed"] is True
-    assert set(report["findings"][0]) == {"code", "severity", "check", "message", "file", "tensor"}
+    assert set(report["findings"][0]) == {"code", "severity", "check", "message", "file", "tensor", "line"}
 
 
 def test_text_output_groups_by_file(hubkit, tiny: Path) -> None:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hubkit.card.facts import approx
+from hubkit.checkpoint.model import CONFIG, QUANT_CONFIG, Checkpoint
 
 REQUIRED_KEYS = ("license", "base_model", "base_model_relation", "pipeline_tag", "library_name", "tags")
 REQUIRED_SECTIONS = (
@@ -18,9 +19,30 @@ REQUIRED_SECTIONS = (
 
 @dataclass(frozen=True)
 class CardProblem:
-    kind: str  # "front-matter" | "sections" | "facts"
+    kind: str  # "encoding" | "front-matter" | "sections" | "facts"
     message: str
     line: int | None = None
+
+
+def decode_card(raw: bytes) -> tuple[str | None, CardProblem | None]:
+    """The card's text, or the one problem that stops it being read as a card.
+
+    A card that is not UTF-8 is a fault of the card (the Hub renders and parses cards as UTF-8), reported
+    like any other problem of it, as ruff reports a file it cannot decode (E902) rather than stopping.
+    """
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        return None, CardProblem(
+            "encoding",
+            f"the card is not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start:,}); save it as UTF-8",
+            line,
+        )
+    if "\x00" in text:
+        line = text.count("\n", 0, text.index("\x00")) + 1
+        return None, CardProblem("encoding", "the card holds NUL bytes: it is a binary file, not Markdown", line)
+    return text.removeprefix("\ufeff"), None
 
 
 def split_front_matter(text: str) -> tuple[str | None, int]:
@@ -47,6 +69,8 @@ def check_front_matter(text: str) -> list[CardProblem]:
         line = mark.line + 2 if mark is not None else None  # +1 for 1-based, +1 for the opening '---'
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         return [CardProblem("front-matter", f"front matter is not valid YAML: {problem}", line)]
+    except RecursionError:
+        return [CardProblem("front-matter", "front matter is nested too deeply to be card metadata", 2)]
     if not isinstance(data, dict):
         return [CardProblem("front-matter", "front matter is not a mapping of keys", 2)]
     problems = [
@@ -107,6 +131,32 @@ def check_facts(text: str, facts: dict[str, Any]) -> list[CardProblem]:
                         )
                     )
     return problems
+
+
+def facts_blocker(checkpoint: Checkpoint) -> str | None:
+    """Why the checkpoint's facts cannot be trusted for a comparison (a broken config or header), if so."""
+    doc = checkpoint.documents.get(CONFIG)
+    if doc is None:
+        return f"{CONFIG} is missing"
+    if not doc.usable:
+        return f"{CONFIG} {doc.error or 'is not a JSON object'}"
+    broken = [shard for shard in checkpoint.shards.values() if shard.fatal is not None or shard.bad_entries]
+    if broken:
+        return f"the header of {broken[0].file} cannot be read in full" + (
+            f" (and {len(broken) - 1} more shards)" if len(broken) > 1 else ""
+        )
+    return None
+
+
+#: Facts read from hf_quant_config.json: not compared while that file is missing or broken (HK401/HK102/HK113).
+QUANT_FACTS = ("group_size", "kv_cache_dtype")
+
+
+def comparable_facts(checkpoint: Checkpoint, facts: dict[str, Any]) -> dict[str, Any]:
+    """The facts a card may be held to: none from a quant config that could not be read."""
+    if checkpoint.usable(QUANT_CONFIG):
+        return facts
+    return {**facts, **dict.fromkeys(QUANT_FACTS)}
 
 
 def check_card(text: str, facts: dict[str, Any] | None = None) -> list[CardProblem]:

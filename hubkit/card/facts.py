@@ -88,18 +88,35 @@ def _bf16_families(patterns: list[str], first_dense: int) -> str:
     return families[0] if families else "nothing"
 
 
+def _count(config: dict[str, Any], key: str) -> int:
+    """A count the config states, or 0 when it states none (or something that is not a count)."""
+    value = config.get(key)
+    return value if type(value) is int and value >= 0 else 0
+
+
+def _list(document: dict[str, Any], key: str) -> list[Any]:
+    value = document.get(key)
+    return value if isinstance(value, list) else []
+
+
+def _table(document: dict[str, Any] | None, key: str) -> dict[str, Any]:
+    value = (document or {}).get(key)
+    return value if isinstance(value, dict) else {}
+
+
 def checkpoint_facts(checkpoint: Checkpoint, modules: ModuleTable | None = None) -> dict[str, Any]:
     """Everything a card states that the checkpoint itself can tell (``modules``: its module table, when
     the caller has built it already)."""
     config, text = checkpoint.config, checkpoint.text_config
-    quant = (checkpoint.quant_config or {}).get("quantization") or {}
-    producer = (checkpoint.quant_config or {}).get("producer") or {}
-    layers = int(text.get("num_hidden_layers", 0))
-    experts = int(text.get("n_routed_experts", 0) or 0)
-    shared = int(text.get("n_shared_experts", 0) or 0)
-    per_token = int(text.get("num_experts_per_tok", 0) or 0)
-    first_dense = int(text.get("first_k_dense_replace", 0) or 0)
-    architecture_class = (config.get("architectures") or ["unknown"])[0]
+    quant = _table(checkpoint.quant_config, "quantization")
+    producer = _table(checkpoint.quant_config, "producer")
+    layers = _count(text, "num_hidden_layers")
+    experts = _count(text, "n_routed_experts")
+    shared = _count(text, "n_shared_experts")
+    per_token = _count(text, "num_experts_per_tok")
+    first_dense = _count(text, "first_k_dense_replace")
+    classes = config.get("architectures")
+    architecture_class = str(classes[0]) if isinstance(classes, list) and classes else "unknown"
     family = FAMILY_NAMES.get(str(text.get("model_type")), str(text.get("model_type")))
     attention = "MLA attention" if "kv_lora_rank" in text else "attention"
     modules = modules or ModuleTable.from_checkpoint(checkpoint)
@@ -136,7 +153,7 @@ def checkpoint_facts(checkpoint: Checkpoint, modules: ModuleTable | None = None)
         "quant_algo": quant.get("quant_algo"),
         "group_size": quant.get("group_size"),
         "kv_cache_dtype": quant.get("kv_cache_quant_algo") or "BF16",
-        "bf16_families": _bf16_families([str(p) for p in quant.get("exclude_modules") or []], first_dense),
+        "bf16_families": _bf16_families([str(p) for p in _list(quant, "exclude_modules")], first_dense),
         "producer": f"{producer.get('name', 'modelopt')} {producer.get('version', '')}".strip(),
         "shards": len(checkpoint.shards),
         # the shards' data sections: the tensor bytes whenever the layout is sound (HK207, HK208)
@@ -147,11 +164,11 @@ def checkpoint_facts(checkpoint: Checkpoint, modules: ModuleTable | None = None)
 
 def _record(checkpoint: Checkpoint, path: str) -> dict[str, Any] | None:
     entry = checkpoint.files.get(path)
-    if entry is None:
+    if entry is None or entry.problem is not None:
         return None
     try:
         data = json.loads(checkpoint.source.read_range(path, 0, entry.size))
-    except ValueError:
+    except (OSError, ValueError, RecursionError):
         return None
     return data if isinstance(data, dict) else None
 

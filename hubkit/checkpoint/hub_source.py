@@ -11,11 +11,23 @@ from hubkit.errors import HubkitError, is_network_error
 
 
 def parse_hub_ref(ref: str) -> tuple[str, str | None]:
-    """``hf://ORG/NAME[@REV]`` -> (repo id, revision or None)."""
+    """``hf://ORG/NAME[@REV]`` -> (repo id, revision or None); anything else is a one-line HubkitError."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id  # type: ignore[attr-defined]  # public, not re-exported
+
     body = ref.removeprefix(HUB_SCHEME)
-    repo, _, revision = body.partition("@")
+    repo, at, revision = body.partition("@")
+    usage = f"{ref} is not hf://ORG/NAME[@REVISION]"
     if repo.count("/") != 1 or not all(repo.split("/")):
-        raise HubkitError(f"{ref} is not hf://ORG/NAME[@REVISION]")
+        raise HubkitError(usage)
+    if at and not revision.strip():
+        raise HubkitError(f"{usage}: the revision after '@' is empty")
+    try:
+        validate_repo_id(repo)  # the Hub's own rule for names: letters, digits, '-', '_', '.', no '..'
+    except HFValidationError:
+        raise HubkitError(
+            f"{usage}: '{repo}' is not a Hub repo id (letters, digits, '-', '_' and '.'; no '..')"
+        ) from None
     return repo, revision or None
 
 
@@ -61,9 +73,16 @@ class HubSource:
     def read_range(self, path: str, start: int, length: int) -> bytes:
         if length <= 0:
             return b""
-        with self.fs.open(f"{self.prefix}/{path}", "rb", block_size=length, cache_type="none") as handle:
-            handle.seek(start)
-            data: bytes = handle.read(length)
+        try:
+            with self.fs.open(f"{self.prefix}/{path}", "rb", block_size=length, cache_type="none") as handle:
+                handle.seek(start)
+                data: bytes = handle.read(length)
+        except (ConnectionError, TimeoutError) as exc:
+            raise HubkitError(f"{self.ref}: lost the Hub while reading {path} ({exc}); rerun") from None
+        except Exception as exc:
+            if isinstance(exc, OSError) or not is_network_error(exc):
+                raise  # an OSError about the file itself is the caller's to report
+            raise HubkitError(f"{self.ref}: lost the Hub while reading {path} ({exc}); rerun") from None
         return data
 
     def local_path(self, path: str) -> Path | None:

@@ -7,8 +7,7 @@ from functools import cached_property
 from operator import attrgetter, itemgetter
 from typing import Any
 
-import msgspec
-
+from hubkit.checkpoint.json_text import JsonProblem, decode_json, key_line
 from hubkit.checkpoint.safetensors_header import ShardHeader, TensorInfo
 from hubkit.checkpoint.source import CheckpointSource, FileEntry
 
@@ -24,23 +23,42 @@ RECORD_DIR = ".hubkit"
 
 _offsets_of = attrgetter("data_offsets")
 
+#: Documents up to this size keep their text, so that findings can name the line of a key.
+MAX_LOCATED_BYTES = 4 * 1024 * 1024
+
 
 class JsonDocument:
     """A JSON file, parsed on first use (a large checkpoint's weight index is tens of MB), or why it
-    could not be read or parsed."""
+    could not be read or parsed: ``error`` is a phrase that follows the file's name ("is not valid
+    JSON (...)"), ``error_line`` its line where one is known."""
 
-    __slots__ = ("_data", "_error", "_raw", "path")
+    __slots__ = ("_data", "_error", "_line", "_raw", "_text", "path", "unreadable")
 
-    def __init__(self, path: str, data: Any = None, error: str | None = None, *, raw: bytes | None = None) -> None:
+    def __init__(
+        self,
+        path: str,
+        data: Any = None,
+        error: str | None = None,
+        *,
+        raw: bytes | None = None,
+        unreadable: bool = False,
+    ) -> None:
         self.path, self._raw, self._data, self._error = path, raw, data, error
+        self._line: int | None = None
+        self._text: str | None = None
+        #: the file itself could not be read: reported once as a file problem (HK113), not as bad JSON
+        self.unreadable = unreadable
 
     def _parse(self) -> None:
         raw, self._raw = self._raw, None
         if raw is not None:
             try:
-                self._data = msgspec.json.decode(raw)
-            except msgspec.DecodeError as exc:
-                self._error = f"not valid JSON: {exc}"
+                self._data = decode_json(raw)
+            except JsonProblem as problem:
+                self._error, self._line = problem.phrase, problem.line
+            else:
+                if len(raw) <= MAX_LOCATED_BYTES:
+                    self._text = raw.decode("utf-8")
 
     @property
     def data(self) -> Any:
@@ -51,6 +69,30 @@ class JsonDocument:
     def error(self) -> str | None:
         self._parse()
         return self._error
+
+    @property
+    def error_line(self) -> int | None:
+        self._parse()
+        return self._line
+
+    @property
+    def usable(self) -> bool:
+        """Read and parsed as a JSON object."""
+        return isinstance(self.data, dict)
+
+    def line_of(self, *path: str | int) -> int | None:
+        """The line of ``path`` (keys and indices) in the file, when the file is small enough to search."""
+        self._parse()
+        return None if self._text is None else key_line(self._text, path)
+
+
+class UnreadableFile(Exception):
+    """A file of the checkpoint could not be read; the validator reports it as a finding naming the file."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path} {reason}")
+        self.path = path
+        self.reason = reason
 
 
 @dataclass
@@ -65,6 +107,43 @@ class Checkpoint:
     @property
     def location(self) -> str:
         return self.source.location
+
+    def line_of(self, name: str, *path: str | int) -> int | None:
+        """The line of ``path`` in the JSON file ``name``; None when unknown."""
+        doc = self.documents.get(name)
+        return None if doc is None else doc.line_of(*path)
+
+    def usable(self, name: str) -> bool:
+        """Whether the JSON file ``name`` is present, readable and a JSON object."""
+        doc = self.documents.get(name)
+        return doc is not None and doc.usable
+
+    @property
+    def problems(self) -> dict[str, str]:
+        """Path -> why it cannot be read, for every entry that cannot (each reported once, by HK113)."""
+        return {path: entry.problem for path, entry in self.files.items() if entry.problem is not None}
+
+    def is_folder(self, path: str) -> bool:
+        """Whether ``path`` (not a listed file) is a folder of the checkpoint, even an empty one."""
+        if any(p.startswith(path + "/") for p in self.files):
+            return True
+        local = self.source.local_path(path)
+        if local is None or path.startswith("/") or ".." in path.split("/"):
+            return False  # remote, or a name from a config that points out of the folder
+        try:
+            return local.is_dir()
+        except OSError:  # a name too long for the file system, or not a name at all
+            return False
+
+    def read_file(self, path: str) -> bytes:
+        """The whole of ``path``; an OSError becomes :class:`UnreadableFile` naming it."""
+        entry = self.files[path]
+        if entry.problem is not None:
+            raise UnreadableFile(path, entry.problem)
+        try:
+            return self.source.read_range(path, 0, entry.size)
+        except OSError as exc:
+            raise UnreadableFile(path, f"cannot be read: {exc.strerror or exc}") from None
 
     def document(self, name: str) -> dict[str, Any] | None:
         """The parsed JSON object of ``name``, or None when missing or unreadable."""

@@ -20,6 +20,22 @@ from hubkit.checkpoint.source import CheckpointSource
 #: Largest header the safetensors library accepts (its MAX_HEADER_SIZE).
 MAX_HEADER_BYTES = 100_000_000
 
+
+@dataclass(frozen=True)
+class HeaderLimits:
+    """Bounds on what the headers of one checkpoint may declare, checked before any table is built.
+
+    Far above any real checkpoint (Kimi-K2.x: 277,670 tensors in 120 shards, 39 MB of headers); they keep
+    the memory and time of a validation bounded whatever a header claims.
+    """
+
+    tensors_per_shard: int = 1_000_000
+    tensors_per_checkpoint: int = 2_000_000
+    header_bytes_per_checkpoint: int = 512 * 1024**2
+
+
+DEFAULT_LIMITS = HeaderLimits()
+
 #: Bits per element of every dtype the safetensors format defines.
 DTYPE_BITS: dict[str, int] = {
     "BOOL": 8, "U8": 8, "I8": 8, "F8_E5M2": 8, "F8_E4M3": 8, "F8_E8M0": 8,
@@ -73,7 +89,11 @@ class ShardHeader:
     file_size: int
     header_length: int = 0
     fatal: str | None = None
-    fatal_kind: str | None = None  # "length" | "json" | "io"
+    #: "length" | "json" | "io" | "unreadable" (a file problem, HK113) | "limit" (this shard) |
+    #: "budget" (not read: the checkpoint's headers already passed a limit)
+    fatal_kind: str | None = None
+    #: format violations that still let the header be read (e.g. whitespace before the opening '{')
+    violations: list[str] = field(default_factory=list)
     duplicate_keys: list[str] = field(default_factory=list)
     #: (tensor name or "__metadata__", field) for a field repeated inside one entry
     duplicate_fields: list[tuple[str, str]] = field(default_factory=list)
@@ -91,8 +111,19 @@ class ShardHeader:
         return self.file_size - self.data_start
 
 
-def read_shard_header(source: CheckpointSource, path: str, file_size: int) -> ShardHeader:
+def read_shard_header(
+    source: CheckpointSource, path: str, file_size: int, limits: HeaderLimits = DEFAULT_LIMITS
+) -> ShardHeader:
     """Read and check the header of ``path`` without reading tensor data."""
+    shard = read_header_length(source, path, file_size)
+    raw = read_header_bytes(source, shard)
+    if raw is not None:
+        parse_header(shard, raw, limits.tensors_per_shard)
+    return shard
+
+
+def read_header_length(source: CheckpointSource, path: str, file_size: int) -> ShardHeader:
+    """The shard with its header length read and bounded (or why it cannot be), nothing more."""
     shard = ShardHeader(file=path, file_size=file_size)
     if file_size < 8:
         shard.fatal_kind = "length"
@@ -111,17 +142,48 @@ def read_shard_header(source: CheckpointSource, path: str, file_size: int) -> Sh
         )
         return shard
     shard.header_length = length
+    return shard
+
+
+def read_header_bytes(source: CheckpointSource, shard: ShardHeader) -> bytes | None:
+    """The raw header of a shard whose length was read, or None (and the shard made fatal)."""
+    if shard.fatal is not None:
+        return None
+    length = shard.header_length
     try:
-        raw = source.read_range(path, 8, length)
+        raw = source.read_range(shard.file, 8, length)
     except OSError as exc:
         shard.fatal_kind, shard.fatal = "io", f"cannot read the header: {exc}"
-        return shard
+        return None
     if len(raw) != length:
         shard.fatal_kind, shard.fatal = "length", f"header is cut short: {len(raw):,} of {length:,} bytes"
-        return shard
+        return None
+    return raw
+
+
+def declared_tensors(raw: bytes) -> int:
+    """How many tensors a raw header declares at most, counted before anything is decoded."""
+    return raw.count(b'"data_offsets"')
+
+
+_JSON_WHITESPACE = b" \t\r\n"
+
+
+def parse_header(shard: ShardHeader, raw: bytes, max_tensors: int = DEFAULT_LIMITS.tensors_per_shard) -> None:
+    """Decode a raw header into ``shard``: its tensors, or why it cannot be read."""
+    declared = declared_tensors(raw)
+    if declared > max_tensors:
+        shard.fatal_kind = "limit"
+        shard.fatal = f"header declares {declared:,} tensors, more than the limit of {max_tensors:,} per shard"
+        return
+    if raw[:1] in (b" ", b"\t", b"\r", b"\n"):
+        shard.violations.append(
+            "header starts with whitespace, not '{' (the format requires '{' first; the safetensors library "
+            "reads it, other readers may refuse the file)"
+        )
+        raw = raw.lstrip(_JSON_WHITESPACE)
     if not _parse_header_fast(shard, raw):
         _parse_header_json(shard, raw)
-    return shard
 
 
 _typed_entries = msgspec.json.Decoder(dict[str, TensorInfo])

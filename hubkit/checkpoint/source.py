@@ -1,12 +1,14 @@
 """Where a checkpoint's bytes come from: the one seam between the checkpoint model and storage.
 
-A local folder is served by :class:`LocalSource`; a Hub repository will be served by a remote source
-that answers the same calls with HTTP range requests.
+A local folder is served by :class:`LocalSource`; a Hub repository is served by a remote source that
+answers the same calls with HTTP range requests.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -18,13 +20,18 @@ HUB_SCHEME = "hf://"
 
 @dataclass(frozen=True, slots=True)
 class FileEntry:
-    """One entry of a checkpoint folder, with a POSIX path relative to the folder."""
+    """One entry of a checkpoint folder, with a POSIX path relative to the folder.
+
+    ``problem`` says why the entry cannot be read as a file (a FIFO, a symlink loop, a folder that cannot
+    be listed, no read permission); such an entry is reported once and never opened.
+    """
 
     path: str
     size: int
     is_symlink: bool = False
     symlink_escapes: bool = False
     is_dir: bool = False
+    problem: str | None = None
 
 
 class CheckpointSource(Protocol):
@@ -48,6 +55,14 @@ class CheckpointSource(Protocol):
         ...
 
 
+_KINDS = {
+    stat.S_IFIFO: "a FIFO (named pipe)",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+}
+
+
 class LocalSource:
     """A checkpoint folder on this machine."""
 
@@ -59,28 +74,11 @@ class LocalSource:
         return str(self.root)
 
     def list_files(self) -> list[FileEntry]:
-        root = self.root
-        real_root = root.resolve()
-        entries: list[FileEntry] = []
-        for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-            base = Path(dirpath)
-            for name in list(dirnames):
-                full = base / name
-                if full.is_symlink():
-                    dirnames.remove(name)
-                    entries.append(_symlink_entry(full, root, real_root))
-            for name in filenames:
-                full = base / name
-                if full.is_symlink():
-                    entries.append(_symlink_entry(full, root, real_root))
-                    continue
-                try:
-                    size = full.stat().st_size
-                except OSError:
-                    size = 0
-                entries.append(FileEntry(full.relative_to(root).as_posix(), size))
-        entries.sort(key=lambda e: e.path)
-        return entries
+        """Every file below the root; what cannot be read is listed with its ``problem``, never raised.
+
+        Raises HubkitError (exit 2) only when the root folder itself cannot be listed.
+        """
+        return list_folder(self.root)
 
     def read_range(self, path: str, start: int, length: int) -> bytes:
         with open(self.root / path, "rb") as handle:
@@ -91,11 +89,69 @@ class LocalSource:
         return self.root / path
 
 
+def list_folder(root: Path) -> list[FileEntry]:
+    """The entries of ``root`` as :meth:`LocalSource.list_files` describes them (also for ``push``)."""
+    real_root = Path(os.path.realpath(root))
+    entries: list[FileEntry] = []
+    unlistable: list[OSError] = []
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unlistable.append, followlinks=False):
+        base = Path(dirpath)
+        for name in list(dirnames):
+            full = base / name
+            if full.is_symlink():
+                dirnames.remove(name)
+                entries.append(_symlink_entry(full, root, real_root))
+        for name in filenames:
+            full = base / name
+            relative = full.relative_to(root).as_posix()
+            entries.append(_symlink_entry(full, root, real_root) if full.is_symlink() else _file_entry(full, relative))
+    for error in unlistable:
+        folder = Path(error.filename or root)
+        reason = error.strerror or str(error)
+        if folder == root:
+            raise HubkitError(f"cannot list the folder {root}: {reason}; check its permissions")
+        relative = folder.relative_to(root).as_posix()
+        entries.append(FileEntry(relative, 0, is_dir=True, problem=f"is a folder that cannot be listed: {reason}"))
+    entries.sort(key=lambda e: e.path)
+    return entries
+
+
+def _readable(full: Path) -> bool:
+    """Whether this process may open ``full`` for reading (by its effective ids where the OS can tell)."""
+    if os.access in os.supports_effective_ids:
+        return os.access(full, os.R_OK, effective_ids=True)
+    return os.access(full, os.R_OK)
+
+
+def _file_entry(full: Path, relative: str) -> FileEntry:
+    try:
+        info = full.stat(follow_symlinks=False)
+    except OSError as exc:
+        return FileEntry(relative, 0, problem=f"cannot be read: {exc.strerror or exc}")
+    kind = stat.S_IFMT(info.st_mode)
+    if kind != stat.S_IFREG:
+        return FileEntry(relative, 0, problem=f"is {_KINDS.get(kind, 'not a regular file')}, not a regular file")
+    if not _readable(full):
+        return FileEntry(relative, info.st_size, problem="cannot be read: permission denied")
+    return FileEntry(relative, info.st_size)
+
+
 def _symlink_entry(full: Path, root: Path, real_root: Path) -> FileEntry:
-    target = full.resolve()
-    escapes = not target.is_relative_to(real_root)
-    size = target.stat().st_size if target.is_file() else 0
-    return FileEntry(full.relative_to(root).as_posix(), size, is_symlink=True, symlink_escapes=escapes)
+    """A symlink, never followed: where it leads, and why it cannot be read when it cannot."""
+    relative = full.relative_to(root).as_posix()
+    escapes = not Path(os.path.realpath(full)).is_relative_to(real_root)
+    try:
+        info = full.stat()  # follows the link: fails on a loop or a dangling target
+    except OSError as exc:
+        reason = "a symlink loop" if exc.errno == errno.ELOOP else "a symlink to nothing"
+        if exc.errno not in (errno.ELOOP, errno.ENOENT):
+            reason = f"a symlink that cannot be followed ({exc.strerror or exc})"
+        return FileEntry(relative, 0, is_symlink=True, symlink_escapes=escapes, problem=f"is {reason}")
+    kind = stat.S_IFMT(info.st_mode)
+    if kind not in (stat.S_IFREG, stat.S_IFDIR):
+        problem = f"is a symlink to {_KINDS.get(kind, 'something')}, not a regular file"
+        return FileEntry(relative, 0, is_symlink=True, symlink_escapes=escapes, problem=problem)
+    return FileEntry(relative, info.st_size if kind == stat.S_IFREG else 0, is_symlink=True, symlink_escapes=escapes)
 
 
 def open_source(ref: str) -> CheckpointSource:

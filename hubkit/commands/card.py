@@ -65,16 +65,29 @@ def write_whole(output: Path, text: str) -> None:
 )
 def check_command(readme: Path, checkpoint: str | None, output_format: str) -> int:
     """Check README.md: front matter, sections, and (with --checkpoint) every derivable number."""
-    from hubkit.card.check import check_card
+    from hubkit.card.check import CardProblem, check_card, comparable_facts, decode_card, facts_blocker
     from hubkit.card.facts import checkpoint_facts
     from hubkit.checkpoint import load_checkpoint
 
+    if not readme.is_file():
+        state = "does not exist" if not readme.exists() else "is not a regular file"
+        raise HubkitError(f"{readme} {state}; pass the model card (README.md) to check")
     try:
-        text = readme.read_text(encoding="utf-8")
+        raw = readme.read_bytes()
     except OSError as exc:
         raise HubkitError(f"cannot read {readme}: {exc.strerror or exc}") from exc
-    facts = checkpoint_facts(load_checkpoint(checkpoint)) if checkpoint else None
-    problems = check_card(text, facts)
+    text, unreadable = decode_card(raw)
+    problems: list[CardProblem] = [] if unreadable is None else [unreadable]
+    if text is not None:
+        facts = None
+        if checkpoint:
+            loaded = load_checkpoint(checkpoint)
+            blocker = facts_blocker(loaded)
+            if blocker is None:
+                facts = comparable_facts(loaded, checkpoint_facts(loaded))
+            else:  # the checkpoint's own fault, reported once; 'hubkit validate' says more
+                problems.append(CardProblem("checkpoint", f"numbers not checked: {checkpoint}: {blocker}"))
+        problems += check_card(text, facts)
     if output_format == "json":
         click.echo(json.dumps({"schema": 1, "path": str(readme), "passed": not problems,
                                "problems": [p.__dict__ for p in problems]}, indent=2))  # fmt: skip

@@ -8,8 +8,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
-import msgspec
-
+from hubkit.checkpoint.json_text import JsonProblem, decode_json
+from hubkit.checkpoint.loader import MAX_JSON_BYTES
 from hubkit.checkpoint.model import CONFIG, QUANT_CONFIG, Checkpoint
 from hubkit.checkpoint.modules import ModuleTable
 from hubkit.checkpoint.source import HUB_SCHEME
@@ -31,10 +31,13 @@ class Reference:
 
 def load_reference(ref: str) -> Reference:
     """Read a reference: a checkpoint folder, or its ``hf_quant_config.json`` / ``config.json``."""
+    usage = "pass a release folder, its hf_quant_config.json, or hf://ORG/NAME"
     try:
-        data = msgspec.json.decode(_reference_bytes(ref))
-    except (OSError, msgspec.DecodeError) as exc:
-        raise HubkitError(f"cannot read reference {ref} ({exc}); pass a folder or hf_quant_config.json") from exc
+        data = decode_json(_reference_bytes(ref))
+    except OSError as exc:
+        raise HubkitError(f"cannot read reference {ref} ({exc.strerror or exc}); {usage}") from None
+    except JsonProblem as problem:
+        raise HubkitError(f"reference {ref} {problem.phrase}; {usage}") from None
     if isinstance(data, dict) and isinstance(data.get("quantization"), dict):
         quant = data["quantization"]
         patterns = quant.get("exclude_modules")
@@ -44,7 +47,7 @@ def load_reference(ref: str) -> Reference:
         patterns = block.get("ignore")
         settings = {"quant_algo": block.get("quant_algo"), "group_size": _config_group_size(block)}
     else:
-        raise HubkitError(f"reference {ref} holds no modelopt quantization config; pass hf_quant_config.json")
+        raise HubkitError(f"reference {ref} holds no modelopt quantization config; {usage}")
     if not isinstance(patterns, list):
         raise HubkitError(f"reference {ref} has no exclusion list; pass its hf_quant_config.json")
     return Reference(ref, [str(p) for p in patterns], settings)
@@ -59,11 +62,22 @@ def _reference_bytes(ref: str) -> bytes:
         sizes = {entry.path: entry.size for entry in source.list_files()}
         for name in (QUANT_CONFIG, CONFIG):
             if name in sizes:
+                if sizes[name] > MAX_JSON_BYTES:
+                    raise HubkitError(f"reference {ref}: {name} is {sizes[name]:,} bytes, larger than any config")
                 return source.read_range(name, 0, sizes[name])
         raise HubkitError(f"reference {ref} has neither {QUANT_CONFIG} nor {CONFIG}")
     path = Path(ref)
+    if not path.exists():
+        raise HubkitError(f"reference {ref} does not exist; pass a release folder or its hf_quant_config.json")
     if path.is_dir():
-        path = path / QUANT_CONFIG if (path / QUANT_CONFIG).is_file() else path / CONFIG
+        found = [path / name for name in (QUANT_CONFIG, CONFIG) if (path / name).exists()]
+        if not found:
+            raise HubkitError(f"reference {ref} is a folder without {QUANT_CONFIG} or {CONFIG}")
+        path = found[0]
+    if not path.is_file():
+        raise HubkitError(f"reference {path} is not a regular file; pass hf_quant_config.json")
+    if path.stat().st_size > MAX_JSON_BYTES:
+        raise HubkitError(f"reference {path} is {path.stat().st_size:,} bytes, larger than any config")
     return path.read_bytes()
 
 
@@ -86,11 +100,19 @@ class Context:
     workers: int = 4
     progress: bool = False
     available: frozenset[str] = field(init=False)
+    #: the parts of the checkpoint that are whole (see ``Check.requires``)
+    whole: frozenset[str] = field(init=False)
     _memo: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         extras = {"base": self.base is not None, "reference": self.reference is not None, "deep": self.deep}
         self.available = frozenset(k for k, on in extras.items() if on)
+        shards = self.checkpoint.shards.values()
+        parts = {
+            "config": self.checkpoint.usable(CONFIG),
+            "tensors": all(shard.fatal is None and not shard.bad_entries for shard in shards),
+        }
+        self.whole = frozenset(k for k, on in parts.items() if on)
 
     def memo(self, key: str, compute: Callable[[], T]) -> T:
         """Compute a value shared by several checks once per run."""

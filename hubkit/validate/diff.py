@@ -14,8 +14,8 @@ SETTINGS = ("quant_algo", "group_size", "kv_cache_quant_algo")
 
 
 def _settings(checkpoint: Checkpoint) -> dict[str, Any]:
-    quant = (checkpoint.quant_config or {}).get("quantization") or {}
-    producer = (checkpoint.quant_config or {}).get("producer") or {}
+    quant = _table(checkpoint.quant_config, "quantization")
+    producer = _table(checkpoint.quant_config, "producer")
     text = checkpoint.text_config
     return {
         **{key: quant.get(key) for key in SETTINGS},
@@ -27,8 +27,30 @@ def _settings(checkpoint: Checkpoint) -> dict[str, Any]:
     }
 
 
+def _table(document: dict[str, Any] | None, key: str) -> dict[str, Any]:
+    value = (document or {}).get(key)
+    return value if isinstance(value, dict) else {}
+
+
+def unreadable(checkpoint: Checkpoint) -> list[str]:
+    """What of a checkpoint could not be read, so cannot be compared: files, configs, shard headers."""
+    found = [f"{path} {problem}" for path, problem in checkpoint.problems.items()]
+    found += [
+        f"{name} {doc.error or 'is not a JSON object'}"
+        for name, doc in sorted(checkpoint.documents.items())
+        if not doc.usable and not doc.unreadable
+    ]
+    found += [
+        f"{shard.file}: {shard.fatal}"
+        for shard in checkpoint.shards.values()
+        if shard.fatal is not None and shard.fatal_kind != "unreadable"
+    ]
+    return found
+
+
 def diff_checkpoints(a: Checkpoint, b: Checkpoint) -> dict[str, Any]:
-    """Differences of B against A, grouped by layer range rather than listed tensor by tensor."""
+    """Differences of B against A, grouped by layer range rather than listed tensor by tensor; what either
+    side could not read is listed, and such a pair is never called identical."""
     left, right = _settings(a), _settings(b)
     configs = [{"key": k, "a": left[k], "b": right[k]} for k in left if left[k] != right[k]]
     context = Context(a, choose_profile(a, None))
@@ -52,7 +74,15 @@ def diff_checkpoints(a: Checkpoint, b: Checkpoint) -> dict[str, Any]:
         "only_in_b": group_names(only_b),
         "changed": [{"change": k, "tensors": group_names(v, limit=6)} for k, v in sorted(changed.items())],
     }
-    same = not configs and not any(exclusions.values()) and not only_a and not only_b and not changed
+    broken = {"a": unreadable(a), "b": unreadable(b)}
+    same = (
+        not configs
+        and not any(exclusions.values())
+        and not only_a
+        and not only_b
+        and not changed
+        and not any(broken.values())
+    )
     return {
         "schema": 1,
         "a": a.location,
@@ -61,11 +91,14 @@ def diff_checkpoints(a: Checkpoint, b: Checkpoint) -> dict[str, Any]:
         "configs": configs,
         "exclusions": exclusions,
         "tensors": tensors,
+        "unreadable": broken,
     }
 
 
 def render_diff(diff: dict[str, Any]) -> str:
     lines = [f"hubkit diff {diff['a']} {diff['b']}"]
+    for side in ("a", "b"):
+        lines += [f"  cannot read in {side.upper()}: {item}" for item in diff["unreadable"][side]]
     for item in diff["configs"]:
         lines.append(f"  config {item['key']}: {item['a']!r} -> {item['b']!r}")
     for key, title in (

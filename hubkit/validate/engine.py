@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
+from hubkit.checkpoint.model import UnreadableFile
 from hubkit.errors import HubkitError
 
 if TYPE_CHECKING:
@@ -42,6 +43,10 @@ RETIRED_CODES: frozenset[str] = frozenset()
 
 CODE_PATTERN = re.compile(r"HK[1-9]\d\d")
 
+#: Findings one check lists before the rest are counted in one last finding: a broken checkpoint of
+#: millions of tensors must not become millions of findings (and gigabytes of report).
+MAX_FINDINGS_PER_CHECK = 1000
+
 
 @dataclass(frozen=True, slots=True)
 class Issue:
@@ -50,6 +55,7 @@ class Issue:
     message: str
     file: str | None = None
     tensor: str | None = None
+    line: int | None = None  # 1-based, in ``file`` (a config's key, a card's line)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +66,7 @@ class Finding:
     message: str
     file: str | None = None
     tensor: str | None = None
+    line: int | None = None
 
     @property
     def family(self) -> str:
@@ -80,23 +87,45 @@ class Check:
     why: str
     run: CheckFunction
     needs: frozenset[str] = field(default_factory=frozenset)  # "base", "reference", "deep"
+    #: parts of the checkpoint the check reads, which must be whole for it to say anything: "config"
+    #: (config.json a readable JSON object) and "tensors" (every shard's header read). A broken part is
+    #: reported once, where it is (HK101/HK102/HK113, HK2xx), and the checks that need it do not run.
+    requires: frozenset[str] = field(default_factory=frozenset)
 
     @property
     def family(self) -> str:
         return FAMILIES[self.code[2]]
 
     def explain(self) -> str:
-        return (
+        text = (
             f"{self.code} {self.name} ({self.severity.value}, family {self.family})\n\n"
             f"What it does\n  {self.what}\n\nWhy it matters\n  {self.why}\n"
         )
+        if self.requires:
+            parts = " and ".join(REQUIREMENTS[r] for r in sorted(self.requires))
+            text += f"\nSkipped when\n  {parts} (that fault is reported once, by its own check).\n"
+        return text
+
+
+#: What each ``requires`` name means, for ``--explain``.
+REQUIREMENTS = {
+    "config": "config.json is missing, unreadable or not a JSON object",
+    "tensors": "a safetensors header could not be read in full",
+}
 
 
 REGISTRY: dict[str, Check] = {}
 
 
 def check(
-    code: str, name: str, severity: Severity, *, what: str, why: str, needs: Iterable[str] = ()
+    code: str,
+    name: str,
+    severity: Severity,
+    *,
+    what: str,
+    why: str,
+    needs: Iterable[str] = (),
+    requires: Iterable[str] = (),
 ) -> Callable[[CheckFunction], CheckFunction]:
     """Register a check; a duplicate or retired code fails at import, never at run time."""
 
@@ -105,7 +134,10 @@ def check(
             raise ValueError(f"check code {code!r} is not HK followed by three digits")
         if code in REGISTRY or code in RETIRED_CODES:
             raise ValueError(f"check code {code} is already taken or retired")
-        REGISTRY[code] = Check(code, name, severity, what, why, function, frozenset(needs))
+        unknown = set(requires) - REQUIREMENTS.keys()
+        if unknown:
+            raise ValueError(f"check {code} requires unknown parts {sorted(unknown)}")
+        REGISTRY[code] = Check(code, name, severity, what, why, function, frozenset(needs), frozenset(requires))
         return function
 
     return register
@@ -167,17 +199,33 @@ class Report:
 
 
 def applicable(context: Context, checks: list[Check]) -> list[Check]:
-    """The checks whose extra inputs (base, reference, deep) this run has."""
-    return [item for item in checks if item.needs <= context.available]
+    """The checks whose extra inputs (base, reference, deep) this run has and whose parts of the
+    checkpoint are whole."""
+    return [item for item in checks if item.needs <= context.available and item.requires <= context.whole]
 
 
 def run_checks(context: Context, checks: list[Check]) -> Iterator[tuple[Check, list[Finding]]]:
-    """Run each applicable check; yields the check with its findings."""
+    """Run each applicable check; yields the check with its findings.
+
+    A file that cannot be read while a check reads it is that check's finding, naming the file.
+    """
     for item in applicable(context, checks):
-        findings = [
-            Finding(item.code, item.severity, item.name, issue.message, issue.file, issue.tensor)
-            for issue in item.run(context)
-        ]
+        findings: list[Finding] = []
+        unlisted = 0
+        try:
+            for issue in item.run(context):
+                if len(findings) >= MAX_FINDINGS_PER_CHECK:
+                    unlisted += 1
+                    continue
+                findings.append(
+                    Finding(item.code, item.severity, item.name, issue.message, issue.file, issue.tensor, issue.line)
+                )
+        except UnreadableFile as unreadable:
+            message = f"{unreadable.path} {unreadable.reason}; this check could not read it"
+            findings.append(Finding(item.code, Severity.ERROR, item.name, message, unreadable.path))
+        if unlisted:
+            message = f"… and {unlisted:,} more findings of this check, not listed"
+            findings.append(Finding(item.code, item.severity, item.name, message))
         yield item, findings
 
 

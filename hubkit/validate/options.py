@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from hubkit.checkpoint.safetensors_header import DEFAULT_LIMITS, HeaderLimits
 from hubkit.options import option
 
 
@@ -26,3 +27,5 @@ class ValidateOptions:
     strict: bool = option("Warnings fail the validation too.", False)
     workers: int = option("Parallel reads for --deep.", 4, minimum=1, maximum=64, show_default=True)
     progress: bool = False
+    #: bounds on what the headers may declare (the defaults are documented in the README)
+    limits: HeaderLimits = DEFAULT_LIMITS

@@ -31,9 +31,10 @@ def render_text(report: Report) -> str:
     for file in sorted(by_file, key=lambda f: (f == "(checkpoint)", f)):
         lines.append("")
         lines.append(file)
-        for finding in sorted(by_file[file], key=lambda f: (f.code, f.tensor or "")):
+        for finding in sorted(by_file[file], key=lambda f: (f.code, f.line or 0, f.tensor or "")):
             where = f" [{finding.tensor}]" if finding.tensor else ""
-            lines.append(f"  {finding.code} {finding.severity.value:<7} {finding.check}: {finding.message}{where}")
+            at = f"line {finding.line}: " if finding.line else ""
+            lines.append(f"  {finding.code} {finding.severity.value:<7} {finding.check}: {at}{finding.message}{where}")
     lines.append("")
     lines.append(f"{'PASSED' if report.passed else 'FAILED'}: {_counts(report)}")
     return "\n".join(lines)
@@ -60,6 +61,7 @@ def report_dict(report: Report) -> dict[str, object]:
                 "message": f.message,
                 "file": f.file,
                 "tensor": f.tensor,
+                "line": f.line,
             }
             for f in report.findings
         ],
@@ -88,7 +90,10 @@ def render_github(report: Report) -> str:
         shown[finding.severity] += 1
         properties = [f"title={_escape_property(f'{finding.code} {finding.check}')}"]
         if finding.file:
-            properties.insert(0, f"file={_escape_property(os.path.join(report.path, finding.file))}")
+            where_file = [f"file={_escape_property(os.path.join(report.path, finding.file))}"]
+            if finding.line:
+                where_file.append(f"line={finding.line}")
+            properties[:0] = where_file
         where = f" [{finding.tensor}]" if finding.tensor else ""
         lines.append(
             f"::{_GITHUB_COMMAND[finding.severity]} {','.join(properties)}::{_escape_data(finding.message + where)}"
@@ -113,7 +118,8 @@ def github_step_summary(report: Report) -> str:
         lines += ["| code | severity | file | message |", "| --- | --- | --- | --- |"]
         for f in report.findings[:200]:
             message = (f.message + (f" [{f.tensor}]" if f.tensor else "")).replace("|", "\\|")
-            lines.append(f"| {f.code} | {f.severity.value} | {f.file or ''} | {message} |")
+            where = f"{f.file}:{f.line}" if f.file and f.line else f.file or ""
+            lines.append(f"| {f.code} | {f.severity.value} | {where} | {message} |")
         if len(report.findings) > 200:
             lines.append(f"\n{len(report.findings) - 200} more findings; run with --format json for all.")
     return "\n".join(lines) + "\n"

@@ -4,37 +4,56 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from hubkit.card.check import CardProblem, check_facts, check_front_matter, check_sections
+from hubkit.card.check import (
+    CardProblem,
+    check_facts,
+    check_front_matter,
+    check_sections,
+    comparable_facts,
+    decode_card,
+)
 from hubkit.card.facts import checkpoint_facts
+from hubkit.checkpoint.model import UnreadableFile
 from hubkit.validate.context import Context
 from hubkit.validate.engine import Issue, Severity, check
 
 README = "README.md"
 
 
-def _card_text(ctx: Context) -> str | None:
+def _decoded(ctx: Context) -> tuple[str | None, CardProblem | None]:
+    """The card's text, or why it cannot be read as one; (None, None) without a readable README.md."""
     entry = ctx.checkpoint.files.get(README)
-    if entry is None:
-        return None
-    return ctx.memo(
-        "card_text", lambda: ctx.checkpoint.source.read_range(README, 0, entry.size).decode("utf-8", "replace")
-    )
+    if entry is None or entry.problem is not None:  # missing: HK107; unreadable: HK113
+        return None, None
+
+    def compute() -> tuple[str | None, CardProblem | None]:
+        try:
+            return decode_card(ctx.checkpoint.read_file(README))
+        except UnreadableFile as unreadable:
+            return None, CardProblem("unreadable", f"{README} {unreadable.reason}")
+
+    return ctx.memo("card_text", compute)
+
+
+def _card_text(ctx: Context) -> str | None:
+    return _decoded(ctx)[0]
 
 
 def _issues(problems: list[CardProblem]) -> Iterator[Issue]:
     for problem in problems:
-        where = f"line {problem.line}: " if problem.line else ""
-        yield Issue(f"{where}{problem.message}", README)
+        yield Issue(problem.message, README, line=problem.line)
 
 
 @check(
     "HK901", "card-front-matter", Severity.ERROR,
-    what="README.md starts with valid YAML front matter holding license, base_model, base_model_relation: quantized, "
+    what="README.md is UTF-8 text and starts with valid YAML front matter holding license, base_model, base_model_relation: quantized, "
     "pipeline_tag, library_name and tags (license 'other' also needs license_name and license_link).",
     why="The Hub builds the model tree, search and the license banner from these keys.",
 )  # fmt: skip
 def card_front_matter(ctx: Context) -> Iterator[Issue]:
-    text = _card_text(ctx)
+    text, problem = _decoded(ctx)
+    if problem is not None:  # reported once, here; the other card checks have no text to read
+        yield Issue(problem.message, README, line=problem.line)
     if text is not None:
         yield from _issues(check_front_matter(text))
 
@@ -52,7 +71,7 @@ def card_sections(ctx: Context) -> Iterator[Issue]:
 
 
 @check(
-    "HK903", "card-facts", Severity.ERROR,
+    "HK903", "card-facts", Severity.ERROR, requires=["config", "tensors"],
     what="Every number README.md states that the checkpoint can tell (module count, group size, KV dtype, layers, "
     "experts, parameter counts) agrees with the checkpoint.",
     why="Numbers retyped from logs drift; a card that contradicts its weights misleads every user.",
@@ -60,4 +79,5 @@ def card_sections(ctx: Context) -> Iterator[Issue]:
 def card_facts(ctx: Context) -> Iterator[Issue]:
     text = _card_text(ctx)
     if text is not None:
-        yield from _issues(check_facts(text, checkpoint_facts(ctx.checkpoint, ctx.modules)))
+        facts = comparable_facts(ctx.checkpoint, checkpoint_facts(ctx.checkpoint, ctx.modules))
+        yield from _issues(check_facts(text, facts))

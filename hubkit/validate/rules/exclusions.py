@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from itertools import compress
 from operator import itemgetter, not_
 
-from hubkit.checkpoint.model import QUANT_CONFIG
+from hubkit.checkpoint.model import CONFIG, QUANT_CONFIG
 from hubkit.validate.context import Context
 from hubkit.validate.engine import Issue, Severity, check
 from hubkit.validate.exclusions import group_names
@@ -19,7 +19,7 @@ def _names(ctx: Context, indices: frozenset[int] | set[int]) -> list[str]:
 
 
 @check(
-    "HK501", "exclusion-matches-nothing", Severity.ERROR,
+    "HK501", "exclusion-matches-nothing", Severity.ERROR, requires=["tensors"],
     what="Every exclusion pattern matches at least one module of the checkpoint (by vLLM's matching rules).",
     why="A pattern that matches nothing excludes nothing: modules meant to stay BF16 get quantized by the engine "
     "(the early Kimi-K2.5 export with 'language_model.layers.*' names broke engines this way).",
@@ -28,11 +28,22 @@ def exclusion_matches_nothing(ctx: Context) -> Iterator[Issue]:
     reading = ctx.exclusions
     if reading is None:
         return
+    file, key_path = _exclusion_list_source(ctx)
+    position = {pattern: i for i, pattern in reversed(list(enumerate(reading.patterns)))}
     for pattern in reading.unmatched():
         hint = ""
         if pattern.startswith("language_model.layers."):
             hint = " (legacy name: the modules are language_model.model.layers.*)"
-        yield Issue(f"exclusion '{pattern}' matches no module{hint}", QUANT_CONFIG)
+        line = ctx.checkpoint.line_of(file, *key_path, position[pattern])
+        yield Issue(f"exclusion '{pattern}' matches no module{hint}", file, line=line)
+
+
+def _exclusion_list_source(ctx: Context) -> tuple[str, tuple[str, ...]]:
+    """Which file (and key path) the checkpoint's exclusion list was read from."""
+    quant = (ctx.checkpoint.quant_config or {}).get("quantization")
+    if isinstance(quant, dict) and isinstance(quant.get("exclude_modules"), list):
+        return QUANT_CONFIG, ("quantization", "exclude_modules")
+    return CONFIG, ("quantization_config", "ignore")
 
 
 def _linear_exclusions(ctx: Context) -> tuple[set[int], set[int]] | None:
@@ -91,7 +102,7 @@ def exclusion_wording_differs(ctx: Context) -> Iterator[Issue]:
 
 
 @check(
-    "HK505", "profile-precision", Severity.ERROR,
+    "HK505", "profile-precision", Severity.ERROR, requires=["tensors"],
     what="Exactly the modules the profile names are NVFP4 (for kimi-k2-nvfp4: the routed experts).",
     why="The precision split is what the release promises; anything else changes accuracy or loadability.",
 )  # fmt: skip
@@ -129,7 +140,7 @@ def expert_groups(ctx: Context) -> dict[str, dict[int, dict[str, int]]]:
 
 
 @check(
-    "HK506", "fused-mixed-precision", Severity.ERROR,
+    "HK506", "fused-mixed-precision", Severity.ERROR, requires=["tensors"],
     what="Modules an engine fuses share one precision: gate/up, q_a/kv_a, q/k/v, and all experts of one MoE block.",
     why="vLLM raises 'Detected some but not all shards ... are quantized' and refuses to load.",
 )  # fmt: skip

@@ -8,8 +8,7 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
-import msgspec
-
+from hubkit.checkpoint.json_text import JsonProblem, decode_json
 from hubkit.checkpoint.model import (
     CONFIG,
     GENERATION_CONFIG,
@@ -18,6 +17,7 @@ from hubkit.checkpoint.model import (
     RECORD_DIR,
     TOKENIZER_CONFIG,
     Checkpoint,
+    UnreadableFile,
 )
 from hubkit.checkpoint.modules import is_int4_side_tensor
 from hubkit.checkpoint.source import FileEntry
@@ -62,12 +62,12 @@ def missing_config(ctx: Context) -> Iterator[Issue]:
 def invalid_json(ctx: Context) -> Iterator[Issue]:
     for name in JSON_FILES:
         doc = ctx.checkpoint.documents.get(name)
-        if doc is None:
+        if doc is None or doc.unreadable:  # a file that cannot be read at all: HK113
             continue
         if doc.error:
-            yield Issue(f"{name} is {doc.error}", name)
+            yield Issue(f"{name} {doc.error}; fix or re-export it", name, line=doc.error_line)
         elif not isinstance(doc.data, dict):
-            yield Issue(f"{name} is not a JSON object", name)
+            yield Issue(f"{name} is not a JSON object", name, line=1)
 
 
 @check(
@@ -133,7 +133,8 @@ def missing_remote_code(ctx: Context) -> Iterator[Issue]:
     checkpoint = ctx.checkpoint
     needed = auto_map_modules(checkpoint.document(CONFIG)) | auto_map_modules(checkpoint.document(TOKENIZER_CONFIG))
     for path in sorted(needed - set(checkpoint.files)):
-        yield Issue(f"{path} is named by an auto_map but missing; copy it from the base model", path)
+        state = "a folder, not a file" if checkpoint.is_folder(path) else "missing"
+        yield Issue(f"{path} is named by an auto_map but {state}; copy it from the base model", path)
 
 
 @check(
@@ -213,6 +214,18 @@ def too_many_files(ctx: Context) -> Iterator[Issue]:
             yield Issue(f"{folder or '.'} holds {count:,} files; the Hub allows {HUB_MAX_FILES_PER_FOLDER:,}", folder)
 
 
+@check(
+    "HK113", "unreadable-file", Severity.ERROR,
+    what="Every file in the folder can be read: regular files this user may open, symlinks that lead to a "
+    "file, folders that can be listed, no folder where a config or the card should be.",
+    why="A file the validator cannot read is a file no check has looked at, and one the upload cannot send.",
+)  # fmt: skip
+def unreadable_file(ctx: Context) -> Iterator[Issue]:
+    for path, problem in ctx.checkpoint.problems.items():
+        if not path.startswith(RECORD_DIR + "/"):
+            yield Issue(f"{path} {problem}; replace it with a readable file or delete it", path)
+
+
 # ------------------------------------------------------------------------------------------ with --base
 
 _BASE_SHARED = re.compile(
@@ -221,17 +234,13 @@ _BASE_SHARED = re.compile(
 )
 
 
-def _file_bytes(checkpoint: Checkpoint, path: str) -> bytes:
-    return checkpoint.source.read_range(path, 0, checkpoint.files[path].size)
-
-
 def _same_content(path: str, ours: bytes, theirs: bytes) -> bool:
     if ours == theirs:
         return True
     if path.endswith(".json"):  # formatting and the writer's version stamp do not matter
         try:
-            a, b = msgspec.json.decode(ours), msgspec.json.decode(theirs)
-        except msgspec.DecodeError:
+            a, b = decode_json(ours), decode_json(theirs)
+        except JsonProblem:
             return False
         if isinstance(a, dict) and isinstance(b, dict):
             a.pop("transformers_version", None)
@@ -251,7 +260,14 @@ def differs_from_base(ctx: Context) -> Iterator[Issue]:
     for path in sorted(base.files):
         if not _BASE_SHARED.fullmatch(path) or path not in ctx.checkpoint.files:
             continue
-        ours, theirs = _file_bytes(ctx.checkpoint, path), _file_bytes(base, path)
+        if ctx.checkpoint.files[path].problem is not None:
+            continue  # HK113 reports it
+        ours = ctx.checkpoint.read_file(path)
+        try:
+            theirs = base.read_file(path)
+        except UnreadableFile as unreadable:
+            yield Issue(f"the base's {path} {unreadable.reason}; it could not be compared", path)
+            continue
         if not _same_content(path, ours, theirs):
             digest = hashlib.sha256(ours).hexdigest()[:12]
             yield Issue(f"{path} differs from the base's (sha256 {digest}…); copy the base's file", path)
@@ -271,7 +287,7 @@ def missing_from_base(ctx: Context) -> Iterator[Issue]:
 
 
 @check(
-    "HK122", "base-weight-unaccounted", Severity.ERROR, needs=["base"],
+    "HK122", "base-weight-unaccounted", Severity.ERROR, needs=["base"], requires=["tensors"],
     what="Every weight of the base is in the export (INT4 weight_packed as a weight, plain tensors by name).",
     why="A weight the exporter dropped (tied-weight dedup, a renamed prefix) loads as garbage or fails the load.",
 )  # fmt: skip

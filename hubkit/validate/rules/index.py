@@ -15,11 +15,17 @@ from hubkit.validate.rules.safetensors import shard_columns
 
 
 def _index(ctx: Context) -> tuple[dict[str, Any], dict[str, Any]] | None:
-    """The index's weight_map and metadata when both are well formed."""
-    data = ctx.checkpoint.document(INDEX)
-    if data is None or not isinstance(data.get("weight_map"), dict) or not isinstance(data.get("metadata"), dict):
-        return None
-    return data["weight_map"], data["metadata"]
+    """The index's weight_map and metadata when both are well formed (else HK301 says what is wrong)."""
+
+    def compute() -> tuple[dict[str, Any], dict[str, Any]] | None:
+        data = ctx.checkpoint.document(INDEX)
+        if data is None or not isinstance(data.get("weight_map"), dict) or not isinstance(data.get("metadata"), dict):
+            return None
+        if not all(isinstance(v, str) for v in data["weight_map"].values()):
+            return None
+        return data["weight_map"], data["metadata"]
+
+    return ctx.memo("index", compute)
 
 
 def _index_agrees(ctx: Context, weight_map: dict[str, Any]) -> bool:
@@ -61,15 +67,18 @@ def index_malformed(ctx: Context) -> Iterator[Issue]:
     data = ctx.checkpoint.document(INDEX)
     if data is None:
         return
+    line_of = ctx.checkpoint.line_of
     if not isinstance(data.get("weight_map"), dict):
-        yield Issue("weight_map is missing or not an object", INDEX)
+        yield Issue("weight_map is missing or not an object", INDEX, line=line_of(INDEX, "weight_map"))
     elif not all(isinstance(v, str) for v in data["weight_map"].values()):
-        yield Issue("weight_map values must be shard file names", INDEX)
+        yield Issue("weight_map values must be shard file names", INDEX, line=line_of(INDEX, "weight_map"))
     metadata = data.get("metadata")
     if not isinstance(metadata, dict):
-        yield Issue("metadata is missing; transformers needs index['metadata']", INDEX)
+        yield Issue("metadata is missing; transformers needs index['metadata']", INDEX, line=line_of(INDEX, "metadata"))
     elif type(metadata.get("total_size")) is not int:
-        yield Issue("metadata.total_size is missing or not an integer", INDEX)
+        yield Issue(
+            "metadata.total_size is missing or not an integer", INDEX, line=line_of(INDEX, "metadata", "total_size")
+        )
 
 
 @check(
@@ -85,12 +94,16 @@ def indexed_tensor_missing(ctx: Context) -> Iterator[Issue]:
     if _index_agrees(ctx, weight_map):
         return
     tensors = ctx.checkpoint.tensors
+    shards = ctx.checkpoint.shards
+    unknown = {h.file for h in shards.values() if h.fatal is not None}  # reported where they are (HK113, HK2)
+    malformed = {name for h in shards.values() for name, _ in h.bad_entries}  # HK205
     absent: dict[str, list[str]] = defaultdict(list)
     elsewhere: dict[str, list[str]] = defaultdict(list)
     for name, shard in weight_map.items():
         stored = tensors.get(name)
         if stored is None:
-            absent[str(shard)].append(name)
+            if shard not in unknown and name not in malformed:  # values are strings (_index)
+                absent[str(shard)].append(name)
         elif ctx.checkpoint.shard_of[name] != shard and name not in stored_twice(ctx):
             elsewhere[str(shard)].append(name)
     for shard, names in sorted(absent.items()):
@@ -128,7 +141,7 @@ def tensor_in_two_shards(ctx: Context) -> Iterator[Issue]:
 
 
 @check(
-    "HK305", "index-total-size", Severity.ERROR,
+    "HK305", "index-total-size", Severity.ERROR, requires=["tensors"],
     what="metadata.total_size equals the sum of all tensors' byte lengths.",
     why="A wrong total signals tensors missing or added after the index was written.",
 )  # fmt: skip
@@ -142,7 +155,11 @@ def index_total_size(ctx: Context) -> Iterator[Issue]:
     else:  # each tensor in one readable shard: the columns the HK2 checks read already
         actual = sum(sum(c.ends) - sum(c.begins) for c in shard_columns(ctx))
     if stated != actual:
-        yield Issue(f"metadata.total_size is {stated:,} but the tensors hold {actual:,} bytes", INDEX)
+        yield Issue(
+            f"metadata.total_size is {stated:,} but the tensors hold {actual:,} bytes",
+            INDEX,
+            line=ctx.checkpoint.line_of(INDEX, "metadata", "total_size"),
+        )
 
 
 @check(
@@ -155,7 +172,8 @@ def indexed_shard_missing(ctx: Context) -> Iterator[Issue]:
     if parsed is None:
         return
     for shard in sorted({str(s) for s in parsed[0].values()} - set(ctx.checkpoint.files)):
-        yield Issue(f"the index names {shard} but the file is missing", shard)
+        state = "is a folder" if ctx.checkpoint.is_folder(shard) else "is missing"
+        yield Issue(f"the index names {shard} but the file {state}", shard)
 
 
 @check(

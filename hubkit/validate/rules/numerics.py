@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from hubkit.checkpoint.model import UnreadableFile
 from hubkit.checkpoint.safetensors_header import ShardHeader, TensorInfo
 from hubkit.progress import progress_bar
 from hubkit.validate.context import Context
@@ -16,6 +17,7 @@ from hubkit.validate.rules.exclusions import expert_groups
 
 #: Nearby scale tensors are read in one request when the bytes between them are fewer than this.
 COALESCE_GAP = 256 * 1024
+#: No single read is larger than this, whatever a header claims (a larger tensor is read in pieces).
 MAX_READ = 64 * 1024 * 1024
 #: Findings of one kind listed tensor by tensor before the rest are summed up in one line.
 LISTED_TENSORS = 50
@@ -31,11 +33,16 @@ class ScaleReading:
 
 
 def _scale_tensors(shard: ShardHeader) -> list[tuple[str, TensorInfo]]:
+    """The scale tensors whose bytes the header describes soundly: as many bytes as their shape needs
+    (HK206 reports the others) and inside the file (HK208 reports a file shorter than its header says)."""
     return [
         (name, t)
         for name, t in shard.tensors.items()
-        if (t.dtype == "F8_E4M3" and name.endswith(".weight_scale"))
-        or (t.dtype == "F32" and t.nbytes == 4 and name.endswith((".weight_scale_2", ".input_scale")))
+        if (
+            (t.dtype == "F8_E4M3" and name.endswith(".weight_scale") and t.nbytes == t.numel)
+            or (t.dtype == "F32" and t.nbytes == 4 and name.endswith((".weight_scale_2", ".input_scale")))
+        )
+        and t.end <= shard.data_length
     ]
 
 
@@ -70,11 +77,23 @@ def read_scales(ctx: Context) -> ScaleReading:
             def scan(item: tuple[ShardHeader, list[Span]]) -> None:
                 shard, spans = item
                 for begin, end, members in spans:
-                    data = source.read_range(shard.file, shard.data_start + begin, end - begin)
-                    for name, tensor in members:
-                        lo, hi = tensor.data_offsets[0] - begin, tensor.data_offsets[1] - begin
-                        _summarise(reading, name, tensor, data[lo:hi])
+                    if end - begin > MAX_READ:  # one tensor larger than a read: in pieces
+                        ((name, tensor),) = members
+                        for start in range(begin, end, MAX_READ):
+                            piece = _read(shard, start, min(MAX_READ, end - start))
+                            _summarise(reading, name, tensor, piece)
+                    else:
+                        data = _read(shard, begin, end - begin)
+                        for name, tensor in members:
+                            lo, hi = tensor.data_offsets[0] - begin, tensor.data_offsets[1] - begin
+                            _summarise(reading, name, tensor, data[lo:hi])
                     bar.update(end - begin)
+
+            def _read(shard: ShardHeader, start: int, length: int) -> bytes:
+                try:
+                    return source.read_range(shard.file, shard.data_start + start, length)
+                except OSError as exc:
+                    raise UnreadableFile(shard.file, f"cannot be read: {exc.strerror or exc}") from None
 
             with ThreadPoolExecutor(max(1, ctx.workers)) as pool:
                 list(pool.map(scan, work))
@@ -84,13 +103,14 @@ def read_scales(ctx: Context) -> ScaleReading:
 
 
 def _summarise(reading: ScaleReading, name: str, tensor: TensorInfo, data: bytes) -> None:
+    """Add what ``data`` (all of a tensor's bytes, or one piece of them) holds to ``reading``."""
     if tensor.dtype == "F8_E4M3":
         nan = data.count(b"\x7f") + data.count(b"\xff")
         zero = data.count(b"\x00") + data.count(b"\x80")
         if nan:
-            reading.nan_blocks[name] = nan
+            reading.nan_blocks[name] = reading.nan_blocks.get(name, 0) + nan
         if zero:
-            reading.zero_blocks[name] = zero
+            reading.zero_blocks[name] = reading.zero_blocks.get(name, 0) + zero
     elif len(data) == 4:
         reading.scalars[name] = struct.unpack("<f", data)[0]
 

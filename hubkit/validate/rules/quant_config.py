@@ -18,6 +18,24 @@ REQUIRED_KEYS: dict[str, type] = {
 }
 
 
+def _quant_issue(ctx: Context, message: str, *path: str | int) -> Issue:
+    """A finding about hf_quant_config.json, at the line of ``path`` (or of the nearest parent written)."""
+    return Issue(message, QUANT_CONFIG, line=_line(ctx, QUANT_CONFIG, path))
+
+
+def _config_issue(ctx: Context, message: str, *path: str | int) -> Issue:
+    return Issue(message, CONFIG, line=_line(ctx, CONFIG, path))
+
+
+def _line(ctx: Context, name: str, path: tuple[str | int, ...]) -> int | None:
+    while path:
+        line = ctx.checkpoint.line_of(name, *path)
+        if line is not None:
+            return line
+        path = path[:-1]
+    return None
+
+
 def _quantization(ctx: Context) -> dict[str, Any] | None:
     quant = (ctx.checkpoint.quant_config or {}).get("quantization")
     return quant if isinstance(quant, dict) else None
@@ -37,7 +55,7 @@ def missing_quant_config(ctx: Context) -> Iterator[Issue]:
     if QUANT_CONFIG not in ctx.checkpoint.files:
         yield Issue("hf_quant_config.json is missing; copy it from the modelopt export", QUANT_CONFIG)
     elif ctx.checkpoint.quant_config is not None and _quantization(ctx) is None:
-        yield Issue("hf_quant_config.json has no 'quantization' object", QUANT_CONFIG)
+        yield _quant_issue(ctx, "hf_quant_config.json has no 'quantization' object", "quantization")
 
 
 @check(
@@ -51,11 +69,16 @@ def quant_config_keys(ctx: Context) -> Iterator[Issue]:
         return
     for key, kind in REQUIRED_KEYS.items():
         if key not in quant:
-            yield Issue(f"quantization.{key} is missing", QUANT_CONFIG)
+            yield _quant_issue(ctx, f"quantization.{key} is missing", "quantization")
         elif type(quant[key]) is not kind:
-            yield Issue(f"quantization.{key} must be a {kind.__name__}, not {type(quant[key]).__name__}", QUANT_CONFIG)
-    if isinstance(quant.get("exclude_modules"), list) and not all(isinstance(p, str) for p in quant["exclude_modules"]):
-        yield Issue("quantization.exclude_modules must hold only strings", QUANT_CONFIG)
+            message = f"quantization.{key} must be a {kind.__name__}, not {type(quant[key]).__name__}"
+            yield _quant_issue(ctx, message, "quantization", key)
+    patterns = quant.get("exclude_modules")
+    if isinstance(patterns, list) and not all(isinstance(p, str) for p in patterns):
+        first = next(i for i, p in enumerate(patterns) if not isinstance(p, str))
+        yield _quant_issue(
+            ctx, "quantization.exclude_modules must hold only strings", "quantization", "exclude_modules", first
+        )
 
 
 @check(
@@ -70,13 +93,12 @@ def quant_settings(ctx: Context) -> Iterator[Issue]:
     for key in ("quant_algo", "group_size", "kv_cache_quant_algo"):
         wanted = ctx.profile.quantization.get(key)
         if wanted is not None and key in quant and quant[key] != wanted:
-            yield Issue(
-                f"quantization.{key} is {quant[key]!r}; profile {ctx.profile.name} expects {wanted!r}", QUANT_CONFIG
-            )
+            message = f"quantization.{key} is {quant[key]!r}; profile {ctx.profile.name} expects {wanted!r}"
+            yield _quant_issue(ctx, message, "quantization", key)
 
 
 @check(
-    "HK404", "config-quantization-block", Severity.ERROR,
+    "HK404", "config-quantization-block", Severity.ERROR, requires=["config"],
     what="config.json has a top-level quantization_config with quant_method 'modelopt'.",
     why="transformers and vLLM read the quantization method from config.json first.",
 )  # fmt: skip
@@ -87,11 +109,12 @@ def config_quantization_block(ctx: Context) -> Iterator[Issue]:
     if block is None:
         yield Issue("config.json has no quantization_config; copy the block the export wrote", CONFIG)
     elif block.get("quant_method") != "modelopt":
-        yield Issue(f"quantization_config.quant_method is {block.get('quant_method')!r}, expected 'modelopt'", CONFIG)
+        message = f"quantization_config.quant_method is {block.get('quant_method')!r}, expected 'modelopt'"
+        yield _config_issue(ctx, message, "quantization_config", "quant_method")
 
 
 @check(
-    "HK405", "configs-disagree", Severity.ERROR,
+    "HK405", "configs-disagree", Severity.ERROR, requires=["config"],
     what="config.json's quantization_config agrees with hf_quant_config.json (ignore list, algorithm, group size, KV cache).",
     why="Engines read one file or the other; when they disagree, which modules are quantized depends on the engine.",
 )  # fmt: skip
@@ -103,47 +126,60 @@ def configs_disagree(ctx: Context) -> Iterator[Issue]:
     if isinstance(exclude, list) and isinstance(ignore, list) and sorted(map(str, exclude)) != sorted(map(str, ignore)):
         only_ignore = sorted(set(map(str, ignore)) - set(map(str, exclude)))
         only_exclude = sorted(set(map(str, exclude)) - set(map(str, ignore)))
-        yield Issue(
+        yield _config_issue(
+            ctx,
             f"quantization_config.ignore and exclude_modules differ: only in ignore {only_ignore[:5]}, "
             f"only in exclude_modules {only_exclude[:5]}",
-            CONFIG,
+            "quantization_config",
+            "ignore",
         )
     if "quant_algo" in block and block.get("quant_algo") != quant.get("quant_algo"):
-        yield Issue(
-            f"quant_algo is {block.get('quant_algo')!r} here but {quant.get('quant_algo')!r} in {QUANT_CONFIG}", CONFIG
+        yield _config_issue(
+            ctx,
+            f"quant_algo is {block.get('quant_algo')!r} here but {quant.get('quant_algo')!r} in {QUANT_CONFIG}",
+            "quantization_config",
+            "quant_algo",
         )
     group = _config_group_size(block)
     if group is not None and group != quant.get("group_size"):
-        yield Issue(
-            f"config_groups group_size is {group!r} but {QUANT_CONFIG} says {quant.get('group_size')!r}", CONFIG
+        yield _config_issue(
+            ctx,
+            f"config_groups group_size is {group!r} but {QUANT_CONFIG} says {quant.get('group_size')!r}",
+            "quantization_config",
+            "config_groups",
         )
     kv_algo, kv_scheme = quant.get("kv_cache_quant_algo"), block.get("kv_cache_scheme")
     if kv_algo == "FP8" and not (isinstance(kv_scheme, dict) and kv_scheme.get("num_bits") == 8):
-        yield Issue("kv_cache_quant_algo is FP8 but kv_cache_scheme is not an 8-bit scheme", CONFIG)
+        message = "kv_cache_quant_algo is FP8 but kv_cache_scheme is not an 8-bit scheme"
+        yield _config_issue(ctx, message, "quantization_config", "kv_cache_scheme")
     if kv_algo is None and isinstance(kv_scheme, dict):
-        yield Issue(f"kv_cache_scheme is set but {QUANT_CONFIG} has no kv_cache_quant_algo", CONFIG)
+        message = f"kv_cache_scheme is set but {QUANT_CONFIG} has no kv_cache_quant_algo"
+        yield _config_issue(ctx, message, "quantization_config", "kv_cache_scheme")
 
 
-def _compressed_tensors_blocks(document: Any, path: str = "") -> Iterator[str]:
+def _compressed_tensors_blocks(document: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
+    """The key path of every compressed-tensors block (configs are at most MAX_JSON_DEPTH deep)."""
     if isinstance(document, dict):
         if document.get("quant_method") == "compressed-tensors" or document.get("format") == "pack-quantized":
-            yield path or "(top level)"
+            yield path
         for key, value in document.items():
-            yield from _compressed_tensors_blocks(value, f"{path}.{key}" if path else key)
+            yield from _compressed_tensors_blocks(value, (*path, key))
 
 
 @check(
-    "HK406", "int4-leftover", Severity.ERROR,
+    "HK406", "int4-leftover", Severity.ERROR, requires=["config"],
     what="No compressed-tensors (INT4 pack-quantized) block survives in config.json, in text_config or elsewhere.",
     why="An engine that sees it loads the NVFP4 weights as INT4 and fails or produces garbage.",
 )  # fmt: skip
 def int4_leftover(ctx: Context) -> Iterator[Issue]:
     config = ctx.checkpoint.config
     for where in _compressed_tensors_blocks(config):
-        yield Issue(f"a compressed-tensors quantization block remains at {where}; delete it", CONFIG)
+        shown = ".".join(where) or "(top level)"
+        yield _config_issue(ctx, f"a compressed-tensors quantization block remains at {shown}; delete it", *where)
     text = config.get("text_config")
     if isinstance(text, dict) and "quantization_config" in text and not any(_compressed_tensors_blocks(text)):
-        yield Issue("text_config.quantization_config must not exist (the block sits at the top level only)", CONFIG)
+        message = "text_config.quantization_config must not exist (the block sits at the top level only)"
+        yield _config_issue(ctx, message, "text_config", "quantization_config")
 
 
 @check(
@@ -157,11 +193,11 @@ def producer_missing(ctx: Context) -> Iterator[Issue]:
         return
     producer = quant_config.get("producer")
     if not (isinstance(producer, dict) and producer.get("name") and producer.get("version")):
-        yield Issue("producer name and version are not recorded", QUANT_CONFIG)
+        yield _quant_issue(ctx, "producer name and version are not recorded", "producer")
 
 
 @check(
-    "HK408", "text-model-type", Severity.ERROR,
+    "HK408", "text-model-type", Severity.ERROR, requires=["config"],
     what="text_config.model_type is what the profile expects (deepseek_v3 for Kimi NVFP4).",
     why="Engines choose the model class from it; the base's 'kimi_k2' must not survive the export.",
 )  # fmt: skip
@@ -169,7 +205,8 @@ def text_model_type(ctx: Context) -> Iterator[Issue]:
     wanted = ctx.profile.quantization.get("text_model_type")
     text = ctx.checkpoint.config.get("text_config")
     if wanted and isinstance(text, dict) and text.get("model_type") != wanted:
-        yield Issue(f"text_config.model_type is {text.get('model_type')!r}; expected {wanted!r}", CONFIG)
+        message = f"text_config.model_type is {text.get('model_type')!r}; expected {wanted!r}"
+        yield _config_issue(ctx, message, "text_config", "model_type")
 
 
 @check(
@@ -184,4 +221,5 @@ def reference_settings(ctx: Context) -> Iterator[Issue]:
         return
     for key, wanted in reference.settings.items():
         if wanted is not None and quant.get(key) != wanted:
-            yield Issue(f"quantization.{key} is {quant.get(key)!r}; the reference has {wanted!r}", QUANT_CONFIG)
+            message = f"quantization.{key} is {quant.get(key)!r}; the reference has {wanted!r}"
+            yield _quant_issue(ctx, message, "quantization", key)

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from operator import attrgetter, itemgetter, sub
 
-from hubkit.checkpoint.safetensors_header import DTYPE_BITS, ShardHeader
+from hubkit.checkpoint.safetensors_header import DEFAULT_LIMITS, DTYPE_BITS, ShardHeader
 from hubkit.validate.context import Context
 from hubkit.validate.engine import Issue, Severity, check
 
@@ -80,6 +80,9 @@ def header_not_json(ctx: Context) -> Iterator[Issue]:
     for shard in ctx.checkpoint.shards.values():
         if shard.fatal_kind == "json":
             yield Issue(f"{shard.fatal}; re-export the file", shard.file)
+        elif shard.fatal is None:
+            for violation in shard.violations:  # read all the same: reported here, nowhere else
+                yield Issue(f"{violation}; re-export the file", shard.file)
 
 
 @check(
@@ -204,3 +207,27 @@ def metadata_not_strings(ctx: Context) -> Iterator[Issue]:
             continue
         if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
             yield Issue("__metadata__ is not a string-to-string map", shard.file)
+
+
+@check(
+    "HK210", "header-limits", Severity.ERROR,
+    what=f"No shard declares more than {DEFAULT_LIMITS.tensors_per_shard:,} tensors; the checkpoint's headers "
+    f"declare at most {DEFAULT_LIMITS.tensors_per_checkpoint:,} tensors in "
+    f"{DEFAULT_LIMITS.header_bytes_per_checkpoint:,} bytes. Counted before anything is decoded.",
+    why="Far beyond any real model (Kimi-K2.x has 277,670 tensors); a header past them is corrupt or hostile, "
+    "and reading it would cost unbounded memory and time in every loader.",
+)  # fmt: skip
+def header_limits(ctx: Context) -> Iterator[Issue]:
+    skipped: list[ShardHeader] = []
+    for shard in ctx.checkpoint.shards.values():
+        if shard.fatal_kind == "limit":
+            yield Issue(f"{shard.fatal}; the file is corrupt or not a model shard", shard.file)
+        elif shard.fatal_kind == "budget":
+            skipped.append(shard)
+    if skipped:
+        because = (skipped[0].fatal or "").removeprefix("not read: ")
+        yield Issue(
+            f"{len(skipped):,} {'shard was' if len(skipped) == 1 else 'shards were'} not read because {because} "
+            f"(first: {skipped[0].file}); "
+            "the checkpoint is corrupt or not one model"
+        )

@@ -12,7 +12,7 @@ from typing import Any
 
 import msgspec
 
-from hubkit.checkpoint.model import INDEX, RECORD_DIR
+from hubkit.checkpoint.model import INDEX, RECORD_DIR, UnreadableFile
 from hubkit.validate.context import Context
 from hubkit.validate.engine import Issue, Severity, check
 
@@ -35,6 +35,8 @@ SECRET_PLUGINS = [
 
 def _candidates(ctx: Context) -> Iterator[str]:
     for path, entry in ctx.checkpoint.files.items():
+        if entry.problem is not None:
+            continue  # never opened: HK113 reports it
         if not path.endswith(".safetensors") and not path.startswith(RECORD_DIR + "/") and not entry.is_symlink:
             yield path
 
@@ -110,15 +112,14 @@ def redact(secret: str) -> str:
 def _scannable_text(ctx: Context, path: str) -> str:
     """The text to scan; the weight index without its name -> shard map (names are checked elsewhere),
     which is skipped unparsed rather than decoded."""
-    raw = ctx.checkpoint.source.read_range(path, 0, ctx.checkpoint.files[path].size)
+    raw = ctx.checkpoint.read_file(path)
     if path == INDEX:
         try:
             parts = msgspec.json.decode(raw, type=dict[str, msgspec.Raw])
             rest = {k: msgspec.json.decode(v) for k, v in parts.items() if k != "weight_map"}
-        except msgspec.DecodeError:
-            pass  # not a JSON object: scanned as it is
-        else:
             return json.dumps(rest, indent=1)
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError, ValueError):
+            pass  # not a JSON object: scanned as it is
     return raw.decode("utf-8", errors="replace")
 
 
@@ -157,7 +158,11 @@ def secret_in_file(ctx: Context) -> Iterator[Issue]:
                 continue
             if not path.lower().endswith(TEXT_EXTENSIONS) and "." in path.rsplit("/", 1)[-1]:
                 continue
-            text = _scannable_text(ctx, path)
+            try:
+                text = _scannable_text(ctx, path)
+            except UnreadableFile as unreadable:
+                yield Issue(f"{path} {unreadable.reason}; it was not scanned for secrets", path)
+                continue
             all_lines = text.splitlines()
             for number in _secret_lines(text, detectors):
                 if number > len(all_lines):

@@ -44,7 +44,7 @@ def _sorted_items(found: dict[str, TensorInfo]) -> list[tuple[str, TensorInfo]]:
 
 
 @check(
-    "HK601", "nvfp4-incomplete", Severity.ERROR,
+    "HK601", "nvfp4-incomplete", Severity.ERROR, requires=["tensors"],
     what="Every NVFP4 module has weight, weight_scale, weight_scale_2 and input_scale.",
     why="vLLM allocates all four for an NVFP4 Linear; a missing one fails the load or leaves scales uninitialised.",
 )  # fmt: skip
@@ -158,7 +158,7 @@ def excluded_but_quantized(ctx: Context) -> Iterator[Issue]:
 
 
 @check(
-    "HK605", "unexcluded-bf16-linear", Severity.ERROR,
+    "HK605", "unexcluded-bf16-linear", Severity.ERROR, requires=["tensors"],
     what="Every Linear that the exclusion list does not cover is quantized.",
     why="vLLM builds an uncovered Linear as NVFP4 and fails to load BF16 data into it.",
 )  # fmt: skip
@@ -188,7 +188,7 @@ def leftover_tensors(ctx: Context) -> Iterator[Issue]:
 
 
 @check(
-    "HK607", "quantized-count", Severity.ERROR,
+    "HK607", "quantized-count", Severity.ERROR, requires=["config", "tensors"],
     what="The number of NVFP4 modules equals the profile's expectation derived from the config.",
     why="A shortfall means experts were dropped (tied-weight dedup) or skipped by the recipe.",
 )  # fmt: skip
@@ -205,7 +205,7 @@ def quantized_count(ctx: Context) -> Iterator[Issue]:
 
 
 @check(
-    "HK608", "expert-incomplete", Severity.ERROR,
+    "HK608", "expert-incomplete", Severity.ERROR, requires=["tensors"],
     what="Every MoE block has all its routed experts, and every expert all its projections.",
     why="A missing expert is a hole the router still sends tokens to.",
 )  # fmt: skip
@@ -213,22 +213,36 @@ def expert_incomplete(ctx: Context) -> Iterator[Issue]:
     configured = ctx.checkpoint.text_config.get("n_routed_experts")
     projections = set(ctx.profile.modules.get("expert_projections", []))
     rows = expert_rows(ctx)
-    if type(configured) is int and projections:  # the whole grid, compared at once
+    if type(configured) is int and 0 <= configured <= len(rows) and projections:  # the whole grid, at once
         found = set(map(itemgetter(1, 2, 3), rows))
         expected = set(product(set(map(itemgetter(1), rows)), map(str, range(configured)), projections))
         if found == expected:
             return
     for moe, experts in sorted(expert_groups(ctx).items()):
         count = configured if type(configured) is int else max(experts) + 1
-        absent = sorted(set(range(count)) - set(experts))
-        if absent:
-            yield Issue(f"{moe}.experts: {len(absent)} of {count} experts missing ({format_ranges(absent)})")
+        missing, ranges = _absent(sorted(experts), count)
+        if missing:
+            yield Issue(f"{moe}.experts: {missing:,} of {count:,} experts missing ({ranges})")
         partial = sorted(e for e, found in experts.items() if projections and set(found) != projections)
         if partial:
             yield Issue(
                 f"{moe}.experts: {len(partial)} experts lack projections of {sorted(projections)} "
                 f"(experts {format_ranges(partial)})"
             )
+
+
+def _absent(present: list[int], count: int, shown: int = 20) -> tuple[int, str]:
+    """How many of ``range(count)`` are not in the sorted ``present``, and the first ``shown`` gaps as
+    ranges; from the gaps alone, so a config claiming 10**12 experts costs nothing."""
+    inside = [e for e in present if 0 <= e < count]
+    gaps: list[str] = []
+    expected = 0
+    for number in [*inside, count]:
+        if number > expected:
+            gaps.append(str(expected) if number == expected + 1 else f"{expected}-{number - 1}")
+        expected = number + 1
+    text = ",".join(gaps[:shown]) + (f",… ({len(gaps):,} gaps)" if len(gaps) > shown else "")
+    return max(count, 0) - len(inside), text
 
 
 @check(
