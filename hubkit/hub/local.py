@@ -14,13 +14,13 @@ import hashlib
 import json
 import logging
 import os
-import stat as stat_module
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from hubkit.checkpoint.model import RECORD_DIR
+from hubkit.checkpoint.source import list_folder
 from hubkit.errors import ExitCode, HubkitError
 from hubkit.progress import Bar, progress_bar
 
@@ -55,47 +55,31 @@ def stat_key(result: os.stat_result) -> StatKey:
 
 
 def select_files(folder: Path, include: tuple[str, ...], exclude: tuple[str, ...]) -> list[str]:
-    """Regular files to publish: no hubkit records, no links out of the folder or in a loop, no '..' anywhere."""
-    root = folder.resolve()
+    """Regular files to publish: no hubkit records, no links out of the folder, nothing that cannot be read.
 
-    def unreadable(error: OSError) -> None:
-        where = Path(error.filename or folder)
-        name = where.relative_to(folder).as_posix() if where.is_relative_to(folder) else str(where)
-        raise PushRefused(f"cannot read the folder {name}: {error.strerror}; fix its permissions or --exclude it")
-
+    The folder is listed by the checkpoint model's own listing (which validate uses too), so both see the same
+    files and the same faults; a symlink to a folder inside the folder is not followed, as git does not.
+    """
     chosen = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False, onerror=unreadable):
-        base = Path(dirpath)
-        for name in [*dirnames, *filenames]:
-            full = base / name
-            relative = full.relative_to(folder).as_posix()
-            if ".." in relative.split("/"):
-                raise PushRefused(f"{relative} has '..' in its path; rename it before publishing")
-            if full.is_symlink():
-                try:
-                    target = full.resolve(strict=True)
-                except FileNotFoundError:
-                    raise PushRefused(f"{relative} is a symlink to nothing; remove it or copy the file in") from None
-                except (OSError, RuntimeError):  # RuntimeError: a symlink loop (Python < 3.13), else ELOOP
-                    raise PushRefused(f"{relative} is a symlink loop; remove it or copy the file in") from None
-                if not target.is_relative_to(root):
-                    raise PushRefused(f"{relative} is a symlink to outside the folder; copy the file in instead")
-        dirnames[:] = [d for d in dirnames if (base / d).relative_to(folder).as_posix() != RECORD_DIR]
-        for name in filenames:
-            relative = (base / name).relative_to(folder).as_posix()
-            if include and not any(fnmatch.fnmatch(relative, g) for g in include):
-                continue
-            if any(fnmatch.fnmatch(relative, g) for g in exclude):
-                continue
-            try:
-                mode = (base / name).stat().st_mode
-            except OSError as exc:
-                raise PushRefused(f"cannot read {relative}: {exc.strerror}; fix it or --exclude it") from None
-            if not stat_module.S_ISREG(mode):
-                raise PushRefused(
-                    f"{relative} is not a regular file (a FIFO, socket or device); remove or --exclude it"
-                )
-            chosen.append(relative)
+    for entry in list_folder(folder):
+        relative = entry.path
+        if relative == RECORD_DIR or relative.startswith(RECORD_DIR + "/"):
+            continue
+        if ".." in relative.split("/"):
+            raise PushRefused(f"{relative} has '..' in its path; rename it before publishing")
+        if entry.symlink_escapes:
+            raise PushRefused(f"{relative} is a symlink to outside the folder; copy the file in instead")
+        if entry.is_dir and entry.problem:
+            raise PushRefused(f"the folder {relative} {entry.problem}; fix its permissions or --exclude it")
+        if include and not any(fnmatch.fnmatch(relative, g) for g in include):
+            continue
+        if any(fnmatch.fnmatch(relative, g) for g in exclude):
+            continue
+        if entry.problem:
+            raise PushRefused(f"{relative} {entry.problem}; remove it, fix it or --exclude it")
+        if entry.is_symlink and (folder / relative).is_dir():
+            continue
+        chosen.append(relative)
     return sorted(chosen)
 
 
