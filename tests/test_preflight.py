@@ -50,7 +50,9 @@ def test_every_missing_input_is_reported_at_once(hubkit, tmp_path: Path, monkeyp
     gpus(tmp_path, monkeypatch)  # none
 
     def edit(text: str) -> str:
-        text = text.replace('device = "cpu"', 'device = "cuda"').replace('license = "other"', 'license = "modified-mit"')
+        text = text.replace('device = "cpu"', 'device = "cuda"').replace(
+            'license = "other"', 'license = "modified-mit"'
+        )
         text = text.replace("deep = true", 'deep = true\nreference = "reference/hf_quant_config.json"')
         return text.replace("[card.serve]", 'sections = ["extra.md"]\n\n[card.serve]')
 
@@ -69,7 +71,7 @@ def test_every_missing_input_is_reported_at_once(hubkit, tmp_path: Path, monkeyp
         'GPUs: no NVIDIA GPU is visible (nvidia-smi lists none) and [quantize] device = "cuda"',
         f"card section: cannot read {folder / 'extra.md'} (No such file or directory); fix [card] sections",
         "validate reference: cannot read reference",
-        'card metadata (Hub): http://127.0.0.1:',
+        "card metadata (Hub): http://127.0.0.1:",
         '"license" must be one of [apache-2.0, mit, openrail,',
     ):
         assert line in dry.err, (line, dry.err)
@@ -149,7 +151,9 @@ def test_hub_dataset_names_are_not_checked_offline_and_the_rest_passes(hubkit, t
 
 def test_only_the_stages_that_will_run_are_checked(hubkit, tmp_path: Path) -> None:
     folder = project(tmp_path)  # no base, no calibration data: push does not need them
-    result = hubkit("release", folder / "hubkit.toml", "--dry-run", "--from", "push", "--until", "tag", "--format", "json")
+    result = hubkit(
+        "release", folder / "hubkit.toml", "--dry-run", "--from", "push", "--until", "tag", "--format", "json"
+    )
     assert result.code == 0, result.err
     assert [(c["name"], c["status"]) for c in result.json()["preflight"]] == [("Hub", "ok")]
 
@@ -190,7 +194,11 @@ CARD = "---\nlicense: {license}\nbase_model: org/base\n{extra}---\n\n# A model\n
         ("other", "license_name: modified-mit\nlicense_link: https://example.com/LICENSE\n", None),
         ("modified-mit", "", '"license" must be one of [apache-2.0, mit, openrail, '),
         ("Apache-2.0", "", '"license" must be one of ['),  # the Hub's ids are lower case
-        ("other", "license_link: https://example.com/LICENSE\n", '"license_name" is required when "license" is "other"'),
+        (
+            "other",
+            "license_link: https://example.com/LICENSE\n",
+            '"license_name" is required when "license" is "other"',
+        ),
     ],
 )
 def test_local_hub_checks_card_metadata_as_the_hub_does(tmp_path: Path, license: str, extra: str, error) -> None:
@@ -213,5 +221,5 @@ def test_local_hub_checks_card_metadata_as_the_hub_does(tmp_path: Path, license:
             api.upload_file(path_or_fileobj=card, path_in_repo="README.md", repo_id="tester/model")
         else:
             assert validate.returncode == 1 and error in validate.stderr, validate.stderr
-            with pytest.raises(ValueError, match="Invalid metadata in README.md"):
+            with pytest.raises(ValueError, match=r"Invalid metadata in README\.md"):
                 api.upload_file(path_or_fileobj=card, path_in_repo="README.md", repo_id="tester/model")

@@ -185,7 +185,7 @@ def test_docker_runner_runs_vllms_image_with_the_token_by_name(
     argv = run["argv"]
     assert argv[:4] == ["run", "--rm", "--name", argv[3]] and argv[3].startswith("hubkit-smoke-")
     assert argv[argv.index("--gpus") + 1] == "all" and argv[argv.index("--network") + 1] == "host"
-    assert ["-e", "HF_TOKEN"] == argv[argv.index("HF_TOKEN") - 1 : argv.index("HF_TOKEN") + 1]
+    assert argv[argv.index("HF_TOKEN") - 1 : argv.index("HF_TOKEN") + 1] == ["-e", "HF_TOKEN"]
     assert f"{constants.HF_HOME}:/root/.cache/huggingface" in argv
     image = argv.index("vllm/vllm-openai:latest")
     assert argv[image + 1 : image + 3] == ["--model", "example-org/Kimi-Tiny-NVFP4"]
@@ -209,8 +209,8 @@ def test_smoke_image_defaults_to_the_cards_and_can_be_set(tmp_path: Path) -> Non
 @pytest.mark.parametrize(
     ("smoke", "message"),
     [
-        ('image = "vllm/vllm-openai:v0.11.0"\n', "image is used only with runner = \"docker\""),
-        ('runner = "docker"\nenvironment = "/venv"\n', "environment is used only with runner = \"local\""),
+        ('image = "vllm/vllm-openai:v0.11.0"\n', 'image is used only with runner = "docker"'),
+        ('runner = "docker"\nenvironment = "/venv"\n', 'environment is used only with runner = "local"'),
         ('runner = "podman"\n', "'smoke.runner'"),
     ],
 )
@@ -278,7 +278,9 @@ def test_release_smoke_with_vllm_updates_the_card_and_publishes_it(
     write_program(programs / "vllm", FAKE_VLLM)
     monkeypatch.setenv("PATH", f"{programs}{os.pathsep}{SYSTEM_PATH}")  # quantize may call other programs
     folder = example_copy(tmp_path)
-    text = (folder / "hubkit.toml").read_text().replace("[smoke]\n", f"[smoke]\nrequired = true\nport = {free_port()}\n")
+    text = (
+        (folder / "hubkit.toml").read_text().replace("[smoke]\n", f"[smoke]\nrequired = true\nport = {free_port()}\n")
+    )
     (folder / "hubkit.toml").write_text(text)
     result = Release(load_manifest(folder / "hubkit.toml"), ReleaseOptions(progress=False)).run()
     assert result.passed, result.as_dict()
