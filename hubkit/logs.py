@@ -5,7 +5,8 @@ only inside a command, so setting the variables when the options are parsed reac
 anything here (``hubkit --help`` stays fast). Python warnings go through ``logging`` (``py.warnings``), so the
 same level decides whether they show. ``-q`` also points ``sys.stderr`` at the null device for the command:
 that silences what no setting reaches (modelopt's plain ``print``s, a library's own tqdm bars), while hubkit's
-log handler keeps the real stream for errors and the CLI reports its one-line errors after the command.
+log handler keeps the real stream for errors and the CLI reports its one-line errors after the command. A
+command that writes problems to stderr itself writes them to ``stderr()``, the real stream.
 """
 
 from __future__ import annotations
@@ -124,6 +125,13 @@ def configure(settings: Settings) -> None:
         sys.stderr = _session.stderr
         _session.null.close()
         _session.null = None
+
+
+def stderr() -> TextIO:
+    """The real standard error, also under ``-q`` (for a command's own error lines)."""
+    if _session is not None and _session.stderr is not None:
+        return _session.stderr
+    return sys.stderr
 
 
 def current() -> Settings:
