@@ -2,9 +2,9 @@
 
 The libraries read their verbosity from environment variables when they are imported, and hubkit imports them
 only inside a command, so setting the variables when the options are parsed reaches them without importing
-anything here (``hubkit --help`` stays fast). Python warnings go through ``logging`` (``py.warnings``), so the
-same level decides whether they show. ``-q`` also points ``sys.stderr`` at the null device for the command:
-that silences what no setting reaches (modelopt's plain ``print``s, a library's own tqdm bars), while hubkit's
+anything here (``hubkit --help`` stays fast). ``-q`` also points ``sys.stderr`` at the null device for the
+command: that silences what no setting reaches (modelopt's plain ``print``s and its warnings, a library's own
+tqdm bars), while hubkit's
 log handler keeps the real stream for errors and the CLI reports its one-line errors after the command. A
 command that writes problems to stderr itself writes them to ``stderr()``, the real stream.
 """
@@ -67,8 +67,6 @@ class _Format(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         message = record.getMessage().rstrip()
-        if record.name == "py.warnings":
-            return f"warning: {message}"
         name = "hubkit" if record.name.split(".")[0] == "hubkit" else record.name
         return f"{name}: {record.levelname.lower()}: {message}"
 
@@ -95,11 +93,10 @@ def session() -> Iterator[Settings]:
                 os.environ[name] = value
         root.handlers[:] = saved_handlers
         root.setLevel(saved_level)
-        logging.captureWarnings(False)
 
 
 def configure(settings: Settings) -> None:
-    """Apply ``settings`` to this process: library variables, ``logging`` levels, warnings, and stderr."""
+    """Apply ``settings`` to this process: library variables, ``logging`` levels, and stderr."""
     if _session is None:  # called outside a session (a library caller): only logging
         logging.basicConfig(level=LOG_LEVELS[settings.level])
         return
@@ -117,7 +114,6 @@ def configure(settings: Settings) -> None:
         _session.handler.setFormatter(_Format())
         root.handlers[:] = [_session.handler]
     root.setLevel(LOG_LEVELS[level])
-    logging.captureWarnings(True)
     if level == QUIET and _session.null is None:
         _session.null = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 - closed when the session ends
         sys.stderr = _session.null

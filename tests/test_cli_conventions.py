@@ -98,7 +98,8 @@ print(json.dumps(seen))
     ("quiet", "verbose", "shown", "hidden"),
     [
         (True, 0, [], ["loguru", "library-info", "transformers-warning", "python-warning", "a-library-bar", "print"]),
-        (False, 0, ["loguru-warning", "transformers-warning", "warning: ", "a-library-bar", "a-plain-print"],
+        (False, 0, ["loguru-warning", "transformers-warning", "UserWarning: python-warning", "a-library-bar",
+                    "a-plain-print"],
          ["loguru-debug", "library-info"]),
         (False, 1, ["loguru-warning", "some.library: info: library-info", "a-plain-print"], ["loguru-debug"]),
     ],

@@ -133,7 +133,7 @@ def test_hub_dataset_names_are_not_checked_offline_and_the_rest_passes(hubkit, t
     online = hubkit("release", folder / "hubkit.toml", "--dry-run", "--format", "json")
     assert online.code == 0, online.err
     found = checks(online)
-    assert {c["status"] for c in found.values()} == {"ok", "warning"}, found  # warning: no vLLM here
+    assert {c["status"] for c in found.values()} <= {"ok", "warning"}, found  # warning: smoke, where no vLLM
     assert found["card metadata (Hub)"]["detail"].endswith("/api/validate-yaml accepts it (license other)")
     assert found["recipe"]["detail"] == "general/ptq/nvfp4_experts_only_mse-kv_fp8_cast loads with modelopt"
     assert found["GPUs"]["detail"].startswith('none needed: [quantize] device = "cpu"')

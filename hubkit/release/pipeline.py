@@ -195,7 +195,9 @@ class Release:
         self.state["failed"] = {
             "stage": failed.name, "message": failed.detail, "at": datetime.now(UTC).isoformat(timespec="seconds"),
         }  # fmt: skip
-        with contextlib.suppress(OSError):  # the report of the failure goes on even where this cannot be written
+        with contextlib.suppress(OSError, HubkitError):  # the failure is reported even where this is not written
+            if self.out.is_dir() and has_files(self.out) and read_record(self.out) is None:
+                return  # not hubkit's folder (it was refused): hubkit writes nothing into it
             self.out.mkdir(parents=True, exist_ok=True)
             write_record(self.out, self.state)
 
@@ -595,6 +597,9 @@ class Release:
             return StageResult("smoke", "skipped", detail=f"skipped: {why}")
         from hubkit.release.smoke import run_smoke
 
+        if not self.out.is_dir():  # smoke alone (--from smoke) on a new folder: it is hubkit's from the start
+            self.out.mkdir(parents=True)
+            write_record(self.out, self.state)
         record = run_smoke(self.manifest, self.out)
         (self.out / ".hubkit" / "smoke.json").write_text(json.dumps(record, indent=2) + "\n")
         if not record["ok"]:
