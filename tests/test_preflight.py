@@ -175,7 +175,7 @@ main(["release", {str(folder / "hubkit.toml")!r}, "--dry-run", "--until", "quant
     assert result.returncode == 2, result.stderr
     assert (
         "quantize extra: the quantize stage needs accelerate, datasets, from the quantize extra: "
-        "pip install 'hubkit[quantize]'" in result.stderr
+        "pip install 'hubkit-nvfp4[quantize]'" in result.stderr
     )
     assert "not checked: recipe:" in result.stdout  # modelopt loads recipes: not claimed without it
 

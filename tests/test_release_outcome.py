@@ -11,7 +11,6 @@ import pytest
 
 from tests.conftest import REPO_ROOT
 
-pytestmark = pytest.mark.slow
 EXAMPLE = REPO_ROOT / "examples" / "tiny-release"
 
 
@@ -37,6 +36,7 @@ def state(folder: Path) -> dict:
     return json.loads((folder / "Kimi-Tiny-NVFP4" / ".hubkit" / "state.json").read_text())
 
 
+@pytest.mark.slow
 def test_failed_validation_is_reported_and_a_waived_code_passes(
     hubkit, released: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -79,6 +79,7 @@ def test_an_unknown_code_in_the_manifest_is_a_manifest_error(hubkit, tmp_path: P
     )
 
 
+@pytest.mark.slow
 def test_a_stage_that_raises_still_writes_the_summary_and_state(
     hubkit, released: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -36,7 +36,7 @@ QUANTIZE_EXTRA = {
     "accelerate": "accelerate",
     "datasets": "datasets",
 }
-INSTALL_QUANTIZE = "pip install 'hubkit[quantize]'"
+INSTALL_QUANTIZE = "pip install 'hubkit-nvfp4[quantize]'"
 #: Seconds to wait for the Hub in a preflight request.
 HUB_TIMEOUT_S = 30
 GIB = 1024**3
