@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import logging
 import os
 import signal
 import sys
@@ -15,7 +14,7 @@ from typing import Any, NoReturn, TextIO
 
 import click
 
-from hubkit import __version__
+from hubkit import __version__, logs
 from hubkit.commands.card import card_group
 from hubkit.commands.diff import diff_command
 from hubkit.commands.init import init_command
@@ -24,20 +23,40 @@ from hubkit.commands.push import push_command
 from hubkit.commands.quantize import quantize_command
 from hubkit.commands.release import release_command
 from hubkit.commands.validate import validate_command
-from hubkit.errors import ExitCode, HubkitError
+from hubkit.errors import ExitCode, HubkitError, Terminated
+
+VERBOSITY = "hubkit.verbosity"
+
+
+def _merge_verbosity(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+    """``-q``/``-v``/``--debug`` given before or after a command's name add up to one setting."""
+    settings: logs.Settings = ctx.meta.setdefault(VERBOSITY, logs.current())
+    if param.name == "verbose":
+        settings.verbose += value
+    elif param.name == "quiet":
+        settings.quiet = settings.quiet or value
+    else:
+        settings.debug = settings.debug or value
+    logs.configure(settings)
+    ctx.ensure_object(dict).update({"quiet": settings.quiet, "verbose": settings.verbose, "debug": settings.debug})
+
+
+def verbosity_options() -> list[click.Option]:
+    """The options every hubkit command takes, before or after its name."""
+    return [
+        click.Option(["-v", "--verbose"], count=True, expose_value=False, callback=_merge_verbosity,
+                     help="More log output on stderr, hubkit's and its libraries' (-vv: debug)."),
+        click.Option(["-q", "--quiet"], is_flag=True, expose_value=False, callback=_merge_verbosity,
+                     help="Only errors on stderr: no progress bars, no library logs or warnings."),
+        click.Option(["--debug"], is_flag=True, expose_value=False, callback=_merge_verbosity,
+                     help="Show the traceback of internal errors."),
+    ]  # fmt: skip
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="hubkit")
-@click.option("-v", "--verbose", count=True, help="More log output on stderr (repeat for more).")
-@click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr; no progress bars.")
-@click.option("--debug", is_flag=True, help="Show the traceback of internal errors.")
-@click.pass_context
-def cli(ctx: click.Context, verbose: int, quiet: bool, debug: bool) -> None:
+def cli() -> None:
     """Take a quantized checkpoint to a correct, documented, verified Hugging Face Hub repo."""
-    level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
-    logging.basicConfig(level=level, format="hubkit: %(message)s", stream=sys.stderr)
-    ctx.ensure_object(dict).update({"quiet": quiet, "verbose": verbose, "debug": debug})
 
 
 cli.add_command(card_group)
@@ -50,13 +69,19 @@ cli.add_command(release_command)
 cli.add_command(validate_command)
 
 
+def _add_verbosity_options(command: click.Command) -> None:
+    command.params.extend(verbosity_options())
+    if isinstance(command, click.Group):
+        for subcommand in command.commands.values():
+            _add_verbosity_options(subcommand)
+
+
+_add_verbosity_options(cli)
+
+
 #: Exit codes for the two ways the environment ends a run, as a shell reports a process killed by the signal.
 EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE  # 141: stdout's reader went away (``hubkit ... | head``)
 EXIT_TERMINATED = 128 + signal.SIGTERM  # 143
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised in the main thread like Ctrl-C, so every cleanup that runs on Ctrl-C runs on it too."""
 
 
 class StdoutUnwritable(Exception):
@@ -136,9 +161,10 @@ def _discard_stdout() -> None:
 def main(argv: list[str] | None = None) -> NoReturn:
     """Entry point: run the CLI and exit with hubkit's exit codes (0, 1, 2, 3, 130; 141 and 143, see README)."""
     args = sys.argv[1:] if argv is None else argv
+    obj: dict[str, Any] = {}
     try:
-        with _guarded_streams():
-            result = cli.main(args=args, prog_name="hubkit", standalone_mode=False, obj={})
+        with _guarded_streams(), logs.session():
+            result = cli.main(args=args, prog_name="hubkit", standalone_mode=False, obj=obj)
         code = int(result) if isinstance(result, int) else ExitCode.OK
     except click.exceptions.Exit as exc:
         code = exc.exit_code
@@ -163,7 +189,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
             click.echo(f"hubkit: error: cannot write to standard output ({exc}); redirect it to a file", err=True)
             code = ExitCode.USER_ERROR
     except Exception as exc:
-        if "--debug" in args:
+        if obj.get("debug") or "--debug" in args:
             traceback.print_exc()
         click.echo(
             f"hubkit: internal error: {type(exc).__name__}: {exc} (a bug in hubkit; rerun with --debug for the traceback)",

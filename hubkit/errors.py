@@ -24,6 +24,10 @@ class HubkitError(Exception):
     exit_code = ExitCode.USER_ERROR
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread like Ctrl-C, so every cleanup that runs on Ctrl-C runs on it too."""
+
+
 def is_network_error(exc: BaseException) -> bool:
     """A dropped or refused connection, whichever HTTP stack this huggingface_hub version uses."""
     return isinstance(exc, OSError) or type(exc).__module__.split(".")[0] in (

@@ -9,13 +9,15 @@ from __future__ import annotations
 import re
 import shlex
 import tomllib
+from collections.abc import Collection
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
 from hubkit.errors import HubkitError
+from hubkit.resources import profile_names
 
 #: At most this many manifest problems are listed; the rest are counted.
 MAX_PROBLEMS = 20
@@ -45,6 +47,41 @@ def _repo_id(value: str) -> str:
 #: The shape of a repo id, for editors reading the JSON Schema; huggingface_hub's rules are checked on load.
 REPO_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$"
 RepoId = Annotated[str, AfterValidator(_repo_id), WithJsonSchema({"type": "string", "pattern": REPO_ID_PATTERN})]
+
+#: The validation context key under which ``load_manifest`` passes the codes of hubkit's checks.
+CHECK_CODES = "check_codes"
+
+
+def _check_selector(value: str, info: ValidationInfo) -> str:
+    """A ``[validate] select/ignore`` entry: a check code or prefix (``HK702``, ``HK7``) that names a check."""
+    selector = value.strip().upper()
+    if not re.fullmatch(r"HK\d{0,3}", selector):
+        raise PydanticCustomError(
+            "check_code", "'{value}' is not a check code or prefix such as HK702 or HK7", {"value": value}
+        )
+    codes = (info.context or {}).get(CHECK_CODES)
+    if codes is not None and not any(code.startswith(selector) for code in codes):
+        raise PydanticCustomError(
+            "check_code",
+            "'{value}' names no check; run 'hubkit validate --list-checks' for the codes",
+            {"value": value},
+        )
+    return selector
+
+
+CheckSelector = Annotated[str, AfterValidator(_check_selector)]
+
+
+def _profile(value: str | None) -> str | None:
+    known = profile_names()
+    if value is not None and value not in known:
+        raise PydanticCustomError(
+            "profile", "unknown profile '{value}'; profiles: {known}", {"value": value, "known": ", ".join(known)}
+        )
+    return value
+
+
+Profile = Annotated[str | None, AfterValidator(_profile)]
 
 
 class _Table(BaseModel):
@@ -108,7 +145,7 @@ class CardTable(_Table):
 class QuantizeTable(_Table):
     out: str = Field(description="folder of the export, relative to the manifest")
     recipe: str | None = None
-    profile: str | None = None
+    profile: Profile = None
     calib: list[str] = Field(default_factory=list)
     calib_size: int = Field(default=512, ge=1)
     calib_seq: int = Field(default=512, ge=8)
@@ -120,10 +157,14 @@ class QuantizeTable(_Table):
 
 
 class ValidateTable(_Table):
-    profile: str | None = None
+    profile: Profile = None
     reference: str | None = None
     deep: bool = False
     strict: bool = False
+    select: list[CheckSelector] = Field(default_factory=list, description="only these check codes or prefixes")
+    ignore: list[CheckSelector] = Field(
+        default_factory=list, description="waive these check codes or prefixes (shown in the summary)"
+    )
 
 
 class PushTable(_Table):
@@ -133,8 +174,35 @@ class PushTable(_Table):
     delete_extra: bool = False
 
 
+def _for_runner(runner: str) -> Any:
+    """A ``[smoke]`` key that only one runner uses: set for the other runner, it is an error, not ignored."""
+
+    def check(value: Any, info: ValidationInfo) -> Any:
+        if value is not None and info.data.get("runner", "local") != runner:
+            raise PydanticCustomError(
+                "smoke_runner", "{key} is used only with runner = \"{runner}\"; set that runner or remove {key}",
+                {"key": info.field_name, "runner": runner},
+            )  # fmt: skip
+        return value
+
+    return AfterValidator(check)
+
+
 class SmokeTable(_Table):
+    """Where and how the smoke stage serves the pushed revision with vLLM."""
+
     enabled: bool = True
+    required: bool = Field(default=False, description="fail the release when smoke cannot run on this runner")
+    runner: Literal["local", "docker"] = Field(
+        default="local", description="local: vllm on PATH or in 'environment'; docker: vLLM's container image"
+    )
+    environment: Annotated[str | None, _for_runner("local")] = Field(
+        default=None, description="a Python environment (venv folder) whose bin/vllm serves; default: PATH"
+    )
+    image: Annotated[str | None, _for_runner("docker")] = Field(
+        default=None, description="the vLLM image; default: [card.serve] image"
+    )
+    port: int = Field(default=8765, ge=1, le=65535, description="the port vLLM serves on (127.0.0.1)")
     prompts: list[str] = Field(default_factory=lambda: ["Write a haiku about GPUs."])
     max_tokens: int = Field(default=64, ge=1)
     timeout_s: int = Field(default=3600, ge=60)
@@ -156,15 +224,18 @@ class Manifest(_Table):
         return getattr(self, "_path", None)
 
 
-def load_manifest(path: Path, overrides: list[str] | tuple[str, ...] = ()) -> Manifest:
+def load_manifest(
+    path: Path, overrides: list[str] | tuple[str, ...] = (), *, check_codes: Collection[str] | None = None
+) -> Manifest:
     """Read and validate a manifest, with ``table.key=value`` overrides.
 
     Every problem becomes one HubkitError that lists them all, each naming its key and the manifest line
-    that sets it, or the ``--set`` argument that did.
+    that sets it, or the ``--set`` argument that did. With ``check_codes`` (the codes of hubkit's checks),
+    ``[validate] select/ignore`` must each name one of them.
     """
     text, data, overridden = _read(path, overrides)
     try:
-        manifest = Manifest.model_validate(data)
+        manifest = Manifest.model_validate(data, context={CHECK_CODES: check_codes})
     except ValidationError as exc:
         raise HubkitError(_describe(path, _problems(path, text, exc, overridden))) from exc
     except RecursionError as exc:
@@ -173,13 +244,15 @@ def load_manifest(path: Path, overrides: list[str] | tuple[str, ...] = ()) -> Ma
     return manifest
 
 
-def manifest_problems(path: Path, overrides: list[str] | tuple[str, ...] = ()) -> list[str]:
+def manifest_problems(
+    path: Path, overrides: list[str] | tuple[str, ...] = (), *, check_codes: Collection[str] | None = None
+) -> list[str]:
     """Every schema problem of the manifest at ``path``, each naming the key and line; empty when it is valid.
 
     An unreadable file or invalid TOML raises HubkitError (TOML parsing stops at the first error)."""
     text, data, overridden = _read(path, overrides)
     try:
-        Manifest.model_validate(data)
+        Manifest.model_validate(data, context={CHECK_CODES: check_codes})
     except ValidationError as exc:
         return _problems(path, text, exc, overridden)
     except RecursionError as exc:
@@ -318,6 +391,8 @@ def _line_of(text: str, location: list[str]) -> int | None:
     """The line that sets ``location`` (``card.serve.tensor_parallel_size`` -> its table, then its key)."""
     lines = text.splitlines()
     table_line = 0
+    while location and location[-1].isdigit():  # an item of a list: the line of the list's key
+        location = location[:-1]
     key = location[-1] if location else ""
     tables = [part for part in location[:-1] if not part.isdigit()]
     if tables:

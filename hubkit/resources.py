@@ -17,3 +17,8 @@ def data_dir(name: str) -> Path:
         if candidate.is_dir():
             return candidate
     raise FileNotFoundError(f"hubkit's '{name}' folder is missing from this installation; reinstall hubkit")
+
+
+def profile_names() -> list[str]:
+    """The names of the profiles in ``checks/`` (read from the file names alone: cheap enough for start-up)."""
+    return sorted(path.stem for path in data_dir("checks").glob("*.toml"))

@@ -141,12 +141,18 @@ def test_kill_during_push_then_rerun_completes(hubkit, tmp_path: Path, signum: i
     with pytest.raises(ProcessLookupError):
         os.killpg(process.pid, 0)  # nothing of hubkit's outlived it
     assert not lock_path(folder / "Kimi-Tiny-NVFP4").exists()
+    state = folder / "Kimi-Tiny-NVFP4" / ".hubkit" / "state.json"
+    failed = json.loads(state.read_text())["failed"]  # the outcome is recorded, also on a signal
+    assert failed["stage"] == "push" and failed["message"] == line.removeprefix("hubkit: ").replace(
+        "interrupted", "interrupted (Ctrl-C)"
+    )
     result = hubkit(
         "release", folder / "hubkit.toml", "--set", "push.batch=1", "--set", "release.atomic=false", "--format", "json"
     )
     assert result.code == 0, result.err
     push = next(s for s in result.json()["stages"] if s["name"] == "push")
     assert push["status"] == "ran"
+    assert "failed" not in json.loads(state.read_text())
 
 
 @pytest.mark.parametrize(

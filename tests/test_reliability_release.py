@@ -109,8 +109,8 @@ def test_dry_run_says_what_it_would_replace_and_writes_nothing(hubkit, tmp_path:
     (export / "README.md").write_text("earlier card\n")
     before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")}
     result = hubkit("release", folder / "hubkit.toml", "--dry-run", "--format", "json")
-    assert result.code == 0, result.err
-    details = {s["name"]: s["detail"] for s in result.json()["stages"]}
+    assert result.code == 2 and "base: [base] path" in result.err, result.err  # the preflight: no base built here
+    details = {s["name"]: s["detail"] for s in result.json()["stages"]}  # the plan is printed all the same
     assert f"replaces hubkit's earlier export in {export}" in details["quantize"]
     assert "(replaces it)" in details["card"]
     after = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.name != "hashes.json"}

@@ -42,12 +42,15 @@ def parameter_counts(modules: ModuleTable, experts_per_token: int, experts: int)
 
 
 def approx(count: int) -> str:
-    """Rounded down, as model sizes are quoted: ``1_027e9`` -> ``~1T``; ``32.86e9`` -> ``~32B``."""
-    if count >= 10**12:
-        return f"~{count // 10**12}T"
-    if count >= 10**9:
-        return f"~{count // 10**9}B"
-    return f"~{count // 10**6}M"
+    """Rounded down, as model sizes are quoted: ``1_027e9`` -> ``~1T``; ``32.86e9`` -> ``~32B``; ``1_234_567`` ->
+    ``~1.2M``; ``238_864`` -> ``~238K`` (one decimal below ten of a unit, so a tiny model is never ``~0M``)."""
+    for unit, size in (("T", 10**12), ("B", 10**9), ("M", 10**6), ("K", 10**3)):
+        if count >= size:
+            tenths = count * 10 // size
+            if tenths >= 100 or tenths % 10 == 0:
+                return f"~{tenths // 10}{unit}"
+            return f"~{tenths // 10}.{tenths % 10}{unit}"
+    return f"~{count}"
 
 
 EXPERT_PROJECTIONS = ("gate_proj", "up_proj", "down_proj")

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from hubkit.errors import ExitCode, HubkitError
+from hubkit.logs import stderr
 
 
 @click.group("manifest")
@@ -25,11 +26,13 @@ def check_command(files: tuple[Path, ...], overrides: tuple[str, ...], output_fo
     Reads nothing but the files: no token, no network. Exit 0 when every file is valid, 2 otherwise.
     """
     from hubkit.manifest import manifest_problems
+    from hubkit.validate.engine import all_checks
 
+    codes = {check.code for check in all_checks()}  # [validate] select/ignore must name checks
     failed = 0
     for path in files or (Path("hubkit.toml"),):
         try:
-            problems = manifest_problems(path, overrides)
+            problems = manifest_problems(path, overrides, check_codes=codes)
         except HubkitError as exc:
             problems = [str(exc)]
         for problem in problems:
@@ -38,7 +41,7 @@ def check_command(files: tuple[Path, ...], overrides: tuple[str, ...], output_fo
                 line = where.rpartition(":")[2]
                 click.echo(f"::error file={path},line={line if line.isdigit() else 1},title=hubkit manifest::{message}")
             else:
-                click.echo(problem, err=True)
+                click.echo(problem, file=stderr())  # an error: shown under -q too
         click.echo(f"{path}: {'valid' if not problems else f'{len(problems)} problem(s)'}")
         failed += bool(problems)
     return ExitCode.USER_ERROR if failed else ExitCode.OK

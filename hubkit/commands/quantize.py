@@ -8,12 +8,17 @@ from pathlib import Path
 import click
 
 from hubkit.errors import ExitCode, HubkitError
+from hubkit.resources import profile_names
 
 
 @click.command("quantize")
 @click.option("--base", required=True, help="Base model: a local folder or hf://ORG/NAME[@REV].")
 @click.option("--out", type=click.Path(path_type=Path), help="Folder for the export (required unless --plan).")
-@click.option("--profile", help="Profile from checks/ (sets the default recipe and validates the output).")
+@click.option(
+    "--profile",
+    type=click.Choice(profile_names()),
+    help="Profile from checks/ (sets the default recipe and validates the output).",
+)
 @click.option("--recipe", help="modelopt recipe name, recipe .yaml file, or hubkit preset (nvfp4-experts-mse).")
 @click.option(
     "--calib", multiple=True, help="Calibration source: .jsonl/.txt/.parquet file, saved dataset, Hub dataset."

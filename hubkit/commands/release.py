@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from hubkit.commands._options import build, click_options, format_option
 from hubkit.release.options import ReleaseOptions
+
+if TYPE_CHECKING:
+    from hubkit.release.pipeline import ReleaseResult
 
 
 @click.command("release")
@@ -22,10 +27,26 @@ def release_command(obj: dict[str, object], /, manifest: Path, output_format: st
     """Run quantize -> card -> validate -> push -> tag -> smoke as MANIFEST says (default hubkit.toml)."""
     from hubkit.manifest import load_manifest
     from hubkit.release.pipeline import Release, exit_code
-    from hubkit.release.summary import render_summary
+    from hubkit.validate.engine import all_checks
 
     options = build(ReleaseOptions, values, progress=output_format == "text" and not obj.get("quiet"))
-    result = Release(load_manifest(manifest, options.overrides), options).run()
+    codes = {check.code for check in all_checks()}
+    release = Release(load_manifest(manifest, options.overrides, check_codes=codes), options)
+    try:
+        result = release.run()
+    except BaseException:
+        if release.result.started:  # a failed stage, an error or a signal: the outcome is reported all the same
+            with contextlib.suppress(Exception):  # the error itself goes on to its one line and exit code
+                report(release.result, output_format)
+        raise
+    report(result, output_format)
+    return exit_code(result)
+
+
+def report(result: ReleaseResult, output_format: str) -> None:
+    """The summary on stdout (JSON with ``--format json``), and in ``$GITHUB_STEP_SUMMARY`` with ``github``."""
+    from hubkit.release.summary import render_summary
+
     summary = render_summary(result)
     if output_format == "json":
         click.echo(json.dumps(result.as_dict(), indent=2, default=str))
@@ -37,5 +58,4 @@ def release_command(obj: dict[str, object], /, manifest: Path, output_format: st
             with open(target, "a", encoding="utf-8") as handle:
                 handle.write(summary + "\n")
         except OSError as exc:  # the release itself is done: say so, keep its exit code
-            click.echo(f"hubkit: warning: cannot append to $GITHUB_STEP_SUMMARY ({exc.strerror or exc})", err=True)
-    return exit_code(result)
+            logging.getLogger("hubkit").warning("cannot append to $GITHUB_STEP_SUMMARY (%s)", exc.strerror or exc)

@@ -179,6 +179,24 @@ class HubError(Exception):
         self.status, self.message, self.code, self.extra = status, message, code, extra or {}
 
 
+#: The license ids the Hub accepts in a card's ``license`` (it also takes a list of them), in the Hub's order.
+#: Source: the Hub's own answer to ``POST /api/validate-yaml`` for an unknown id ('"license" must be one of
+#: [...]'), as quoted in huggingface/huggingface_hub issue #4218 (May 2026); the list is documented at
+#: https://huggingface.co/docs/hub/repositories-licenses.
+HUB_LICENSES = (
+    "apache-2.0", "mit", "openrail", "bigscience-openrail-m", "creativeml-openrail-m", "bigscience-bloom-rail-1.0",
+    "bigcode-openrail-m", "afl-3.0", "artistic-2.0", "bsl-1.0", "bsd", "bsd-2-clause", "bsd-3-clause",
+    "bsd-3-clause-clear", "c-uda", "cc", "cc0-1.0", "cc-by-2.0", "cc-by-2.5", "cc-by-3.0", "cc-by-4.0",
+    "cc-by-sa-3.0", "cc-by-sa-4.0", "cc-by-nc-2.0", "cc-by-nc-3.0", "cc-by-nc-4.0", "cc-by-nd-4.0",
+    "cc-by-nc-nd-3.0", "cc-by-nc-nd-4.0", "cc-by-nc-sa-2.0", "cc-by-nc-sa-3.0", "cc-by-nc-sa-4.0",
+    "cdla-sharing-1.0", "cdla-permissive-1.0", "cdla-permissive-2.0", "wtfpl", "ecl-2.0", "epl-1.0", "epl-2.0",
+    "etalab-2.0", "eupl-1.1", "eupl-1.2", "agpl-3.0", "gfdl", "gpl", "gpl-2.0", "gpl-3.0", "lgpl", "lgpl-2.1",
+    "lgpl-3.0", "isc", "h-research", "intel-research", "lppl-1.3c", "ms-pl", "apple-ascl", "apple-amlr", "mpl-2.0",
+    "odc-by", "odbl", "openmdw-1.0", "openrail++", "osl-3.0", "postgresql", "ofl-1.1", "ncsa", "unlicense", "zlib",
+    "pddl", "lgpl-lr", "deepfloyd-if-license", "fair-noncommercial-research-license", "llama2", "llama3",
+    "llama3.1", "llama3.2", "llama3.3", "llama4", "grok2-community", "gemma", "unknown", "other",
+)  # fmt: skip
+
 REPO = r"(?P<kind>models|datasets|spaces)/(?P<repo>[^/]+/[^/]+)"
 ROUTES: list[tuple[str, re.Pattern[str], str]] = [
     (method, re.compile(pattern), name)
@@ -373,14 +391,32 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(200, {"url": url, "name": repo})
 
     def _validate_yaml(self, groups: dict[str, Any], query: dict[str, Any], body: bytes) -> None:
+        """The Hub's metadata check, as far as a release's card needs it: YAML, a mapping, the license id."""
         import yaml
 
         content = json.loads(body or b"{}").get("content", "")
         front = content.split("---")[1] if content.startswith("---") and content.count("---") >= 2 else ""
         try:
-            yaml.safe_load(front)
+            metadata = yaml.safe_load(front)
         except yaml.YAMLError as exc:
             self._send(400, {"errors": [{"message": f"Invalid YAML: {exc}"}]})
+            return
+        errors = []
+        if metadata is not None and not isinstance(metadata, dict):
+            errors.append('"value" must be of type object')
+        elif metadata and "license" in metadata:
+            declared = metadata["license"]
+            licenses = declared if isinstance(declared, list) else [declared]
+            if not all(isinstance(item, str) and item in HUB_LICENSES for item in licenses):
+                errors.append(f'"license" must be one of [{", ".join((*HUB_LICENSES, "array"))}]')
+            elif "other" in licenses:
+                errors += [
+                    f'"{key}" is required when "license" is "other"'
+                    for key in ("license_name", "license_link")
+                    if not metadata.get(key)
+                ]
+        if errors:
+            self._send(400, {"errors": [{"message": message} for message in errors]})
             return
         self._send(200, {"errors": [], "warnings": []})
 

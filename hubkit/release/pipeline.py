@@ -2,7 +2,9 @@
 
 Each stage records its inputs' fingerprint, outputs and timing in ``OUT/.hubkit/state.json``. A rerun skips a
 stage whose fingerprint is unchanged; a changed input reruns that stage and everything after it. Nothing is
-pushed after a failed validation.
+pushed after a failed validation. Before the first stage the preflight checks what the stages that will run
+need (``hubkit.release.preflight``), all at once. A stage that fails, also by an error or a signal, is recorded
+in the result and in ``state.json`` before the error goes on, so the outcome is always reported.
 
 A run holds the lock of OUT from start to end, and replaces OUT (or the local Hub store) only when hubkit's
 record says hubkit made it (see ``hubkit.release.workspace``); anything else is refused before any work.
@@ -20,11 +22,14 @@ import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hubkit.errors import ExitCode, HubkitError
+from hubkit.errors import ExitCode, HubkitError, Terminated
 from hubkit.release.options import STAGES, ReleaseOptions
+from hubkit.release.preflight import FAILED, Check, PreflightFailed, Subject, preflight
+from hubkit.release.smoke import smoke_availability
 from hubkit.release.workspace import (
     check_outside,
     check_replaceable,
@@ -62,15 +67,32 @@ class ReleaseResult:
     stages: list[StageResult] = field(default_factory=list)
     card_diff: str = ""
     endpoint: str = "https://huggingface.co"
+    dry_run: bool = False
+    preflight: list[Check] = field(default_factory=list)
+    waived: list[str] = field(default_factory=list)  # [validate] ignore
+    selected_checks: list[str] = field(default_factory=list)  # [validate] select
 
     @property
     def passed(self) -> bool:
-        return not any(s.status == "failed" for s in self.stages)
+        return not any(s.status == "failed" for s in self.stages) and not any(
+            c.status == FAILED for c in self.preflight
+        )
+
+    @property
+    def started(self) -> bool:
+        """Whether the run got as far as its preflight (else it stopped on an input error, reported alone)."""
+        return bool(self.preflight or self.stages)
+
+    @property
+    def failure(self) -> StageResult | None:
+        return next((s for s in self.stages if s.status == "failed"), None)
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "manifest": self.manifest, "repo": self.repo, "out": self.out, "passed": self.passed,
+            "dry_run": self.dry_run, "preflight": [c.__dict__ for c in self.preflight],
             "stages": [s.__dict__ for s in self.stages], "card_diff": self.card_diff,
+            "validate": {"waived": self.waived, "selected": self.selected_checks},
         }  # fmt: skip
 
 
@@ -114,7 +136,10 @@ class Release:
         self.previous = self.out.parent / f".{self.out.name}.previous"
         self.store = self.root / LOCAL_STORE
         self.state = self._load_state()
-        self.result = ReleaseResult(str(manifest.path), manifest.release.repo, str(self.out))
+        self.result = ReleaseResult(
+            str(manifest.path), manifest.release.repo, str(self.out), dry_run=options.dry_run,
+            waived=list(manifest.validate_.ignore), selected_checks=list(manifest.validate_.select),
+        )  # fmt: skip
         self.selected = self._selected_stages()
 
     # ------------------------------------------------------------------------------------- bookkeeping
@@ -158,6 +183,23 @@ class Release:
             "seconds": round(seconds, 3),
         }
         self._save_state()
+
+    def _record_outcome(self, failed: StageResult | None) -> None:
+        """``state.json`` says whether the last run failed, at which stage and why (absent after a pass)."""
+        if self.options.dry_run:
+            return
+        if failed is None:
+            if self.state.pop("failed", None) is not None:
+                self._save_state()
+            return
+        self.state["failed"] = {
+            "stage": failed.name, "message": failed.detail, "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        }  # fmt: skip
+        with contextlib.suppress(OSError, HubkitError):  # the failure is reported even where this is not written
+            if self.out.is_dir() and has_files(self.out) and read_record(self.out) is None:
+                return  # not hubkit's folder (it was refused): hubkit writes nothing into it
+            self.out.mkdir(parents=True, exist_ok=True)
+            write_record(self.out, self.state)
 
     def _forget_after(self, stage: str) -> None:
         """A stage ran again: everything after it must run again too."""
@@ -208,39 +250,70 @@ class Release:
         with self._endpoint():
             self.result.endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
             self._preflight()
-            for stage in STAGES:
-                if stage not in self.selected:
-                    self.result.stages.append(StageResult(stage, "skipped", detail="not selected"))
-                    continue
-                fingerprint = getattr(self, f"_fingerprint_{stage}")()
-                if fingerprint is not None and self._recorded(stage).get("fingerprint") == fingerprint:
-                    self.result.stages.append(
-                        StageResult(stage, "unchanged", outputs=self._recorded(stage).get("outputs", {}))
-                    )
-                    continue
-                if self.options.dry_run:
-                    self.result.stages.append(getattr(self, f"_plan_{stage}")())
-                    continue
-                start = time.perf_counter()
-                outcome: StageResult = getattr(self, f"_run_{stage}")()
-                outcome.seconds = round(time.perf_counter() - start, 3)
-                self.result.stages.append(outcome)
-                if outcome.status == "failed":
-                    break
-                if outcome.status == "ran":
-                    self._forget_after(stage)
-                    self._record(
-                        stage, getattr(self, f"_fingerprint_{stage}")() or "", outcome.outputs, outcome.seconds
-                    )
+            self._each_stage()
+            if any(c.status == FAILED for c in self.result.preflight):  # a dry run plans first, then says so
+                raise PreflightFailed(self.result.preflight)
         return self.result
 
+    def _each_stage(self) -> None:
+        for stage in STAGES:
+            if stage not in self.selected:
+                self.result.stages.append(StageResult(stage, "skipped", detail="not selected"))
+                continue
+            fingerprint = getattr(self, f"_fingerprint_{stage}")()
+            if fingerprint is not None and self._recorded(stage).get("fingerprint") == fingerprint:
+                self.result.stages.append(
+                    StageResult(stage, "unchanged", outputs=self._recorded(stage).get("outputs", {}))
+                )
+                continue
+            if self.options.dry_run:
+                self.result.stages.append(getattr(self, f"_plan_{stage}")())
+                continue
+            start = time.perf_counter()
+            try:
+                outcome: StageResult = getattr(self, f"_run_{stage}")()
+            except BaseException as exc:  # recorded, then on to the CLI for its exit code and one line
+                failed = StageResult(stage, "failed", round(time.perf_counter() - start, 3), failure_reason(exc))
+                self.result.stages.append(failed)
+                self._record_outcome(failed)
+                raise
+            outcome.seconds = round(time.perf_counter() - start, 3)
+            self.result.stages.append(outcome)
+            if outcome.status == "failed":
+                self._record_outcome(outcome)
+                return
+            if outcome.status == "ran":
+                self._forget_after(stage)
+                self._record(stage, getattr(self, f"_fingerprint_{stage}")() or "", outcome.outputs, outcome.seconds)
+        self._record_outcome(None)
+
+    def _stages_to_run(self) -> tuple[str, ...]:
+        """The selected stages this run will run: those from the first whose inputs changed."""
+        changed = False
+        running = []
+        for stage in self.selected:
+            if not changed:
+                fingerprint = getattr(self, f"_fingerprint_{stage}")()
+                changed = fingerprint is None or self._recorded(stage).get("fingerprint") != fingerprint
+            if changed:
+                running.append(stage)
+        return tuple(running)
+
     def _preflight(self) -> None:
-        """Fail in seconds, not after hours of quantization, when the Hub cannot be reached or the token is bad."""
-        if not {"push", "tag"} & set(self.selected):
-            return
+        """Check what the stages that will run need, all at once; a failure stops the run before its first stage
+        (a dry run reports the failures after its plan)."""
+        subject = Subject(
+            self.manifest, self.root, self.out, self._base_ref(), self._reference(), self._stages_to_run(),
+            check_token=self._check_token,
+        )  # fmt: skip
+        self.result.preflight = preflight(subject)
+        if not self.options.dry_run and any(c.status == FAILED for c in self.result.preflight):
+            raise PreflightFailed(self.result.preflight)
+
+    def _check_token(self) -> str:
         from hubkit.hub.push import check_token, hub_api
 
-        check_token(hub_api(), self._push_options(dry_run=True))
+        return check_token(hub_api(), self._push_options(dry_run=True))
 
     @contextlib.contextmanager
     def _endpoint(self) -> Iterator[None]:
@@ -371,6 +444,13 @@ class Release:
     def _fingerprint_validate(self) -> str:
         return _fingerprint(folder_fingerprint(self.out), self.manifest.validate_.model_dump())
 
+    def _reference(self) -> str | None:
+        """``[validate] reference``: a path relative to the manifest's folder, or a Hub repo (``hf://``)."""
+        reference = self.manifest.validate_.reference
+        if reference and not reference.startswith("hf://") and (self.root / reference).exists():
+            return str(self.root / reference)
+        return reference
+
     def _plan_validate(self) -> StageResult:
         return StageResult("validate", "would run", detail=f"validate {self.out}")
 
@@ -381,14 +461,15 @@ class Release:
         from hubkit.validate.runner import validate
 
         table = self.manifest.validate_
-        base = self._base_ref()
         report = validate(
             str(self.out),
             ValidateOptions(
                 profile=table.profile,
-                reference=table.reference,
-                base=base,
+                reference=self._reference(),
+                base=self._base_ref(),
                 deep=table.deep,
+                select=tuple(table.select),
+                ignore=tuple(table.ignore),
                 strict=table.strict,
                 progress=self.options.progress,
             ),
@@ -396,6 +477,8 @@ class Release:
         (self.out / ".hubkit").mkdir(exist_ok=True)
         (self.out / ".hubkit" / "validation.json").write_text(render_json(report) + "\n")
         summary = f"{report.count(Severity.ERROR)} errors, {report.count(Severity.WARNING)} warnings"
+        if table.ignore:
+            summary += f"; waived: {', '.join(table.ignore)}"
         if not report.passed:
             first = next(f for f in report.findings if f.severity.value in ("error", "warning"))
             return StageResult(
@@ -495,15 +578,28 @@ class Release:
         return _fingerprint(self._recorded("push").get("outputs", {}).get("commit"), self.manifest.smoke.model_dump())
 
     def _plan_smoke(self) -> StageResult:
-        available, why = smoke_available()
-        return StageResult("smoke", "would run" if available and self.manifest.smoke.enabled else "skipped", detail=why)
+        smoke = self.manifest.smoke
+        if not smoke.enabled:
+            return StageResult("smoke", "skipped", detail="disabled in [smoke]")
+        available, why = smoke_availability(self.manifest)
+        if available:
+            return StageResult("smoke", "would run", detail=why)
+        return StageResult("smoke", "would fail" if smoke.required else "skipped", detail=why)
 
     def _run_smoke(self) -> StageResult:
-        available, why = smoke_available()
-        if not self.manifest.smoke.enabled or not available:
-            return StageResult("smoke", "skipped", detail=why if self.manifest.smoke.enabled else "disabled in [smoke]")
+        smoke = self.manifest.smoke
+        if not smoke.enabled:
+            return StageResult("smoke", "skipped", detail="disabled in [smoke]")
+        available, why = smoke_availability(self.manifest)
+        if not available and smoke.required:
+            return StageResult("smoke", "failed", detail=f"did not run, and [smoke] required = true: {why}")
+        if not available:
+            return StageResult("smoke", "skipped", detail=f"skipped: {why}")
         from hubkit.release.smoke import run_smoke
 
+        if not self.out.is_dir():  # smoke alone (--from smoke) on a new folder: it is hubkit's from the start
+            self.out.mkdir(parents=True)
+            write_record(self.out, self.state)
         record = run_smoke(self.manifest, self.out)
         (self.out / ".hubkit" / "smoke.json").write_text(json.dumps(record, indent=2) + "\n")
         if not record["ok"]:
@@ -517,15 +613,17 @@ class Release:
         return StageResult("smoke", "ran", detail=record["summary"], outputs=record)
 
 
-def smoke_available() -> tuple[bool, str]:
-    """Smoke needs vLLM and a GPU; elsewhere it is skipped with a notice."""
-    import importlib.util
-
-    if importlib.util.find_spec("vllm") is None:
-        return False, "skipped: vLLM is not installed on this runner"
-    if shutil.which("nvidia-smi") is None:
-        return False, "skipped: no NVIDIA GPU on this runner"
-    return True, "vLLM and a GPU are available"
+def failure_reason(exc: BaseException) -> str:
+    """What stopped a stage, in words, for the summary and ``state.json``."""
+    if isinstance(exc, Terminated):
+        return "terminated (SIGTERM)"
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted (Ctrl-C)"
+    if isinstance(exc, HubkitError):
+        return str(exc)
+    if isinstance(exc, SystemExit):
+        return f"exited with code {exc.code}"
+    return f"internal error: {type(exc).__name__}: {exc}"
 
 
 def _restore(name: str, value: str | None) -> None:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from hubkit.checkpoint.safetensors_header import DEFAULT_LIMITS, HeaderLimits
 from hubkit.options import option
+from hubkit.resources import profile_names
 
 
 def _codes(text: str | None) -> tuple[str, ...]:
@@ -16,7 +17,9 @@ def _codes(text: str | None) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class ValidateOptions:
-    profile: str | None = option("Profile from checks/ (default: chosen from the config).", None)
+    profile: str | None = option(
+        "Profile from checks/ (default: chosen from the config).", None, choices=tuple(profile_names())
+    )
     reference: str | None = option(
         "Reference release: folder, hf_quant_config.json/config.json, or hf://ORG/NAME[@REV].", None
     )

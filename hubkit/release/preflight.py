@@ -1,0 +1,501 @@
+"""Preflight: what a release needs, checked before its first stage and reported all at once (as ``twine check``
+runs before an upload), so a missing input fails in seconds rather than after hours of quantization.
+
+Each check says what it found and, when it fails, what to do. A check that could not be performed says so
+("not checked", and why) rather than passing: offline, a Hub dataset name cannot be resolved. Only the stages
+that will run are checked: a resumed release whose quantize stage is unchanged needs no GPU and no torch.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from hubkit.errors import HubkitError, is_network_error
+from hubkit.release.smoke import smoke_availability
+
+if TYPE_CHECKING:
+    from hubkit.checkpoint.model import Checkpoint
+    from hubkit.manifest import Manifest, QuantizeTable
+
+OK, WARNING, NOT_CHECKED, FAILED = "ok", "warning", "not checked", "failed"
+
+#: Import name -> distribution, for what the ``quantize`` extra installs and the quantize stage imports.
+QUANTIZE_EXTRA = {
+    "torch": "torch",
+    "transformers": "transformers",
+    "modelopt": "nvidia-modelopt",
+    "compressed_tensors": "compressed-tensors",
+    "accelerate": "accelerate",
+    "datasets": "datasets",
+}
+INSTALL_QUANTIZE = "pip install 'hubkit-nvfp4[quantize]'"
+#: Seconds to wait for the Hub in a preflight request.
+HUB_TIMEOUT_S = 30
+GIB = 1024**3
+
+
+@dataclass(frozen=True)
+class Check:
+    """One preflight result: its subject, ok / warning / not checked / failed, and what was found."""
+
+    name: str
+    status: str
+    detail: str
+
+    def line(self) -> str:
+        return f"{self.status}: {self.name}: {self.detail}"
+
+
+@dataclass
+class Subject:
+    """What a release is about to do: its manifest, where it writes, and which stages will run."""
+
+    manifest: Manifest
+    root: Path  # the manifest's folder: relative paths in the manifest are relative to it
+    out: Path
+    base: str  # a folder, or hf://ORG/NAME[@REV]
+    reference: str | None
+    stages: tuple[str, ...]
+    check_token: Callable[[], str] | None = None  # the push stage's token check (the user it belongs to)
+    _base: Checkpoint | HubkitError | None = field(default=None, repr=False)
+
+    def base_checkpoint(self) -> Checkpoint:
+        """The base's headers (read once; a HubkitError says why they cannot be read)."""
+        if self._base is None:
+            from hubkit.checkpoint import load_checkpoint
+
+            try:
+                self._base = load_checkpoint(self.base)
+            except HubkitError as exc:
+                self._base = exc
+        if isinstance(self._base, HubkitError):
+            raise self._base
+        return self._base
+
+
+class PreflightFailed(HubkitError):
+    """Some preflight checks failed: every failure, one per line, each saying what to do."""
+
+    def __init__(self, checks: list[Check]) -> None:
+        failed = [c for c in checks if c.status == FAILED]
+        lines = "\n  ".join(f"{c.name}: {c.detail}" for c in failed)
+        super().__init__(f"preflight: {len(failed)} of {len(checks)} checks failed; nothing was run:\n  {lines}")
+        self.checks = checks
+
+
+def preflight(subject: Subject) -> list[Check]:
+    """Run every check that applies to the stages that will run; none stops the others."""
+    checks: list[Check] = []
+    for family in (_inputs, _extras, _recipe, _calibration, _gpus, _disk, _card, _hub, _smoke):
+        checks.extend(family(subject))
+    return checks
+
+
+# ------------------------------------------------------------------------------------------- input paths
+
+
+def _inputs(subject: Subject) -> Iterator[Check]:
+    manifest, stages = subject.manifest, subject.stages
+    if {"quantize", "validate"} & set(stages):
+        yield _base_input(subject)
+    if "card" in stages and manifest.card is not None:
+        for section in manifest.card.sections:
+            yield _readable("card section", subject.root / section, "fix [card] sections")
+    if "validate" in stages and subject.reference:
+        from hubkit.validate.context import load_reference
+
+        try:
+            found = load_reference(subject.reference)
+        except HubkitError as exc:
+            yield Check("validate reference", FAILED, f"{exc}; fix [validate] reference")
+        else:
+            yield Check(
+                "validate reference", OK, f"{subject.reference}: {len(found.exclude_modules)} exclusion patterns"
+            )
+
+
+def _base_input(subject: Subject) -> Check:
+    table = subject.manifest.base
+    if table.path:
+        folder = subject.root / table.path
+        if not folder.is_dir():
+            return Check(
+                "base", FAILED,
+                f"[base] path {folder} does not exist; put the base model there, or remove 'path' to read "
+                f"[base] repo {table.repo} from the Hub",
+            )  # fmt: skip
+        if not (folder / "config.json").is_file():
+            return Check("base", FAILED, f"[base] path {folder} holds no config.json; name the base model's folder")
+    try:
+        base = subject.base_checkpoint()
+    except HubkitError as exc:
+        return Check("base", FAILED, f"cannot read the base {subject.base}: {exc}")
+    size = sum(entry.size for entry in base.files.values())
+    return Check("base", OK, f"{subject.base}: {len(base.shards)} shards, {size / GIB:,.1f} GiB")
+
+
+def _readable(name: str, path: Path, fix: str) -> Check:
+    try:
+        with open(path, "rb") as handle:
+            handle.read(1)
+    except OSError as exc:
+        return Check(name, FAILED, f"cannot read {path} ({exc.strerror or exc}); {fix}")
+    return Check(name, OK, str(path))
+
+
+# ------------------------------------------------------------------------------------------- quantize
+
+
+def missing_quantize_extra() -> list[str]:
+    """Distributions of the ``quantize`` extra that cannot be imported here (found without importing them)."""
+    missing = []
+    for module, distribution in QUANTIZE_EXTRA.items():
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            missing.append(distribution)
+    return missing
+
+
+def _extras(subject: Subject) -> Iterator[Check]:
+    if "quantize" not in subject.stages:
+        return
+    missing = missing_quantize_extra()
+    if missing:
+        yield Check(
+            "quantize extra", FAILED,
+            f"the quantize stage needs {', '.join(missing)}, from the quantize extra: {INSTALL_QUANTIZE} "
+            "(on a machine without CUDA, first: pip install torch --index-url https://download.pytorch.org/whl/cpu)",
+        )  # fmt: skip
+    else:
+        yield Check("quantize extra", OK, f"{', '.join(QUANTIZE_EXTRA)} importable")
+
+
+def _recipe(subject: Subject) -> Iterator[Check]:
+    if "quantize" not in subject.stages:
+        return
+    from hubkit.quantize.pipeline import DEFAULT_RECIPE
+    from hubkit.validate.profiles import DEFAULT_PROFILE, load_profiles
+
+    table = subject.manifest.quantize
+    profile = load_profiles()[table.profile or DEFAULT_PROFILE]
+    name = table.recipe or str(profile.quantize.get("recipe", DEFAULT_RECIPE))
+    if table.recipe and Path(table.recipe).suffix in (".yaml", ".yml"):
+        name = str(subject.root / table.recipe) if (subject.root / table.recipe).exists() else table.recipe
+    if missing_quantize_extra():
+        yield Check("recipe", NOT_CHECKED, f"{name}: modelopt loads recipes, and the quantize extra is missing")
+        return
+    from hubkit.quantize.recipes import resolve_recipe
+
+    try:
+        recipe = resolve_recipe(name)
+    except HubkitError as exc:
+        yield Check("recipe", FAILED, f"{exc}; fix [quantize] recipe")
+    else:
+        yield Check("recipe", OK, f"{recipe.name} loads with modelopt")
+
+
+def _calibration(subject: Subject) -> Iterator[Check]:
+    if "quantize" not in subject.stages:
+        return
+    from hubkit.quantize.calibration import CalibrationSource
+
+    if not subject.manifest.quantize.calib:
+        yield Check("calibration", FAILED, 'no calibration data; add [quantize] calib = ["FILE_OR_HUB_DATASET"]')
+    for spec in subject.manifest.quantize.calib:
+        local = subject.root / spec
+        name = f"calibration {spec}"
+        try:
+            source = CalibrationSource.parse(str(local) if local.exists() else spec)
+        except HubkitError as exc:
+            yield Check(name, FAILED, f"{exc}; fix [quantize] calib")
+            continue
+        if source.kind in ("jsonl", "txt", "parquet"):
+            yield _readable(name, local, "fix [quantize] calib or the file's permissions")
+        elif source.kind == "disk":
+            yield Check(name, OK, f"{local}: a dataset saved with datasets.save_to_disk")
+        else:
+            yield _hub_dataset(name, spec)
+
+
+def _hub_dataset(name: str, dataset: str) -> Check:
+    """A Hub dataset, looked up where ``datasets`` will fetch it."""
+    from huggingface_hub import HfApi, constants
+    from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
+
+    if constants.HF_HUB_OFFLINE:
+        return Check(name, NOT_CHECKED, "a Hub dataset, and HF_HUB_OFFLINE is set (offline: cannot resolve it)")
+    api = HfApi()
+    try:
+        info = api.dataset_info(dataset, timeout=HUB_TIMEOUT_S)
+    except RepositoryNotFoundError:
+        return Check(
+            name,
+            FAILED,
+            f"no dataset {dataset} on {api.endpoint} (or it is private: set HF_TOKEN); fix [quantize] calib",
+        )
+    except HfHubHTTPError as exc:
+        status = exc.response.status_code if exc.response is not None else None
+        return Check(name, NOT_CHECKED, f"{api.endpoint} answered HTTP {status} for the dataset {dataset}")
+    except Exception as exc:
+        if not is_network_error(exc):
+            raise
+        return Check(name, NOT_CHECKED, f"cannot reach {api.endpoint} to look up the dataset ({type(exc).__name__})")
+    return Check(name, OK, f"Hub dataset {info.id} at {str(info.sha)[:12]}")
+
+
+def visible_gpus() -> list[str]:
+    """Names of the NVIDIA GPUs this process may use (``nvidia-smi``, within ``CUDA_VISIBLE_DEVICES``)."""
+    if shutil.which("nvidia-smi") is None:
+        return []
+    try:
+        listed = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True, timeout=60
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    names = [line.strip() for line in listed.stdout.splitlines() if line.strip()] if listed.returncode == 0 else []
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        entries = [e for e in visible.split(",") if e.strip()]
+        if any(e.strip().startswith("-") for e in entries):
+            entries = entries[: next(i for i, e in enumerate(entries) if e.strip().startswith("-"))]
+        names = names[: len(entries)]
+    return names
+
+
+@dataclass(frozen=True)
+class QuantizeNeeds:
+    """What the quantize plan says a run needs, in bytes."""
+
+    gpu_needed: int
+    gpu_available: int
+    min_gpus: int | None
+    disk: int  # the intermediate (a BF16 copy of an INT4 base) plus the export
+
+
+def quantize_needs(base: Checkpoint, gpus: str, table: QuantizeTable) -> QuantizeNeeds:
+    """The plan of ``hubkit quantize --plan`` for ``base`` on ``gpus`` (``8xB300``); the one call into it."""
+    from hubkit.quantize.plan import estimate
+
+    plan = estimate(base, gpus, batch=table.batch_size, seq=table.calib_seq)
+    return QuantizeNeeds(
+        plan.gpu_bytes_needed, plan.gpu_memory_bytes, plan.as_dict().get("min_gpus"), plan.disk_bytes_needed
+    )
+
+
+def _gpu_target(names: list[str]) -> str | None:
+    """``8xB300`` for the GPUs named, when the plan knows their model."""
+    from hubkit.quantize.plan import GPU_MEMORY_GIB
+
+    model = next((m for m in GPU_MEMORY_GIB if names and m in names[0].upper()), None)
+    return f"{len(names)}x{model}" if model else None
+
+
+def _gpus(subject: Subject) -> Iterator[Check]:
+    if "quantize" not in subject.stages:
+        return
+    device = subject.manifest.quantize.device
+    if device == "cpu":
+        yield Check("GPUs", OK, 'none needed: [quantize] device = "cpu" (meant for tiny models)')
+        return
+    names = visible_gpus()
+    if not names:
+        if device == "cuda":
+            yield Check("GPUs", FAILED, "no NVIDIA GPU is visible (nvidia-smi lists none) and [quantize] device = "
+                        "\"cuda\"; run on a GPU runner, or set device = \"cpu\" for a tiny model")  # fmt: skip
+        else:
+            yield Check("GPUs", WARNING, "no NVIDIA GPU is visible: quantize will run on the CPU (device = \"auto\"), "
+                        "which suits tiny models only; set device = \"cuda\" to require GPUs")  # fmt: skip
+        return
+    target = _gpu_target(names)
+    if target is None:
+        yield Check("GPUs", NOT_CHECKED, f"{len(names)}x {names[0]}: the quantize plan knows no such GPU model")
+        return
+    try:
+        needs = quantize_needs(subject.base_checkpoint(), target, subject.manifest.quantize)
+    except HubkitError as exc:
+        yield Check("GPUs", NOT_CHECKED, f"{target} visible; the base cannot be read for the plan ({exc})")
+        return
+    need, have = needs.gpu_needed / GIB, needs.gpu_available / GIB
+    if needs.gpu_needed > needs.gpu_available:
+        more = f"at least {needs.min_gpus} such GPUs; " if needs.min_gpus else ""
+        yield Check("GPUs", FAILED, f"the quantize plan needs {need:,.1f} GiB of GPU memory and {target} has "
+                    f"{have:,.1f} GiB: run on {more}see 'hubkit quantize --base ... --plan'")  # fmt: skip
+    else:
+        yield Check("GPUs", OK, f"{target}: {have:,.1f} GiB, the quantize plan needs {need:,.1f} GiB")
+
+
+def _existing(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _disk(subject: Subject) -> Iterator[Check]:
+    if "quantize" not in subject.stages:
+        return
+    try:
+        base = subject.base_checkpoint()
+        names = visible_gpus()
+        needs = quantize_needs(base, _gpu_target(names) or "1xB300", subject.manifest.quantize)  # disk: any target
+    except HubkitError as exc:
+        yield Check("disk", NOT_CHECKED, f"the base cannot be read for the plan ({exc})")
+        return
+    out_volume = _existing(subject.out.parent)
+    wanted: dict[Path, list[tuple[str, int]]] = {out_volume: [("intermediate + export", needs.disk)]}
+    if base.source.local_path("") is None:  # a Hub base is downloaded into the Hub cache first
+        from huggingface_hub import constants
+
+        cache = _existing(Path(constants.HF_HUB_CACHE))
+        download = sum(entry.size for entry in base.files.values())
+        same = os.stat(cache).st_dev == os.stat(out_volume).st_dev
+        wanted.setdefault(out_volume if same else cache, []).append(
+            (f"base download into {constants.HF_HUB_CACHE}", download)
+        )
+    for volume, parts in wanted.items():
+        need = sum(size for _, size in parts)
+        free = shutil.disk_usage(volume).free
+        what = " + ".join(f"{label} {size / GIB:,.1f} GiB" for label, size in parts)
+        if need > free:
+            yield Check("disk", FAILED, f"{volume} has {free / GIB:,.1f} GiB free and the release needs {what}; "
+                        "free space there, or point [quantize] out (or HF_HOME) at a larger volume")  # fmt: skip
+        else:
+            yield Check("disk", OK, f"{volume}: {free / GIB:,.1f} GiB free for {what}")
+
+
+# ------------------------------------------------------------------------------------------- card, Hub, smoke
+
+
+def card_front_matter(manifest: Manifest, hub_datasets: list[str]) -> str:
+    """The card's front matter as the card stage will write it (the facts from the checkpoint left out)."""
+    from hubkit.card.render import front_matter
+
+    return f"---\n{front_matter(manifest, {'model_type': None}, hub_datasets).to_yaml()}\n---\n"
+
+
+def hub_validate_yaml(endpoint: str, content: str) -> list[str]:
+    """The Hub's own check of a card's metadata (``POST /api/validate-yaml``): the errors it reports.
+
+    ``ModelCard.validate()`` sends this request to the endpoint fixed when huggingface_hub was imported; the
+    release's endpoint is set later (a local server, ``[release] endpoint``), so the same request is sent here
+    with that endpoint named.
+    """
+    from huggingface_hub import get_session
+    from huggingface_hub.utils import build_hf_headers  # type: ignore[attr-defined]
+
+    response = get_session().post(
+        f"{endpoint}/api/validate-yaml",
+        json={"content": content, "repoType": "model"},
+        headers=build_hf_headers(),
+        timeout=HUB_TIMEOUT_S,
+    )
+    if response.status_code == 400:
+        try:
+            errors = response.json().get("errors") or []
+        except ValueError:
+            return [response.text.strip() or "the Hub rejected the metadata"]
+        return [str(error.get("message", error)) for error in errors] or ["the Hub rejected the metadata"]
+    response.raise_for_status()
+    return []
+
+
+def _shortened(message: str, shown: int = 8) -> str:
+    """A Hub message with its long list of allowed values cut to the first few."""
+
+    def cut(found: re.Match[str]) -> str:
+        items = found[1].split(", ")
+        return found[0] if len(items) <= shown else f"[{', '.join(items[:shown])}, ... ({len(items)} in all)]"
+
+    return re.sub(r"\[([^\[\]]*)\]", cut, message)
+
+
+def _card(subject: Subject) -> Iterator[Check]:
+    if "card" not in subject.stages:
+        return
+    manifest = subject.manifest
+    if manifest.card is None:
+        yield Check("card", FAILED, "the manifest has no [card] table; add one with at least 'license'")
+        return
+    template = manifest.card.template
+    if template and not (subject.root / template).is_dir() and not Path(template).is_dir():
+        from hubkit.resources import data_dir
+
+        known = sorted(p.name for p in data_dir("templates").iterdir() if (p / "card.md.j2").is_file())
+        if template not in known:
+            yield Check("card template", FAILED, f"'{template}' is neither a folder nor one of {', '.join(known)}; "
+                        "fix [card] template")  # fmt: skip
+    from hubkit.card.check import check_front_matter
+
+    content = card_front_matter(manifest, _hub_datasets(subject))
+    problems = [p.message for p in check_front_matter(content)]
+    if problems:
+        yield Check("card front matter", FAILED, "; ".join(problems) + "; fix [card]")
+    endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+    try:
+        errors = hub_validate_yaml(endpoint, content)
+    except Exception as exc:
+        if not is_network_error(exc) and type(exc).__module__.split(".")[0] != "huggingface_hub":
+            raise
+        yield Check("card metadata (Hub)", NOT_CHECKED, f"{endpoint}/api/validate-yaml did not answer ({exc})")
+        return
+    if errors:
+        yield Check(
+            "card metadata (Hub)", FAILED, f"{endpoint} rejects the card's metadata: {'; '.join(errors)}; fix [card]"
+        )
+    elif not problems:
+        yield Check(
+            "card metadata (Hub)", OK, f"{endpoint}/api/validate-yaml accepts it (license {manifest.card.license})"
+        )
+
+
+def _hub_datasets(subject: Subject) -> list[str]:
+    """The calibration sources that are Hub datasets (the card's front matter lists them)."""
+    from hubkit.quantize.calibration import CalibrationSource
+
+    named = []
+    for spec in subject.manifest.quantize.calib:
+        local = subject.root / spec
+        try:
+            if CalibrationSource.parse(str(local) if local.exists() else spec).kind == "hub":
+                named.append(spec)
+        except HubkitError:
+            pass
+    return named
+
+
+def _hub(subject: Subject) -> Iterator[Check]:
+    if not {"push", "tag"} & set(subject.stages) or subject.check_token is None:
+        return
+    endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+    try:
+        user = subject.check_token()
+    except HubkitError as exc:
+        yield Check("Hub", FAILED, str(exc))
+    else:
+        yield Check("Hub", OK, f"{endpoint} accepts the token (user {user})")
+
+
+def _smoke(subject: Subject) -> Iterator[Check]:
+    smoke = subject.manifest.smoke
+    if "smoke" not in subject.stages or not smoke.enabled:
+        return
+    available, why = smoke_availability(subject.manifest)
+    if available:
+        yield Check("smoke", OK, why)
+    elif smoke.required:
+        yield Check("smoke", FAILED, f"[smoke] required = true, and it cannot run here: {why}")
+    else:
+        yield Check(
+            "smoke", WARNING, f"the smoke stage will be skipped: {why} (set [smoke] required = true to fail instead)"
+        )
