@@ -70,7 +70,8 @@ def test_every_missing_input_is_reported_at_once(hubkit, tmp_path: Path, monkeyp
         "calibration calib.jsonl: calibration file calib.jsonl does not exist; fix [quantize] calib",
         'GPUs: no NVIDIA GPU is visible (nvidia-smi lists none) and [quantize] device = "cuda"',
         f"card section: cannot read {folder / 'extra.md'} (No such file or directory); fix [card] sections",
-        "validate reference: cannot read reference",
+        "validate reference: reference ",
+        "reference/hf_quant_config.json does not exist",
         "card metadata (Hub): http://127.0.0.1:",
         '"license" must be one of [apache-2.0, mit, openrail,',
     ):
