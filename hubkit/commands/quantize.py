@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from hubkit.errors import ExitCode, HubkitError
+from hubkit.errors import ExitCode
 
 
 @click.command("quantize")
@@ -22,9 +22,18 @@ from hubkit.errors import ExitCode, HubkitError
 @click.option("--calib-seq", type=click.IntRange(8), default=512, show_default=True, help="Tokens per sample.")
 @click.option("--batch-size", type=click.IntRange(1), default=1, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option(
+    "--mode",
+    type=click.Choice(["auto", "resident", "layerwise"]),
+    default="auto",
+    show_default=True,
+    help="resident: the whole model on the device(s); layerwise: one decoder layer at a time, resumable; "
+    "auto: resident when the plan says it fits with margin.",
+)
 @click.option("--max-gpu-memory", help="Cap per GPU, e.g. 250GiB.")
-@click.option("--plan", is_flag=True, help="Estimate GPU memory and disk from the base's headers; load nothing.")
-@click.option("--gpus", help="Target for --plan, e.g. 8xB300 (default: the GPUs present).")
+@click.option("--max-cpu-memory", help="Cap on host memory, e.g. 64GiB (default: what the machine has free).")
+@click.option("--plan", is_flag=True, help="Predict memory, disk and time per mode from the base's headers; load nothing.")
+@click.option("--gpus", help="Target for --plan: COUNTxMODEL such as 8xB300, or cpu (default: the GPUs present).")
 @click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.option("--seed", type=int, default=1234, show_default=True)
 @click.option("--keep-intermediate", is_flag=True, help="Keep intermediates (a BF16 copy of an INT4 base).")
@@ -40,7 +49,9 @@ def quantize_command(
     calib_seq: int,
     batch_size: int,
     device: str,
+    mode: str,
     max_gpu_memory: str | None,
+    max_cpu_memory: str | None,
     plan: bool,
     gpus: str | None,
     output_format: str,
@@ -49,7 +60,8 @@ def quantize_command(
 ) -> int:
     """Quantize BASE to NVFP4 into OUT, write provenance, and validate the result (exit 1 if it fails)."""
     if plan:
-        return _plan(base, out, gpus, batch_size, calib_seq, output_format)
+        tokens = calib_size * max(len(calib), 1) * calib_seq
+        return _plan(base, out, gpus, batch_size, calib_seq, tokens, max_gpu_memory, max_cpu_memory, output_format)
     if out is None:
         raise click.UsageError("--out is required (the folder for the export)")
     from hubkit.quantize.pipeline import QuantizeOptions, quantize
@@ -58,9 +70,12 @@ def quantize_command(
     options = QuantizeOptions(
         base=base, out=out, profile=profile, recipe=recipe, calib=calib, calib_size=calib_size, calib_seq=calib_seq,
         batch_size=batch_size, device=device, max_gpu_memory=max_gpu_memory, seed=seed,
-        keep_intermediate=keep_intermediate, progress=output_format == "text" and not obj.get("quiet"),
+        keep_intermediate=keep_intermediate, progress=output_format == "text" and not obj.get("quiet"), mode=mode,
+        max_cpu_memory=max_cpu_memory,
     )  # fmt: skip
     result = quantize(options)
+    if not result.primary:  # another process of a torchrun job: rank 0 reports
+        return ExitCode.OK
     if output_format == "json":
         click.echo(
             json.dumps(
@@ -82,27 +97,25 @@ def quantize_command(
     return ExitCode.OK if result.report.passed else ExitCode.ARTIFACT_FAILED
 
 
-def _plan(base: str, out: Path | None, gpus: str | None, batch: int, seq: int, output_format: str) -> int:
+def _plan(
+    base: str,
+    out: Path | None,
+    gpus: str | None,
+    batch: int,
+    seq: int,
+    tokens: int,
+    max_gpu_memory: str | None,
+    max_cpu_memory: str | None,
+    output_format: str,
+) -> int:
     from hubkit.checkpoint import load_checkpoint
+    from hubkit.quantize.devices import present_gpus
     from hubkit.quantize.plan import estimate
 
-    target = gpus or _present_gpus()
-    plan = estimate(load_checkpoint(base), target, batch=batch, seq=seq, out=out)
+    target = gpus or present_gpus()
+    plan = estimate(
+        load_checkpoint(base), target, batch=batch, seq=seq, tokens=tokens, out=out, max_gpu_memory=max_gpu_memory,
+        max_cpu_memory=max_cpu_memory,
+    )  # fmt: skip
     click.echo(json.dumps(plan.as_dict(), indent=2) if output_format == "json" else plan.render())
     return ExitCode.OK
-
-
-def _present_gpus() -> str:
-    import importlib.util
-
-    if importlib.util.find_spec("torch") is None:
-        raise HubkitError("no GPU is visible here (torch is not installed); name the target with --gpus 8xB300")
-    import torch
-
-    if not torch.cuda.is_available():
-        raise HubkitError("no GPU is visible here; name the target with --gpus, e.g. --gpus 8xB300")
-    name = torch.cuda.get_device_name(0).upper()
-    model = next((m for m in ("B300", "B200", "H200", "H100") if m in name), None)
-    if model is None:
-        raise HubkitError(f"unknown GPU {name!r}; name the target with --gpus, e.g. --gpus 8xB300")
-    return f"{torch.cuda.device_count()}x{model}"
