@@ -32,7 +32,9 @@ from hubkit.errors import ExitCode
 )
 @click.option("--max-gpu-memory", help="Cap per GPU, e.g. 250GiB.")
 @click.option("--max-cpu-memory", help="Cap on host memory, e.g. 64GiB (default: what the machine has free).")
-@click.option("--plan", is_flag=True, help="Predict memory, disk and time per mode from the base's headers; load nothing.")
+@click.option(
+    "--plan", is_flag=True, help="Predict memory, disk and time per mode from the base's headers; load nothing."
+)
 @click.option("--gpus", help="Target for --plan: COUNTxMODEL such as 8xB300, or cpu (default: the GPUs present).")
 @click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.option("--seed", type=int, default=1234, show_default=True)

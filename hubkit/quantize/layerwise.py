@@ -41,7 +41,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -159,8 +159,9 @@ class BaseWeights:
 def _quiet() -> Iterator[None]:
     """Library chatter (modelopt prints to stdout, transformers draws its own loading bars) goes to stderr or
     nowhere, so ``--format json`` keeps a clean stdout."""
-    from transformers.utils import logging as hf_logging
+    from transformers.utils import logging
 
+    hf_logging: Any = logging
     enabled = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
@@ -194,10 +195,9 @@ class Skeleton:
 
         config = transformers.AutoConfig.from_pretrained(base, trust_remote_code=remote)
         drop_int4_block(config)
+        auto: Any = transformers.AutoModelForCausalLM
         with _quiet(), init_empty_weights():
-            self.model: Any = transformers.AutoModelForCausalLM.from_config(
-                config, dtype=torch.bfloat16, trust_remote_code=remote
-            )
+            self.model: Any = auto.from_config(config, dtype=torch.bfloat16, trust_remote_code=remote)
         if (base / "generation_config.json").is_file():
             self.model.generation_config = transformers.GenerationConfig.from_pretrained(base)
         self.model.config.name_or_path = str(base)
@@ -212,7 +212,7 @@ class Skeleton:
             dtype=torch.bfloat16,
             dtype_plan=self.model._get_dtype_plan(torch.bfloat16),
             device_map={"": device},
-            weight_mapping=get_model_conversion_mapping(self.model),
+            weight_mapping=cast(Any, get_model_conversion_mapping(self.model)),
         )
         register_layer_discovery()
         from modelopt.torch.quantization.utils.layerwise_calib import LayerActivationCollector
@@ -250,7 +250,9 @@ class Skeleton:
             info, _ = convert_and_load_state_dict_in_model(self.model, placeholders, config)
         parameters = {n for n, _ in self.model.named_parameters()}
         missing = sorted(parameters & set(info.missing_keys))
-        problems = sorted(info.unexpected_keys) + [str(k[0]) for k in info.mismatched_keys] + list(info.conversion_errors)
+        problems = (
+            sorted(info.unexpected_keys) + [str(k[0]) for k in info.mismatched_keys] + list(info.conversion_errors)
+        )
         if missing or problems:
             raise HubkitError(
                 f"the base's tensors do not match the model built from its config (missing {missing[:3]}, "
@@ -275,7 +277,9 @@ class Skeleton:
             info, _ = convert_and_load_state_dict_in_model(self.model, tensors, self.load_config)
         del tensors
         missing = [n for n, p in scope.named_parameters() if p.is_meta and not (skip and n.startswith(skip))]
-        problems = sorted(info.unexpected_keys) + [str(k[0]) for k in info.mismatched_keys] + list(info.conversion_errors)
+        problems = (
+            sorted(info.unexpected_keys) + [str(k[0]) for k in info.mismatched_keys] + list(info.conversion_errors)
+        )
         if missing or problems:
             raise HubkitError(
                 f"the base's tensors do not fill {what} (missing {missing[:3]}, unexpected {problems[:3]}); "
@@ -432,8 +436,7 @@ class LayerwiseRun:
                         self._peak("export")
                     else:
                         layer.to("meta")
-                    del inputs
-                    inputs = next_inputs  # type: ignore[assignment]
+                    inputs = next_inputs if next_inputs is not None else []  # frees this layer's inputs
                     self._commit(index, total, writer, next_inputs, layers, total_params)
                     self.layer_seconds.append(round(time.perf_counter() - began, 3))
                     bar.update(1)
@@ -457,10 +460,12 @@ class LayerwiseRun:
 
         with _quiet(), set_quantizer_by_cfg_context(layer, [{"quantizer_name": "*", "enable": False}]):
             captured: list[Any] = collector.cache_outputs_for_next_layer_calib(layer, self.forward_loop)
-        layer._layerwise_calib.mode = "original"
+        _calib_state(layer).mode = "original"
         return captured
 
-    def _calibrate(self, layer: nn.Module, inputs: list[Any], func: Callable[..., Any] | None, kwargs: dict[str, Any]) -> None:
+    def _calibrate(
+        self, layer: nn.Module, inputs: list[Any], func: Callable[..., Any] | None, kwargs: dict[str, Any]
+    ) -> None:
         def replay(module: nn.Module) -> None:
             for args, keywords in inputs:
                 module(*args, **keywords)
@@ -483,9 +488,9 @@ class LayerwiseRun:
             for earlier in range(index):
                 if not isinstance(layers[earlier], _SkipLayer):
                     collector._swap_to_dummy(earlier)
-            own = layer._layerwise_calib
+            own = _calib_state(layer)
             own.mode, own.cached_inputs = "run", deque([sample])
-            following = layers[index + 1]._layerwise_calib if index + 1 < len(layers) else None
+            following = _calib_state(layers[index + 1]) if index + 1 < len(layers) else None
             kept = following.collected_inputs if following is not None else []
             if following is not None:
                 following.mode, following.collected_inputs = "capture", []
@@ -628,7 +633,7 @@ class LayerwiseRun:
     def _resumed_inputs(self, start: int, layers: nn.ModuleList) -> list[Any]:
         metas = torch.load(self.scratch / OUTPUT_META, weights_only=True)
         for index in range(start):
-            layers[index]._layerwise_calib.output_meta = metas[index]
+            _calib_state(layers[index]).output_meta = metas[index]
         inputs: list[Any] = torch.load(self._inputs_file(start), map_location=self.skeleton.device, weights_only=True)
         return inputs
 
@@ -646,7 +651,8 @@ class LayerwiseRun:
             _save_atomic(next_inputs, self._inputs_file(index + 1))
         if self.rank == 0:
             writer.commit(f"{index:05d}")
-            metas = [getattr(layers[i]._layerwise_calib, "output_meta", None) for i in range(index + 1)]
+            originals = [getattr(layers[i], "_original", layers[i]) for i in range(index + 1)]  # skipped: a stand-in
+            metas = [_calib_state(layer).output_meta for layer in originals]
             _save_atomic(metas, self.scratch / OUTPUT_META)
         _barrier(self.world)
         if self.rank == 0:
@@ -675,6 +681,11 @@ class LayerwiseRun:
         if self.skeleton.device.type == "cuda":
             peak = int(torch.cuda.max_memory_allocated(self.skeleton.device))
             self.peak_device_bytes[stage] = max(self.peak_device_bytes.get(stage, 0), peak)
+
+
+def _calib_state(layer: Any) -> Any:
+    """modelopt's per-layer layerwise state (its ``_LayerCalibState``), set on every decoder layer it patches."""
+    return layer._layerwise_calib
 
 
 def _save_atomic(value: Any, path: Path) -> None:

@@ -29,7 +29,7 @@ from hubkit import __version__
 from hubkit.checkpoint.model import CONFIG, INDEX, QUANT_CONFIG, RECORD_DIR
 from hubkit.errors import HubkitError
 from hubkit.progress import progress_bar
-from hubkit.quantize.folders import MADE_BY, discard, make_owned, made_by_hubkit, remove_owned
+from hubkit.quantize.folders import MADE_BY, discard, made_by_hubkit, make_owned, remove_owned
 from hubkit.validate import ValidateOptions, validate
 from hubkit.validate.engine import Report, Severity
 from hubkit.validate.profiles import DEFAULT_PROFILE, load_profiles
@@ -247,9 +247,9 @@ def quantize(options: QuantizeOptions) -> QuantizeResult:
     try:
         if run.mode == "layerwise":
             fingerprint = _fingerprint(options, base, recipe, batches, device, dist.world)
-            staging, resuming = _shared_staging(options.out, fingerprint, dist.rank)
+            staging = _shared_staging(options.out, fingerprint, dist.rank)
         else:
-            staging, resuming = prepare_out(options.out)
+            staging, _ = prepare_out(options.out)
         try:
             if run.mode == "layerwise":
                 coverage, fallback = _layerwise(options, base, int4, device, recipe, batches, staging, run, dist, torch)
@@ -258,7 +258,9 @@ def quantize(options: QuantizeOptions) -> QuantizeResult:
                     return QuantizeResult(options.out, empty, {}, primary=False)
             else:
                 coverage, fallback = _resident(options, base, int4, device, recipe, batches, staging, timings, torch)
-            result = _complete(options, base, int4, profile, recipe, sources, batches, coverage, timings, run, fallback, staging)
+            result = _complete(
+                options, base, int4, profile, recipe, sources, batches, coverage, timings, run, fallback, staging
+            )
         except BaseException:
             if dist.rank == 0:
                 _after_failure(staging, run)
@@ -312,18 +314,15 @@ def _init_distributed(dist: Any, device: str) -> bool:
     return True
 
 
-def _shared_staging(out: Path, fingerprint: str, rank: int) -> tuple[Path, bool]:
-    """Rank 0 prepares the staging folder; the other ranks of a torchrun job wait for it."""
+def _shared_staging(out: Path, fingerprint: str, rank: int) -> Path:
+    """Rank 0 prepares the staging folder; the other processes of a torchrun job wait for it."""
     import torch
 
-    resuming = False
     if rank == 0:
-        staging, resuming = prepare_out(out, fingerprint)
+        prepare_out(out, fingerprint)
     if torch.distributed.is_initialized():
-        flag = [resuming]
-        torch.distributed.broadcast_object_list(flag, src=0)
-        resuming = bool(flag[0])
-    return staging_folder(out), resuming
+        torch.distributed.barrier()
+    return staging_folder(out)
 
 
 def _fingerprint(
@@ -410,7 +409,11 @@ def _layerwise(
         )  # fmt: skip
         torch.manual_seed(options.seed)
         job.run()
-    run.resumed_layers, run.layer_seconds, run.peak_device_bytes = job.resumed_layers, job.layer_seconds, job.peak_device_bytes
+    run.resumed_layers, run.layer_seconds, run.peak_device_bytes = (
+        job.resumed_layers,
+        job.layer_seconds,
+        job.peak_device_bytes,
+    )
     summary = coverage.reduced().summary()
     summary["tokens"] = sum(len(b) for b in batches)
     if dist.rank == 0:

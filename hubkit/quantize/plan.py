@@ -230,7 +230,9 @@ class Plan:
         for mode in MODES:
             est = self.estimate(mode)
             fits, why = self.fits(mode)
-            device = "" if self.on_cpu else f"GPU {_gib(est.device_bytes)}{' on one GPU' if mode == 'layerwise' else ''}, "
+            device = (
+                "" if self.on_cpu else f"GPU {_gib(est.device_bytes)}{' on one GPU' if mode == 'layerwise' else ''}, "
+            )
             timing = "" if est.seconds_per_layer is None else f", ~{est.seconds_per_layer:,.1f} s calibration per layer"
             lines.append(
                 f"  {mode:9} {device}host {_gib(est.host_bytes)}, disk {_gib(est.disk_bytes)}{timing}: "
@@ -314,7 +316,9 @@ def _plan(
         "layerwise": {gpu: (1 if layerwise.device_bytes <= gib * GIB else None) for gpu, gib in GPU_MEMORY_GIB.items()},
     }
     if count:
-        resident = Estimate(**{**asdict(resident), "devices_needed": _count(resident.device_bytes, device_budget / GIB)})
+        resident = Estimate(
+            **{**asdict(resident), "devices_needed": _count(resident.device_bytes, device_budget / GIB)}
+        )
         fits_one = layerwise.device_bytes <= device_budget
         layerwise = Estimate(**{**asdict(layerwise), "devices_needed": 1 if fits_one else None})
     free = shutil.disk_usage(_existing(out)).free

@@ -79,7 +79,11 @@ def write_safetensors(path: Path, entries: Iterable[Entry], metadata: dict[str, 
     header: dict[str, Any] = {"__metadata__": metadata}
     offset = 0
     for entry in ordered:
-        header[entry.name] = {"dtype": entry.dtype, "shape": list(entry.shape), "data_offsets": [offset, offset + entry.nbytes]}
+        header[entry.name] = {
+            "dtype": entry.dtype,
+            "shape": list(entry.shape),
+            "data_offsets": [offset, offset + entry.nbytes],
+        }
         offset += entry.nbytes
     text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
     text += b" " * ((8 - len(text) % 8) % 8)
