@@ -49,6 +49,7 @@ from torch import nn
 from hubkit.checkpoint.modules import is_int4_side_tensor
 from hubkit.errors import HubkitError
 from hubkit.progress import progress_bar
+from hubkit.quantize import interrupts
 from hubkit.quantize.shards import ShardWriter
 
 #: modelopt releases whose layerwise and export internals this module was checked against.
@@ -370,6 +371,7 @@ class LayerwiseRun:
             mask = torch.tensor([[1] * len(b) + [0] * (width - len(b)) for b in group], device=device)
             with torch.no_grad():
                 model(input_ids=ids, attention_mask=mask, use_cache=False)
+            interrupts.check()
 
     def run(self) -> list[str]:
         """Calibrate and export every layer (resuming where a killed run stopped); returns the shard files."""
@@ -440,6 +442,7 @@ class LayerwiseRun:
                     self._commit(index, total, writer, next_inputs, layers, total_params)
                     self.layer_seconds.append(round(time.perf_counter() - began, 3))
                     bar.update(1)
+                    interrupts.check()
         finally:
             collector._unpatch_all_layers()
         if self.rank != 0:

@@ -29,6 +29,7 @@ from hubkit import __version__
 from hubkit.checkpoint.model import CONFIG, INDEX, QUANT_CONFIG, RECORD_DIR
 from hubkit.errors import HubkitError
 from hubkit.progress import progress_bar
+from hubkit.quantize import interrupts
 from hubkit.quantize.folders import MADE_BY, discard, made_by_hubkit, make_owned, remove_owned
 from hubkit.validate import ValidateOptions, validate
 from hubkit.validate.engine import Report, Severity
@@ -193,6 +194,7 @@ def _stage(timings: dict[str, float], name: str) -> Iterator[None]:
     start = time.perf_counter()
     yield
     timings[name] = round(time.perf_counter() - start, 3)
+    interrupts.check()
 
 
 @dataclass
@@ -210,11 +212,20 @@ class _Run:
 
 
 def quantize(options: QuantizeOptions) -> QuantizeResult:
-    """Run the whole quantization; user errors raise HubkitError before anything is written to ``out``."""
+    """Run the whole quantization; user errors raise HubkitError before anything is written to ``out``.
+
+    SIGINT and SIGTERM act at the next safe point (``interrupts.py``); the staging folder is removed then, except
+    a layerwise run's committed layers, which a rerun of the same command resumes.
+    """
     from hubkit.quantize import require_extra
 
     require_extra()
     check_out(options.out)
+    with interrupts.deferred():
+        return _quantize(options)
+
+
+def _quantize(options: QuantizeOptions) -> QuantizeResult:
     if options.mode not in MODES:
         raise HubkitError(f"--mode {options.mode!r} is not one of {', '.join(MODES)}")
     import torch
@@ -534,6 +545,7 @@ def _calibrate(
                 with torch.no_grad():
                     m(input_ids=ids, attention_mask=mask)
                 bar.update(sum(len(b) for b in group))
+                interrupts.check()
         coverage.detach()  # count routing of the first pass only
 
     with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):  # modelopt prints to stdout

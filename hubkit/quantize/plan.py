@@ -265,7 +265,10 @@ def estimate(
     """The plan for ``base`` on ``gpus`` (``8xB300`` or ``cpu``) with ``tokens`` calibration tokens."""
     count, model = parse_gpus(gpus)
     budget = parse_size(max_gpu_memory) if max_gpu_memory else (GPU_MEMORY_GIB[model] * GIB if count else 0)
-    return _plan(base, "cpu" if not count else gpus, count, budget, batch, seq, tokens, out, max_cpu_memory, world)
+    # a named GPU target is another machine: its host memory is unknown unless --max-cpu-memory says
+    host = parse_size(max_cpu_memory) if max_cpu_memory else (None if count else _available_memory())
+    disk = shutil.disk_usage(_existing(out)).free if out is not None or not count else None
+    return _plan(base, "cpu" if not count else gpus, count, budget, batch, seq, tokens, disk, host, world)
 
 
 def estimate_here(
@@ -281,8 +284,9 @@ def estimate_here(
     world: int = 1,
 ) -> Plan:
     """The plan on this machine: its GPUs (their own memory, capped by ``max_gpu_memory``) or its CPU."""
+    host = parse_size(max_cpu_memory) if max_cpu_memory else _available_memory()
     if device != "cuda":
-        return _plan(base, "cpu", 0, 0, batch, seq, tokens, out, max_cpu_memory, world)
+        return _plan(base, "cpu", 0, 0, batch, seq, tokens, shutil.disk_usage(_existing(out)).free, host, world)
     import torch
 
     count = torch.cuda.device_count()
@@ -290,7 +294,8 @@ def estimate_here(
     if max_gpu_memory:
         budget = min(budget, parse_size(max_gpu_memory))
     name = torch.cuda.get_device_name(0)
-    return _plan(base, f"{count}x{name}", count, budget, batch, seq, tokens, out, max_cpu_memory, world)
+    free = shutil.disk_usage(_existing(out)).free
+    return _plan(base, f"{count}x{name}", count, budget, batch, seq, tokens, free, host, world)
 
 
 def _plan(
@@ -301,13 +306,12 @@ def _plan(
     batch: int,
     seq: int,
     tokens: int | None,
-    out: Path | None,
-    max_cpu_memory: str | None,
+    free: int | None,
+    host_budget: int | None,
     world: int,
 ) -> Plan:
     shape = shape_of(base)
     tokens = tokens if tokens is not None else batch * seq
-    host_budget = parse_size(max_cpu_memory) if max_cpu_memory else _available_memory()
     kind = "cuda" if count else "cpu"
     resident = _resident(shape, kind, tokens, batch, seq)
     layerwise = _layerwise(shape, kind, tokens, batch, seq, world)
@@ -321,7 +325,6 @@ def _plan(
         )
         fits_one = layerwise.device_bytes <= device_budget
         layerwise = Estimate(**{**asdict(layerwise), "devices_needed": 1 if fits_one else None})
-    free = shutil.disk_usage(_existing(out)).free
     return Plan(shape, target, count, device_budget, host_budget, free, tokens, resident, layerwise, smallest)
 
 
