@@ -156,3 +156,43 @@ def test_a_changed_seed_after_a_kill_starts_over(
     assert result.provenance["run"]["resumed_layers"] == []
     assert result.provenance["calibration"]["seed"] == 1234
     assert files_of(result.out) == files_of(exports["deepseek", "layerwise"])
+
+
+@pytest.mark.slow
+def test_kimi_vision_tower_and_projector_are_the_bases_bytes(
+    exports: dict[tuple[str, str], Path], kimi_int4: Path
+) -> None:
+    from safetensors import safe_open
+
+    def tensors(folder: Path) -> dict[str, bytes]:
+        found = {}
+        for shard in folder.glob("*.safetensors"):
+            with safe_open(str(shard), framework="pt") as handle:
+                for name in handle.keys():  # noqa: SIM118 - safe_open is not a mapping
+                    if name.startswith(("vision_tower.", "mm_projector.")):
+                        found[name] = handle.get_tensor(name).view(torch.uint8).numpy().tobytes()
+        return found
+
+    exported, base = tensors(exports["kimi-int4", "layerwise"]), tensors(kimi_int4)
+    assert exported and exported == base
+
+
+@pytest.mark.slow
+def test_torchrun_two_cpu_processes_give_the_one_process_export(
+    exports: dict[tuple[str, str], Path], deepseek: Path, calib: Path, tmp_path: Path
+) -> None:
+    """Data-parallel calibration under torchrun (gloo on CPU): each process calibrates on half the batches,
+    modelopt synchronises the amax values, and the export is the one a single process writes."""
+    run = options(deepseek, tmp_path / "out", calib, mode="layerwise")
+    script = tmp_path / "child.py"
+    script.write_text(CHILD)
+    values = {k: str(v) if isinstance(v, Path) else v for k, v in run.__dict__.items()}
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(script)]
+    done = subprocess.run([*command, json.dumps(values)], env=env, capture_output=True, timeout=600)
+    assert done.returncode == 0, done.stderr.decode()[-3000:]
+    provenance = json.loads((run.out / ".hubkit" / "provenance.json").read_text())
+    assert provenance["run"]["world_size"] == 2 and "torchrun" in provenance["run"]["reason"]
+    single = json.loads((exports["deepseek", "layerwise"] / ".hubkit" / "provenance.json").read_text())
+    assert provenance["coverage"] == single["coverage"]
+    assert files_of(run.out) == files_of(exports["deepseek", "layerwise"])

@@ -34,7 +34,7 @@ def random_state(seed: int, count: int = 40) -> dict[str, torch.Tensor]:
 def test_safetensors_written_one_tensor_at_a_time_equal_save_file(tmp_path: Path, seed: int) -> None:
     state = random_state(seed)
     save_file(state, tmp_path / "reference.safetensors", metadata=METADATA)
-    entries = [Entry(k, *_header(v), lambda v=v: v) for k, v in reversed(state.items())]
+    entries = [Entry(k, *_header(v), tensor=v) for k, v in reversed(state.items())]
     write_safetensors(tmp_path / "ours.safetensors", entries)
     assert (tmp_path / "ours.safetensors").read_bytes() == (tmp_path / "reference.safetensors").read_bytes()
 

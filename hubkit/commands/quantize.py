@@ -30,8 +30,10 @@ from hubkit.errors import ExitCode
     help="resident: the whole model on the device(s); layerwise: one decoder layer at a time, resumable; "
     "auto: resident when the plan says it fits with margin.",
 )
-@click.option("--max-gpu-memory", help="Cap per GPU, e.g. 250GiB.")
-@click.option("--max-cpu-memory", help="Cap on host memory, e.g. 64GiB (default: what the machine has free).")
+@click.option(
+    "--max-gpu-memory", help="Cap per GPU, e.g. 250GiB: the device map of a resident run, and the plan's budget."
+)
+@click.option("--max-cpu-memory", help="Host memory the plan may count on, e.g. 64GiB (default: what is free here).")
 @click.option(
     "--plan", is_flag=True, help="Predict memory, disk and time per mode from the base's headers; load nothing."
 )

@@ -190,10 +190,17 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 @contextmanager
-def _stage(timings: dict[str, float], name: str) -> Iterator[None]:
+def _stage(timings: dict[str, float], name: str, peaks: dict[str, int] | None = None) -> Iterator[None]:
+    """Time a stage; with ``peaks``, also record the most GPU memory torch held on any one GPU during it."""
+    torch: Any = sys.modules.get("torch")
+    gpus = range(torch.cuda.device_count()) if peaks is not None and torch is not None else range(0)
+    for gpu in gpus:
+        torch.cuda.reset_peak_memory_stats(gpu)
     start = time.perf_counter()
     yield
     timings[name] = round(time.perf_counter() - start, 3)
+    if peaks is not None and gpus:
+        peaks[name] = max(int(torch.cuda.max_memory_allocated(gpu)) for gpu in gpus)
     interrupts.check()
 
 
@@ -268,7 +275,10 @@ def _quantize(options: QuantizeOptions) -> QuantizeResult:
                     empty = Report(str(options.out), profile.name, None, [], 0)
                     return QuantizeResult(options.out, empty, {}, primary=False)
             else:
-                coverage, fallback = _resident(options, base, int4, device, recipe, batches, staging, timings, torch)
+                peaks = run.peak_device_bytes if device == "cuda" else None
+                coverage, fallback = _resident(
+                    options, base, int4, device, recipe, batches, staging, timings, peaks, torch
+                )
             result = _complete(
                 options, base, int4, profile, recipe, sources, batches, coverage, timings, run, fallback, staging
             )
@@ -365,19 +375,20 @@ def _resident(
     batches: list[list[int]],
     staging: Path,
     timings: dict[str, float],
+    peaks: dict[str, int] | None,
     torch: Any,
 ) -> tuple[dict[str, Any], bool]:
     """The whole model on the device(s): load, calibrate, export (today's path, unchanged in its output)."""
     with _stage(timings, "dequantize"):
         weights = dequantize_int4(base, intermediate_folder(options.out)) if int4 else base
-    with _stage(timings, "load"):
+    with _stage(timings, "load", peaks):
         model = _load_model(weights, device, options.max_gpu_memory)
     from hubkit.quantize import cpu_fallback
 
     with cpu_fallback.active(force=device == "cpu") as fallback:
-        with _stage(timings, "calibrate"):
+        with _stage(timings, "calibrate", peaks):
             coverage = _calibrate(model, recipe.quantize, batches, options, torch)
-        with _stage(timings, "export"):
+        with _stage(timings, "export", peaks):
             _export(model, staging, options.shard_size)
     return coverage, fallback
 
@@ -397,10 +408,11 @@ def _layerwise(
     """One decoder layer at a time, from the base's own shards, resumable (``layerwise.py``)."""
     from hubkit.quantize import cpu_fallback
     from hubkit.quantize.coverage import ExpertCoverage
-    from hubkit.quantize.layerwise import BaseWeights, LayerwiseRun, Skeleton, check_modelopt
+    from hubkit.quantize.layerwise import BaseWeights, LayerwiseRun, Skeleton, bound_host_heap, check_modelopt
     from hubkit.quantize.plan import parse_size
 
     check_modelopt()
+    bound_host_heap()
     place = torch.device(f"cuda:{dist.local_rank}" if device == "cuda" else "cpu")
     remote = "auto_map" in _read_json(base / CONFIG)
     groups = [batches[i : i + options.batch_size] for i in range(0, len(batches), options.batch_size)]

@@ -20,15 +20,14 @@ from __future__ import annotations
 import json
 import os
 import struct
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 from huggingface_hub import get_torch_storage_size
-from safetensors import safe_open
 from safetensors.torch import save_file
 
 #: What ``save_pretrained`` writes into every shard's header.
@@ -41,6 +40,7 @@ _DTYPES = {
     "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2,
 }  # fmt: skip
 _NAMES = {dtype: name for name, dtype in _DTYPES.items()}
+CHUNK = 16 * 1024**2
 
 
 @cache
@@ -57,12 +57,14 @@ def _dtype_rank() -> dict[str, int]:
 
 @dataclass(frozen=True)
 class Entry:
-    """One tensor of a shard to be written: its header fields and how to get its bytes."""
+    """One tensor of a shard to be written: its header fields, and its bytes as a tensor in memory or as a byte
+    range of a safetensors file (copied in chunks: a file's pages are never all mapped at once)."""
 
     name: str
     dtype: str
     shape: tuple[int, ...]
-    tensor: Callable[[], torch.Tensor]
+    tensor: torch.Tensor | None = None
+    source: tuple[Path, int, int] | None = None  # file, first byte, end
 
     @property
     def nbytes(self) -> int:
@@ -71,9 +73,24 @@ class Entry:
             count *= size
         return count * torch.empty((), dtype=_DTYPES[self.dtype]).element_size()
 
+    def write_to(self, handle: BinaryIO) -> None:
+        if self.tensor is not None:
+            handle.write(self.tensor.detach().contiguous().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())
+            return
+        assert self.source is not None
+        path, begin, end = self.source
+        with open(path, "rb") as source:
+            source.seek(begin)
+            while begin < end:
+                chunk = source.read(min(CHUNK, end - begin))
+                if not chunk:
+                    raise OSError(f"{path} ends before byte {end}")
+                handle.write(chunk)
+                begin += len(chunk)
+
 
 def write_safetensors(path: Path, entries: Iterable[Entry], metadata: dict[str, str] = METADATA) -> None:
-    """What ``safetensors.torch.save_file(tensors, path, metadata)`` writes, reading one tensor at a time."""
+    """What ``safetensors.torch.save_file(tensors, path, metadata)`` writes, one tensor at a time."""
     rank = _dtype_rank()
     ordered = sorted(entries, key=lambda e: (rank[e.dtype], e.name))
     header: dict[str, Any] = {"__metadata__": metadata}
@@ -92,9 +109,16 @@ def write_safetensors(path: Path, entries: Iterable[Entry], metadata: dict[str, 
         handle.write(struct.pack("<Q", len(text)))
         handle.write(text)
         for entry in ordered:
-            data = entry.tensor().detach().contiguous().cpu().reshape(-1).view(torch.uint8)
-            handle.write(data.numpy().tobytes())
+            entry.write_to(handle)
     os.replace(partial, path)
+
+
+def _header(path: Path) -> tuple[int, dict[str, Any]]:
+    """The data offset and header of a safetensors file this module wrote."""
+    with open(path, "rb") as handle:
+        (length,) = struct.unpack("<Q", handle.read(8))
+        header: dict[str, Any] = json.loads(handle.read(length))
+    return 8 + length, header
 
 
 @dataclass
@@ -141,29 +165,28 @@ class ShardWriter:
         self.parts.append(part)
         self._closing.append(part)
 
-    def _entry(self, key: str, handles: dict[str, Any]) -> Entry:
+    def _entry(self, key: str, headers: dict[str, tuple[int, dict[str, Any]]]) -> Entry:
         if key in self._memory:
             tensor = self._memory[key]
-            return Entry(key, _NAMES[tensor.dtype], tuple(tensor.shape), lambda: tensor)
-        name = self.where[key]
-        if name not in handles:
-            handles[name] = safe_open(str(self.scratch / name), framework="pt")
-        handle = handles[name]
-        view = handle.get_slice(key)
-        return Entry(key, view.get_dtype(), tuple(view.get_shape()), lambda: handle.get_tensor(key))
+            return Entry(key, _NAMES[tensor.dtype], tuple(tensor.shape), tensor=tensor)
+        path = self.scratch / self.where[key]
+        if path.name not in headers:
+            headers[path.name] = _header(path)
+        start, header = headers[path.name]
+        begin, end = header[key]["data_offsets"]
+        return Entry(key, header[key]["dtype"], tuple(header[key]["shape"]), source=(path, start + begin, start + end))
 
     def commit(self, tag: str) -> None:
         """Write the shards closed since the last commit, then the open shard's new tensors as a pending file.
         The caller records ``state()`` afterwards: until then a crash leaves only files the next run ignores."""
-        handles: dict[str, Any] = {}
+        headers: dict[str, tuple[int, dict[str, Any]]] = {}
         for part in self._closing:
-            write_safetensors(self.folder / part["file"], [self._entry(k, handles) for k in part["keys"]])
+            write_safetensors(self.folder / part["file"], [self._entry(k, headers) for k in part["keys"]])
             for key in part["keys"]:
                 source = self.where.pop(key, None)
                 if source is not None:
                     self._obsolete.add(source)
         self._closing = []
-        handles.clear()
         unsaved = {k: self._memory[k] for k in self.open_keys if k in self._memory}
         if unsaved:
             name = f"pending-{tag}.safetensors"
