@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import gc
 import json
 import os
 import sys
@@ -400,6 +401,9 @@ class LayerwiseRun:
         total = len(layers)
         state = self._load_state(total)
         start = int(state.get("next_layer", 0))
+        if not start and self.rank == 0:  # a run killed before its first commit: its files are of no use
+            for stale in [*self.staging.glob("__part_*"), *self.scratch.iterdir()]:
+                stale.unlink()
         self.coverage.attach(self.model)
         if start:
             self.resumed_layers = list(range(start))
@@ -440,6 +444,7 @@ class LayerwiseRun:
                         layer.to("meta")
                     inputs = next_inputs if next_inputs is not None else []  # frees this layer's inputs
                     self._commit(index, total, writer, next_inputs, layers, total_params)
+                    gc.collect()  # the exported copy's modules hold reference cycles: free its tensors now
                     self.layer_seconds.append(round(time.perf_counter() - began, 3))
                     bar.update(1)
                     interrupts.check()

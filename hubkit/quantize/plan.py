@@ -10,8 +10,8 @@ coefficients are fitted to measured runs (``benchmarks/bench_quantize.py`` print
   layer times ``LAYER_FACTOR``, plus two layers' worth of cached activations (this layer's inputs, the next's);
 - host: on a CPU run the host is the device, plus the process itself (Python, torch, transformers, modelopt);
   on a GPU run, the process plus what passes through the host (one layer read from the base, one exported layer);
-- disk: the export, plus (resident, INT4 base) a BF16 copy of the whole base, or (layerwise) one open shard and
-  one layer's activations of scratch.
+- disk: the export, plus one shard being written beside it, plus (resident, INT4 base) a BF16 copy of the
+  whole base, or (layerwise) one layer's activations of scratch.
 """
 
 from __future__ import annotations
@@ -43,18 +43,20 @@ SHARD_BYTES = 10 * 1000**3
 #: an H200, MSE experts-only recipe, 64 x 256 tokens.
 RESIDENT_FACTOR_CUDA = 1.9
 #: The same on a CPU run (hubkit's CPU NVFP4 stand-ins compute in float32): fitted by bench_quantize.py.
-RESIDENT_FACTOR_CPU = 1.9
+RESIDENT_FACTOR_CPU = 2.1
 #: Peak of one layer in flight / its BF16 bytes (weights, MSE sweep, export copy): fitted by bench_quantize.py
 #: on CPU; on CUDA taken as the resident factor until a GPU run measures it (benchmarks/gpu_check.sh).
-LAYER_FACTOR_CPU = 2.5
+LAYER_FACTOR_CPU = 3.5
 LAYER_FACTOR_CUDA = 1.9
 #: Resident memory of the process itself (Python, torch, transformers, modelopt imported, tokenizer loaded).
-PROCESS_BYTES = 600 * MIB
+PROCESS_BYTES = 605 * MIB
 #: Cached activations: hidden states in BF16, plus the per-batch extras (position embeddings, masks).
 ACTIVATION_OVERHEAD = 1.5
 #: Calibration seconds per layer per GiB of layer weights per 1,000 tokens: CPU fitted by bench_quantize.py;
-#: CUDA from the H200 run above (5.3 s for 4.0 GiB and 16,384 tokens).
-SECONDS_PER_GIB_KTOK = {"cpu": 4.0, "cuda": 5.3 / 4.0 / 16.384}
+#: CUDA from the H200 run above (5.3 s for 4.0 GiB and 16,384 tokens), not measured one layer at a time.
+SECONDS_PER_GIB_KTOK = {"cpu": 70.0, "cuda": 5.3 / 4.0 / 16.384}
+#: Per layer, per layer of the model: the whole-model bookkeeping each layer pays for (loader, export scans).
+SECONDS_PER_LAYER_PER_LAYER = 0.03
 
 
 def parse_size(text: str) -> int:
@@ -145,6 +147,9 @@ class Estimate:
             "device_gib": round(self.device_bytes / GIB, 2),
             "host_gib": round(self.host_bytes / GIB, 2),
             "disk_gib": round(self.disk_bytes / GIB, 2),
+            "device_bytes": self.device_bytes,
+            "host_bytes": self.host_bytes,
+            "disk_bytes": self.disk_bytes,
             "seconds_per_layer": self.seconds_per_layer,
             "devices_needed": self.devices_needed,
         }
@@ -340,8 +345,13 @@ def _resident(shape: Shape, kind: str, tokens: int, batch: int, seq: int) -> Est
     factor = RESIDENT_FACTOR_CPU if kind == "cpu" else RESIDENT_FACTOR_CUDA
     device = int(shape.weight_bytes * factor) + batch * seq * shape.hidden * 4 * 8
     host = PROCESS_BYTES + (device if kind == "cpu" else 2 * shape.largest_layer)
-    disk = shape.export_bytes + (shape.weight_bytes if shape.int4 else 0)
+    disk = shape.export_bytes + _rewrite(shape) + (shape.weight_bytes if shape.int4 else 0)
     return Estimate("resident", device, host, disk, _seconds(shape, kind, tokens), None)
+
+
+def _rewrite(shape: Shape) -> int:
+    """A shard being written beside the finished ones (safetensors writes a temporary file, then renames it)."""
+    return min(shape.export_bytes, SHARD_BYTES)
 
 
 def _layerwise(shape: Shape, kind: str, tokens: int, batch: int, seq: int, world: int) -> Estimate:
@@ -350,7 +360,7 @@ def _layerwise(shape: Shape, kind: str, tokens: int, batch: int, seq: int, world
     device = shape.rest_bytes + int(shape.largest_layer * factor) + _activations(shape, share, batch, seq)
     export_layer = shape.export_bytes * shape.largest_layer // max(shape.weight_bytes, 1)
     host = PROCESS_BYTES + (device if kind == "cpu" else 2 * shape.largest_layer + export_layer)
-    scratch = min(shape.export_bytes, SHARD_BYTES) + world * share * shape.hidden * 2 * 2
+    scratch = _rewrite(shape) + world * share * shape.hidden * 2 * 2  # the open shard; two layers' inputs
     disk = shape.export_bytes + scratch
     seconds = _seconds(shape, kind, share)
     return Estimate("layerwise", device, host, disk, seconds, None)
@@ -359,7 +369,8 @@ def _layerwise(shape: Shape, kind: str, tokens: int, batch: int, seq: int, world
 def _seconds(shape: Shape, kind: str, tokens: int) -> float | None:
     if not shape.layer_bytes:
         return None
-    return round(SECONDS_PER_GIB_KTOK[kind] * shape.largest_layer / GIB * max(tokens, 1) / 1000, 2)
+    compute = SECONDS_PER_GIB_KTOK[kind] * shape.largest_layer / GIB * max(tokens, 1) / 1000
+    return round(compute + SECONDS_PER_LAYER_PER_LAYER * len(shape.layer_bytes), 2)
 
 
 def _available_memory() -> int | None:
