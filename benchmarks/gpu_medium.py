@@ -32,16 +32,17 @@ MEDIUM = {
 }  # fmt: skip
 
 
-def build(folder: Path) -> Path:
-    """The medium model, initialised on the GPU (seconds, not minutes) and saved with the tiny tokenizer."""
+def build(folder: Path, smoke: bool = False) -> Path:
+    """The medium model, initialised on the GPU (seconds, not minutes) and saved with the tiny tokenizer; with
+    ``smoke``, the tiny one on the CPU (to try this script where there is no GPU)."""
     import torch
     import transformers
 
     from hubkit.fixtures.tiny_models import TINY_TEXT_CONFIG, tiny_tokenizer
 
     torch.manual_seed(0)
-    config = transformers.DeepseekV3Config(**{**TINY_TEXT_CONFIG, **MEDIUM})
-    with torch.device("cuda"):
+    config = transformers.DeepseekV3Config(**{**TINY_TEXT_CONFIG, **({} if smoke else MEDIUM)})
+    with torch.device("cpu" if smoke else "cuda"):
         model = transformers.DeepseekV3ForCausalLM(config).to(torch.bfloat16)
     model.save_pretrained(folder)
     del model
@@ -77,15 +78,16 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, help="scratch folder (default: a temporary one)")
+    parser.add_argument("--smoke", action="store_true", help="the tiny model on the CPU: try the script itself")
     args = parser.parse_args()
-    if not torch.cuda.is_available():
-        raise SystemExit("needs a CUDA device")
+    if not torch.cuda.is_available() and not args.smoke:
+        raise SystemExit("needs a CUDA device (--smoke runs a tiny model on the CPU)")
     from hubkit.fixtures.tiny_models import WORDS
 
     with tempfile.TemporaryDirectory(prefix="hubkit-medium-", dir=args.work) as folder:
         work = Path(folder)
         start = time.perf_counter()
-        base = build(work / "base")
+        base = build(work / "base", args.smoke)
         weights = sum(p.stat().st_size for p in base.glob("*.safetensors"))
         print(f"medium base: {weights / GIB:.2f} GiB of BF16 weights, built in {time.perf_counter() - start:.0f} s")
         calib = work / "calib.jsonl"
@@ -99,9 +101,12 @@ def main() -> None:
             stages = ", ".join(f"{stage} {value / GIB:.2f} GiB" for stage, value in peaks.items())
             peak = max(peaks.values(), default=0) / GIB
             print(f"{mode}: {result['wall_s']:.0f} s wall; stages {provenance['timings_s']}")
-            print(f"  peak GPU memory (max_memory_allocated) per stage: {stages}")
-            print(f"  peak {peak:.2f} GiB vs plan {predicted:.2f} GiB ({100 * (predicted - peak) / max(peak, 1e-9):+.0f} %); "
-                  f"{peak / (weights / GIB):.2f}x the BF16 weights")  # fmt: skip
+            if peaks:
+                print(f"  peak GPU memory (max_memory_allocated) per stage: {stages}")
+                print(f"  peak {peak:.2f} GiB vs plan {predicted:.2f} GiB ({100 * (predicted - peak) / peak:+.0f} %); "
+                      f"{peak / (weights / GIB):.2f}x the BF16 weights")  # fmt: skip
+            else:
+                print("  no GPU memory measured (not a CUDA run)")
             if mode == "layerwise":
                 seconds = run["layer_seconds"]
                 print(f"  seconds per layer {seconds} vs plan {run['plan']['modes'][mode]['seconds_per_layer']}")

@@ -21,8 +21,11 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-#: What the GPU host provides (torch with its CUDA libraries), never carried.
-PROVIDED = re.compile(r"^(torch|triton|nvidia-.*|cuda-.*|sympy|mpmath|networkx|setuptools|pip|wheel)$")
+#: What the GPU host provides (torch with its CUDA libraries and the scientific stack it was installed with, as
+#: a lent GPU host was found to have), never carried: scipy alone would nearly fill the 64 MiB carry limit.
+PROVIDED = re.compile(
+    r"^(torch|triton|nvidia-(?!modelopt).*|cuda-.*|sympy|mpmath|networkx|numpy|scipy|ninja|setuptools|pip|wheel)$"
+)
 ROOTS = ["huggingface-hub", "safetensors", "click", "jinja2", "tqdm", "detect-secrets", "msgspec", "pydantic",
          "pyyaml", "picklescan", "transformers", "nvidia-modelopt", "compressed-tensors", "accelerate", "requests",
          "pytest"]  # fmt: skip
@@ -54,9 +57,13 @@ def closure() -> dict[str, str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dest", type=Path, default=ROOT / ".gpu-wheels")
+    parser.add_argument("--list", action="store_true", help="print what would be carried; download nothing")
     args = parser.parse_args()
-    args.dest.mkdir(exist_ok=True)
     pins = closure()
+    if args.list:
+        print("\n".join(f"{name}=={version}" for name, version in sorted(pins.items())))
+        return
+    args.dest.mkdir(exist_ok=True)
     binary = [f"{n}=={v}" for n, v in sorted(pins.items()) if n not in SDIST_ONLY]
     subprocess.run(
         [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--python-version", "3.12",

@@ -168,6 +168,8 @@ class Plan:
     layerwise: Estimate
     smallest: dict[str, dict[str, int | None]] = field(default_factory=dict)
 
+    world: int = 1
+
     @property
     def on_cpu(self) -> bool:
         return self.devices == 0
@@ -221,6 +223,7 @@ class Plan:
             "min_gpus": resident.devices_needed,
             "modes": {mode: {**self.estimate(mode).as_dict(), "fits": self.fits(mode)[0]} for mode in MODES},
             "smallest_gpu_set": self.smallest,
+            "layerwise_processes": self.world,
         }
         result["mode"], result["reason"] = self.choose()
         return result
@@ -235,12 +238,13 @@ class Plan:
         for mode in MODES:
             est = self.estimate(mode)
             fits, why = self.fits(mode)
-            device = (
-                "" if self.on_cpu else f"GPU {_gib(est.device_bytes)}{' on one GPU' if mode == 'layerwise' else ''}, "
-            )
-            timing = "" if est.seconds_per_layer is None else f", ~{est.seconds_per_layer:,.1f} s calibration per layer"
+            where = " per GPU" if mode == "layerwise" else ""
+            device = "" if self.on_cpu else f"GPU {_gib(est.device_bytes)}{where}, "
+            seconds = est.seconds_per_layer
+            timing = "" if seconds is None else f", ~{seconds:,.{1 if seconds < 10 else 0}f} s per layer"
+            ranks = f" (torchrun, {self.world} processes)" if mode == "layerwise" and self.world > 1 else ""
             lines.append(
-                f"  {mode:9} {device}host {_gib(est.host_bytes)}, disk {_gib(est.disk_bytes)}{timing}: "
+                f"  {mode}{ranks}: {device}host {_gib(est.host_bytes)}, disk {_gib(est.disk_bytes)}{timing}: "
                 + ("fits" if fits else f"does NOT fit ({why})")
             )
         for mode in MODES:
@@ -252,7 +256,8 @@ class Plan:
 
 
 def _gib(size: int) -> str:
-    return f"{size / GIB:,.1f} GiB"
+    """A size for people: GiB from 1 GiB up, MiB below."""
+    return f"{size / GIB:,.1f} GiB" if size >= GIB else f"{size / MIB:,.1f} MiB"
 
 
 def estimate(
@@ -265,10 +270,12 @@ def estimate(
     out: Path | None = None,
     max_gpu_memory: str | None = None,
     max_cpu_memory: str | None = None,
-    world: int = 1,
+    world: int | None = None,
 ) -> Plan:
-    """The plan for ``base`` on ``gpus`` (``8xB300`` or ``cpu``) with ``tokens`` calibration tokens."""
+    """The plan for ``base`` on ``gpus`` (``8xB300`` or ``cpu``) with ``tokens`` calibration tokens; a layerwise
+    run on N GPUs is planned as ``torchrun`` with N processes (``world``) unless told otherwise."""
     count, model = parse_gpus(gpus)
+    world = world if world is not None else max(count, 1)
     budget = parse_size(max_gpu_memory) if max_gpu_memory else (GPU_MEMORY_GIB[model] * GIB if count else 0)
     # a named GPU target is another machine: its host memory is unknown unless --max-cpu-memory says
     host = parse_size(max_cpu_memory) if max_cpu_memory else (None if count else _available_memory())
@@ -330,7 +337,7 @@ def _plan(
         )
         fits_one = layerwise.device_bytes <= device_budget
         layerwise = Estimate(**{**asdict(layerwise), "devices_needed": 1 if fits_one else None})
-    return Plan(shape, target, count, device_budget, host_budget, free, tokens, resident, layerwise, smallest)
+    return Plan(shape, target, count, device_budget, host_budget, free, tokens, resident, layerwise, smallest, world)
 
 
 def _count(need: int, per_gpu_gib: float) -> int | None:
