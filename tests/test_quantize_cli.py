@@ -133,6 +133,19 @@ def test_an_interrupted_resident_run_removes_its_staging(tiny: tuple[Path, Path]
 
 
 @pytest.mark.slow
+def test_sigterm_during_a_resident_run_removes_its_staging(tiny: tuple[Path, Path], tmp_path: Path) -> None:
+    base, calib = tiny
+    out = tmp_path / "out"
+    child = start(base, calib, out, "--mode", "resident")
+    wait_for(tmp_path / ".out.partial" / ".hubkit" / "made-by.json", child)
+    child.send_signal(signal.SIGTERM)
+    _, err = child.communicate(timeout=120)
+    assert child.returncode == 143, err.decode()[-2000:]
+    assert b"Traceback" not in err
+    assert not (tmp_path / ".out.partial").exists() and not out.exists()
+
+
+@pytest.mark.slow
 def test_an_interrupted_layerwise_run_keeps_its_progress_for_a_rerun(tiny: tuple[Path, Path], tmp_path: Path) -> None:
     base, calib = tiny
     child = start(base, calib, tmp_path / "out", "--mode", "layerwise")

@@ -34,6 +34,7 @@ import contextlib
 import copy
 import gc
 import json
+import logging
 import os
 import sys
 import time
@@ -53,6 +54,7 @@ from hubkit.progress import progress_bar
 from hubkit.quantize import interrupts
 from hubkit.quantize.shards import ShardWriter
 
+log = logging.getLogger(__name__)
 #: modelopt releases whose layerwise and export internals this module was checked against.
 CHECKED_MODELOPT_VERSIONS = ("0.47",)
 STATE = "state.json"
@@ -415,7 +417,7 @@ class LayerwiseRun:
             for key, tensor, size in before:
                 writer.add(key, tensor, size)
         total_params = int(state.get("layer_parameters", 0))
-        collector = LayerActivationCollector(self.model)
+        collector = LayerActivationCollector(self.model, status_callback=log.debug)  # the layers bar says it
         collector._patch_all_layers(decoder_layers=layers)
         bar = progress_bar(total=total, desc="layers", unit="layer", enabled=self.progress and self.rank == 0)
         try:
@@ -445,6 +447,8 @@ class LayerwiseRun:
                     inputs = next_inputs if next_inputs is not None else []  # frees this layer's inputs
                     self._commit(index, total, writer, next_inputs, layers, total_params)
                     gc.collect()  # the exported copy's modules hold reference cycles: free its tensors now
+                    if self.skeleton.device.type == "cuda":
+                        torch.cuda.empty_cache()  # as modelopt's own layerwise loop does after every layer
                     self.layer_seconds.append(round(time.perf_counter() - began, 3))
                     bar.update(1)
                     interrupts.check()

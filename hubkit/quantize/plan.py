@@ -49,14 +49,14 @@ RESIDENT_FACTOR_CPU = 2.1
 LAYER_FACTOR_CPU = 3.5
 LAYER_FACTOR_CUDA = 1.9
 #: Resident memory of the process itself (Python, torch, transformers, modelopt imported, tokenizer loaded).
-PROCESS_BYTES = 605 * MIB
+PROCESS_BYTES = 610 * MIB
 #: Cached activations: hidden states in BF16, plus the per-batch extras (position embeddings, masks).
 ACTIVATION_OVERHEAD = 1.5
 #: Calibration seconds per layer per GiB of layer weights per 1,000 tokens: CPU fitted by bench_quantize.py;
 #: CUDA from the H200 run above (5.3 s for 4.0 GiB and 16,384 tokens), not measured one layer at a time.
-SECONDS_PER_GIB_KTOK = {"cpu": 70.0, "cuda": 5.3 / 4.0 / 16.384}
+SECONDS_PER_GIB_KTOK = {"cpu": 66.0, "cuda": 5.3 / 4.0 / 16.384}
 #: Per layer, per layer of the model: the whole-model bookkeeping each layer pays for (loader, export scans).
-SECONDS_PER_LAYER_PER_LAYER = 0.03
+SECONDS_PER_LAYER_PER_LAYER = 0.01
 
 
 def parse_size(text: str) -> int:
@@ -366,7 +366,8 @@ def _layerwise(shape: Shape, kind: str, tokens: int, batch: int, seq: int, world
     share = math.ceil(tokens / max(world, 1))
     device = shape.rest_bytes + int(shape.largest_layer * factor) + _activations(shape, share, batch, seq)
     export_layer = shape.export_bytes * shape.largest_layer // max(shape.weight_bytes, 1)
-    host = PROCESS_BYTES + (device if kind == "cpu" else 2 * shape.largest_layer + export_layer)
+    # every process of a torchrun job reads and dequantizes the layer it calibrates on the host
+    host = world * (PROCESS_BYTES + (device if kind == "cpu" else 2 * shape.largest_layer + export_layer))
     scratch = _rewrite(shape) + world * share * shape.hidden * 2 * 2  # the open shard; two layers' inputs
     disk = shape.export_bytes + scratch
     seconds = _seconds(shape, kind, share)
