@@ -113,7 +113,8 @@ def main() -> None:
             print(f"  validation passed: {result['validation']['summary']['passed']}")
             outs[mode] = work / mode
         same = digests(outs["resident"]) == digests(outs["layerwise"])
-        print(f"layerwise export byte-identical to resident on CUDA: {'yes' if same else 'NO'}")
+        device = "CUDA" if torch.cuda.is_available() else "CPU"
+        print(f"layerwise export byte-identical to resident ({device}): {'yes' if same else 'NO'}")
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ import gc
 import json
 import logging
 import os
+import shutil
 import sys
 import time
 import warnings
@@ -382,7 +383,6 @@ class LayerwiseRun:
         from modelopt.torch.export.model_utils import TiedWeightMap
         from modelopt.torch.export.quant_utils import get_quant_config
         from modelopt.torch.export.unified_export_hf import _resolve_export_dtype
-        from modelopt.torch.quantization.utils.layerwise_calib import LayerActivationCollector
 
         check_modelopt()
         calib_func, calib_kwargs = calibration_function(self.quant_config.get("algorithm"))
@@ -402,10 +402,11 @@ class LayerwiseRun:
         layers = self.skeleton.layers
         total = len(layers)
         state = self._load_state(total)
+        self._last_state = state
         start = int(state.get("next_layer", 0))
         if not start and self.rank == 0:  # a run killed before its first commit: its files are of no use
             for stale in [*self.staging.glob("__part_*"), *self.scratch.iterdir()]:
-                stale.unlink()
+                shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
         self.coverage.attach(self.model)
         if start:
             self.resumed_layers = list(range(start))
@@ -417,6 +418,35 @@ class LayerwiseRun:
             for key, tensor, size in before:
                 writer.add(key, tensor, size)
         total_params = int(state.get("layer_parameters", 0))
+        if start < total:  # else every layer was committed before a crash in the last steps
+            total_params = self._layers(start, writer, calib_func, calib_kwargs, total_params)
+        if self.rank != 0:
+            return []
+        if state.get("shards"):  # a run that died after writing every shard
+            files: list[str] = state["shards"]
+        else:
+            for key, tensor, size in after:
+                writer.add(key, tensor, size)
+            with _quiet():
+                files = writer.finish(total_params + rest_params)
+            self._record({**self._last_state, "shards": files})
+        with _quiet():
+            self._write_configs()
+        return files
+
+    def _layers(
+        self,
+        start: int,
+        writer: ShardWriter,
+        calib_func: Callable[..., Any] | None,
+        calib_kwargs: dict[str, Any],
+        total_params: int,
+    ) -> int:
+        """Calibrate, export and commit layers ``start`` onwards; returns the exported parameter count so far."""
+        from modelopt.torch.quantization.utils.layerwise_calib import LayerActivationCollector
+
+        layers = self.skeleton.layers
+        total = len(layers)
         collector = LayerActivationCollector(self.model, status_callback=log.debug)  # the layers bar says it
         collector._patch_all_layers(decoder_layers=layers)
         bar = progress_bar(total=total, desc="layers", unit="layer", enabled=self.progress and self.rank == 0)
@@ -454,14 +484,7 @@ class LayerwiseRun:
                     interrupts.check()
         finally:
             collector._unpatch_all_layers()
-        if self.rank != 0:
-            return []
-        for key, tensor, size in after:
-            writer.add(key, tensor, size)
-        with _quiet():
-            files = writer.finish(total_params + rest_params)
-            self._write_configs()
-        return files
+        return total_params
 
     # -- one layer ---------------------------------------------------------------------------------------------
 
@@ -676,12 +699,16 @@ class LayerwiseRun:
                 "layer_parameters": total_params,
                 "coverage": self.coverage.state(),
             }
-            partial = self.scratch / (STATE + ".tmp")
-            partial.write_text(json.dumps(state))
-            os.replace(partial, self.scratch / STATE)
+            self._record(state)
+            self._last_state = state
             writer.forget_obsolete()
         _barrier(self.world)
         self._inputs_file(index).unlink(missing_ok=True)
+
+    def _record(self, state: dict[str, Any]) -> None:
+        partial = self.scratch / (STATE + ".tmp")
+        partial.write_text(json.dumps(state))
+        os.replace(partial, self.scratch / STATE)
 
     # -- measurement ---------------------------------------------------------------------------------------------
 

@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 DEFAULT_RECIPE = "nvfp4-experts-mse"
 PROVENANCE = f"{RECORD_DIR}/provenance.json"
 STATE = f"{RECORD_DIR}/state.json"
+#: A layerwise run's resume record and scratch, inside its staging folder.
+SCRATCH = f"{RECORD_DIR}/layerwise"
 MODES = ("auto", "resident", "layerwise")
 #: Files of the base that an export must carry unchanged.
 COPIED_FROM_BASE = ("*.py", "tokenizer*", "tiktoken.model", "*.tiktoken", "vocab.json", "merges.txt",
@@ -424,7 +426,7 @@ def _layerwise(
         text = getattr(skeleton.model.config, "text_config", None) or skeleton.model.config
         experts = getattr(text, "n_routed_experts", None) or getattr(text, "num_local_experts", None) or 0
         coverage = ExpertCoverage(int(experts), int(getattr(text, "num_experts_per_tok", 1)), limit=len(mine))
-        scratch = staging / RECORD_DIR / "layerwise"
+        scratch = staging / SCRATCH
         scratch.mkdir(parents=True, exist_ok=True)
         job = LayerwiseRun(
             skeleton, recipe.quantize, mine, staging, scratch, _read_json(staging / MADE_BY).get("fingerprint", ""),
@@ -439,8 +441,10 @@ def _layerwise(
     )
     summary = coverage.reduced().summary()
     summary["tokens"] = sum(len(b) for b in batches)
-    if dist.rank == 0:
-        shutil.rmtree(scratch)
+    if dist.rank == 0:  # keep only the record that every layer is done, for a rerun after a crash from here on
+        for item in scratch.iterdir():
+            if item.name != "state.json":
+                item.unlink()
     return summary, fallback
 
 
@@ -461,7 +465,6 @@ def _complete(
     """The finished folder: base side files, dtypes, provenance, validation, then the rename into ``--out``."""
     _finish(staging, base, profile.quantization.get("text_model_type"))
     _restore_base_dtypes(staging, base)
-    (staging / MADE_BY).unlink(missing_ok=True)
     provenance = _provenance(options, recipe, sources, batches, coverage, timings, run.device, fallback)
     provenance["base_format"] = "int4" if int4 else "bf16"
     provenance["run"] = _run_record(run)
@@ -473,6 +476,9 @@ def _complete(
     (staging / PROVENANCE).write_text(json.dumps(provenance, indent=2, default=str) + "\n")
     status = "complete" if report.passed else "failed-validation"
     (staging / STATE).write_text(json.dumps({"status": status, "errors": report.count(Severity.ERROR)}) + "\n")
+    if (staging / SCRATCH).exists():  # inside hubkit's own staging folder
+        shutil.rmtree(staging / SCRATCH)
+    (staging / MADE_BY).unlink()  # from here on hubkit's state.json is the record that hubkit made the folder
     remove_owned(options.out, "--out")
     staging.rename(options.out)
     return QuantizeResult(options.out, report, provenance)
@@ -495,7 +501,7 @@ def _run_record(run: _Run) -> dict[str, Any]:
 def _after_failure(staging: Path, run: _Run) -> None:
     """An interrupted or failed run: keep a layerwise run's committed layers for a rerun to resume, else remove
     the staging folder (only ever hubkit's own)."""
-    if run.mode == "layerwise" and (staging / RECORD_DIR / "layerwise" / "state.json").is_file():
+    if run.mode == "layerwise" and (staging / SCRATCH / "state.json").is_file():
         log.warning("progress kept in %s: rerun the same command to resume (or delete that folder)", staging)
         return
     discard(staging)

@@ -232,14 +232,14 @@ class ShardWriter:
         self.commit("final")
         self.forget_obsolete()
         count = len(self.parts)
-        if count == 1:
-            os.replace(self.folder / self.parts[0]["file"], self.folder / WEIGHTS)
-            return [WEIGHTS]
-        names = [f"model-{i + 1:05d}-of-{count:05d}.safetensors" for i in range(count)]
+        names = [WEIGHTS] if count == 1 else [f"model-{i + 1:05d}-of-{count:05d}.safetensors" for i in range(count)]
         weight_map: dict[str, str] = {}
         for part, name in zip(self.parts, names, strict=True):
-            os.replace(self.folder / part["file"], self.folder / name)
+            if (self.folder / part["file"]).exists() or not (self.folder / name).exists():
+                os.replace(self.folder / part["file"], self.folder / name)  # else renamed by a run that then died
             weight_map.update(dict.fromkeys(part["keys"], name))
+        if count == 1:
+            return names
         metadata = {"total_parameters": total_parameters, "total_size": self.total_size}
         text = json.dumps({"metadata": metadata, "weight_map": weight_map}, indent=2, sort_keys=True) + "\n"
         (self.folder / INDEX).write_text(text, encoding="utf-8")
