@@ -146,7 +146,9 @@ def test_sigterm_during_a_resident_run_removes_its_staging(tiny: tuple[Path, Pat
 
 
 @pytest.mark.slow
-def test_an_interrupted_layerwise_run_keeps_its_progress_for_a_rerun(tiny: tuple[Path, Path], tmp_path: Path) -> None:
+def test_an_interrupted_layerwise_run_keeps_its_progress_for_a_rerun(
+    hubkit, tiny: tuple[Path, Path], tmp_path: Path
+) -> None:
     base, calib = tiny
     child = start(base, calib, tmp_path / "out", "--mode", "layerwise")
     state = tmp_path / ".out.partial" / ".hubkit" / "layerwise" / "state.json"
@@ -158,7 +160,15 @@ def test_an_interrupted_layerwise_run_keeps_its_progress_for_a_rerun(tiny: tuple
     _, err = child.communicate(timeout=120)
     assert child.returncode == 130, err.decode()[-2000:]
     assert b"rerun the same command to resume" in err
-    assert json.loads(state.read_text())["next_layer"] >= 1
+    done = json.loads(state.read_text())["next_layer"]
+    assert done >= 1
+    # --mode auto would pick resident for this tiny model, but takes the layerwise run it can resume
+    args = ["--calib-size", "16", "--calib-seq", "32", "--batch-size", "4", "--format", "json"]
+    rerun = hubkit("quantize", "--base", base, "--out", tmp_path / "out", "--calib", calib, *args)
+    assert rerun.code == 0, rerun.err
+    record = rerun.json()["provenance"]["run"]
+    assert record["mode"] == "layerwise" and "resuming" in record["reason"]
+    assert record["resumed_layers"] == list(range(done))
 
 
 # -- --plan and --mode auto --------------------------------------------------------------------------------------

@@ -262,17 +262,20 @@ def _quantize(options: QuantizeOptions) -> QuantizeResult:
     batches = tokenize(tokenizer, samples, options.calib_seq)
     if not batches:
         raise HubkitError("the calibration sources gave no text to calibrate on")
-    run = _decide(options, base, device, batches, dist.world)
+    fingerprint = _fingerprint(options, base, recipe, batches, device, dist.world)
+    run = _decide(options, base, device, batches, dist.world, fingerprint)
     initialized = _init_distributed(dist, device)
     try:
         if run.mode == "layerwise":
-            fingerprint = _fingerprint(options, base, recipe, batches, device, dist.world)
             staging = _shared_staging(options.out, fingerprint, dist.rank)
         else:
             staging, _ = prepare_out(options.out)
         try:
             if run.mode == "layerwise":
-                coverage, fallback = _layerwise(options, base, int4, device, recipe, batches, staging, run, dist, torch)
+                with _stage(timings, "layers"):
+                    coverage, fallback = _layerwise(
+                        options, base, int4, device, recipe, batches, staging, run, dist, torch
+                    )
                 if dist.rank != 0:
                     empty = Report(str(options.out), profile.name, None, [], 0)
                     return QuantizeResult(options.out, empty, {}, primary=False)
@@ -300,8 +303,11 @@ def intermediate_folder(out: Path) -> Path:
     return out.parent / f".{out.name}.bf16"
 
 
-def _decide(options: QuantizeOptions, base: Path, device: str, batches: list[list[int]], world: int) -> _Run:
-    """The mode this run takes, and why: ``--mode``, or for ``auto`` the plan on this machine's devices."""
+def _decide(
+    options: QuantizeOptions, base: Path, device: str, batches: list[list[int]], world: int, fingerprint: str
+) -> _Run:
+    """The mode this run takes, and why: ``--mode``, or for ``auto`` a layerwise run of the same inputs to resume,
+    else the plan on this machine's devices."""
     from hubkit.checkpoint import load_checkpoint
     from hubkit.quantize.plan import estimate_here
 
@@ -317,12 +323,22 @@ def _decide(options: QuantizeOptions, base: Path, device: str, batches: list[lis
                 "or use --mode layerwise (data-parallel under torchrun)"
             )
         mode, reason = "layerwise", f"layerwise: launched by torchrun with {world} processes (data-parallel)"
+    elif options.mode == "auto" and _resumable(options.out, fingerprint):
+        mode, reason = "layerwise", f"layerwise: resuming the run kept in {staging_folder(options.out)}"
     elif options.mode == "auto":
         mode, reason = plan.choose()
     else:
         mode, reason = options.mode, f"{options.mode}: chosen with --mode"
     log.info("mode %s", reason)
     return _Run(mode, reason, plan.as_dict(), device, world)
+
+
+def _resumable(out: Path, fingerprint: str) -> bool:
+    """Whether the staging folder beside ``out`` holds committed layers of a layerwise run of these inputs."""
+    staging = staging_folder(out)
+    return (
+        _read_json(staging / MADE_BY).get("fingerprint") == fingerprint and (staging / SCRATCH / "state.json").is_file()
+    )
 
 
 def _init_distributed(dist: Any, device: str) -> bool:
