@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
 
+import click
 import pytest
 
 from tests.conftest import REPO_ROOT
@@ -174,3 +176,34 @@ def test_an_unknown_profile_or_stage_lists_the_choices(hubkit, tmp_path: Path) -
     assert profile.code == 2 and "'kimi' is not one of 'kimi-k2-nvfp4', 'modelopt-nvfp4'" in profile.err
     stage = hubkit("release", tmp_path / "hubkit.toml", "--from", "upload")
     assert stage.code == 2 and "'upload' is not one of 'quantize', 'card'" in stage.err
+
+
+def _commands(group: click.Group, prefix: str = "hubkit") -> list[tuple[str, click.Command]]:
+    found: list[tuple[str, click.Command]] = []
+    for name, command in group.commands.items():
+        found.append((f"{prefix} {name}", command))
+        if isinstance(command, click.Group):
+            found.extend(_commands(command, f"{prefix} {name}"))
+    return found
+
+
+def test_every_command_shows_examples_that_parse() -> None:
+    """Each command's help ends in an Examples block, and every example is a valid command line for it."""
+    from hubkit.cli import cli
+
+    for name, command in _commands(cli):
+        epilog = command.epilog or ""
+        assert epilog.startswith("\b\nExamples:\n"), f"{name} --help has no Examples block"
+        text = epilog.split("Examples:\n", 1)[1].replace("\\\n", " ")
+        for line in text.splitlines():
+            words = shlex.split(line, comments=True)
+            words = words[words.index("hubkit") + 1 :]  # after "torchrun ... -m"
+            if ">" in words:
+                words = words[: words.index(">")]
+            target: click.Command = cli
+            path = ["hubkit"]
+            while isinstance(target, click.Group):
+                path.append(words.pop(0))
+                target = target.commands[path[-1]]
+            assert " ".join(path).startswith(name), f"{name}'s example runs another command: {line}"
+            target.make_context(name, words)  # raises on an unknown option, a bad choice or a bad value

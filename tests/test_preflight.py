@@ -105,20 +105,35 @@ def test_quantize_plan_against_the_gpus_present_and_the_free_disk(
     (folder / "calib.jsonl").write_text('{"text": "hello"}\n')
     manifest = folder / "hubkit.toml"
 
+    dry = ("release", manifest, "--dry-run", "--until", "quantize", "--format", "json")
     gpus(tmp_path, monkeypatch, *["NVIDIA H100 80GB HBM3"] * 8)
-    small = checks(hubkit("release", manifest, "--dry-run", "--until", "quantize", "--format", "json"))
-    assert small["GPUs"]["status"] == "failed", small
-    assert "of GPU memory and 8xH100 has 632.0 GiB: run on at least 26 such GPUs" in small["GPUs"]["detail"]
+    resident = checks(hubkit(*dry, "--set", 'quantize.mode="resident"'))
+    assert resident["GPUs"]["status"] == "failed", resident
+    assert (
+        "GiB of GPU memory over all of them and 8xH100 has 632.0 GiB: run on "
+        '14xB300, 21xB200, 27xH200, 47xH100, or set [quantize] mode = "layerwise"' in resident["GPUs"]["detail"]
+    )
+
+    # auto: resident does not fit, so layerwise, one decoder layer at a time on one H100
+    roomy = checks(hubkit(*dry, "--set", 'quantize.max_cpu_memory="2TiB"'))
+    assert roomy["GPUs"]["status"] == "ok", roomy
+    assert roomy["GPUs"]["detail"].startswith("8xH100: 79.0 GiB, the quantize plan's layerwise run needs ")
+    assert "; mode auto chose layerwise: resident does not fit with a 15 % margin" in roomy["GPUs"]["detail"]
+    assert roomy["host memory"]["status"] == "ok", roomy
+    cramped = checks(hubkit(*dry, "--set", 'quantize.max_cpu_memory="16GiB"'))
+    assert cramped["host memory"]["status"] == "failed"
+    assert "GiB of host memory and 16.0 GiB is available" in cramped["host memory"]["detail"]
 
     gpus(tmp_path, monkeypatch, *["NVIDIA B300 SXM6 AC"] * 8)
-    result = hubkit("release", manifest, "--dry-run", "--until", "quantize", "--format", "json")
+    result = hubkit(*dry, "--set", 'quantize.max_cpu_memory="2TiB"')
     found = checks(result)
-    assert found["GPUs"]["status"] == "ok" and found["GPUs"]["detail"].startswith("8xB300: 2,144.0 GiB, the quantize")
-    needs = quantize_needs(load_checkpoint(str(folder / "base")), "8xB300", load_manifest(manifest).quantize)
+    assert found["GPUs"]["status"] == "ok" and found["GPUs"]["detail"].startswith("8xB300: 268.0 GiB, the quantize")
+    table = load_manifest(manifest).quantize.model_copy(update={"max_cpu_memory": "2TiB"})
+    needs = quantize_needs(load_checkpoint(str(folder / "base")), "8xB300", table)
     free = shutil.disk_usage(folder).free
     assert found["disk"]["status"] == ("failed" if needs.disk > free else "ok"), found["disk"]
-    assert f"intermediate + export {needs.disk / GIB:,.1f} GiB" in found["disk"]["detail"]
-    if needs.disk > free:  # this machine: about 2.4 TB needed
+    assert f"quantize (layerwise: export and scratch) {needs.disk / GIB:,.1f} GiB" in found["disk"]["detail"]
+    if needs.disk > free:  # about 570 GiB: the export and one layer's scratch, no BF16 copy
         assert result.code == 2 and "free space there, or point [quantize] out" in result.err
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # GPUs installed, none for this process

@@ -13,7 +13,6 @@ transformers = pytest.importorskip("transformers")
 
 from safetensors.torch import load_file  # noqa: E402
 
-from hubkit.fixtures.kimi import KimiDims, int4_base_layout, write_sparse_checkpoint  # noqa: E402
 from hubkit.fixtures.tiny_models import (  # noqa: E402
     WORDS,
     calibration_jsonl,
@@ -85,7 +84,10 @@ def test_coverage_and_provenance_are_recorded(result) -> None:
     assert provenance["recipe"]["quantize"]["algorithm"]["method"] == "mse"
     assert provenance["versions"]["nvidia-modelopt"] and provenance["versions"]["torch"]
     assert provenance["calibration"]["calib_size"] == 32 and provenance["calibration"]["seed"] == 1234
-    assert provenance["cpu_nvfp4_fallback"] is True
+    # hubkit's CPU stand-ins run exactly when no CUDA device does the calibration
+    assert provenance["cpu_nvfp4_fallback"] is (not torch.cuda.is_available())
+    assert provenance["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert provenance["run"]["mode"] == "resident" and "fits with margin" in provenance["run"]["reason"]
     assert set(provenance["timings_s"]) >= {"load", "calibrate", "export", "validate"}
 
 
@@ -150,22 +152,6 @@ def test_calibration_from_a_dataset_saved_on_disk(base: Path, tmp_path: Path) ->
     assert source.kind == "disk" and len(records) == 4 and records[0].startswith("sample 0")
     tokens = tokenize(transformers.AutoTokenizer.from_pretrained(base), records, 8)
     assert len(tokens) == 4 and all(0 < len(t) <= 8 for t in tokens)
-
-
-def test_plan_for_kimi_on_b300_and_h200(hubkit, tmp_path: Path) -> None:
-    dims = KimiDims()
-    config = {
-        "architectures": ["KimiK25ForConditionalGeneration"],
-        "text_config": {"hidden_size": dims.hidden, "num_hidden_layers": dims.layers},
-    }
-    skeleton = write_sparse_checkpoint(tmp_path / "kimi-int4", int4_base_layout(dims), files={"config.json": config})
-    b300 = hubkit("quantize", "--base", skeleton, "--plan", "--gpus", "8xB300", "--format", "json").json()
-    h200 = hubkit("quantize", "--base", skeleton, "--plan", "--gpus", "8xH200", "--format", "json").json()
-    assert 1800 < b300["bf16_weights_gib"] < 2000  # ~1.03 T parameters in BF16
-    assert 500 < b300["export_gib"] < 580  # ~594 GB
-    assert b300["fits_gpus"] is True and h200["fits_gpus"] is False
-    assert h200["min_gpus"] == 15
-    assert hubkit("quantize", "--base", skeleton, "--plan", "--gpus", "8xA100").code == 2
 
 
 def test_int4_pack_quantized_base_end_to_end(base: Path, calib: Path, tmp_path: Path, hubkit) -> None:

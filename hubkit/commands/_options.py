@@ -70,7 +70,15 @@ def build(cls: type[T], values: dict[str, Any], **extra: Any) -> T:
 
 def format_option(*choices: str) -> Callable[[F], F]:
     """``--format`` with the given choices (the first is the default), passed as ``output_format``."""
+    meaning = {"text": "text for people", "json": "json (stdout alone)", "github": "github (workflow annotations)"}
+    described = [meaning.get(choice, choice) for choice in choices]
+    listed = ", ".join(described[:-1]) + " or " + described[-1] if len(described) > 1 else described[0]
     return click.option(
         "--format", "output_format", type=click.Choice(choices), default=choices[0], show_default=True,
-        help="Output: text for people, json (stdout alone) or github (workflow annotations).",
+        help=f"Output: {listed}.",
     )  # fmt: skip
+
+
+def examples(*commands: str) -> str:
+    """A command's help epilog: an Examples block, one command per line (``#`` comments kept), not rewrapped."""
+    return "\b\nExamples:\n" + "\n".join(f"  {line}" for line in commands)

@@ -8,15 +8,28 @@ from pathlib import Path
 
 import click
 
+from hubkit.commands._options import examples
 from hubkit.errors import ExitCode, HubkitError
 
 
-@click.group("card")
+@click.group(
+    "card",
+    epilog=examples(
+        "hubkit card render ./Kimi-K2.6-NVFP4 --manifest hubkit.toml -o ./Kimi-K2.6-NVFP4/README.md",
+        "hubkit card check ./Kimi-K2.6-NVFP4/README.md --checkpoint ./Kimi-K2.6-NVFP4",
+    ),
+)
 def card_group() -> None:
     """Render or check the model card (README.md) of a release."""
 
 
-@card_group.command("render")
+@card_group.command(
+    "render",
+    epilog=examples(
+        "hubkit card render ./Kimi-K2.6-NVFP4                     # the card on stdout (manifest: ./hubkit.toml)",
+        "hubkit card render ./Kimi-K2.6-NVFP4 -o ./Kimi-K2.6-NVFP4/README.md --template ./my-template",
+    ),
+)
 @click.argument("checkpoint")
 @click.option("--manifest", "manifest_path", type=click.Path(path_type=Path), help="Release manifest (hubkit.toml).")
 @click.option("--template", help="Template name (nvfp4) or a folder holding card.md.j2.")
@@ -57,7 +70,14 @@ def write_whole(output: Path, text: str) -> None:
             os.unlink(temporary)
 
 
-@card_group.command("check")
+@card_group.command(
+    "check",
+    epilog=examples(
+        "hubkit card check README.md",
+        "hubkit card check ./Kimi-K2.6-NVFP4/README.md --checkpoint ./Kimi-K2.6-NVFP4 --format json",
+        "hubkit card check README.md --checkpoint hf://nvidia/Kimi-K2.6-NVFP4",
+    ),
+)
 @click.argument("readme", type=click.Path(path_type=Path))
 @click.option("--checkpoint", help="Check the stated numbers against this checkpoint.")
 @click.option(

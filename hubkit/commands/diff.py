@@ -6,10 +6,17 @@ import json
 
 import click
 
+from hubkit.commands._options import examples
 from hubkit.errors import ExitCode
 
 
-@click.command("diff")
+@click.command(
+    "diff",
+    epilog=examples(
+        "hubkit diff hf://nvidia/Kimi-K2.6-NVFP4 ./Kimi-K2.6-NVFP4",
+        "hubkit diff ./export-v1 ./export-v2 --format json",
+    ),
+)
 @click.argument("a")
 @click.argument("b")
 @click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text", show_default=True)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from hubkit.commands._options import examples
 from hubkit.errors import ExitCode, HubkitError
 
 PLACEHOLDER_REPO = "CHANGE-ME/Model-NVFP4"
@@ -26,7 +27,14 @@ PLACEHOLDER_ACTION = (
 )
 
 
-@click.command("init")
+@click.command(
+    "init",
+    epilog=examples(
+        "hubkit init --repo my-org/Kimi-K2.6-NVFP4 --base moonshotai/Kimi-K2.6",
+        "hubkit init ./release --repo my-org/M-NVFP4 --base org/M --action OWNER/hubkit@COMMIT_SHA",
+        "hubkit init --force                  # rewrite; an edited manifest is kept as hubkit.toml.bak",
+    ),
+)
 @click.argument("folder", type=click.Path(path_type=Path), default=".")
 @click.option("--repo", help="Hub repo to publish, ORG/NAME (a marked placeholder when absent).")
 @click.option("--base", help="Base model's Hub repo, ORG/NAME (a marked placeholder when absent).")

@@ -7,16 +7,30 @@ from pathlib import Path
 
 import click
 
+from hubkit.commands._options import examples
 from hubkit.errors import ExitCode, HubkitError
 from hubkit.logs import stderr
 
 
-@click.group("manifest")
+@click.group(
+    "manifest",
+    epilog=examples(
+        "hubkit manifest check",
+        "hubkit manifest schema > hubkit.schema.json",
+    ),
+)
 def manifest_group() -> None:
     """Check a release manifest (hubkit.toml) or print its JSON Schema."""
 
 
-@manifest_group.command("check")
+@manifest_group.command(
+    "check",
+    epilog=examples(
+        "hubkit manifest check                             # ./hubkit.toml",
+        "hubkit manifest check release/*.toml --format github",
+        "hubkit manifest check --set 'quantize.mode=\"layerwise\"'",
+    ),
+)
 @click.argument("files", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--set", "overrides", multiple=True, metavar="TABLE.KEY=VALUE", help="Override a key (repeatable).")
 @click.option("--format", "output_format", type=click.Choice(["text", "github"]), default="text", show_default=True)
@@ -47,7 +61,12 @@ def check_command(files: tuple[Path, ...], overrides: tuple[str, ...], output_fo
     return ExitCode.USER_ERROR if failed else ExitCode.OK
 
 
-@manifest_group.command("schema")
+@manifest_group.command(
+    "schema",
+    epilog=examples(
+        "hubkit manifest schema > hubkit.schema.json",
+    ),
+)
 def schema_command() -> int:
     """Print the manifest's JSON Schema (for editors: `#:schema ./hubkit.schema.json` atop hubkit.toml)."""
     from hubkit.manifest import manifest_json_schema

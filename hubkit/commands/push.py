@@ -9,12 +9,19 @@ from typing import Any
 
 import click
 
-from hubkit.commands._options import build, click_options, format_option
+from hubkit.commands._options import build, click_options, examples, format_option
 from hubkit.errors import ExitCode, HubkitError
 from hubkit.hub.options import PushOptions
 
 
-@click.command("push")
+@click.command(
+    "push",
+    epilog=examples(
+        "hubkit push ./Kimi-K2.6-NVFP4 --repo my-org/Kimi-K2.6-NVFP4 --dry-run",
+        "hubkit push ./Kimi-K2.6-NVFP4 --repo my-org/Kimi-K2.6-NVFP4 --create-pr",
+        "hubkit push ./Kimi-K2.6-NVFP4 --repo my-org/Kimi-K2.6-NVFP4   # rerun after a failure: resumes",
+    ),
+)
 @click.argument("folder", type=click.Path(path_type=Path))
 @click_options(PushOptions)
 @format_option("text", "json", "github")

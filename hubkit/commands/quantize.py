@@ -4,79 +4,53 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 
-from hubkit.errors import ExitCode, HubkitError
-from hubkit.resources import profile_names
+from hubkit.commands._options import build, click_options, examples, format_option
+from hubkit.errors import ExitCode
+from hubkit.quantize.options import QuantizeOptions
 
 
-@click.command("quantize")
-@click.option("--base", required=True, help="Base model: a local folder or hf://ORG/NAME[@REV].")
+@click.command(
+    "quantize",
+    epilog=examples(
+        "hubkit quantize --base hf://moonshotai/Kimi-K2.6 --plan --gpus 8xB300     # needs nothing but the headers",
+        "hubkit quantize --base ./Kimi-K2.6 --out ./Kimi-K2.6-NVFP4 --profile kimi-k2-nvfp4 \\",
+        "    --calib cnn_dailymail --calib nvidia/Nemotron-Post-Training-Dataset-v2",
+        "hubkit quantize --base ./Kimi-K2.6 --out ./Kimi-K2.6-NVFP4 --calib calib.jsonl --mode layerwise",
+        "torchrun --nproc-per-node 8 -m hubkit quantize --base ./Kimi-K2.6 --out ./OUT --calib calib.jsonl \\",
+        "    --mode layerwise",
+    ),
+)
+@click_options(QuantizeOptions)
 @click.option("--out", type=click.Path(path_type=Path), help="Folder for the export (required unless --plan).")
 @click.option(
-    "--profile",
-    type=click.Choice(profile_names()),
-    help="Profile from checks/ (sets the default recipe and validates the output).",
+    "--plan", is_flag=True, help="Predict memory, disk and time per mode from the base's headers; load nothing."
 )
-@click.option("--recipe", help="modelopt recipe name, recipe .yaml file, or hubkit preset (nvfp4-experts-mse).")
-@click.option(
-    "--calib", multiple=True, help="Calibration source: .jsonl/.txt/.parquet file, saved dataset, Hub dataset."
-)
-@click.option("--calib-size", type=click.IntRange(1), default=512, show_default=True, help="Samples per source.")
-@click.option("--calib-seq", type=click.IntRange(8), default=512, show_default=True, help="Tokens per sample.")
-@click.option("--batch-size", type=click.IntRange(1), default=1, show_default=True)
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--max-gpu-memory", help="Cap per GPU, e.g. 250GiB.")
-@click.option("--plan", is_flag=True, help="Estimate GPU memory and disk from the base's headers; load nothing.")
-@click.option("--gpus", help="Target for --plan, e.g. 8xB300 (default: the GPUs present).")
-@click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text", show_default=True)
-@click.option("--seed", type=int, default=1234, show_default=True)
-@click.option("--keep-intermediate", is_flag=True, help="Keep intermediates (a BF16 copy of an INT4 base).")
+@click.option("--gpus", help="Target for --plan: COUNTxMODEL such as 8xB300, or cpu (default: the GPUs present).")
+@format_option("text", "json")
 @click.pass_obj
 def quantize_command(
-    obj: dict[str, object],
-    base: str,
-    out: Path | None,
-    profile: str | None,
-    recipe: str | None,
-    calib: tuple[str, ...],
-    calib_size: int,
-    calib_seq: int,
-    batch_size: int,
-    device: str,
-    max_gpu_memory: str | None,
-    plan: bool,
-    gpus: str | None,
-    output_format: str,
-    seed: int,
-    keep_intermediate: bool,
+    obj: dict[str, object], /, out: Path | None, plan: bool, gpus: str | None, output_format: str, **values: Any
 ) -> int:
     """Quantize BASE to NVFP4 into OUT, write provenance, and validate the result (exit 1 if it fails)."""
     if plan:
-        return _plan(base, out, gpus, batch_size, calib_seq, output_format)
+        return _plan(values, out, gpus, output_format)
     if out is None:
         raise click.UsageError("--out is required (the folder for the export)")
-    from hubkit.quantize.pipeline import QuantizeOptions, quantize
+    from hubkit.quantize.pipeline import quantize
     from hubkit.validate.render import render_json, render_text
 
-    options = QuantizeOptions(
-        base=base, out=out, profile=profile, recipe=recipe, calib=calib, calib_size=calib_size, calib_seq=calib_seq,
-        batch_size=batch_size, device=device, max_gpu_memory=max_gpu_memory, seed=seed,
-        keep_intermediate=keep_intermediate, progress=output_format == "text" and not obj.get("quiet"),
-    )  # fmt: skip
+    options = build(QuantizeOptions, values, out=out, progress=output_format == "text" and not obj.get("quiet"))
     result = quantize(options)
+    if not result.primary:  # another process of a torchrun job: rank 0 reports
+        return ExitCode.OK
     if output_format == "json":
-        click.echo(
-            json.dumps(
-                {
-                    "out": str(result.out),
-                    "provenance": result.provenance,
-                    "validation": json.loads(render_json(result.report)),
-                },
-                default=str,
-            )
-        )
+        validation = json.loads(render_json(result.report))
+        click.echo(json.dumps({"out": str(result.out), "provenance": result.provenance, "validation": validation},
+                              default=str))  # fmt: skip
     else:
         coverage = result.provenance.get("coverage", {})
         click.echo(render_text(result.report))
@@ -87,27 +61,15 @@ def quantize_command(
     return ExitCode.OK if result.report.passed else ExitCode.ARTIFACT_FAILED
 
 
-def _plan(base: str, out: Path | None, gpus: str | None, batch: int, seq: int, output_format: str) -> int:
+def _plan(values: dict[str, Any], out: Path | None, gpus: str | None, output_format: str) -> int:
     from hubkit.checkpoint import load_checkpoint
+    from hubkit.quantize.devices import present_gpus
     from hubkit.quantize.plan import estimate
 
-    target = gpus or _present_gpus()
-    plan = estimate(load_checkpoint(base), target, batch=batch, seq=seq, out=out)
+    tokens = values["calib_size"] * max(len(values["calib"]), 1) * values["calib_seq"]
+    plan = estimate(
+        load_checkpoint(values["base"]), gpus or present_gpus(), batch=values["batch_size"], seq=values["calib_seq"],
+        tokens=tokens, out=out, max_gpu_memory=values["max_gpu_memory"], max_cpu_memory=values["max_cpu_memory"],
+    )  # fmt: skip
     click.echo(json.dumps(plan.as_dict(), indent=2) if output_format == "json" else plan.render())
     return ExitCode.OK
-
-
-def _present_gpus() -> str:
-    import importlib.util
-
-    if importlib.util.find_spec("torch") is None:
-        raise HubkitError("no GPU is visible here (torch is not installed); name the target with --gpus 8xB300")
-    import torch
-
-    if not torch.cuda.is_available():
-        raise HubkitError("no GPU is visible here; name the target with --gpus, e.g. --gpus 8xB300")
-    name = torch.cuda.get_device_name(0).upper()
-    model = next((m for m in ("B300", "B200", "H200", "H100") if m in name), None)
-    if model is None:
-        raise HubkitError(f"unknown GPU {name!r}; name the target with --gpus, e.g. --gpus 8xB300")
-    return f"{torch.cuda.device_count()}x{model}"

@@ -11,14 +11,21 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from hubkit.commands._options import build, click_options, format_option
+from hubkit.commands._options import build, click_options, examples, format_option
 from hubkit.release.options import ReleaseOptions
 
 if TYPE_CHECKING:
     from hubkit.release.pipeline import ReleaseResult
 
 
-@click.command("release")
+@click.command(
+    "release",
+    epilog=examples(
+        "hubkit release --dry-run                 # what would run, after the preflight checks",
+        "hubkit release                           # ./hubkit.toml; rerun after a failure: resumes",
+        "hubkit release hubkit.toml --from validate --until push --set validate.deep=false",
+    ),
+)
 @click.argument("manifest", type=click.Path(path_type=Path), default="hubkit.toml")
 @click_options(ReleaseOptions)
 @format_option("text", "json", "github")

@@ -6,12 +6,20 @@ from typing import Any
 
 import click
 
-from hubkit.commands._options import build, click_options, format_option
+from hubkit.commands._options import build, click_options, examples, format_option
 from hubkit.errors import ExitCode
 from hubkit.validate.options import ValidateOptions
 
 
-@click.command("validate")
+@click.command(
+    "validate",
+    epilog=examples(
+        "hubkit validate ./Kimi-K2.6-NVFP4 --reference hf://nvidia/Kimi-K2.6-NVFP4",
+        "hubkit validate ./Kimi-K2.6-NVFP4 --base hf://moonshotai/Kimi-K2.6 --deep --format github",
+        "hubkit validate hf://my-org/Kimi-K2.6-NVFP4 --ignore HK702 --format json",
+        "hubkit validate --explain HK201",
+    ),
+)
 @click.argument("path", required=False)
 @click_options(ValidateOptions)
 @format_option("text", "json", "github")

@@ -13,22 +13,37 @@ ROUTER = re.compile(r".*\.mlp\.gate")
 
 @dataclass
 class ExpertCoverage:
-    """Tokens per expert, per MoE router, gathered by forward hooks during calibration."""
+    """Tokens per expert, per MoE router, gathered by forward hooks during calibration.
 
+    ``limit`` counts only a router's first ``limit`` forward calls: one pass over the calibration data, when a
+    layer-by-layer run forwards the same data through a layer more than once.
+    """
+
+    num_experts: int = 0
+    top_k: int = 1
+    limit: int | None = None
     counts: dict[str, torch.Tensor] = field(default_factory=dict)
+    calls: dict[str, int] = field(default_factory=dict)
     _handles: list[Any] = field(default_factory=list)
 
-    def attach(self, model: torch.nn.Module, num_experts: int, top_k: int) -> None:
+    def attach(self, model: torch.nn.Module) -> None:
+        if not self.num_experts:
+            return
         for name, module in model.named_modules():
             if ROUTER.fullmatch(name):
-                self.counts[name] = torch.zeros(num_experts, dtype=torch.long)
-                self._handles.append(module.register_forward_hook(self._hook(name, num_experts, top_k)))
+                self.counts.setdefault(name, torch.zeros(self.num_experts, dtype=torch.long))
+                self.calls.setdefault(name, 0)
+                self._handles.append(module.register_forward_hook(self._hook(name)))
 
-    def _hook(self, name: str, num_experts: int, top_k: int) -> Any:
+    def _hook(self, name: str) -> Any:
         def record(module: torch.nn.Module, inputs: Any, output: Any) -> None:
-            indices = _routed_indices(output, top_k)
-            if indices is not None:
-                self.counts[name] += torch.bincount(indices.flatten().cpu(), minlength=num_experts)[:num_experts]
+            if self.limit is not None and self.calls[name] >= self.limit:
+                return
+            indices = _routed_indices(output, self.top_k)
+            if indices is not None and not indices.is_meta:
+                self.calls[name] += 1
+                counted = torch.bincount(indices.flatten().cpu(), minlength=self.num_experts)
+                self.counts[name] += counted[: self.num_experts]
 
         return record
 
@@ -36,6 +51,22 @@ class ExpertCoverage:
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
+
+    def state(self) -> dict[str, Any]:
+        return {name: {"counts": c.tolist(), "calls": self.calls[name]} for name, c in self.counts.items()}
+
+    def load(self, state: dict[str, Any]) -> None:
+        for name, entry in state.items():
+            self.counts[name] = torch.tensor(entry["counts"], dtype=torch.long)
+            self.calls[name] = int(entry["calls"])
+
+    def reduced(self) -> ExpertCoverage:
+        """The counts summed over every process of a torch.distributed run (a copy; this one is unchanged)."""
+        total = ExpertCoverage(self.num_experts, self.top_k, self.limit, {k: v.clone() for k, v in self.counts.items()})
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            for name in sorted(total.counts):
+                torch.distributed.all_reduce(total.counts[name])
+        return total
 
     def summary(self) -> dict[str, Any]:
         untouched = {name: [int(i) for i in torch.nonzero(c == 0).flatten()] for name, c in self.counts.items()}

@@ -1,13 +1,18 @@
 """``hubkit quantize``: base -> calibration -> modelopt PTQ -> export -> finished folder -> provenance -> validate.
 
-The export is written to a hidden staging folder beside ``--out`` and renamed into place only when it is
-complete, so an interrupted or failed run never leaves a folder that looks like a finished export.
+Two modes: ``resident`` loads the whole model onto the device(s), calibrates and exports it with modelopt;
+``layerwise`` (``layerwise.py``) takes one decoder layer at a time from the base's own shards, and resumes after
+a kill. ``auto`` picks resident when the plan says it fits with margin. The export is written to a hidden staging
+folder beside ``--out`` and renamed into place only when it is complete, so an interrupted or failed run never
+leaves a folder that looks like a finished export.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
+import logging
 import os
 import platform
 import shutil
@@ -24,34 +29,31 @@ from hubkit import __version__
 from hubkit.checkpoint.model import CONFIG, INDEX, QUANT_CONFIG, RECORD_DIR
 from hubkit.errors import HubkitError
 from hubkit.progress import progress_bar
+from hubkit.quantize import interrupts
+from hubkit.quantize.folders import MADE_BY, discard, made_by_hubkit, make_owned, remove_owned
+from hubkit.quantize.options import MODES, QuantizeOptions
 from hubkit.validate.engine import Report, Severity
 from hubkit.validate.options import ValidateOptions
 from hubkit.validate.profiles import DEFAULT_PROFILE, load_profiles
 from hubkit.validate.runner import validate
 
+log = logging.getLogger(__name__)
 DEFAULT_RECIPE = "nvfp4-experts-mse"
 PROVENANCE = f"{RECORD_DIR}/provenance.json"
 STATE = f"{RECORD_DIR}/state.json"
+#: A layerwise run's resume record and scratch, inside its staging folder.
+SCRATCH = f"{RECORD_DIR}/layerwise"
 #: Files of the base that an export must carry unchanged.
 COPIED_FROM_BASE = ("*.py", "tokenizer*", "tiktoken.model", "*.tiktoken", "vocab.json", "merges.txt",
                     "special_tokens_map.json", "added_tokens.json", "chat_template.*", "generation_config.json")  # fmt: skip
-
-
-@dataclass(frozen=True)
-class QuantizeOptions:
-    base: str
-    out: Path
-    profile: str | None = None
-    recipe: str | None = None
-    calib: tuple[str, ...] = ()
-    calib_size: int = 512
-    calib_seq: int = 512
-    batch_size: int = 1
-    device: str = "auto"
-    max_gpu_memory: str | None = None
-    seed: int = 1234
-    keep_intermediate: bool = False
-    progress: bool = True
+#: Environment flags that change how CUDA, NCCL and torch run: recorded in provenance. hubkit sets none of them:
+#: the CUDA fault the seed card notes came from compressed-tensors decompressing on the GPU, and hubkit
+#: dequantizes on the CPU, so no flag is needed to avoid it.
+RECORDED_ENVIRONMENT = (
+    "CUDA_LAUNCH_BLOCKING", "CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_MAX_CONNECTIONS", "CUBLAS_WORKSPACE_CONFIG",
+    "PYTORCH_CUDA_ALLOC_CONF", "TORCH_USE_CUDA_DSA", "NCCL_DEBUG", "NCCL_P2P_DISABLE", "NCCL_IB_DISABLE",
+    "OMP_NUM_THREADS", "WORLD_SIZE", "HF_HUB_OFFLINE",
+)  # fmt: skip
 
 
 @dataclass
@@ -59,6 +61,8 @@ class QuantizeResult:
     out: Path
     report: Report
     provenance: dict[str, Any] = field(default_factory=dict)
+    #: False on the other processes of a torchrun job: rank 0 writes, validates and reports
+    primary: bool = True
 
 
 def base_folder(ref: str) -> Path:
@@ -87,19 +91,19 @@ def _int4_block(config: dict[str, Any]) -> dict[str, Any] | None:
 
 def dequantize_int4(base: Path, target: Path) -> Path:
     """INT4 ``pack-quantized`` -> BF16, shard by shard, with compressed-tensors' own converter (resumable:
-    a finished intermediate is reused by a rerun)."""
+    a finished intermediate is reused by a rerun). Only a resident run on an INT4 base writes this copy."""
     done = target / RECORD_DIR / "dequantized"
-    if done.is_file():
+    if done.is_file() and made_by_hubkit(target):
         return target
     from compressed_tensors.entrypoints.convert import convert_checkpoint
     from compressed_tensors.entrypoints.convert.converters import CompressedTensorsDequantizer
 
-    shutil.rmtree(target, ignore_errors=True)
+    remove_owned(target, "the BF16 intermediate")
+    make_owned(target, "bf16-intermediate")
     with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):
         warnings.simplefilter("ignore")
         convert_checkpoint(base, target, CompressedTensorsDequantizer(base), max_workers=1, device="cpu")
     _drop_int4_config(target / CONFIG)
-    done.parent.mkdir(exist_ok=True)
     done.write_text("complete\n")
     return target
 
@@ -127,18 +131,36 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def prepare_out(out: Path) -> Path:
-    """Refuse a folder that holds anything but an unfinished hubkit run; return the staging folder."""
+def check_out(out: Path) -> None:
+    """``--out`` must be a folder (or not exist yet)."""
+    if out.exists() and not out.is_dir():
+        raise HubkitError(f"--out {out} is a file; pass a folder for the export")
+
+
+def prepare_out(out: Path, fingerprint: str | None = None) -> tuple[Path, bool]:
+    """Refuse an ``--out`` that holds anything but hubkit's own unfinished or failed export; return the staging
+    folder, and whether it holds a layerwise run of the same inputs to resume (``fingerprint`` given)."""
+    check_out(out)
     if out.exists() and any(out.iterdir()):
         state = _read_json(out / STATE)
         if state.get("status") == "complete":
             raise HubkitError(f"{out} already holds a complete export; pass a new --out folder")
-        if not state:
+        if not made_by_hubkit(out):
             raise HubkitError(f"{out} is not empty; pass a new --out folder")
-    staging = out.parent / f".{out.name}.partial"
-    shutil.rmtree(staging, ignore_errors=True)  # an interrupted earlier run: start the stage again
-    staging.mkdir(parents=True)
-    return staging
+    staging = staging_folder(out)
+    record = _read_json(staging / MADE_BY)
+    if fingerprint is not None and record.get("fingerprint") == fingerprint and made_by_hubkit(staging):
+        return staging, True
+    remove_owned(staging, "an earlier run's staging folder")  # an interrupted earlier run: start again
+    make_owned(staging, "staging")
+    if fingerprint is not None:
+        record = _read_json(staging / MADE_BY)
+        (staging / MADE_BY).write_text(json.dumps({**record, "fingerprint": fingerprint}))
+    return staging, False
+
+
+def staging_folder(out: Path) -> Path:
+    return out.parent / f".{out.name}.partial"
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -150,19 +172,58 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 @contextmanager
-def _stage(timings: dict[str, float], name: str) -> Iterator[None]:
+def _stage(timings: dict[str, float], name: str, peaks: dict[str, int] | None = None) -> Iterator[None]:
+    """Time a stage; with ``peaks``, also record the most GPU memory torch held on any one GPU during it."""
+    torch: Any = sys.modules.get("torch")
+    gpus = range(torch.cuda.device_count()) if peaks is not None and torch is not None else range(0)
+    for gpu in gpus:
+        torch.cuda.reset_peak_memory_stats(gpu)
     start = time.perf_counter()
     yield
     timings[name] = round(time.perf_counter() - start, 3)
+    if peaks is not None and gpus:
+        peaks[name] = max(int(torch.cuda.max_memory_allocated(gpu)) for gpu in gpus)
+    interrupts.check()
+
+
+@dataclass
+class _Run:
+    """What one run decided and measured, for provenance."""
+
+    mode: str
+    reason: str
+    plan: dict[str, Any]
+    device: str
+    world: int = 1
+    resumed_layers: list[int] = field(default_factory=list)
+    layer_seconds: list[float] = field(default_factory=list)
+    peak_device_bytes: dict[str, int] = field(default_factory=dict)
 
 
 def quantize(options: QuantizeOptions) -> QuantizeResult:
-    """Run the whole quantization; user errors raise HubkitError before anything is written to ``out``."""
+    """Run the whole quantization; user errors raise HubkitError before anything is written to ``out``.
+
+    SIGINT and SIGTERM act at the next safe point (``interrupts.py``); the staging folder is removed then, except
+    a layerwise run's committed layers, which a rerun of the same command resumes.
+    """
+    from hubkit.quantize import require_extra
+
+    require_extra()
+    check_out(options.out)
+    with interrupts.deferred():
+        return _quantize(options)
+
+
+def _quantize(options: QuantizeOptions) -> QuantizeResult:
+    if options.mode not in MODES:
+        raise HubkitError(f"--mode {options.mode!r} is not one of {', '.join(MODES)}")
     import torch
 
     from hubkit.quantize.calibration import CalibrationSource, tokenize
+    from hubkit.quantize.devices import launched
     from hubkit.quantize.recipes import resolve_recipe
 
+    dist = launched()
     timings: dict[str, float] = {}
     profiles = load_profiles()
     if options.profile and options.profile not in profiles:
@@ -181,42 +242,265 @@ def quantize(options: QuantizeOptions) -> QuantizeResult:
     batches = tokenize(tokenizer, samples, options.calib_seq)
     if not batches:
         raise HubkitError("the calibration sources gave no text to calibrate on")
-    staging = prepare_out(options.out)
-    intermediate = options.out.parent / f".{options.out.name}.bf16"
+    fingerprint = _fingerprint(options, base, recipe, batches, device, dist.world)
+    run = _decide(options, base, device, batches, dist.world, fingerprint)
+    initialized = _init_distributed(dist, device)
     try:
-        with _stage(timings, "dequantize"):
-            weights = dequantize_int4(base, intermediate) if int4 else base
-        with _stage(timings, "load"):
-            model = _load_model(weights, device, options.max_gpu_memory)
-        from hubkit.quantize import cpu_fallback
+        if run.mode == "layerwise":
+            staging = _shared_staging(options.out, fingerprint, dist.rank)
+        else:
+            staging, _ = prepare_out(options.out)
+        try:
+            if run.mode == "layerwise":
+                with _stage(timings, "layers"):
+                    coverage, fallback = _layerwise(
+                        options, base, int4, device, recipe, batches, staging, run, dist, torch
+                    )
+                if dist.rank != 0:
+                    empty = Report(str(options.out), profile.name, None, [], 0)
+                    return QuantizeResult(options.out, empty, {}, primary=False)
+            else:
+                peaks = run.peak_device_bytes if device == "cuda" else None
+                coverage, fallback = _resident(
+                    options, base, int4, device, recipe, batches, staging, timings, peaks, torch
+                )
+            result = _complete(
+                options, base, int4, profile, recipe, sources, batches, coverage, timings, run, fallback, staging
+            )
+        except BaseException:
+            if dist.rank == 0:
+                _after_failure(staging, run)
+            raise
+    finally:
+        if initialized:
+            torch.distributed.destroy_process_group()
+    if int4 and run.mode == "resident" and not options.keep_intermediate:
+        discard(intermediate_folder(options.out))
+    return result
 
-        with cpu_fallback.active(force=device == "cpu") as fallback:
-            with _stage(timings, "calibrate"):
-                coverage = _calibrate(model, recipe.quantize, batches, options, torch)
-            with _stage(timings, "export"):
-                _export(model, staging)
-        _finish(staging, base, profile.quantization.get("text_model_type"))
-        _restore_base_dtypes(staging, base)
-        provenance = _provenance(options, recipe, sources, batches, coverage, timings, device, fallback)
-        provenance["base_format"] = "int4" if int4 else "bf16"
-        (staging / RECORD_DIR).mkdir(exist_ok=True)
-        (staging / PROVENANCE).write_text(json.dumps(provenance, indent=2, default=str) + "\n")
-        with _stage(timings, "validate"):
-            report = validate(str(staging), ValidateOptions(profile=options.profile, base=str(base)))
-        report.path = str(options.out)
-        provenance["timings_s"] = timings
-        (staging / PROVENANCE).write_text(json.dumps(provenance, indent=2, default=str) + "\n")
-        status = "complete" if report.passed else "failed-validation"
-        (staging / STATE).write_text(json.dumps({"status": status, "errors": report.count(Severity.ERROR)}) + "\n")
-        if options.out.exists():
-            shutil.rmtree(options.out)
-        staging.rename(options.out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    if int4 and not options.keep_intermediate:
-        shutil.rmtree(intermediate, ignore_errors=True)
+
+def intermediate_folder(out: Path) -> Path:
+    return out.parent / f".{out.name}.bf16"
+
+
+def _decide(
+    options: QuantizeOptions, base: Path, device: str, batches: list[list[int]], world: int, fingerprint: str
+) -> _Run:
+    """The mode this run takes, and why: ``--mode``, or for ``auto`` a layerwise run of the same inputs to resume,
+    else the plan on this machine's devices."""
+    from hubkit.checkpoint import load_checkpoint
+    from hubkit.quantize.plan import estimate_here
+
+    plan = estimate_here(
+        load_checkpoint(str(base)), device, batch=options.batch_size, seq=options.calib_seq,
+        tokens=sum(len(b) for b in batches), out=options.out, max_gpu_memory=options.max_gpu_memory,
+        max_cpu_memory=options.max_cpu_memory, world=world,
+    )  # fmt: skip
+    if world > 1:
+        if options.mode == "resident":
+            raise HubkitError(
+                "--mode resident runs in one process over every visible GPU; run it without torchrun, "
+                "or use --mode layerwise (data-parallel under torchrun)"
+            )
+        mode, reason = "layerwise", f"layerwise: launched by torchrun with {world} processes (data-parallel)"
+    elif options.mode == "auto" and _resumable(options.out, fingerprint):
+        mode, reason = "layerwise", f"layerwise: resuming the run kept in {staging_folder(options.out)}"
+    elif options.mode == "auto":
+        mode, reason = plan.choose()
+    else:
+        mode, reason = options.mode, f"{options.mode}: chosen with --mode"
+    log.info("mode %s", reason)
+    return _Run(mode, reason, plan.as_dict(), device, world)
+
+
+def _resumable(out: Path, fingerprint: str) -> bool:
+    """Whether the staging folder beside ``out`` holds committed layers of a layerwise run of these inputs."""
+    staging = staging_folder(out)
+    return (
+        _read_json(staging / MADE_BY).get("fingerprint") == fingerprint and (staging / SCRATCH / "state.json").is_file()
+    )
+
+
+def _init_distributed(dist: Any, device: str) -> bool:
+    """Join the ``torchrun`` job (NCCL on GPUs, gloo on CPUs); False when alone or already joined."""
+    import torch
+
+    if not dist.active or torch.distributed.is_initialized():
+        return False
+    if device == "cuda":
+        torch.cuda.set_device(dist.local_rank)
+    torch.distributed.init_process_group(backend="nccl" if device == "cuda" else "gloo")
+    return True
+
+
+def _shared_staging(out: Path, fingerprint: str, rank: int) -> Path:
+    """Rank 0 prepares the staging folder; the other processes of a torchrun job wait for it."""
+    import torch
+
+    if rank == 0:
+        prepare_out(out, fingerprint)
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()
+    return staging_folder(out)
+
+
+def _fingerprint(
+    options: QuantizeOptions, base: Path, recipe: Any, batches: list[list[int]], device: str, world: int
+) -> str:
+    """What a resumed layerwise run must share with the run it continues: the base (its files' names, sizes and
+    modification times), the recipe, the calibration tokens, the seed, the device, the shard size, the versions."""
+    digest = hashlib.sha256()
+    listing = sorted(
+        (str(p.relative_to(base)), p.stat().st_size, p.stat().st_mtime_ns) for p in base.rglob("*") if p.is_file()
+    )
+    for part in (
+        listing,
+        recipe.quantize,
+        batches,
+        [options.seed, options.batch_size, options.shard_size, device, world],
+        _versions(),
+    ):
+        digest.update(json.dumps(part, default=str).encode())
+    return digest.hexdigest()
+
+
+def _resident(
+    options: QuantizeOptions,
+    base: Path,
+    int4: bool,
+    device: str,
+    recipe: Any,
+    batches: list[list[int]],
+    staging: Path,
+    timings: dict[str, float],
+    peaks: dict[str, int] | None,
+    torch: Any,
+) -> tuple[dict[str, Any], bool]:
+    """The whole model on the device(s): load, calibrate, export (today's path, unchanged in its output)."""
+    with _stage(timings, "dequantize"):
+        weights = dequantize_int4(base, intermediate_folder(options.out)) if int4 else base
+    with _stage(timings, "load", peaks):
+        model = _load_model(weights, device, options.max_gpu_memory)
+    from hubkit.quantize import cpu_fallback
+
+    with cpu_fallback.active(force=device == "cpu") as fallback:
+        with _stage(timings, "calibrate", peaks):
+            coverage = _calibrate(model, recipe.quantize, batches, options, torch)
+        with _stage(timings, "export", peaks):
+            _export(model, staging, options.shard_size)
+    return coverage, fallback
+
+
+def _layerwise(
+    options: QuantizeOptions,
+    base: Path,
+    int4: bool,
+    device: str,
+    recipe: Any,
+    batches: list[list[int]],
+    staging: Path,
+    run: _Run,
+    dist: Any,
+    torch: Any,
+) -> tuple[dict[str, Any], bool]:
+    """One decoder layer at a time, from the base's own shards, resumable (``layerwise.py``)."""
+    from hubkit.quantize import cpu_fallback
+    from hubkit.quantize.coverage import ExpertCoverage
+    from hubkit.quantize.layerwise import BaseWeights, LayerwiseRun, Skeleton, bound_host_heap, check_modelopt
+    from hubkit.quantize.plan import parse_size
+
+    check_modelopt()
+    bound_host_heap()
+    place = torch.device(f"cuda:{dist.local_rank}" if device == "cuda" else "cpu")
+    remote = "auto_map" in _read_json(base / CONFIG)
+    groups = [batches[i : i + options.batch_size] for i in range(0, len(batches), options.batch_size)]
+    mine = groups[dist.rank :: dist.world]
+    if not mine:
+        raise HubkitError(f"{len(groups)} calibration batches cannot feed {dist.world} processes; pass more --calib")
+    with cpu_fallback.active(force=device == "cpu") as fallback:
+        skeleton = Skeleton(base, BaseWeights(base, int4), place, remote)
+        text = getattr(skeleton.model.config, "text_config", None) or skeleton.model.config
+        experts = getattr(text, "n_routed_experts", None) or getattr(text, "num_local_experts", None) or 0
+        coverage = ExpertCoverage(int(experts), int(getattr(text, "num_experts_per_tok", 1)), limit=len(mine))
+        scratch = staging / SCRATCH
+        scratch.mkdir(parents=True, exist_ok=True)
+        job = LayerwiseRun(
+            skeleton, recipe.quantize, mine, staging, scratch, _read_json(staging / MADE_BY).get("fingerprint", ""),
+            parse_size(options.shard_size), coverage, progress=options.progress, rank=dist.rank, world=dist.world,
+        )  # fmt: skip
+        torch.manual_seed(options.seed)
+        job.run()
+    run.resumed_layers, run.layer_seconds, run.peak_device_bytes = (
+        job.resumed_layers,
+        job.layer_seconds,
+        job.peak_device_bytes,
+    )
+    summary = coverage.reduced().summary()
+    summary["tokens"] = sum(len(b) for b in batches)
+    if dist.rank == 0:  # keep only the record that every layer is done, for a rerun after a crash from here on
+        for item in scratch.iterdir():
+            if item.name != "state.json":
+                item.unlink()
+    return summary, fallback
+
+
+def _complete(
+    options: QuantizeOptions,
+    base: Path,
+    int4: bool,
+    profile: Any,
+    recipe: Any,
+    sources: list[Any],
+    batches: list[list[int]],
+    coverage: dict[str, Any],
+    timings: dict[str, float],
+    run: _Run,
+    fallback: bool,
+    staging: Path,
+) -> QuantizeResult:
+    """The finished folder: base side files, dtypes, provenance, validation, then the rename into ``--out``."""
+    _finish(staging, base, profile.quantization.get("text_model_type"))
+    _restore_base_dtypes(staging, base)
+    provenance = _provenance(options, recipe, sources, batches, coverage, timings, run.device, fallback)
+    provenance["base_format"] = "int4" if int4 else "bf16"
+    provenance["run"] = _run_record(run)
+    (staging / PROVENANCE).write_text(json.dumps(provenance, indent=2, default=str) + "\n")
+    with _stage(timings, "validate"):
+        report = validate(str(staging), ValidateOptions(profile=options.profile, base=str(base)))
+    report.path = str(options.out)
+    provenance["timings_s"] = timings
+    (staging / PROVENANCE).write_text(json.dumps(provenance, indent=2, default=str) + "\n")
+    status = "complete" if report.passed else "failed-validation"
+    (staging / STATE).write_text(json.dumps({"status": status, "errors": report.count(Severity.ERROR)}) + "\n")
+    if (staging / SCRATCH).exists():  # inside hubkit's own staging folder
+        shutil.rmtree(staging / SCRATCH)
+    (staging / MADE_BY).unlink()  # from here on hubkit's state.json is the record that hubkit made the folder
+    remove_owned(options.out, "--out")
+    staging.rename(options.out)
     return QuantizeResult(options.out, report, provenance)
+
+
+def _run_record(run: _Run) -> dict[str, Any]:
+    import resource
+
+    record: dict[str, Any] = {"mode": run.mode, "reason": run.reason, "world_size": run.world, "plan": run.plan}
+    if run.mode == "layerwise":
+        record["resumed_layers"] = run.resumed_layers
+        record["layer_seconds"] = run.layer_seconds
+    record["measured"] = {
+        "peak_host_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "peak_device_bytes": run.peak_device_bytes or None,
+    }
+    return record
+
+
+def _after_failure(staging: Path, run: _Run) -> None:
+    """An interrupted or failed run: keep a layerwise run's committed layers for a rerun to resume, else remove
+    the staging folder (only ever hubkit's own)."""
+    if run.mode == "layerwise" and (staging / SCRATCH / "state.json").is_file():
+        log.warning("progress kept in %s: rerun the same command to resume (or delete that folder)", staging)
+        return
+    discard(staging)
 
 
 def _tokenizer(base: Path) -> Any:
@@ -257,10 +541,9 @@ def _calibrate(
 
     torch.manual_seed(options.seed)
     text = getattr(model.config, "text_config", None) or model.config
-    coverage = ExpertCoverage()
-    experts = getattr(text, "n_routed_experts", None) or getattr(text, "num_local_experts", None)
-    if experts:
-        coverage.attach(model, int(experts), int(getattr(text, "num_experts_per_tok", 1)))
+    experts = getattr(text, "n_routed_experts", None) or getattr(text, "num_local_experts", None) or 0
+    coverage = ExpertCoverage(int(experts), int(getattr(text, "num_experts_per_tok", 1)))
+    coverage.attach(model)
     device = next(model.parameters()).device
     tokens = sum(len(b) for b in batches)
     passes = {"count": 0}
@@ -276,6 +559,7 @@ def _calibrate(
                 with torch.no_grad():
                     m(input_ids=ids, attention_mask=mask)
                 bar.update(sum(len(b) for b in group))
+                interrupts.check()
         coverage.detach()  # count routing of the first pass only
 
     with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):  # modelopt prints to stdout
@@ -286,12 +570,12 @@ def _calibrate(
     return summary
 
 
-def _export(model: Any, staging: Path) -> None:
+def _export(model: Any, staging: Path, shard_size: str) -> None:
     from modelopt.torch.export import export_hf_checkpoint
 
     with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):
         warnings.simplefilter("ignore")
-        export_hf_checkpoint(model, export_dir=staging)
+        export_hf_checkpoint(model, export_dir=staging, max_shard_size=shard_size)
 
 
 def _finish(staging: Path, base: Path, text_model_type: str | None) -> None:
@@ -387,6 +671,6 @@ def _provenance(
         },
         "coverage": coverage,
         "timings_s": timings,
-        "environment": {k: os.environ[k] for k in ("CUDA_LAUNCH_BLOCKING", "CUDA_VISIBLE_DEVICES") if k in os.environ},
+        "environment": {k: os.environ[k] for k in RECORDED_ENVIRONMENT if k in os.environ},
         "options": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(options).items()},
     }

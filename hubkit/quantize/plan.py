@@ -1,10 +1,26 @@
-"""``hubkit quantize --plan``: what a run needs (GPU memory, disk), read from the base's headers alone."""
+"""``hubkit quantize --plan`` and ``--mode auto``: what a run needs, read from the base's headers alone.
+
+For each mode (``resident``: the whole model on the devices; ``layerwise``: one decoder layer at a time) the plan
+predicts peak device memory, peak host memory, disk, and calibration time per layer. The model is simple and its
+coefficients are fitted to measured runs (``benchmarks/bench_quantize.py`` prints predicted against measured):
+
+- resident, device: the BF16 weights times ``RESIDENT_FACTOR`` (calibration and export temporaries: the MSE
+  scale sweep and the whole quantized state dict being built), plus the calibration activations;
+- layerwise, device: everything outside the decoder layers (embeddings, LM head, vision tower), plus the largest
+  layer times ``LAYER_FACTOR``, plus two layers' worth of cached activations (this layer's inputs, the next's);
+- host: on a CPU run the host is the device, plus the process itself (Python, torch, transformers, modelopt);
+  on a GPU run, the process plus what passes through the host (one layer read from the base, one exported layer);
+- disk: the export, plus one shard being written beside it, plus (resident, INT4 base) a BF16 copy of the
+  whole base, or (layerwise) one layer's activations of scratch.
+"""
 
 from __future__ import annotations
 
+import math
+import os
 import re
 import shutil
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,79 +31,83 @@ from hubkit.errors import HubkitError
 #: Usable memory per GPU in GiB (what the driver reports, not the marketing figure).
 GPU_MEMORY_GIB = {"B300": 268, "B200": 178, "H200": 139, "H100": 79}
 GIB = 1024**3
+MIB = 1024**2
+MODES = ("resident", "layerwise")
+#: ``--mode auto`` picks resident only when its predicted peak is at most this share of the budget.
+MARGIN = 0.85
+#: The export's shard limit (modelopt's ``export_hf_checkpoint`` default).
+SHARD_BYTES = 10 * 1000**3
+
+# -- coefficients, fitted to measured runs -------------------------------------------------------------------
+#: Resident peak / BF16 weights on CUDA: 7.6 GiB above idle for a 4.0 GiB DeepSeek-V3 (6 layers, 64 experts) on
+#: an H200, MSE experts-only recipe, 64 x 256 tokens.
+RESIDENT_FACTOR_CUDA = 1.9
+#: The same on a CPU run (hubkit's CPU NVFP4 stand-ins compute in float32): fitted by bench_quantize.py.
+RESIDENT_FACTOR_CPU = 2.1
+#: Peak of one layer in flight / its BF16 bytes (weights, MSE sweep, export copy): fitted by bench_quantize.py
+#: on CPU; on CUDA taken as the resident factor until a GPU run measures it (benchmarks/gpu_check.sh).
+LAYER_FACTOR_CPU = 3.5
+LAYER_FACTOR_CUDA = 1.9
+#: Resident memory of the process itself (Python, torch, transformers, modelopt imported, tokenizer loaded).
+PROCESS_BYTES = 610 * MIB
+#: Cached activations: hidden states in BF16, plus the per-batch extras (position embeddings, masks).
+ACTIVATION_OVERHEAD = 1.5
+#: Calibration seconds per layer per GiB of layer weights per 1,000 tokens: CPU fitted by bench_quantize.py;
+#: CUDA from the H200 run above (5.3 s for 4.0 GiB and 16,384 tokens), not measured one layer at a time.
+SECONDS_PER_GIB_KTOK = {"cpu": 66.0, "cuda": 5.3 / 4.0 / 16.384}
+#: Per layer, per layer of the model: the whole-model bookkeeping each layer pays for (loader, export scans).
+SECONDS_PER_LAYER_PER_LAYER = 0.01
 
 
-@dataclass(frozen=True)
-class Plan:
-    bf16_weight_bytes: int
-    activation_bytes: int
-    intermediate_bytes: int
-    export_bytes: int
-    gpus: str
-    gpu_memory_bytes: int
-    free_disk_bytes: int | None
-    per_gpu_bytes: int = 0
-
-    @property
-    def gpu_bytes_needed(self) -> int:
-        return int(self.bf16_weight_bytes * 1.05) + self.activation_bytes
-
-    @property
-    def disk_bytes_needed(self) -> int:
-        return self.intermediate_bytes + self.export_bytes
-
-    @property
-    def fits_gpus(self) -> bool:
-        return self.gpu_bytes_needed <= self.gpu_memory_bytes
-
-    @property
-    def fits_disk(self) -> bool | None:
-        return None if self.free_disk_bytes is None else self.disk_bytes_needed <= self.free_disk_bytes
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "gpus": self.gpus,
-            "gpu_memory_gib": round(self.gpu_memory_bytes / GIB, 1),
-            "gpu_needed_gib": round(self.gpu_bytes_needed / GIB, 1),
-            "bf16_weights_gib": round(self.bf16_weight_bytes / GIB, 1),
-            "activations_gib": round(self.activation_bytes / GIB, 2),
-            "intermediate_gib": round(self.intermediate_bytes / GIB, 1),
-            "export_gib": round(self.export_bytes / GIB, 1),
-            "disk_needed_gib": round(self.disk_bytes_needed / GIB, 1),
-            "free_disk_gib": None if self.free_disk_bytes is None else round(self.free_disk_bytes / GIB, 1),
-            "fits_gpus": self.fits_gpus,
-            "min_gpus": -(-self.gpu_bytes_needed // self.per_gpu_bytes) if self.per_gpu_bytes else None,
-            "fits_disk": self.fits_disk,
-        }
-
-    def render(self) -> str:
-        d = self.as_dict()
-        disk = "unknown" if d["fits_disk"] is None else ("fits" if d["fits_disk"] else "does NOT fit")
-        return "\n".join(
-            [
-                f"GPUs: {d['gpus']} ({d['gpu_memory_gib']:,} GiB) - needs {d['gpu_needed_gib']:,} GiB: "
-                + ("fits" if d["fits_gpus"] else f"does NOT fit (at least {d['min_gpus']} such GPUs)"),
-                f"  BF16 weights after dequantization {d['bf16_weights_gib']:,} GiB, "
-                f"calibration activations {d['activations_gib']:,} GiB",
-                f"Disk: needs {d['disk_needed_gib']:,} GiB (BF16 intermediate {d['intermediate_gib']:,} GiB + "
-                f"export {d['export_gib']:,} GiB), free {d['free_disk_gib']} GiB: {disk}",
-            ]
-        )
+def parse_size(text: str) -> int:
+    """``80GiB``, ``250GB``, ``512MiB`` or plain bytes -> bytes (GB decimal and GiB binary, as huggingface_hub)."""
+    found = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B)?\s*", text, re.IGNORECASE)
+    if not found:
+        raise HubkitError(f"{text!r} is not a size; write it like 80GiB, 250GB or 512MiB")
+    number, unit = float(found[1]), (found[2] or "B").upper()
+    scale = {"B": 1, "KB": 1000, "MB": 1000**2, "GB": 1000**3, "TB": 1000**4,
+             "KIB": 1024, "MIB": 1024**2, "GIB": 1024**3, "TIB": 1024**4}[unit]  # fmt: skip
+    return int(number * scale)
 
 
 def parse_gpus(spec: str) -> tuple[int, str]:
-    """``8xB300`` -> (8, "B300")."""
+    """``8xB300`` -> (8, "B300"); ``cpu`` -> (0, "cpu")."""
+    if spec.strip().lower() == "cpu":
+        return 0, "cpu"
     found = re.fullmatch(r"(\d+)\s*[xX]\s*([A-Za-z]\d+)", spec.strip())
-    if not found or found[2].upper() not in GPU_MEMORY_GIB:
-        raise HubkitError(f"--gpus {spec!r} is not COUNTxMODEL with MODEL one of {', '.join(GPU_MEMORY_GIB)}")
+    if not found or found[2].upper() not in GPU_MEMORY_GIB or int(found[1]) < 1:
+        raise HubkitError(f"--gpus {spec!r} is not COUNTxMODEL with MODEL one of {', '.join(GPU_MEMORY_GIB)} (or cpu)")
     return int(found[1]), found[2].upper()
 
 
-def estimate(base: Checkpoint, gpus: str, *, batch: int, seq: int, out: Path | None = None) -> Plan:
-    """Estimate from tensor headers: INT4 ``weight_packed`` expands to BF16; experts shrink to NVFP4."""
-    count, model = parse_gpus(gpus)
+@dataclass(frozen=True)
+class Shape:
+    """What the plan needs from the base: BF16 bytes per decoder layer and outside them, export bytes, sizes."""
+
+    layer_bytes: list[int]
+    rest_bytes: int
+    export_bytes: int
+    int4: bool
+    hidden: int
+    experts: int
+
+    @property
+    def weight_bytes(self) -> int:
+        return sum(self.layer_bytes) + self.rest_bytes
+
+    @property
+    def largest_layer(self) -> int:
+        return max(self.layer_bytes, default=0)
+
+
+_LAYER = re.compile(r"^(.*?\.layers)\.(\d+)\.")
+
+
+def shape_of(base: Checkpoint) -> Shape:
+    """Header arithmetic: INT4 ``weight_packed`` expands to BF16; experts shrink to NVFP4 in the export."""
     text = base.text_config
-    bf16 = export = 0
+    layers: dict[int, int] = {}
+    rest = export = 0
     int4 = False
     for name, tensor in base.tensors.items():
         if is_int4_side_tensor(name, base.tensors):
@@ -95,14 +115,290 @@ def estimate(base: Checkpoint, gpus: str, *, batch: int, seq: int, out: Path | N
         if name.endswith(".weight_packed"):
             int4 = True
             logical = tensor.numel * 8  # eight 4-bit values per int32
-            bf16 += logical * 2
+            bf16 = logical * 2
             export += logical // 2 + logical // 16 + 8  # packed E2M1 + FP8 block scales + two F32 scalars
         else:
-            bf16 += tensor.nbytes
+            bf16 = tensor.nbytes
             export += tensor.nbytes
-    hidden = int(text.get("hidden_size", 0) or 0)
-    layers = int(text.get("num_hidden_layers", 0) or 0)
-    activation = batch * seq * hidden * 2 * max(layers, 1) * 4  # hidden states kept per layer, with margin
-    free = shutil.disk_usage(out if out and out.exists() else Path.cwd()).free
-    per_gpu = GPU_MEMORY_GIB[model] * GIB
-    return Plan(bf16, activation, bf16 if int4 else 0, export, gpus, count * per_gpu, free, per_gpu)
+        found = _LAYER.match(name)
+        if found:
+            layers[int(found[2])] = layers.get(int(found[2]), 0) + bf16
+        else:
+            rest += bf16
+    count = int(text.get("num_hidden_layers", 0) or 0) or len(layers)
+    per_layer = [layers.get(i, 0) for i in range(max(count, len(layers)))]
+    experts = int(text.get("n_routed_experts", 0) or text.get("num_local_experts", 0) or 0)
+    return Shape(per_layer, rest, export, int4, int(text.get("hidden_size", 0) or 0), experts)
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """One mode's predicted needs on one target."""
+
+    mode: str
+    device_bytes: int  # peak per device (per GPU; the host itself on a CPU run)
+    host_bytes: int
+    disk_bytes: int
+    seconds_per_layer: float | None
+    devices_needed: int | None  # GPUs of the target's model a run needs (None: does not fit any number)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "device_gib": round(self.device_bytes / GIB, 2),
+            "host_gib": round(self.host_bytes / GIB, 2),
+            "disk_gib": round(self.disk_bytes / GIB, 2),
+            "device_bytes": self.device_bytes,
+            "host_bytes": self.host_bytes,
+            "disk_bytes": self.disk_bytes,
+            "seconds_per_layer": self.seconds_per_layer,
+            "devices_needed": self.devices_needed,
+        }
+
+
+@dataclass(frozen=True)
+class Plan:
+    shape: Shape
+    target: str  # "8xB300", "cpu"
+    devices: int
+    device_budget: int  # per device
+    host_budget: int | None
+    free_disk: int | None
+    tokens: int
+    resident: Estimate
+    layerwise: Estimate
+    smallest: dict[str, dict[str, int | None]] = field(default_factory=dict)
+
+    world: int = 1
+
+    @property
+    def on_cpu(self) -> bool:
+        return self.devices == 0
+
+    def estimate(self, mode: str) -> Estimate:
+        return self.resident if mode == "resident" else self.layerwise
+
+    def fits(self, mode: str, margin: float = 1.0) -> tuple[bool, str]:
+        """Whether ``mode`` fits this target (within ``margin`` of each budget), and the first reason it does not."""
+        est = self.estimate(mode)
+        if self.on_cpu:
+            if self.host_budget is not None and est.host_bytes > self.host_budget * margin:
+                return False, f"needs {_gib(est.host_bytes)} of memory, {_gib(self.host_budget)} available"
+        else:
+            budget = self.device_budget * (self.devices if mode == "resident" else 1)
+            if est.device_bytes > budget * margin:
+                where = f"{self.devices} GPU(s)" if mode == "resident" else "one GPU"
+                return False, f"needs {_gib(est.device_bytes)} of GPU memory, {_gib(budget)} on {where}"
+            if self.host_budget is not None and est.host_bytes > self.host_budget * margin:
+                return False, f"needs {_gib(est.host_bytes)} of host memory, {_gib(self.host_budget)} available"
+        if self.free_disk is not None and est.disk_bytes > self.free_disk:
+            return False, f"needs {_gib(est.disk_bytes)} of disk, {_gib(self.free_disk)} free"
+        return True, f"needs {_gib(est.host_bytes if self.on_cpu else est.device_bytes)}"
+
+    def choose(self) -> tuple[str, str]:
+        """``--mode auto``: resident when it fits with margin, else layerwise; the mode and why."""
+        fits, why = self.fits("resident", MARGIN)
+        if fits:
+            return "resident", f"resident: the whole model fits with margin ({why}, {self._budget_text()})"
+        return "layerwise", f"layerwise: resident does not fit with a {round((1 - MARGIN) * 100)} % margin ({why})"
+
+    def _budget_text(self) -> str:
+        if self.on_cpu:
+            return "memory " + ("unknown" if self.host_budget is None else _gib(self.host_budget) + " available")
+        return f"{self.devices} x {_gib(self.device_budget)} of GPU memory"
+
+    def as_dict(self) -> dict[str, Any]:
+        resident = self.resident
+        result: dict[str, Any] = {
+            "target": self.target,
+            "gpus": self.target,
+            "gpu_memory_gib": round(self.devices * self.device_budget / GIB, 1),
+            "gpu_needed_gib": round(resident.device_bytes / GIB, 1),
+            "bf16_weights_gib": round(self.shape.weight_bytes / GIB, 1),
+            "largest_layer_gib": round(self.shape.largest_layer / GIB, 2),
+            "layers": len(self.shape.layer_bytes),
+            "export_gib": round(self.shape.export_bytes / GIB, 1),
+            "free_disk_gib": None if self.free_disk is None else round(self.free_disk / GIB, 1),
+            "tokens": self.tokens,
+            "fits_gpus": None if self.on_cpu else self.fits("resident")[0],
+            "min_gpus": resident.devices_needed,
+            "modes": {mode: {**self.estimate(mode).as_dict(), "fits": self.fits(mode)[0]} for mode in MODES},
+            "smallest_gpu_set": self.smallest,
+            "layerwise_processes": self.world,
+        }
+        result["mode"], result["reason"] = self.choose()
+        return result
+
+    def render(self) -> str:
+        lines = [
+            f"Base: {len(self.shape.layer_bytes)} decoder layers, BF16 weights {_gib(self.shape.weight_bytes)} "
+            f"(largest layer {_gib(self.shape.largest_layer)}), export {_gib(self.shape.export_bytes)}; "
+            f"{self.tokens:,} calibration tokens",
+            f"Target: {self.target}" + ("" if self.on_cpu else f" ({_gib(self.device_budget)} per GPU)"),
+        ]
+        for mode in MODES:
+            est = self.estimate(mode)
+            fits, why = self.fits(mode)
+            where = " per GPU" if mode == "layerwise" else ""
+            device = "" if self.on_cpu else f"GPU {_gib(est.device_bytes)}{where}, "
+            seconds = est.seconds_per_layer
+            timing = "" if seconds is None else f", ~{seconds:,.{1 if seconds < 10 else 0}f} s per layer"
+            ranks = f" (torchrun, {self.world} processes)" if mode == "layerwise" and self.world > 1 else ""
+            lines.append(
+                f"  {mode}{ranks}: {device}host {_gib(est.host_bytes)}, disk {_gib(est.disk_bytes)}{timing}: "
+                + ("fits" if fits else f"does NOT fit ({why})")
+            )
+        for mode in MODES:
+            sets = self.smallest.get(mode, {})
+            text = ", ".join(f"{n}x{gpu}" if n else f"no {gpu} set" for gpu, n in sets.items())
+            lines.append(f"  smallest GPU set, {mode}: {text}")
+        lines.append(f"--mode auto: {self.choose()[1]}")
+        return "\n".join(lines)
+
+
+def _gib(size: int) -> str:
+    """A size for people: GiB from 1 GiB up, MiB below."""
+    return f"{size / GIB:,.1f} GiB" if size >= GIB else f"{size / MIB:,.1f} MiB"
+
+
+def estimate(
+    base: Checkpoint,
+    gpus: str,
+    *,
+    batch: int,
+    seq: int,
+    tokens: int | None = None,
+    out: Path | None = None,
+    max_gpu_memory: str | None = None,
+    max_cpu_memory: str | None = None,
+    world: int | None = None,
+) -> Plan:
+    """The plan for ``base`` on ``gpus`` (``8xB300`` or ``cpu``) with ``tokens`` calibration tokens; a layerwise
+    run on N GPUs is planned as ``torchrun`` with N processes (``world``) unless told otherwise."""
+    count, model = parse_gpus(gpus)
+    world = world if world is not None else max(count, 1)
+    budget = parse_size(max_gpu_memory) if max_gpu_memory else (GPU_MEMORY_GIB[model] * GIB if count else 0)
+    # a named GPU target is another machine: its host memory is unknown unless --max-cpu-memory says
+    host = parse_size(max_cpu_memory) if max_cpu_memory else (None if count else available_memory())
+    disk = shutil.disk_usage(_existing(out)).free if out is not None or not count else None
+    return _plan(base, "cpu" if not count else gpus, count, budget, batch, seq, tokens, disk, host, world)
+
+
+def estimate_here(
+    base: Checkpoint,
+    device: str,
+    *,
+    batch: int,
+    seq: int,
+    tokens: int,
+    out: Path | None = None,
+    max_gpu_memory: str | None = None,
+    max_cpu_memory: str | None = None,
+    world: int = 1,
+) -> Plan:
+    """The plan on this machine: its GPUs (their own memory, capped by ``max_gpu_memory``) or its CPU."""
+    host = parse_size(max_cpu_memory) if max_cpu_memory else available_memory()
+    if device != "cuda":
+        return _plan(base, "cpu", 0, 0, batch, seq, tokens, shutil.disk_usage(_existing(out)).free, host, world)
+    import torch
+
+    count = torch.cuda.device_count()
+    budget = min(torch.cuda.get_device_properties(i).total_memory for i in range(count))
+    if max_gpu_memory:
+        budget = min(budget, parse_size(max_gpu_memory))
+    name = torch.cuda.get_device_name(0)
+    free = shutil.disk_usage(_existing(out)).free
+    return _plan(base, f"{count}x{name}", count, budget, batch, seq, tokens, free, host, world)
+
+
+def _plan(
+    base: Checkpoint,
+    target: str,
+    count: int,
+    device_budget: int,
+    batch: int,
+    seq: int,
+    tokens: int | None,
+    free: int | None,
+    host_budget: int | None,
+    world: int,
+) -> Plan:
+    shape = shape_of(base)
+    tokens = tokens if tokens is not None else batch * seq
+    kind = "cuda" if count else "cpu"
+    resident = _resident(shape, kind, tokens, batch, seq)
+    layerwise = _layerwise(shape, kind, tokens, batch, seq, world)
+    smallest = {
+        "resident": {gpu: _count(resident.device_bytes, gib) for gpu, gib in GPU_MEMORY_GIB.items()},
+        "layerwise": {gpu: (1 if layerwise.device_bytes <= gib * GIB else None) for gpu, gib in GPU_MEMORY_GIB.items()},
+    }
+    if count:
+        resident = Estimate(
+            **{**asdict(resident), "devices_needed": _count(resident.device_bytes, device_budget / GIB)}
+        )
+        fits_one = layerwise.device_bytes <= device_budget
+        layerwise = Estimate(**{**asdict(layerwise), "devices_needed": 1 if fits_one else None})
+    return Plan(shape, target, count, device_budget, host_budget, free, tokens, resident, layerwise, smallest, world)
+
+
+def _count(need: int, per_gpu_gib: float) -> int | None:
+    return max(1, math.ceil(need / (per_gpu_gib * GIB))) if per_gpu_gib else None
+
+
+def _activations(shape: Shape, tokens: int, batch: int, seq: int) -> int:
+    return int(tokens * shape.hidden * 2 * ACTIVATION_OVERHEAD) + batch * seq * shape.hidden * 4 * 8
+
+
+def _resident(shape: Shape, kind: str, tokens: int, batch: int, seq: int) -> Estimate:
+    factor = RESIDENT_FACTOR_CPU if kind == "cpu" else RESIDENT_FACTOR_CUDA
+    device = int(shape.weight_bytes * factor) + batch * seq * shape.hidden * 4 * 8
+    host = PROCESS_BYTES + (device if kind == "cpu" else 2 * shape.largest_layer)
+    disk = shape.export_bytes + _rewrite(shape) + (shape.weight_bytes if shape.int4 else 0)
+    return Estimate("resident", device, host, disk, _seconds(shape, kind, tokens), None)
+
+
+def _rewrite(shape: Shape) -> int:
+    """A shard being written beside the finished ones (safetensors writes a temporary file, then renames it)."""
+    return min(shape.export_bytes, SHARD_BYTES)
+
+
+def _layerwise(shape: Shape, kind: str, tokens: int, batch: int, seq: int, world: int) -> Estimate:
+    factor = LAYER_FACTOR_CPU if kind == "cpu" else LAYER_FACTOR_CUDA
+    share = math.ceil(tokens / max(world, 1))
+    device = shape.rest_bytes + int(shape.largest_layer * factor) + _activations(shape, share, batch, seq)
+    export_layer = shape.export_bytes * shape.largest_layer // max(shape.weight_bytes, 1)
+    # every process of a torchrun job reads and dequantizes the layer it calibrates on the host
+    host = world * (PROCESS_BYTES + (device if kind == "cpu" else 2 * shape.largest_layer + export_layer))
+    scratch = _rewrite(shape) + world * share * shape.hidden * 2 * 2  # the open shard; two layers' inputs
+    disk = shape.export_bytes + scratch
+    seconds = _seconds(shape, kind, share)
+    return Estimate("layerwise", device, host, disk, seconds, None)
+
+
+def _seconds(shape: Shape, kind: str, tokens: int) -> float | None:
+    if not shape.layer_bytes:
+        return None
+    compute = SECONDS_PER_GIB_KTOK[kind] * shape.largest_layer / GIB * max(tokens, 1) / 1000
+    return round(compute + SECONDS_PER_LAYER_PER_LAYER * len(shape.layer_bytes), 2)
+
+
+def available_memory() -> int | None:
+    """MemAvailable from /proc/meminfo (Linux); None where it cannot be read."""
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _existing(path: Path | None) -> Path:
+    """The nearest existing folder at or above ``path`` (for free disk space)."""
+    current = (path or Path.cwd()).absolute()
+    while not current.exists() and current != current.parent:
+        current = current.parent
+    return current

@@ -391,15 +391,16 @@ class Release:
         return outcome
 
     def _quantize(self) -> StageResult:
-        from hubkit.quantize.pipeline import QuantizeOptions, quantize
+        from hubkit.quantize.options import QuantizeOptions
+        from hubkit.quantize.pipeline import quantize
 
         table = self.manifest.quantize
         calib = tuple(str(self.root / c) if (self.root / c).exists() else c for c in table.calib)
         options = QuantizeOptions(
             base=self._base_ref(), out=self.out, profile=table.profile, recipe=table.recipe, calib=calib,
             calib_size=table.calib_size, calib_seq=table.calib_seq, batch_size=table.batch_size, device=table.device,
-            max_gpu_memory=table.max_gpu_memory, seed=table.seed, keep_intermediate=table.keep_intermediate,
-            progress=self.options.progress,
+            mode=table.mode, max_gpu_memory=table.max_gpu_memory, max_cpu_memory=table.max_cpu_memory,
+            seed=table.seed, keep_intermediate=table.keep_intermediate, progress=self.options.progress,
         )  # fmt: skip
         result = quantize(options)
         self.state = self._load_state()

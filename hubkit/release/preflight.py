@@ -8,7 +8,7 @@ that will run are checked: a resumed release whose quantize stage is unchanged n
 
 from __future__ import annotations
 
-import importlib.util
+import dataclasses
 import os
 import re
 import shutil
@@ -27,16 +27,6 @@ if TYPE_CHECKING:
 
 OK, WARNING, NOT_CHECKED, FAILED = "ok", "warning", "not checked", "failed"
 
-#: Import name -> distribution, for what the ``quantize`` extra installs and the quantize stage imports.
-QUANTIZE_EXTRA = {
-    "torch": "torch",
-    "transformers": "transformers",
-    "modelopt": "nvidia-modelopt",
-    "compressed_tensors": "compressed-tensors",
-    "accelerate": "accelerate",
-    "datasets": "datasets",
-}
-INSTALL_QUANTIZE = "pip install 'hubkit-nvfp4[quantize]'"
 #: Seconds to wait for the Hub in a preflight request.
 HUB_TIMEOUT_S = 30
 GIB = 1024**3
@@ -154,31 +144,20 @@ def _readable(name: str, path: Path, fix: str) -> Check:
 # ------------------------------------------------------------------------------------------- quantize
 
 
-def missing_quantize_extra() -> list[str]:
-    """Distributions of the ``quantize`` extra that cannot be imported here (found without importing them)."""
-    missing = []
-    for module, distribution in QUANTIZE_EXTRA.items():
-        try:
-            found = importlib.util.find_spec(module) is not None
-        except (ImportError, ValueError):
-            found = False
-        if not found:
-            missing.append(distribution)
-    return missing
-
-
 def _extras(subject: Subject) -> Iterator[Check]:
     if "quantize" not in subject.stages:
         return
-    missing = missing_quantize_extra()
+    from hubkit.quantize import EXTRA_MODULES, INSTALL, missing_extra
+
+    missing = missing_extra()
     if missing:
         yield Check(
-            "quantize extra", FAILED,
-            f"the quantize stage needs {', '.join(missing)}, from the quantize extra: {INSTALL_QUANTIZE} "
-            "(on a machine without CUDA, first: pip install torch --index-url https://download.pytorch.org/whl/cpu)",
-        )  # fmt: skip
+            "quantize extra",
+            FAILED,
+            f"the quantize stage needs {', '.join(missing)}, from the quantize extra: {INSTALL}",
+        )
     else:
-        yield Check("quantize extra", OK, f"{', '.join(QUANTIZE_EXTRA)} importable")
+        yield Check("quantize extra", OK, f"{', '.join(EXTRA_MODULES)} importable")
 
 
 def _recipe(subject: Subject) -> Iterator[Check]:
@@ -192,7 +171,9 @@ def _recipe(subject: Subject) -> Iterator[Check]:
     name = table.recipe or str(profile.quantize.get("recipe", DEFAULT_RECIPE))
     if table.recipe and Path(table.recipe).suffix in (".yaml", ".yml"):
         name = str(subject.root / table.recipe) if (subject.root / table.recipe).exists() else table.recipe
-    if missing_quantize_extra():
+    from hubkit.quantize import missing_extra
+
+    if missing_extra():
         yield Check("recipe", NOT_CHECKED, f"{name}: modelopt loads recipes, and the quantize extra is missing")
         return
     from hubkit.quantize.recipes import resolve_recipe
@@ -276,22 +257,39 @@ def visible_gpus() -> list[str]:
 
 @dataclass(frozen=True)
 class QuantizeNeeds:
-    """What the quantize plan says a run needs, in bytes."""
+    """What the quantize plan says the manifest's run needs on a GPU set (``auto`` resolved to its mode)."""
 
-    gpu_needed: int
-    gpu_available: int
-    min_gpus: int | None
-    disk: int  # the intermediate (a BF16 copy of an INT4 base) plus the export
+    mode: str
+    reason: str  # why this mode (``--mode auto``), or that the manifest sets it
+    device_bytes: int  # resident: over all the GPUs; layerwise: on one
+    device_budget: int
+    host_bytes: int
+    host_budget: int | None  # None: unknown here
+    disk: int  # the export plus scratch (resident on an INT4 base: plus a BF16 copy of the base)
+    smallest: str  # the smallest GPU sets that fit this mode, e.g. "14xB300, 47xH100"
 
 
 def quantize_needs(base: Checkpoint, gpus: str, table: QuantizeTable) -> QuantizeNeeds:
-    """The plan of ``hubkit quantize --plan`` for ``base`` on ``gpus`` (``8xB300``); the one call into it."""
-    from hubkit.quantize.plan import estimate
+    """The plan of ``hubkit quantize --plan`` for ``base`` on ``gpus`` (``8xB300``) with this machine as the
+    host; the one call into it. The release runs quantize in one process."""
+    from hubkit.quantize.plan import available_memory, estimate
 
-    plan = estimate(base, gpus, batch=table.batch_size, seq=table.calib_seq)
-    return QuantizeNeeds(
-        plan.gpu_bytes_needed, plan.gpu_memory_bytes, plan.as_dict().get("min_gpus"), plan.disk_bytes_needed
-    )
+    plan = estimate(
+        base, gpus, batch=table.batch_size, seq=table.calib_seq,
+        tokens=table.calib_size * max(len(table.calib), 1) * table.calib_seq,
+        max_gpu_memory=table.max_gpu_memory, max_cpu_memory=table.max_cpu_memory, world=1,
+    )  # fmt: skip
+    host = plan.host_budget if table.max_cpu_memory else available_memory()
+    plan = dataclasses.replace(plan, host_budget=host)
+    if table.mode == "auto":
+        mode, why = plan.choose()
+        reason = f"mode auto chose {why}"
+    else:
+        mode, reason = table.mode, f'[quantize] mode = "{table.mode}"'
+    needs = plan.estimate(mode)
+    budget = plan.device_budget * (plan.devices if mode == "resident" else 1)
+    sets = ", ".join(f"{n}x{gpu}" for gpu, n in plan.smallest.get(mode, {}).items() if n) or "no GPU set"
+    return QuantizeNeeds(mode, reason, needs.device_bytes, budget, needs.host_bytes, host, needs.disk_bytes, sets)
 
 
 def _gpu_target(names: list[str]) -> str | None:
@@ -327,13 +325,25 @@ def _gpus(subject: Subject) -> Iterator[Check]:
     except HubkitError as exc:
         yield Check("GPUs", NOT_CHECKED, f"{target} visible; the base cannot be read for the plan ({exc})")
         return
-    need, have = needs.gpu_needed / GIB, needs.gpu_available / GIB
-    if needs.gpu_needed > needs.gpu_available:
-        more = f"at least {needs.min_gpus} such GPUs; " if needs.min_gpus else ""
-        yield Check("GPUs", FAILED, f"the quantize plan needs {need:,.1f} GiB of GPU memory and {target} has "
-                    f"{have:,.1f} GiB: run on {more}see 'hubkit quantize --base ... --plan'")  # fmt: skip
+    need, have = needs.device_bytes / GIB, needs.device_budget / GIB
+    where = "over all of them" if needs.mode == "resident" else "on one"
+    if needs.device_bytes > needs.device_budget:
+        other = ', or set [quantize] mode = "layerwise"' if needs.mode == "resident" else ""
+        yield Check("GPUs", FAILED, f"the quantize plan's {needs.mode} run needs {need:,.1f} GiB of GPU memory "
+                    f"{where} and {target} has {have:,.1f} GiB: run on {needs.smallest}{other}; "
+                    "see 'hubkit quantize --base ... --plan'")  # fmt: skip
     else:
-        yield Check("GPUs", OK, f"{target}: {have:,.1f} GiB, the quantize plan needs {need:,.1f} GiB")
+        yield Check("GPUs", OK, f"{target}: {have:,.1f} GiB, the quantize plan's {needs.mode} run needs "
+                    f"{need:,.1f} GiB {where}; {needs.reason}")  # fmt: skip
+    if needs.host_budget is None:
+        yield Check("host memory", NOT_CHECKED, "this machine's available memory cannot be read")
+    elif needs.host_bytes > needs.host_budget:
+        yield Check("host memory", FAILED, f"the quantize plan's {needs.mode} run needs {needs.host_bytes / GIB:,.1f}"
+                    f" GiB of host memory and {needs.host_budget / GIB:,.1f} GiB is available: free memory or run on "
+                    "a larger host")  # fmt: skip
+    else:
+        yield Check("host memory", OK, f"{needs.host_budget / GIB:,.1f} GiB available, the quantize plan's "
+                    f"{needs.mode} run needs {needs.host_bytes / GIB:,.1f} GiB")  # fmt: skip
 
 
 def _existing(path: Path) -> Path:
@@ -353,7 +363,9 @@ def _disk(subject: Subject) -> Iterator[Check]:
         yield Check("disk", NOT_CHECKED, f"the base cannot be read for the plan ({exc})")
         return
     out_volume = _existing(subject.out.parent)
-    wanted: dict[Path, list[tuple[str, int]]] = {out_volume: [("intermediate + export", needs.disk)]}
+    wanted: dict[Path, list[tuple[str, int]]] = {
+        out_volume: [(f"quantize ({needs.mode}: export and scratch)", needs.disk)]
+    }
     if base.source.local_path("") is None:  # a Hub base is downloaded into the Hub cache first
         from huggingface_hub import constants
 

@@ -110,8 +110,11 @@ def redact(secret: str) -> str:
 
 
 def _scannable_text(ctx: Context, path: str) -> str:
-    """The text to scan; the weight index without its name -> shard map (names are checked elsewhere),
-    which is skipped unparsed rather than decoded."""
+    """The text to scan; the weight index without its name -> shard map (names are checked elsewhere), taken
+    from the document already read (a remote index is tens of MB: it is fetched once)."""
+    document = ctx.checkpoint.documents.get(path) if path == INDEX else None
+    if document is not None and document.usable:
+        return json.dumps({k: v for k, v in document.data.items() if k != "weight_map"}, indent=1)
     raw = ctx.checkpoint.read_file(path)
     if path == INDEX:
         try:

@@ -1,0 +1,56 @@
+"""Folders ``hubkit quantize`` makes, and the rule for removing one: only what hubkit's own record says it made.
+
+Every folder quantize creates (the staging folder beside ``--out``, the BF16 intermediate of a resident run on an
+INT4 base) gets ``.hubkit/made-by.json`` the moment it is created; a finished export carries hubkit's
+``.hubkit/state.json``. A folder without either is someone else's: quantize refuses to touch it and says which.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from hubkit import __version__
+from hubkit.checkpoint.model import RECORD_DIR
+from hubkit.errors import HubkitError
+
+MADE_BY = f"{RECORD_DIR}/made-by.json"
+STATE = f"{RECORD_DIR}/state.json"
+
+
+def make_owned(folder: Path, purpose: str) -> Path:
+    """Create ``folder`` (it must not exist) with hubkit's record of having made it."""
+    folder.mkdir(parents=True)
+    (folder / RECORD_DIR).mkdir()
+    (folder / MADE_BY).write_text(json.dumps({"made_by": "hubkit quantize", "purpose": purpose, "hubkit": __version__}))
+    return folder
+
+
+def made_by_hubkit(folder: Path) -> bool:
+    """Whether hubkit's own record in ``folder`` says hubkit made it (a staging folder, or an export)."""
+    for record in (folder / MADE_BY, folder / STATE):
+        try:
+            data = json.loads(record.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict) and (data.get("made_by") == "hubkit quantize" or "status" in data):
+            return True
+    return False
+
+
+def remove_owned(folder: Path, role: str) -> None:
+    """Remove ``folder`` if hubkit made it; refuse (exit 2, naming it) when it did not. Absent is fine."""
+    if not folder.exists() and not folder.is_symlink():
+        return
+    if folder.is_symlink() or not folder.is_dir() or not made_by_hubkit(folder):
+        raise HubkitError(
+            f"{folder} ({role}) was not made by hubkit, so hubkit will not remove it; move it away or pass another --out"
+        )
+    shutil.rmtree(folder)
+
+
+def discard(folder: Path) -> None:
+    """Best-effort removal of a folder this run made (cleanup after a failure; never raises)."""
+    if folder.is_dir() and not folder.is_symlink() and made_by_hubkit(folder):
+        shutil.rmtree(folder, ignore_errors=True)
