@@ -120,27 +120,17 @@ def wait_for(path: Path, child: subprocess.Popen[bytes], key: str | None = None)
 
 
 @pytest.mark.slow
-def test_an_interrupted_resident_run_removes_its_staging(tiny: tuple[Path, Path], tmp_path: Path) -> None:
+@pytest.mark.parametrize(("signal_number", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_during_a_resident_run_removes_its_staging(
+    tiny: tuple[Path, Path], tmp_path: Path, signal_number: int, code: int
+) -> None:
     base, calib = tiny
     out = tmp_path / "out"
     child = start(base, calib, out, "--mode", "resident")
     wait_for(tmp_path / ".out.partial" / ".hubkit" / "made-by.json", child)
-    child.send_signal(signal.SIGINT)
+    child.send_signal(signal_number)
     _, err = child.communicate(timeout=120)
-    assert child.returncode == 130, err.decode()[-2000:]
-    assert b"Traceback" not in err
-    assert not (tmp_path / ".out.partial").exists() and not out.exists()
-
-
-@pytest.mark.slow
-def test_sigterm_during_a_resident_run_removes_its_staging(tiny: tuple[Path, Path], tmp_path: Path) -> None:
-    base, calib = tiny
-    out = tmp_path / "out"
-    child = start(base, calib, out, "--mode", "resident")
-    wait_for(tmp_path / ".out.partial" / ".hubkit" / "made-by.json", child)
-    child.send_signal(signal.SIGTERM)
-    _, err = child.communicate(timeout=120)
-    assert child.returncode == 143, err.decode()[-2000:]
+    assert child.returncode == code, err.decode()[-2000:]
     assert b"Traceback" not in err
     assert not (tmp_path / ".out.partial").exists() and not out.exists()
 
