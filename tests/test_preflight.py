@@ -153,6 +153,10 @@ def test_hub_dataset_names_are_not_checked_offline_and_the_rest_passes(hubkit, t
     assert found["card metadata (Hub)"]["detail"].endswith("/api/validate-yaml accepts it (license other)")
     assert found["recipe"]["detail"] == "general/ptq/nvfp4_experts_only_mse-kv_fp8_cast loads with modelopt"
     assert found["GPUs"]["detail"].startswith('none needed: [quantize] device = "cpu"')
+    assert (
+        found["host memory"]["status"] == "ok"
+        and "the quantize plan's resident run needs" in (found["host memory"]["detail"])
+    )  # a tiny model on the CPU: auto takes resident
 
     offline = subprocess.run(
         [sys.executable, "-m", "hubkit", "release", str(folder / "hubkit.toml"), "--dry-run", "--until", "quantize",

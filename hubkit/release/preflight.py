@@ -306,6 +306,7 @@ def _gpus(subject: Subject) -> Iterator[Check]:
     device = subject.manifest.quantize.device
     if device == "cpu":
         yield Check("GPUs", OK, 'none needed: [quantize] device = "cpu" (meant for tiny models)')
+        yield from _memory(subject, "cpu")
         return
     names = visible_gpus()
     if not names:
@@ -315,6 +316,7 @@ def _gpus(subject: Subject) -> Iterator[Check]:
         else:
             yield Check("GPUs", WARNING, "no NVIDIA GPU is visible: quantize will run on the CPU (device = \"auto\"), "
                         "which suits tiny models only; set device = \"cuda\" to require GPUs")  # fmt: skip
+            yield from _memory(subject, "cpu")
         return
     target = _gpu_target(names)
     if target is None:
@@ -335,6 +337,17 @@ def _gpus(subject: Subject) -> Iterator[Check]:
     else:
         yield Check("GPUs", OK, f"{target}: {have:,.1f} GiB, the quantize plan's {needs.mode} run needs "
                     f"{need:,.1f} GiB {where}; {needs.reason}")  # fmt: skip
+    yield from _memory(subject, target, needs)
+
+
+def _memory(subject: Subject, target: str, needs: QuantizeNeeds | None = None) -> Iterator[Check]:
+    """This machine's memory against the quantize plan's host needs (on ``cpu`` the host is the device)."""
+    if needs is None:
+        try:
+            needs = quantize_needs(subject.base_checkpoint(), target, subject.manifest.quantize)
+        except HubkitError as exc:
+            yield Check("host memory", NOT_CHECKED, f"the base cannot be read for the plan ({exc})")
+            return
     if needs.host_budget is None:
         yield Check("host memory", NOT_CHECKED, "this machine's available memory cannot be read")
     elif needs.host_bytes > needs.host_budget:
