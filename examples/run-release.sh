@@ -6,8 +6,9 @@ cd "$(dirname "$0")/.."
 
 if [ ! -x .venv/bin/hubkit ]; then
   python3 -m venv .venv
-  .venv/bin/python -m pip install --quiet 'torch==2.13.0'
-  .venv/bin/python -m pip install --quiet -e '.[dev,quantize]'
+  # torch first (on a machine without CUDA from PyTorch's CPU index: TORCH_INDEX_URL, see the README's Install)
+  .venv/bin/python -m pip install --quiet "$(grep '^torch==' constraints/release.txt)" ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"}
+  .venv/bin/python -m pip install --quiet -c constraints/release.txt -c constraints/dev.txt -e '.[dev,quantize]'
 fi
 export HF_HUB_DISABLE_TELEMETRY=1
 .venv/bin/python examples/tiny-release/build_base.py examples/tiny-release
