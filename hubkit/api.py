@@ -4,7 +4,7 @@
     report = validate("Kimi-K2.7-NVFP4", ValidateOptions(deep=True))
 
 Each name is imported on first use (PEP 562), so ``from hubkit.api import validate`` costs what ``hubkit
-validate`` costs and nothing imports torch. The API has its own module because ``hubkit.validate``,
+validate`` costs and nothing imports torch until ``quantize`` runs (it needs the ``quantize`` extra). The API has its own module because ``hubkit.validate``,
 ``hubkit.release`` and ``hubkit.card`` are subpackages: ``from hubkit import validate`` would give the subpackage
 once anything has imported it.
 """
@@ -24,6 +24,9 @@ if TYPE_CHECKING:  # the real names, for type checkers; at run time __getattr__ 
     from hubkit.hub.options import PushOptions
     from hubkit.hub.push import PushResult, push
     from hubkit.manifest import Manifest, load_manifest, manifest_json_schema, manifest_problems
+    from hubkit.quantize.options import QuantizeOptions
+    from hubkit.quantize.pipeline import QuantizeResult, quantize
+    from hubkit.quantize.plan import Plan, estimate
     from hubkit.release.options import ReleaseOptions
     from hubkit.release.pipeline import Release, ReleaseResult
     from hubkit.validate.engine import Finding, Report, Severity
@@ -46,6 +49,11 @@ _WHERE = {
     "load_manifest": "hubkit.manifest",
     "manifest_json_schema": "hubkit.manifest",
     "manifest_problems": "hubkit.manifest",
+    "QuantizeOptions": "hubkit.quantize.options",
+    "QuantizeResult": "hubkit.quantize.pipeline",
+    "quantize": "hubkit.quantize.pipeline",
+    "Plan": "hubkit.quantize.plan",
+    "estimate": "hubkit.quantize.plan",
     "ReleaseOptions": "hubkit.release.options",
     "Release": "hubkit.release.pipeline",
     "ReleaseResult": "hubkit.release.pipeline",
@@ -63,8 +71,11 @@ __all__ = [
     "Finding",
     "HubkitError",
     "Manifest",
+    "Plan",
     "PushOptions",
     "PushResult",
+    "QuantizeOptions",
+    "QuantizeResult",
     "Release",
     "ReleaseOptions",
     "ReleaseResult",
@@ -73,11 +84,13 @@ __all__ = [
     "ValidateOptions",
     "check_card",
     "checkpoint_facts",
+    "estimate",
     "load_checkpoint",
     "load_manifest",
     "manifest_json_schema",
     "manifest_problems",
     "push",
+    "quantize",
     "release",
     "render_card",
     "validate",
