@@ -14,7 +14,7 @@ REPO=$PWD
 PY=${PYTHON:-python3}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/hubkit-gpu-check.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
-export HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 HF_HUB_DISABLE_XET=1 PYTHONWARNINGS=ignore TOKENIZERS_PARALLELISM=false
+export HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 PYTHONWARNINGS=ignore TOKENIZERS_PARALLELISM=false
 LOG=${OUT:+$OUT/gpu_check.txt}
 exec > >(tee ${LOG:+"$LOG"}) 2>&1
 failed=0

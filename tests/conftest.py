@@ -27,6 +27,50 @@ DATA = REPO_ROOT / "tests" / "data"
 REFERENCES = DATA / "references"
 #: The model card of the release this project grew from.
 SEED_CARD = DATA / "seed" / "Kimi-K2.7-Code-NVFP4.model-card.txt"
+#: The example release: a tiny Kimi-shaped model published to a local Hub.
+TINY_RELEASE = REPO_ROOT / "examples" / "tiny-release"
+#: The environment of a hubkit subprocess: this checkout first on the path, the rest as the tests run.
+SUBPROCESS_ENV = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+
+
+def example_project(tmp_path: Path, edit: Callable[[str], str] = lambda text: text) -> Path:
+    """The example release's manifest (passed through ``edit``) in a fresh folder, its inputs not built."""
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / "hubkit.toml").write_text(edit((TINY_RELEASE / "hubkit.toml").read_text()))
+    return folder
+
+
+def example_copy(tmp_path: Path) -> Path:
+    """The example release's manifest in a fresh folder, with its tiny INT4 base and calibration text built."""
+    from hubkit.fixtures.tiny_models import calibration_jsonl, int4_base_from, tiny_base, tiny_kimi_base
+
+    folder = tmp_path / "release"
+    folder.mkdir()
+    shutil.copy(TINY_RELEASE / "hubkit.toml", folder / "hubkit.toml")
+    deepseek = tiny_base(tmp_path / "work" / "deepseek")
+    int4_base_from(tiny_kimi_base(tmp_path / "work" / "kimi", deepseek), folder / "base")
+    calibration_jsonl(folder / "calib.jsonl")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def released_example(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The example released once per session (quantized on the CPU, pushed to its local Hub); never changed:
+    a test that changes it works on :func:`copy_of` it."""
+    pytest.importorskip("modelopt")
+    from hubkit.manifest import load_manifest
+    from hubkit.release.pipeline import Release, ReleaseOptions
+
+    folder = example_copy(tmp_path_factory.mktemp("released"))
+    result = Release(load_manifest(folder / "hubkit.toml"), ReleaseOptions(progress=False)).run()
+    assert result.passed, result.as_dict()
+    return folder
+
+
+def copy_of(folder: Path, tmp_path: Path) -> Path:
+    """A copy of a released folder (its export, records and local Hub) that a test may change."""
+    return Path(shutil.copytree(folder, tmp_path / "copy", symlinks=True))
 
 
 @dataclass

@@ -4,7 +4,6 @@ too, -v logging through ``logging``, --version, shell completion, and stages and
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import subprocess
 import sys
@@ -13,13 +12,13 @@ from pathlib import Path
 import click
 import pytest
 
-from tests.conftest import REPO_ROOT
-
-ENV = {**os.environ, "HF_HUB_DISABLE_XET": "1", "PYTHONPATH": str(REPO_ROOT)}
+from tests.conftest import SUBPROCESS_ENV
 
 
 def hubkit_process(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "hubkit", *args], env=env or ENV, capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-m", "hubkit", *args], env=env or SUBPROCESS_ENV, capture_output=True, text=True
+    )
 
 
 # ------------------------------------------------------------------------------------- -q, -v, --debug
@@ -58,7 +57,7 @@ def test_verbose_logs_the_libraries_through_logging(tmp_path: Path) -> None:
     from hubkit.hub.testserver import HubServer
 
     with HubServer(tmp_path / "hub") as server:
-        env = {**ENV, "HF_ENDPOINT": server.endpoint}
+        env = {**SUBPROCESS_ENV, "HF_ENDPOINT": server.endpoint}
         quiet_default = hubkit_process("validate", "hf://org/model", env=env)
         verbose = hubkit_process("validate", "hf://org/model", "-v", env=env)
     missing = "hubkit: error: hf://org/model: repository not found (or private: set HF_TOKEN)\n"
@@ -110,7 +109,7 @@ def test_quiet_and_verbose_reach_the_libraries(quiet: bool, verbose: int, shown:
     pytest.importorskip("transformers")
     pytest.importorskip("loguru")
     program = LIBRARIES.format(quiet=quiet, verbose=verbose)
-    result = subprocess.run([sys.executable, "-c", program], env=ENV, capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-c", program], env=SUBPROCESS_ENV, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     seen = json.loads(result.stdout)
     assert seen["hf_progress_bars"] is not quiet
@@ -128,7 +127,7 @@ def test_quiet_release_writes_nothing_on_stderr(tmp_path: Path) -> None:
     """The example release (quantized on the CPU: modelopt, transformers, compressed-tensors, huggingface_hub all
     at work) with -q: the summary on stdout, not one byte on stderr."""
     pytest.importorskip("modelopt")
-    from tests.test_release import example_copy
+    from tests.conftest import example_copy
 
     folder = example_copy(tmp_path)
     result = hubkit_process("-q", "release", str(folder / "hubkit.toml"))
@@ -152,7 +151,7 @@ def test_version(hubkit) -> None:
     ("shell", "marker"), [("bash", "complete -o nosort -F"), ("zsh", "compdef"), ("fish", "complete")]
 )
 def test_shell_completion_scripts(shell: str, marker: str) -> None:
-    result = hubkit_process(env={**ENV, "_HUBKIT_COMPLETE": f"{shell}_source"})
+    result = hubkit_process(env={**SUBPROCESS_ENV, "_HUBKIT_COMPLETE": f"{shell}_source"})
     assert result.returncode == 0 and marker in result.stdout and "_HUBKIT_COMPLETE" in result.stdout
 
 
@@ -165,7 +164,12 @@ def test_shell_completion_scripts(shell: str, marker: str) -> None:
     ],
 )
 def test_stages_and_profiles_complete_as_choices(words: str, expected: set[str]) -> None:
-    env = {**ENV, "_HUBKIT_COMPLETE": "bash_complete", "COMP_WORDS": words, "COMP_CWORD": str(len(words.split()))}
+    env = {
+        **SUBPROCESS_ENV,
+        "_HUBKIT_COMPLETE": "bash_complete",
+        "COMP_WORDS": words,
+        "COMP_CWORD": str(len(words.split())),
+    }
     result = hubkit_process(env=env)
     assert result.returncode == 0, result.stderr
     assert {line.split(",", 1)[1] for line in result.stdout.splitlines()} == expected

@@ -15,19 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import SUBPROCESS_ENV, example_project
 
-EXAMPLE = REPO_ROOT / "examples" / "tiny-release"
 SYSTEM_PATH = os.environ.get("PATH", "")
-ENV = {**os.environ, "HF_HUB_DISABLE_XET": "1", "PYTHONPATH": str(REPO_ROOT)}
-
-
-def project(tmp_path: Path, edit=lambda text: text) -> Path:
-    """The example manifest in a fresh folder, its inputs not built."""
-    folder = tmp_path / "project"
-    folder.mkdir()
-    (folder / "hubkit.toml").write_text(edit((EXAMPLE / "hubkit.toml").read_text()))
-    return folder
 
 
 def gpus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *names: str) -> None:
@@ -56,7 +46,7 @@ def test_every_missing_input_is_reported_at_once(hubkit, tmp_path: Path, monkeyp
         text = text.replace("deep = true", 'deep = true\nreference = "reference/hf_quant_config.json"')
         return text.replace("[card.serve]", 'sections = ["extra.md"]\n\n[card.serve]')
 
-    folder = project(tmp_path, edit)
+    folder = example_project(tmp_path, edit)
     dry = hubkit("release", folder / "hubkit.toml", "--dry-run", "--format", "json")
     assert dry.code == 2, dry.err
     found = checks(dry)
@@ -100,7 +90,7 @@ def test_quantize_plan_against_the_gpus_present_and_the_free_disk(
         "architectures": ["KimiK25ForConditionalGeneration"],
         "text_config": {"hidden_size": dims.hidden, "num_hidden_layers": dims.layers},
     }
-    folder = project(tmp_path, lambda t: t.replace('device = "cpu"', 'device = "auto"'))
+    folder = example_project(tmp_path, lambda t: t.replace('device = "cpu"', 'device = "auto"'))
     write_sparse_checkpoint(folder / "base", int4_base_layout(dims), files={"config.json": config})
     (folder / "calib.jsonl").write_text('{"text": "hello"}\n')
     manifest = folder / "hubkit.toml"
@@ -143,7 +133,7 @@ def test_quantize_plan_against_the_gpus_present_and_the_free_disk(
 
 def test_hub_dataset_names_are_not_checked_offline_and_the_rest_passes(hubkit, tmp_path: Path) -> None:
     pytest.importorskip("modelopt")
-    from tests.test_release import example_copy
+    from tests.conftest import example_copy
 
     folder = example_copy(tmp_path)
     online = hubkit("release", folder / "hubkit.toml", "--dry-run", "--format", "json")
@@ -161,7 +151,7 @@ def test_hub_dataset_names_are_not_checked_offline_and_the_rest_passes(hubkit, t
     offline = subprocess.run(
         [sys.executable, "-m", "hubkit", "release", str(folder / "hubkit.toml"), "--dry-run", "--until", "quantize",
          "--set", 'quantize.calib=["calib.jsonl", "cnn_dailymail"]', "--format", "json"],
-        env={**ENV, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True,
+        env={**SUBPROCESS_ENV, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True,
     )  # fmt: skip
     assert offline.returncode == 0, offline.stderr
     dataset = next(c for c in json.loads(offline.stdout)["preflight"] if c["name"] == "calibration cnn_dailymail")
@@ -170,7 +160,7 @@ def test_hub_dataset_names_are_not_checked_offline_and_the_rest_passes(hubkit, t
 
 
 def test_only_the_stages_that_will_run_are_checked(hubkit, tmp_path: Path) -> None:
-    folder = project(tmp_path)  # no base, no calibration data: push does not need them
+    folder = example_project(tmp_path)  # no base, no calibration data: push does not need them
     result = hubkit(
         "release", folder / "hubkit.toml", "--dry-run", "--from", "push", "--until", "tag", "--format", "json"
     )
@@ -180,7 +170,7 @@ def test_only_the_stages_that_will_run_are_checked(hubkit, tmp_path: Path) -> No
 
 def test_a_missing_quantize_extra_is_named_with_its_install_command(tmp_path: Path) -> None:
     """An environment without accelerate and datasets (their import machinery answers "not found")."""
-    folder = project(tmp_path)
+    folder = example_project(tmp_path)
     program = f"""
 import importlib.abc, sys
 class NotInstalled(importlib.abc.MetaPathFinder):
@@ -191,7 +181,7 @@ sys.meta_path.insert(0, NotInstalled())
 from hubkit.cli import main
 main(["release", {str(folder / "hubkit.toml")!r}, "--dry-run", "--until", "quantize"])
 """
-    result = subprocess.run([sys.executable, "-c", program], env=ENV, capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-c", program], env=SUBPROCESS_ENV, capture_output=True, text=True)
     assert result.returncode == 2, result.stderr
     assert (
         "quantize extra: the quantize stage needs accelerate, datasets, from the quantize extra: "
@@ -232,7 +222,7 @@ def test_local_hub_checks_card_metadata_as_the_hub_does(tmp_path: Path, license:
     with HubServer(tmp_path / "hub", tokens={"hf_test": "tester"}) as server:
         validate = subprocess.run(
             [sys.executable, "-c", f"from huggingface_hub import ModelCard; ModelCard.load({str(card)!r}).validate()"],
-            env={**ENV, "HF_ENDPOINT": server.endpoint}, capture_output=True, text=True,
+            env={**SUBPROCESS_ENV, "HF_ENDPOINT": server.endpoint}, capture_output=True, text=True,
         )  # fmt: skip
         api = HfApi(endpoint=server.endpoint, token="hf_test")
         api.create_repo("tester/model")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -13,23 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import TINY_RELEASE, example_copy
 
 pytest.importorskip("modelopt")
-EXAMPLE = REPO_ROOT / "examples" / "tiny-release"
-
-
-def example_copy(tmp_path: Path) -> Path:
-    """The example's manifest in a fresh folder, with its tiny INT4 base and calibration text built."""
-    from hubkit.fixtures.tiny_models import calibration_jsonl, int4_base_from, tiny_base, tiny_kimi_base
-
-    folder = tmp_path / "release"
-    folder.mkdir()
-    shutil.copy(EXAMPLE / "hubkit.toml", folder / "hubkit.toml")
-    deepseek = tiny_base(tmp_path / "work" / "deepseek")
-    int4_base_from(tiny_kimi_base(tmp_path / "work" / "kimi", deepseek), folder / "base")
-    calibration_jsonl(folder / "calib.jsonl")
-    return folder
 
 
 @pytest.fixture(scope="module")
@@ -166,7 +151,7 @@ def test_kill_during_push_then_rerun_completes(hubkit, tmp_path: Path, signum: i
 def test_manifest_problems_are_one_line_exit_2(hubkit, tmp_path: Path, monkeypatch, edit, message: str) -> None:
     monkeypatch.setenv("HF_TOKEN", "hf_anything")
     manifest = tmp_path / "hubkit.toml"
-    manifest.write_text(edit((EXAMPLE / "hubkit.toml").read_text()))
+    manifest.write_text(edit((TINY_RELEASE / "hubkit.toml").read_text()))
     start = time.monotonic()
     result = hubkit("release", manifest)
     assert result.code == 2, result.err

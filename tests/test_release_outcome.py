@@ -4,32 +4,11 @@ summary, ``state.json`` and ``$GITHUB_STEP_SUMMARY``; ``[validate] select/ignore
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO_ROOT
-
-EXAMPLE = REPO_ROOT / "examples" / "tiny-release"
-
-
-@pytest.fixture(scope="module")
-def released(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The example released once (quantized on the CPU, pushed to its local Hub); tests work on copies."""
-    pytest.importorskip("modelopt")
-    from hubkit.manifest import load_manifest
-    from hubkit.release.pipeline import Release, ReleaseOptions
-    from tests.test_release import example_copy
-
-    folder = example_copy(tmp_path_factory.mktemp("outcome"))
-    result = Release(load_manifest(folder / "hubkit.toml"), ReleaseOptions(progress=False)).run()
-    assert result.passed, result.as_dict()
-    return folder
-
-
-def copy_of(released: Path, tmp_path: Path) -> Path:
-    return Path(shutil.copytree(released, tmp_path / "copy", symlinks=True))
+from tests.conftest import TINY_RELEASE, copy_of
 
 
 def state(folder: Path) -> dict:
@@ -38,9 +17,9 @@ def state(folder: Path) -> dict:
 
 @pytest.mark.slow
 def test_failed_validation_is_reported_and_a_waived_code_passes(
-    hubkit, released: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    hubkit, released_example: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    folder = copy_of(released, tmp_path)
+    folder = copy_of(released_example, tmp_path)
     (folder / "Kimi-Tiny-NVFP4" / "scratch.tmp").write_text("left behind\n")  # HK108 stray-file, an error
     step_summary = tmp_path / "step-summary.md"
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(step_summary))
@@ -71,7 +50,9 @@ def test_failed_validation_is_reported_and_a_waived_code_passes(
 
 def test_an_unknown_code_in_the_manifest_is_a_manifest_error(hubkit, tmp_path: Path) -> None:
     manifest = tmp_path / "hubkit.toml"
-    manifest.write_text((EXAMPLE / "hubkit.toml").read_text().replace("deep = true", 'deep = true\nignore = ["HK999"]'))
+    manifest.write_text(
+        (TINY_RELEASE / "hubkit.toml").read_text().replace("deep = true", 'deep = true\nignore = ["HK999"]')
+    )
     result = hubkit("release", manifest, "--dry-run")
     assert result.code == 2
     assert (
@@ -81,9 +62,9 @@ def test_an_unknown_code_in_the_manifest_is_a_manifest_error(hubkit, tmp_path: P
 
 @pytest.mark.slow
 def test_a_stage_that_raises_still_writes_the_summary_and_state(
-    hubkit, released: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    hubkit, released_example: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    folder = copy_of(released, tmp_path)
+    folder = copy_of(released_example, tmp_path)
     (folder / "broken-template").mkdir()
     (folder / "broken-template" / "card.md.j2").write_text("{% if %}\n")
     step_summary = tmp_path / "step-summary.md"

@@ -17,18 +17,7 @@ from pathlib import Path
 import pytest
 
 from hubkit.release.workspace import lock_path
-from tests.conftest import REPO_ROOT
-
-EXAMPLE = REPO_ROOT / "examples" / "tiny-release"
-ENV = {**os.environ, "HF_HUB_DISABLE_XET": "1", "PYTHONPATH": str(REPO_ROOT)}
-
-
-def project(tmp_path: Path, edit=lambda text: text) -> Path:
-    """The example manifest in a fresh folder (no base built: these runs stop before any stage)."""
-    folder = tmp_path / "project"
-    folder.mkdir()
-    (folder / "hubkit.toml").write_text(edit((EXAMPLE / "hubkit.toml").read_text()))
-    return folder
+from tests.conftest import SUBPROCESS_ENV, TINY_RELEASE, copy_of, example_project
 
 
 def user_files(folder: Path) -> dict[str, str]:
@@ -45,7 +34,9 @@ def one_line(err: str) -> bool:
 
 
 def hubkit_process(*args: str, **kwargs) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "hubkit", *args], env=ENV, capture_output=True, text=True, **kwargs)
+    return subprocess.run(
+        [sys.executable, "-m", "hubkit", *args], env=SUBPROCESS_ENV, capture_output=True, text=True, **kwargs
+    )
 
 
 # ---------------------------------------------------------------------------------- what hubkit may replace
@@ -53,7 +44,7 @@ def hubkit_process(*args: str, **kwargs) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.parametrize("dry_run", [False, True])
 def test_release_refuses_an_output_folder_hubkit_did_not_make(hubkit, tmp_path: Path, dry_run: bool) -> None:
-    folder = project(tmp_path, lambda t: t.replace('out = "Kimi-Tiny-NVFP4"', 'out = "mydata"'))
+    folder = example_project(tmp_path, lambda t: t.replace('out = "Kimi-Tiny-NVFP4"', 'out = "mydata"'))
     files = user_files(folder / "mydata")
     result = hubkit("release", folder / "hubkit.toml", *(["--dry-run"] if dry_run else []))
     assert result.code == 2 and one_line(result.err), result
@@ -74,7 +65,7 @@ def test_release_refuses_an_output_folder_hubkit_did_not_make(hubkit, tmp_path: 
     ],
 )
 def test_release_refuses_an_output_folder_holding_its_inputs(hubkit, tmp_path: Path, out: str, message: str) -> None:
-    folder = project(tmp_path)
+    folder = example_project(tmp_path)
     (folder / "base").mkdir()
     (folder / "base" / "config.json").write_text("{}")
     (folder / "calib.jsonl").write_text('{"text": "x"}\n')
@@ -86,7 +77,7 @@ def test_release_refuses_an_output_folder_holding_its_inputs(hubkit, tmp_path: P
 
 
 def test_release_refuses_an_output_path_that_is_a_file(hubkit, tmp_path: Path) -> None:
-    folder = project(tmp_path)
+    folder = example_project(tmp_path)
     (folder / "Kimi-Tiny-NVFP4").write_text("not a folder\n")
     result = hubkit("release", folder / "hubkit.toml")
     assert result.code == 2 and one_line(result.err) and "is a file, not a folder" in result.err
@@ -94,7 +85,7 @@ def test_release_refuses_an_output_path_that_is_a_file(hubkit, tmp_path: Path) -
 
 
 def test_release_refuses_a_local_hub_store_hubkit_did_not_make(hubkit, tmp_path: Path) -> None:
-    folder = project(tmp_path)
+    folder = example_project(tmp_path)
     user_files(folder / ".hubkit" / "local-hub")
     result = hubkit("release", folder / "hubkit.toml")
     assert result.code == 2 and one_line(result.err) and "local Hub store" in result.err
@@ -102,7 +93,7 @@ def test_release_refuses_a_local_hub_store_hubkit_did_not_make(hubkit, tmp_path:
 
 
 def test_dry_run_says_what_it_would_replace_and_writes_nothing(hubkit, tmp_path: Path) -> None:
-    folder = project(tmp_path)
+    folder = example_project(tmp_path)
     export = folder / "Kimi-Tiny-NVFP4"
     (export / ".hubkit").mkdir(parents=True)
     (export / ".hubkit" / "state.json").write_text(json.dumps({"made_by": {"tool": "hubkit"}, "stages": {}}))
@@ -124,8 +115,10 @@ def test_dry_run_says_what_it_would_replace_and_writes_nothing(hubkit, tmp_path:
 
 
 def test_manifest_that_is_not_utf8_is_exit_2(hubkit, tmp_path: Path) -> None:
-    folder = project(tmp_path)
-    (folder / "hubkit.toml").write_bytes((EXAMPLE / "hubkit.toml").read_bytes().replace(b"the hubkit", b"the \xff"))
+    folder = example_project(tmp_path)
+    (folder / "hubkit.toml").write_bytes(
+        (TINY_RELEASE / "hubkit.toml").read_bytes().replace(b"the hubkit", b"the \xff")
+    )
     result = hubkit("release", folder / "hubkit.toml", "--dry-run")
     assert result.code == 2 and one_line(result.err) and "not UTF-8" in result.err
 
@@ -136,7 +129,7 @@ def test_every_manifest_problem_is_reported_with_its_key_and_line(hubkit, tmp_pa
         text = text.replace('repo = "example-org/Kimi-Tiny-NVFP4"', 'repo = "not a repo"')
         return text.replace("tensor_parallel_size = 1", "tensor_parallel_size = 0")
 
-    folder = project(tmp_path, edit)
+    folder = example_project(tmp_path, edit)
     lines = (folder / "hubkit.toml").read_text().splitlines()
     line = {key: 1 + next(i for i, text in enumerate(lines) if text.startswith(key))
             for key in ("calib_sise", "repo = ", "tensor_parallel_size")}  # fmt: skip
@@ -165,7 +158,7 @@ def test_every_manifest_problem_is_reported_with_its_key_and_line(hubkit, tmp_pa
     ],
 )
 def test_set_errors_cite_the_set_argument(hubkit, tmp_path: Path, override: str, message: str) -> None:
-    folder = project(tmp_path)
+    folder = example_project(tmp_path)
     result = hubkit("release", folder / "hubkit.toml", "--dry-run", "--set", override)
     assert result.code == 2 and one_line(result.err), result
     assert message in result.err
@@ -188,7 +181,7 @@ def test_set_errors_cite_the_set_argument(hubkit, tmp_path: Path, override: str,
 def test_set_values_are_toml_when_they_parse_else_text(tmp_path: Path, override: str, key: str, value) -> None:
     from hubkit.manifest import load_manifest
 
-    manifest = load_manifest(project(tmp_path) / "hubkit.toml", [override])
+    manifest = load_manifest(example_project(tmp_path) / "hubkit.toml", [override])
     assert getattr(manifest.quantize, key) == value
 
 
@@ -200,7 +193,7 @@ def test_set_values_are_toml_when_they_parse_else_text(tmp_path: Path, override:
     ],
 )
 def test_stage_selection_that_runs_nothing_is_exit_2(hubkit, tmp_path: Path, args: list[str], message: str) -> None:
-    result = hubkit("release", project(tmp_path) / "hubkit.toml", *args)
+    result = hubkit("release", example_project(tmp_path) / "hubkit.toml", *args)
     assert result.code == 2 and one_line(result.err) and message in result.err, result
 
 
@@ -269,7 +262,7 @@ def test_init_force_keeps_an_edited_manifest(hubkit, tmp_path: Path) -> None:
 
 def test_closed_stdout_is_exit_2_with_one_line(tiny: Path) -> None:
     command = shlex.join([sys.executable, "-m", "hubkit", "validate", str(tiny), "--format", "json"])
-    result = subprocess.run(["bash", "-c", f"{command} >&-"], env=ENV, capture_output=True, text=True)
+    result = subprocess.run(["bash", "-c", f"{command} >&-"], env=SUBPROCESS_ENV, capture_output=True, text=True)
     assert result.returncode == 2, result.stderr
     assert one_line(result.stderr) and "standard output is closed" in result.stderr
 
@@ -278,7 +271,7 @@ def test_full_stdout_is_exit_2_with_one_line(tiny: Path) -> None:
     with open("/dev/full", "w") as full:
         result = subprocess.run(
             [sys.executable, "-m", "hubkit", "validate", str(tiny), "--format", "json"],
-            env=ENV, stdout=full, stderr=subprocess.PIPE, text=True,
+            env=SUBPROCESS_ENV, stdout=full, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
     assert result.returncode == 2, result.stderr
     assert one_line(result.stderr) and "No space left on device" in result.stderr
@@ -287,7 +280,7 @@ def test_full_stdout_is_exit_2_with_one_line(tiny: Path) -> None:
 def test_stdout_reader_going_away_is_a_quiet_exit_141() -> None:
     process = subprocess.Popen(
         [sys.executable, "-m", "hubkit", "validate", "--list-checks"],
-        env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=SUBPROCESS_ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     assert process.stdout is not None and process.stderr is not None
     process.stdout.close()  # as `hubkit ... | head` does once head has enough
@@ -299,7 +292,11 @@ def test_sigterm_is_handled_like_ctrl_c(tmp_path: Path) -> None:
     """A read from a Hub that never answers, then SIGTERM: one line, exit 143, nothing left running."""
     silent = socket.create_server(("127.0.0.1", 0))  # accepts connections, never answers
     try:
-        env = {**ENV, "HF_ENDPOINT": f"http://127.0.0.1:{silent.getsockname()[1]}", "HF_HUB_ETAG_TIMEOUT": "600"}
+        env = {
+            **SUBPROCESS_ENV,
+            "HF_ENDPOINT": f"http://127.0.0.1:{silent.getsockname()[1]}",
+            "HF_HUB_ETAG_TIMEOUT": "600",
+        }
         process = subprocess.Popen(
             [sys.executable, "-m", "hubkit", "validate", "hf://org/model"],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
@@ -319,30 +316,6 @@ def test_sigterm_is_handled_like_ctrl_c(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------- real releases (slow)
-
-
-@pytest.fixture(scope="module")
-def released(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The example released once (quantized on the CPU, pushed to its local Hub); tests work on copies."""
-    pytest.importorskip("modelopt")
-    from hubkit.fixtures.tiny_models import calibration_jsonl, int4_base_from, tiny_base, tiny_kimi_base
-    from hubkit.manifest import load_manifest
-    from hubkit.release.pipeline import Release, ReleaseOptions
-
-    root = tmp_path_factory.mktemp("reliability")
-    folder = project(root)
-    deepseek = tiny_base(root / "work" / "deepseek")
-    int4_base_from(tiny_kimi_base(root / "work" / "kimi", deepseek), folder / "base")
-    calibration_jsonl(folder / "calib.jsonl")
-    result = Release(load_manifest(folder / "hubkit.toml"), ReleaseOptions(progress=False)).run()
-    assert result.passed, result.as_dict()
-    return folder
-
-
-def copy_of(released: Path, tmp_path: Path) -> Path:
-    import shutil
-
-    return Path(shutil.copytree(released, tmp_path / "copy", symlinks=True))
 
 
 def remote(folder: Path) -> dict:
@@ -368,8 +341,8 @@ def listing(folder: Path) -> dict[str, int]:
 
 
 @pytest.mark.slow
-def test_quantize_replaces_only_hubkits_own_export(hubkit, released: Path, tmp_path: Path) -> None:
-    folder = copy_of(released, tmp_path)
+def test_quantize_replaces_only_hubkits_own_export(hubkit, released_example: Path, tmp_path: Path) -> None:
+    folder = copy_of(released_example, tmp_path)
     export = folder / "Kimi-Tiny-NVFP4"
     before = listing(export)
     failed = hubkit("release", folder / "hubkit.toml", "--until", "quantize", "--set", "quantize.recipe=no-such-recipe")
@@ -386,14 +359,14 @@ def test_quantize_replaces_only_hubkits_own_export(hubkit, released: Path, tmp_p
 
 
 @pytest.mark.slow
-def test_two_releases_on_one_output_folder(released: Path, tmp_path: Path) -> None:
+def test_two_releases_on_one_output_folder(released_example: Path, tmp_path: Path) -> None:
     """Two real processes: the one holding the lock runs, the other exits 2 naming its pid; the Hub agrees."""
-    folder = copy_of(released, tmp_path)
+    folder = copy_of(released_example, tmp_path)
     manifest = str(folder / "hubkit.toml")
     lock = lock_path(folder / "Kimi-Tiny-NVFP4")
     prs = len(remote(folder)["prs"])
     command = [sys.executable, "-m", "hubkit", "-q", "release", manifest, "--format", "json"]
-    first = subprocess.Popen([*command, "--set", "card.evaluation_note=First."], env=ENV, stdout=subprocess.PIPE,
+    first = subprocess.Popen([*command, "--set", "card.evaluation_note=First."], env=SUBPROCESS_ENV, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)  # fmt: skip
     deadline = time.monotonic() + 120
     while not (lock.is_file() and lock.read_text().strip() == str(first.pid)):
@@ -414,14 +387,14 @@ def test_two_releases_on_one_output_folder(released: Path, tmp_path: Path) -> No
     assert hub["prs"] == ["merged"] * (prs + 1)
     state = json.loads((folder / "Kimi-Tiny-NVFP4" / ".hubkit" / "state.json").read_text())
     assert state["stages"]["push"]["outputs"]["commit"] == hub["main"]
-    assert hub["tags"] == remote(released)["tags"]  # the release tag is never moved, and the summary says so
+    assert hub["tags"] == remote(released_example)["tags"]  # the release tag is never moved, and the summary says so
     tag = next(s for s in json.loads(out)["stages"] if s["name"] == "tag")
     assert tag["status"] == "skipped" and "is never moved" in tag["detail"]
     assert tag["outputs"]["commit"] == hub["tags"]["v1"] != hub["main"]
     assert not lock.exists()
 
     # two at once: whichever starts second either finds the lock held or the work done, never runs it again
-    runs = [subprocess.Popen([*command, "--set", "card.evaluation_note=Third."], env=ENV, stdout=subprocess.PIPE,
+    runs = [subprocess.Popen([*command, "--set", "card.evaluation_note=Third."], env=SUBPROCESS_ENV, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True) for _ in range(2)]  # fmt: skip
     results = [(run.pid, *run.communicate(timeout=300), run.returncode) for run in runs]
     assert sorted(code for *_, code in results) in ([0, 0], [0, 2]), results

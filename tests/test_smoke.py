@@ -17,9 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import TINY_RELEASE
 
-EXAMPLE = REPO_ROOT / "examples" / "tiny-release"
 SYSTEM_PATH = os.environ.get("PATH", "")
 
 FAKE_VLLM = f"""#!{sys.executable}
@@ -110,7 +109,7 @@ def calls(tmp_path: Path) -> list[dict]:
 
 def manifest_file(tmp_path: Path, smoke: str = "", port: int | None = None) -> Path:
     """The example manifest with a [smoke] table of the test's own (and the example's inputs left unbuilt)."""
-    text = (EXAMPLE / "hubkit.toml").read_text()
+    text = (TINY_RELEASE / "hubkit.toml").read_text()
     head, _, _ = text.partition("[smoke]")
     folder = tmp_path / "project"
     folder.mkdir(parents=True)
@@ -273,7 +272,7 @@ def test_release_smoke_with_vllm_updates_the_card_and_publishes_it(
     from hubkit.hub.testserver import HubServer
     from hubkit.manifest import load_manifest
     from hubkit.release.pipeline import LOCAL_TOKEN, Release, ReleaseOptions
-    from tests.test_release import example_copy
+    from tests.conftest import example_copy
 
     write_program(programs / "vllm", FAKE_VLLM)
     monkeypatch.setenv("PATH", f"{programs}{os.pathsep}{SYSTEM_PATH}")  # quantize may call other programs

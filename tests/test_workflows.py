@@ -19,11 +19,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, TINY_RELEASE
 from tests.github_actions import JobRun, evaluate, run_job, run_steps, substitute
 
 ACTION = "acme/hubkit@0123456789abcdef0123456789abcdef01234567"
-EXAMPLE = REPO_ROOT / "examples" / "tiny-release"
 
 
 def offline_checks(workflows: Sequence[Path], actions: Sequence[Path] = ()) -> None:
@@ -218,7 +217,7 @@ def test_model_repo_release_keeps_its_work_on_the_data_volume(hubkit, tmp_path: 
         hubkit, tmp_path / "model", "--repo", "example-org/Kimi-Tiny-NVFP4", "--base", "example-org/Kimi-Tiny",
         "--action", ACTION,
     )  # fmt: skip
-    shutil.copy(EXAMPLE / "hubkit.toml", repo / "hubkit.toml")  # endpoint = "local": a local Hub server
+    shutil.copy(TINY_RELEASE / "hubkit.toml", repo / "hubkit.toml")  # endpoint = "local": a local Hub server
     int4_base_from(tiny_kimi_base(tmp_path / "work" / "kimi", tiny_base(tmp_path / "work" / "deepseek")), repo / "base")
     calibration_jsonl(repo / "calib.jsonl")
     data = tmp_path / "data"
@@ -313,7 +312,7 @@ def test_action_installs_hubkit_from_its_own_commit(tmp_path: Path) -> None:
     inputs = {name: spec.get("default", "") for name, spec in declared.items()} | {
         "python-version": "", "args": "manifest check hubkit.toml",
     }  # fmt: skip
-    shutil.copy(EXAMPLE / "hubkit.toml", tmp_path / "hubkit.toml")
+    shutil.copy(TINY_RELEASE / "hubkit.toml", tmp_path / "hubkit.toml")
     job = run_steps(action_steps(), tmp_path, {"inputs": inputs, "github": {}}, env, {}, runner)
     assert job.passed, [(s.name, s.output[-3000:]) for s in job.steps]
     assert not job.steps[0].ran  # python-version "": the runner's own python3, no setup-python
