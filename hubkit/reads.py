@@ -1,0 +1,58 @@
+"""Bounded reads of the files a user names (manifests, card sections, templates, tokens): regular files only.
+
+A FIFO would block forever, ``/dev/zero`` never ends and a 20 GB file exhausts memory; each is refused with one
+line (exit 2) before a byte is read, and a file that grows while it is read is cut off at the limit and refused.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+from hubkit.errors import HubkitError
+
+MiB = 1024 * 1024
+_KINDS = {stat.S_IFDIR: "a folder", stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a device", stat.S_IFBLK: "a device"}
+
+
+def read_regular(path: Path, *, limit: int, what: str = "file", follow_links: bool = True) -> bytes:
+    """The bytes of the regular file ``path``, at most ``limit`` of them; anything else is a HubkitError."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0) | (0 if follow_links else os.O_NOFOLLOW)
+    try:
+        handle = os.open(path, flags)
+    except OSError as exc:
+        reason = "is a symbolic link" if exc.errno == 40 else f"cannot be read ({exc.strerror or exc})"
+        raise HubkitError(f"{what} {path} {reason}; name a regular file") from exc
+    try:
+        info = os.fstat(handle)
+        if not stat.S_ISREG(info.st_mode):
+            kind = _KINDS.get(stat.S_IFMT(info.st_mode), "not a regular file")
+            raise HubkitError(f"{what} {path} is {kind}; name a regular file")
+        if info.st_size > limit:
+            raise HubkitError(f"{what} {path} is {info.st_size:,} bytes, over hubkit's limit of {limit:,}")
+        chunks = []
+        left = limit + 1
+        while left > 0:
+            chunk = os.read(handle, min(left, 4 * MiB))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+    except OSError as exc:
+        raise HubkitError(f"{what} {path} cannot be read ({exc.strerror or exc})") from exc
+    finally:
+        os.close(handle)
+    data = b"".join(chunks)
+    if len(data) > limit:
+        raise HubkitError(f"{what} {path} grew past hubkit's limit of {limit:,} bytes while it was read")
+    return data
+
+
+def read_regular_text(path: Path, *, limit: int, what: str = "file") -> str:
+    """Like :func:`read_regular`, decoded as UTF-8; other encodings are a HubkitError naming the file."""
+    data = read_regular(path, limit=limit, what=what)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise HubkitError(f"{what} {path} is not UTF-8 text (byte {exc.start}); save it as UTF-8") from exc
