@@ -11,6 +11,7 @@ os.environ.setdefault("HF_HUB_DISABLE_UPDATE_CHECK", "1")
 
 import json
 import shutil
+import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,11 @@ import pytest
 
 from hubkit.cli import main
 from hubkit.fixtures.kimi import TINY, build_nvfp4_checkpoint
+
+# A suite launched in the background by a non-interactive shell inherits SIGINT as ignored, and so would every
+# hubkit process it starts; the tests that interrupt a run need Python's own handler (a child gets the default
+# disposition back on exec, and Python then installs the same handler).
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DATA = REPO_ROOT / "tests" / "data"
