@@ -41,8 +41,6 @@ def diff_command(a: str, b: str, deep: bool, output_format: str) -> int:
     from hubkit.checkpoint import load_checkpoint
     from hubkit.validate.diff import diff_checkpoints, render_diff
 
-    result = diff_checkpoints(
-        load_checkpoint(a), load_checkpoint(b), deep=deep, progress=output_format == "text"
-    )
+    result = diff_checkpoints(load_checkpoint(a), load_checkpoint(b), deep=deep, progress=output_format == "text")
     click.echo(json.dumps(result, indent=2) if output_format == "json" else render_diff(result))
     return ExitCode.OK if result["identical"] else ExitCode.ARTIFACT_FAILED

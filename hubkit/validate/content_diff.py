@@ -16,6 +16,8 @@ MAX_DIFF_LINES = 60
 MAX_DIFFERING_LINES = 5000
 #: A value longer than this (as JSON) is shown in short: its kind and size.
 MAX_VALUE_CHARS = 120
+#: Diff lines longer than this are cut (a minified file is one long line).
+MAX_LINE_CHARS = 240
 #: How many numbered-name groups a weight_map summary lists per kind of change.
 MAX_GROUPS = 6
 
@@ -48,8 +50,9 @@ def short_value(value: Any) -> Any:
 
 
 def _same(a: Any, b: Any) -> bool:
-    """Equal as JSON values: ``1``, ``1.0`` and ``true`` are three different things."""
-    return type(a) is type(b) and a == b
+    """Equal scalars as JSON sees them (``1``, ``1.0`` and ``true`` are three different things); containers
+    are never taken as equal here, since Python's ``==`` would equate them across types: their items are."""
+    return not isinstance(a, (dict, list)) and type(a) is type(b) and a == b
 
 
 def json_changes(a: Any, b: Any, *, index: bool = False) -> list[dict[str, Any]]:
@@ -79,7 +82,9 @@ def json_changes(a: Any, b: Any, *, index: bool = False) -> list[dict[str, Any]]
         elif isinstance(left, list) and isinstance(right, list):
             changes.append(_list_change(path, left, right))
         else:
-            changes.append({"key": key_path(path), "change": "changed", "a": short_value(left), "b": short_value(right)})
+            changes.append(
+                {"key": key_path(path), "change": "changed", "a": short_value(left), "b": short_value(right)}
+            )
     return changes
 
 
@@ -87,8 +92,9 @@ def _list_change(path: tuple[str | int, ...], left: list[Any], right: list[Any])
     """Two lists of different lengths: which items went and came (by their JSON text), bounded."""
     texts_left = [json.dumps(x, sort_keys=True) for x in left]
     texts_right = [json.dumps(x, sort_keys=True) for x in right]
-    removed = [x for x, t in zip(left, texts_left, strict=True) if t not in set(texts_right)]
-    added = [x for x, t in zip(right, texts_right, strict=True) if t not in set(texts_left)]
+    known_left, known_right = set(texts_left), set(texts_right)
+    removed = [x for x, t in zip(left, texts_left, strict=True) if t not in known_right]
+    added = [x for x, t in zip(right, texts_right, strict=True) if t not in known_left]
     change: dict[str, Any] = {
         "key": key_path(path),
         "change": "changed",
@@ -166,7 +172,7 @@ def line_diff(path: str, a: str, b: str) -> tuple[list[str], int]:
         found = _HUNK.fullmatch(line)
         if found:
             line = f"@@ -{int(found[1]) + start}{found[2]} +{int(found[3]) + start}{found[4]} @@"
-        lines.append(line)
+        lines.append(line if len(line) <= MAX_LINE_CHARS else line[:MAX_LINE_CHARS] + " [cut]")
     if a.endswith("\n") != b.endswith("\n"):
         lines.append(f"(a newline at the end: {_yes(a.endswith(chr(10)))} -> {_yes(b.endswith(chr(10)))})")
     if not lines:
@@ -181,3 +187,10 @@ def _yes(value: bool) -> str:
 def plural(count: int, noun: str) -> str:
     """``1 key``, ``3 keys``."""
     return f"{count:,} {noun}" if count == 1 else f"{count:,} {noun}s"
+
+
+def visible(line: str) -> str:
+    """``line`` with control characters written as escapes: a file cannot draw on the terminal or add lines."""
+    if line.isprintable():
+        return line
+    return "".join(c if c.isprintable() or c == "\t" else repr(c)[1:-1] for c in line)

@@ -19,7 +19,15 @@ from hubkit.checkpoint.model import RECORD_DIR, Checkpoint, UnreadableFile
 from hubkit.checkpoint.safetensors_header import ShardHeader, TensorInfo
 from hubkit.checkpoint.source import FileEntry
 from hubkit.progress import progress_bar
-from hubkit.validate.content_diff import MAX_CHANGES, MAX_GROUPS, json_changes, line_diff, plural, render_change
+from hubkit.validate.content_diff import (
+    MAX_CHANGES,
+    MAX_GROUPS,
+    json_changes,
+    line_diff,
+    plural,
+    render_change,
+    visible,
+)
 from hubkit.validate.context import Context
 from hubkit.validate.exclusions import group_names, read_exclusions
 from hubkit.validate.profiles import choose_profile
@@ -319,8 +327,6 @@ def _chunks(checkpoint: Checkpoint, path: str, start: int, length: int) -> Itera
 
 def _header_notes(header_a: ShardHeader, header_b: ShardHeader) -> list[str]:
     notes = []
-    if header_a.file_size != header_b.file_size:
-        notes.append(f"{header_a.file_size:,} -> {header_b.file_size:,} bytes")
     if len(header_a.tensors) != len(header_b.tensors):
         notes.append(f"{len(header_a.tensors):,} -> {len(header_b.tensors):,} tensors")
     elif header_a.tensors.keys() != header_b.tensors.keys():
@@ -436,7 +442,7 @@ def render_diff(diff: dict[str, Any]) -> str:
         lines += [f"    {line}" for line in item["tensors"]]
     lines += _render_files(diff["files"])
     lines.append(_verdict(diff))
-    return "\n".join(lines)
+    return "\n".join(map(visible, lines))
 
 
 def _render_files(files: dict[str, Any]) -> list[str]:
