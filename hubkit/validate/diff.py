@@ -158,9 +158,11 @@ class _FileComparison:
             for path in sorted(set(listed_a) & set(listed_b))
             if listed_a[path].problem is None and listed_b[path].problem is None
         ]
-        hashed = [pair for pair in pairs if _by_hash(pair[0]) or _by_hash(pair[1])]
+        hashed = []
         for entry_a, entry_b in pairs:
-            if (entry_a, entry_b) not in hashed:
+            if _by_hash(entry_a) or _by_hash(entry_b):
+                hashed.append((entry_a, entry_b))
+            else:
                 self._compare_content(entry_a, entry_b)
         self._compare_hashed(hashed, progress)
         self.changed.sort(key=lambda change: str(change["path"]))
@@ -199,6 +201,7 @@ class _FileComparison:
         """Large files and weights by sha256 (the Hub's listing where it has one), many files at once."""
         jobs = [(side, entry) for pair in pairs for side, entry in zip("ab", pair, strict=True)]
         digests: dict[tuple[str, str], str | None] = {}
+        failed: set[str] = set()
         total = sum(entry.size for _, entry in jobs)
         with (
             progress_bar(total=total, desc="hashing", unit="B", unit_scale=True, enabled=progress) as bar,
@@ -210,14 +213,14 @@ class _FileComparison:
                     digests[side, entry.path] = future.result()
                 except UnreadableFile as problem:
                     self._cannot_read(side, problem)
-                    digests[side, entry.path] = ""
+                    failed.add(entry.path)
                 bar.update(entry.size)
         clean_shards: set[str] = set()
         for entry_a, entry_b in pairs:
             path = entry_a.path
-            digest_a, digest_b = digests[("a", path)], digests[("b", path)]
-            if digest_a == "" or digest_b == "":
+            if path in failed:
                 continue  # listed as unreadable
+            digest_a, digest_b = digests["a", path], digests["b", path]
             if digest_a is None or digest_b is None:
                 if entry_a.size == entry_b.size:
                     self.not_compared.append(f"{path}: the Hub lists no sha256 for it (use --deep to read it)")
@@ -252,9 +255,17 @@ class _FileComparison:
         path = entry_a.path
         sides = {"a": {"size": entry_a.size, "sha256": digest_a}, "b": {"size": entry_b.size, "sha256": digest_b}}
         header_a, header_b = self.a.shards.get(path), self.b.shards.get(path)
-        if header_a is None or header_b is None:
-            kind = "safetensors" if path.endswith(".safetensors") else "binary"
-            return {"path": path, "kind": kind, "summary": "the bytes differ", **sides}
+        if not path.endswith(".safetensors"):
+            return {"path": path, "kind": "binary", "summary": "the bytes differ", **sides}
+        if header_a is None or header_b is None:  # a link to a shard: not read as one
+            return {
+                "path": path,
+                "kind": "safetensors",
+                "summary": "the bytes differ",
+                **sides,
+                "header": [],
+                "changes": [],
+            }
         notes = _header_notes(header_a, header_b)
         changes = json_changes(header_a.metadata, header_b.metadata)
         for item in changes:
