@@ -283,6 +283,22 @@ def test_files_only_on_one_side_are_listed(hubkit: Hubkit, pair: tuple[Path, Pat
     assert report["files"]["only_in_b"] == ["extra/notes.txt"]
 
 
+def test_links_are_compared_by_what_they_hold(hubkit: Hubkit, pair: tuple[Path, Path]) -> None:
+    a, b = pair
+    for side in pair:
+        (side / "extra").mkdir()
+        (side / "extra" / "here").symlink_to("../extra")  # a link to a folder: compared by its target
+        (side / "tokenizer.json").symlink_to("tokenizer_config.json")  # a link to a file: by the file's bytes
+    assert hubkit("diff", a, b).code == 0
+    (b / "extra" / "here").unlink()
+    (b / "extra" / "here").symlink_to("..")
+    (b / "tokenizer.json").unlink()
+    (b / "tokenizer.json").symlink_to("generation_config.json")
+    out, report = differs(hubkit, a, b)
+    assert "extra/here: a link to the folder ../extra -> a link to the folder .." in out
+    assert changed(report, "tokenizer.json")["kind"] == "json"
+
+
 def test_a_binary_file_is_compared_by_size_and_sha256(hubkit: Hubkit, pair: tuple[Path, Path]) -> None:
     a, b = pair
     (b / "tiktoken.model").write_bytes(b"\x00\xff" + (a / "tiktoken.model").read_bytes())

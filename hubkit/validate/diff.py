@@ -160,7 +160,11 @@ class _FileComparison:
         ]
         hashed = []
         for entry_a, entry_b in pairs:
-            if _by_hash(entry_a) or _by_hash(entry_b):
+            link_a, link_b = _folder_link(a, entry_a), _folder_link(b, entry_b)
+            if link_a is not None or link_b is not None:
+                if link_a != link_b:
+                    self.changed.append(_link_change(entry_a, entry_b, link_a, link_b))
+            elif _by_hash(entry_a) or _by_hash(entry_b):
                 hashed.append((entry_a, entry_b))
             else:
                 self._compare_content(entry_a, entry_b)
@@ -242,8 +246,6 @@ class _FileComparison:
         local = checkpoint.source.local_path(entry.path)
         if local is None and entry.size > MAX_CONTENT_BYTES and not self.deep:
             return None
-        if local is not None and entry.is_symlink and local.is_dir():
-            return "link to the folder " + os.readlink(local)
         digest = hashlib.sha256()
         for chunk in _chunks(checkpoint, entry.path, 0, entry.size):
             digest.update(chunk)
@@ -317,9 +319,33 @@ def _listed(checkpoint: Checkpoint) -> dict[str, FileEntry]:
     }
 
 
+def _folder_link(checkpoint: Checkpoint, entry: FileEntry) -> str | None:
+    """Where a symlink to a folder leads (such a link is never followed); None for anything else."""
+    local = checkpoint.source.local_path(entry.path)
+    if not entry.is_symlink or local is None:
+        return None
+    try:
+        return os.readlink(local) if local.is_dir() else None
+    except OSError:
+        return None  # read as a file, where what is wrong with it is reported
+
+
+def _link_change(entry_a: FileEntry, entry_b: FileEntry, link_a: str | None, link_b: str | None) -> dict[str, Any]:
+    def what(link: str | None) -> str:
+        return "a file" if link is None else f"a link to the folder {link}"
+
+    return {
+        "path": entry_a.path,
+        "kind": "link",
+        "summary": f"{what(link_a)} -> {what(link_b)}",
+        "a": {"size": entry_a.size, "sha256": None, "link": link_a},
+        "b": {"size": entry_b.size, "sha256": None, "link": link_b},
+    }
+
+
 def _by_hash(entry: FileEntry) -> bool:
     """Weights and large files are compared by sha256, everything else by reading it."""
-    return entry.path.endswith(".safetensors") or entry.size > MAX_CONTENT_BYTES or entry.is_symlink
+    return entry.path.endswith(".safetensors") or entry.size > MAX_CONTENT_BYTES
 
 
 def _chunks(checkpoint: Checkpoint, path: str, start: int, length: int) -> Iterator[bytes]:
