@@ -6,7 +6,7 @@ import json
 
 import click
 
-from hubkit.commands._options import examples
+from hubkit.commands._options import examples, format_option
 from hubkit.errors import ExitCode
 
 
@@ -25,15 +25,9 @@ from hubkit.errors import ExitCode
     help="Compare tensor data tensor by tensor and name the tensors that differ (reads every byte of the "
     "weight files whose hashes differ; from the Hub by range requests).",
 )
-@click.option(
-    "--format",
-    "output_format",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help="text for people; json (one object) for scripts.",
-)
-def diff_command(a: str, b: str, deep: bool, output_format: str) -> int:
+@format_option("text", "json")
+@click.pass_obj
+def diff_command(obj: dict[str, object], /, a: str, b: str, deep: bool, output_format: str) -> int:
     """Compare B against A, every file by content: JSON configs key by key, text by lines, weights by tensor
     names, dtypes, shapes and bytes (sha256; the Hub's own hashes for hf:// files), other files by size and
     sha256. Exit 0 only when both hold the same files with the same bytes (IDENTICAL), 1 when anything differs
@@ -41,6 +35,7 @@ def diff_command(a: str, b: str, deep: bool, output_format: str) -> int:
     from hubkit.checkpoint import load_checkpoint
     from hubkit.validate.diff import diff_checkpoints, render_diff
 
-    result = diff_checkpoints(load_checkpoint(a), load_checkpoint(b), deep=deep, progress=output_format == "text")
+    progress = output_format == "text" and not obj.get("quiet")
+    result = diff_checkpoints(load_checkpoint(a), load_checkpoint(b), deep=deep, progress=progress)
     click.echo(json.dumps(result, indent=2) if output_format == "json" else render_diff(result))
     return ExitCode.OK if result["identical"] else ExitCode.ARTIFACT_FAILED
