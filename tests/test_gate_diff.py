@@ -172,6 +172,16 @@ def test_added_and_removed_keys_and_lists(hubkit: Hubkit, pair: tuple[Path, Path
     assert kinds["text_config.qk_rope_head_dim"] == "removed" and kinds["text_config.rope_scaling"] == "added"
 
 
+def test_a_long_string_is_shown_around_its_change(hubkit: Hubkit, pair: tuple[Path, Path]) -> None:
+    a, b = pair
+    template = "{% for message in messages %}" * 40
+    edit_json(a / "tokenizer_config.json", lambda doc: doc.__setitem__("chat_template", template + "{{ eos }}"))
+    edit_json(b / "tokenizer_config.json", lambda doc: doc.__setitem__("chat_template", template + "{{ bos }}"))
+    out, _ = differs(hubkit, a, b)
+    (line,) = [line for line in out.splitlines() if "chat_template:" in line]
+    assert "{{ eos }}" in line and "{{ bos }}" in line and len(line) < 300
+
+
 def test_json_types_are_compared_strictly(hubkit: Hubkit, pair: tuple[Path, Path]) -> None:
     a, b = pair
     edit_json(a / "generation_config.json", lambda doc: doc.__setitem__("do_sample", 1))

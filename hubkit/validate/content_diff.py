@@ -46,7 +46,23 @@ def short_value(value: Any) -> Any:
         return f"<an object of {len(value):,} keys>"
     if isinstance(value, list):
         return f"<a list of {len(value):,} items>"
+    if isinstance(value, str):
+        return value[: MAX_VALUE_CHARS - 3] + "..."
     return text[: MAX_VALUE_CHARS - 3] + "..."
+
+
+def _short_pair(left: Any, right: Any) -> tuple[Any, Any]:
+    """Two changed values in short; two long strings are cut around their first difference."""
+    if not (isinstance(left, str) and isinstance(right, str) and max(len(left), len(right)) > MAX_VALUE_CHARS):
+        return short_value(left), short_value(right)
+    common = next((i for i, (x, y) in enumerate(zip(left, right, strict=False)) if x != y), min(len(left), len(right)))
+    start = max(0, common - 20)
+    window = MAX_VALUE_CHARS - 6
+
+    def cut(text: str) -> str:
+        return ("..." if start else "") + text[start : start + window] + ("..." if len(text) > start + window else "")
+
+    return cut(left), cut(right)
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -82,9 +98,8 @@ def json_changes(a: Any, b: Any, *, index: bool = False) -> list[dict[str, Any]]
         elif isinstance(left, list) and isinstance(right, list):
             changes.append(_list_change(path, left, right))
         else:
-            changes.append(
-                {"key": key_path(path), "change": "changed", "a": short_value(left), "b": short_value(right)}
-            )
+            shown_left, shown_right = _short_pair(left, right)
+            changes.append({"key": key_path(path), "change": "changed", "a": shown_left, "b": shown_right})
     return changes
 
 
