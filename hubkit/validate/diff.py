@@ -202,7 +202,10 @@ class _FileComparison:
         return None
 
     def _compare_hashed(self, pairs: list[tuple[FileEntry, FileEntry]], progress: bool) -> None:
-        """Large files and weights by sha256 (the Hub's listing where it has one), many files at once."""
+        """Large files and weights by sha256 (the Hub's listing where it has one), many files at once; one file
+        seen from both sides (the same folder, or hard links) is the same without being read."""
+        same_bytes = {entry_a.path for entry_a, entry_b in pairs if self._one_file(entry_a, entry_b)}
+        pairs = [pair for pair in pairs if pair[0].path not in same_bytes]
         jobs = [(side, entry) for pair in pairs for side, entry in zip("ab", pair, strict=True)]
         digests: dict[tuple[str, str], str | None] = {}
         failed: set[str] = set()
@@ -219,7 +222,6 @@ class _FileComparison:
                     self._cannot_read(side, problem)
                     failed.add(entry.path)
                 bar.update(entry.size)
-        clean_shards: set[str] = set()
         for entry_a, entry_b in pairs:
             path = entry_a.path
             if path in failed:
@@ -232,11 +234,18 @@ class _FileComparison:
                     continue
             elif digest_a == digest_b and entry_a.size == entry_b.size:
                 if path.endswith(".safetensors"):
-                    clean_shards.add(path)
+                    same_bytes.add(path)
                 continue
             self.changed.append(self._hashed_change(entry_a, entry_b, digest_a, digest_b))
         if self.deep:
-            self._compare_tensor_data(clean_shards)
+            self._compare_tensor_data(same_bytes)
+
+    def _one_file(self, entry_a: FileEntry, entry_b: FileEntry) -> bool:
+        local_a, local_b = self.a.source.local_path(entry_a.path), self.b.source.local_path(entry_b.path)
+        try:
+            return local_a is not None and local_b is not None and os.path.samefile(local_a, local_b)
+        except OSError:
+            return False  # hashed, where what is wrong with it is reported
 
     def _digest(self, side: str, entry: FileEntry) -> str | None:
         """The sha256 of a file: listed by the Hub, else read in chunks (a large Hub file only with --deep)."""
@@ -279,7 +288,7 @@ class _FileComparison:
         summary = "; ".join(["the bytes differ", *notes])
         return {"path": path, "kind": "safetensors", "summary": summary, **sides, "header": notes, "changes": changes}
 
-    def _compare_tensor_data(self, clean_shards: set[str]) -> None:
+    def _compare_tensor_data(self, same_bytes: set[str]) -> None:
         """--deep: every tensor of both sides with the same dtype and shape, outside shards with the same bytes,
         hashed from its data and compared; a tensor that moved between shards is compared too."""
         a, b = self.a, self.b
@@ -287,7 +296,7 @@ class _FileComparison:
             name
             for name in sorted(set(a.tensors) & set(b.tensors))
             if (a.tensors[name].dtype, a.tensors[name].dims) == (b.tensors[name].dtype, b.tensors[name].dims)
-            and not (a.shard_of[name] in clean_shards and b.shard_of[name] in clean_shards)
+            and not (a.shard_of[name] in same_bytes and b.shard_of[name] in same_bytes)
         ]
         try:
             hashes_a = _tensor_hashes(a, names)
