@@ -371,7 +371,9 @@ def test_a_hub_repo_against_a_folder(hubkit: Hubkit, hub, pair: tuple[Path, Path
     assert same.json()["files"]["ignored"] == [".gitattributes (the Hub's own file, only in A)"]
     name = flip_tensor_byte(b)
     edit_json(b / "config.json", lambda config: _set_positions(config, 4096))
+    hub.bytes_sent = 0
     shallow = hubkit("diff", ref, b)
+    assert hub.bytes_sent < (a / SHARD).stat().st_size / 2  # the Hub's sha256 of the weights, not their bytes
     assert shallow.code == 1 and shallow.out.rstrip().endswith("DIFFERENT"), shallow.out
     assert "text_config.max_position_embeddings: (absent) -> 4096" in shallow.out
     assert f"{SHARD}: the bytes differ" in shallow.out

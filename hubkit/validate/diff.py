@@ -233,8 +233,7 @@ class _FileComparison:
                     self.weights_not_compared |= path.endswith(".safetensors")
                     continue
             elif digest_a == digest_b and entry_a.size == entry_b.size:
-                if path.endswith(".safetensors"):
-                    same_bytes.add(path)
+                same_bytes.add(path)
                 continue
             self.changed.append(self._hashed_change(entry_a, entry_b, digest_a, digest_b))
         if self.deep:
