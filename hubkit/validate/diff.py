@@ -276,10 +276,10 @@ class _FileComparison:
                 "header": [],
                 "changes": [],
             }
-        notes = _header_notes(header_a, header_b)
         if header_a.fatal is not None or header_b.fatal is not None:
-            notes.append("a header cannot be read (see above)")
-        changes = json_changes(header_a.metadata, header_b.metadata)
+            notes, changes = ["a header cannot be read (see above)"], []
+        else:
+            notes, changes = _header_notes(header_a, header_b), json_changes(header_a.metadata, header_b.metadata)
         for item in changes:
             item["key"] = "__metadata__" + ("" if item["key"].startswith("(") else "." + item["key"])
         if not self.deep:
