@@ -31,6 +31,13 @@ def parse_hub_ref(ref: str) -> tuple[str, str | None]:
     return repo, revision or None
 
 
+def _lfs_sha256(info: dict[str, object]) -> str | None:
+    """The sha256 the Hub lists for an LFS (or Xet) file; None for a file stored in git."""
+    lfs = info.get("lfs")
+    sha = lfs.get("sha256") if isinstance(lfs, dict) else None
+    return sha if isinstance(sha, str) else None
+
+
 class HubSource:
     """A Hub repo at one commit, read by range requests."""
 
@@ -67,7 +74,8 @@ class HubSource:
         assert isinstance(found, dict)
         start = len(self.prefix) + 1
         return sorted(
-            (FileEntry(name[start:], int(info["size"])) for name, info in found.items()), key=lambda e: e.path
+            (FileEntry(name[start:], int(info["size"]), sha256=_lfs_sha256(info)) for name, info in found.items()),
+            key=lambda e: e.path,
         )
 
     def read_range(self, path: str, start: int, length: int) -> bytes:

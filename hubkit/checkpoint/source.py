@@ -23,7 +23,8 @@ class FileEntry:
     """One entry of a checkpoint folder, with a POSIX path relative to the folder.
 
     ``problem`` says why the entry cannot be read as a file (a FIFO, a symlink loop, a folder that cannot
-    be listed, no read permission); such an entry is reported once and never opened.
+    be listed, no read permission); such an entry is reported once and never opened. ``sha256`` is the
+    content's sha256 where the source knows it without reading the file (the Hub's listing of LFS files).
     """
 
     path: str
@@ -32,6 +33,7 @@ class FileEntry:
     symlink_escapes: bool = False
     is_dir: bool = False
     problem: str | None = None
+    sha256: str | None = None
 
 
 class CheckpointSource(Protocol):
