@@ -178,3 +178,23 @@ def load_record(path: Path, *, limit: int = RECORD_LIMIT) -> Any:
         return None if len(data) > limit else json.loads(data.decode("utf-8"))
     except (OSError, ValueError, RecursionError):  # RecursionError: JSON nested deeper than Python parses
         return None
+
+
+def append_text(target: Path, text: str) -> None:
+    """Append ``text`` to ``target`` (a log another program keeps, such as ``$GITHUB_STEP_SUMMARY``), created if
+    absent; a link, a FIFO or a device in its place is refused (exit 2), never written to."""
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    check_replaceable_file(target)
+    try:
+        handle = os.open(target, flags, 0o644)
+    except OSError as exc:
+        raise _failed(target, exc) from exc
+    with os.fdopen(handle, "wb") as stream:
+        mode = os.fstat(handle).st_mode
+        if not stat.S_ISREG(mode):
+            raise WriteRefused(f"{target} is {_kind(mode)}; hubkit appends only to regular files: name another path")
+        try:
+            stream.write(text.encode("utf-8"))
+            stream.flush()
+        except OSError as exc:
+            raise _failed(target, exc) from exc
