@@ -165,7 +165,12 @@ def load_record(path: Path, *, limit: int = RECORD_LIMIT) -> Any:
     refused (exit 2): hubkit never reads its records through a planted link."""
     path = Path(path)
     _refuse_linked_records(path.parent)
-    check_replaceable_file(path)
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return None
+    if not stat.S_ISREG(mode):
+        raise WriteRefused(f"hubkit's record {path} is {_kind(mode)}; hubkit reads only regular files: remove it")
     try:
         handle = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError:
