@@ -23,7 +23,7 @@ from hubkit.commands.push import push_command
 from hubkit.commands.quantize import quantize_command
 from hubkit.commands.release import release_command
 from hubkit.commands.validate import validate_command
-from hubkit.errors import ExitCode, HubkitError, Terminated
+from hubkit.errors import ExitCode, HubkitError, Terminated, outside_fault
 
 VERBOSITY = "hubkit.verbosity"
 
@@ -189,11 +189,17 @@ def main(argv: list[str] | None = None) -> NoReturn:
             click.echo(f"hubkit: error: cannot write to standard output ({exc}); redirect it to a file", err=True)
             code = ExitCode.USER_ERROR
     except Exception as exc:
-        if obj.get("debug") or "--debug" in args:
-            traceback.print_exc()
-        click.echo(
-            f"hubkit: internal error: {type(exc).__name__}: {exc} (a bug in hubkit; rerun with --debug for the traceback)",
-            err=True,
-        )
-        code = ExitCode.INTERNAL_ERROR
+        fault = outside_fault(exc)
+        if fault is not None:  # a full disk or a read-only folder: the environment's fault, not a bug
+            click.echo(f"hubkit: error: {fault}", err=True)
+            code = fault.exit_code
+        else:
+            if obj.get("debug") or "--debug" in args:
+                traceback.print_exc()
+            click.echo(
+                f"hubkit: internal error: {type(exc).__name__}: {exc} "
+                "(a bug in hubkit; rerun with --debug for the traceback)",
+                err=True,
+            )
+            code = ExitCode.INTERNAL_ERROR
     sys.exit(code)

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 from enum import IntEnum
+
+#: What the environment, never hubkit, causes: a full disk or quota, a read-only or forbidden path, a failing disk.
+OUTSIDE_FAULTS = frozenset(
+    {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO, errno.EMFILE}
+)
 
 
 class ExitCode(IntEnum):
@@ -38,3 +44,11 @@ def is_network_error(exc: BaseException) -> bool:
         "requests",
         "urllib3",
     )
+
+
+def outside_fault(exc: BaseException) -> HubkitError | None:
+    """The one-line error (exit 2) for an OSError the environment caused (a full disk...), else None."""
+    if not isinstance(exc, OSError) or exc.errno not in OUTSIDE_FAULTS:
+        return None
+    where = f"{exc.filename}: " if exc.filename else ""
+    return HubkitError(f"{where}{exc.strerror or exc}; free space or fix the permissions, then run again")

@@ -24,12 +24,17 @@ from typing import IO, Any
 from hubkit.errors import HubkitError
 
 RECORD_DIR = ".hubkit"
+RECORD_LIMIT = 256 * 1024 * 1024  # hubkit's own records are small; a bigger one is not hubkit's
 _DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 
 
 class WriteRefused(HubkitError):
     """A write hubkit will not make: the target is not a regular file, or a record folder is a link."""
+
+
+class WriteFailed(HubkitError):
+    """A write the environment stopped (a full disk, a read-only folder): exit 2, the target left as it was."""
 
 
 def _kind(mode: int) -> str:
@@ -46,9 +51,9 @@ def _kind(mode: int) -> str:
     return "not a regular file"
 
 
-def _failed(target: Path, exc: OSError) -> HubkitError:
+def _failed(target: Path, exc: OSError) -> WriteFailed:
     reason = exc.strerror or str(exc)
-    return HubkitError(f"cannot write {target}: {reason}; free space or fix its permissions, then run again")
+    return WriteFailed(f"cannot write {target}: {reason}; free space or fix its permissions, then run again")
 
 
 def check_replaceable_file(target: Path) -> None:
@@ -152,3 +157,49 @@ def write_text(target: Path, text: str) -> None:
 def write_json(target: Path, value: Any, *, indent: int | None = 2) -> None:
     """Write ``value`` as JSON (with a final newline) as ``target``, whole or not at all."""
     write_text(target, json.dumps(value, indent=indent, default=str) + "\n")
+
+
+def load_record(path: Path, *, limit: int = RECORD_LIMIT) -> Any:
+    """The JSON value of the record ``path``, or None when it is absent, unreadable or damaged (then the work it
+    recorded is done again). A record, or a ``.hubkit`` folder above it, that is a link or not a regular file is
+    refused (exit 2): hubkit never reads its records through a planted link."""
+    path = Path(path)
+    _refuse_linked_records(path.parent)
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return None
+    if not stat.S_ISREG(mode):
+        raise WriteRefused(f"hubkit's record {path} is {_kind(mode)}; hubkit reads only regular files: remove it")
+    try:
+        handle = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return None
+    try:
+        with os.fdopen(handle, "rb") as stream:
+            if not stat.S_ISREG(os.fstat(stream.fileno()).st_mode):
+                return None
+            data = stream.read(limit + 1)
+        return None if len(data) > limit else json.loads(data.decode("utf-8"))
+    except (OSError, ValueError, RecursionError):  # RecursionError: JSON nested deeper than Python parses
+        return None
+
+
+def append_text(target: Path, text: str) -> None:
+    """Append ``text`` to ``target`` (a log another program keeps, such as ``$GITHUB_STEP_SUMMARY``), created if
+    absent; a link, a FIFO or a device in its place is refused (exit 2), never written to."""
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    check_replaceable_file(target)
+    try:
+        handle = os.open(target, flags, 0o644)
+    except OSError as exc:
+        raise _failed(target, exc) from exc
+    with os.fdopen(handle, "wb") as stream:
+        mode = os.fstat(handle).st_mode
+        if not stat.S_ISREG(mode):
+            raise WriteRefused(f"{target} is {_kind(mode)}; hubkit appends only to regular files: name another path")
+        try:
+            stream.write(text.encode("utf-8"))
+            stream.flush()
+        except OSError as exc:
+            raise _failed(target, exc) from exc

@@ -167,7 +167,7 @@ def checkpoint_facts(checkpoint: Checkpoint, modules: ModuleTable | None = None)
 
 def _record(checkpoint: Checkpoint, path: str) -> dict[str, Any] | None:
     entry = checkpoint.files.get(path)
-    if entry is None or entry.problem is not None:
+    if entry is None or entry.problem is not None or entry.is_symlink:  # hubkit writes no record as a link
         return None
     try:
         data = json.loads(checkpoint.source.read_range(path, 0, entry.size))

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import click
 
 from hubkit.commands._options import examples
 from hubkit.errors import ExitCode, HubkitError
+from hubkit.records import check_replaceable_file, write_text
 
 
 @click.group(
@@ -43,31 +43,14 @@ def render_command(checkpoint: str, manifest_path: Path | None, template: str | 
     path = manifest_path or Path("hubkit.toml")
     if not path.is_file():
         raise HubkitError(f"manifest {path} not found; pass --manifest FILE (see examples/)")
+    if output is not None:
+        check_replaceable_file(output)  # a link, a FIFO, a device or a folder is refused before any work
     text = render_card(load_checkpoint(checkpoint), load_manifest(path), template)
     if output is None:
         click.echo(text, nl=False)
     else:
-        write_whole(output, text)
+        write_text(output, text)  # whole or not at all: never a half-written README
     return ExitCode.OK
-
-
-def write_whole(output: Path, text: str) -> None:
-    """Write ``output`` whole or not at all: never a half-written README."""
-    import tempfile
-
-    try:
-        handle, temporary = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise HubkitError(f"cannot write {output}: {exc.strerror or exc}") from exc
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        os.replace(temporary, output)
-    except OSError as exc:
-        raise HubkitError(f"cannot write {output}: {exc.strerror or exc}") from exc
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
 
 
 @card_group.command(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import contextlib
 import re
 from pathlib import Path
 
@@ -10,6 +10,7 @@ import click
 
 from hubkit.commands._options import examples
 from hubkit.errors import ExitCode, HubkitError
+from hubkit.records import check_replaceable_file, replacing
 
 PLACEHOLDER_REPO = "CHANGE-ME/Model-NVFP4"
 PLACEHOLDER_BASE = "CHANGE-ME/Model"
@@ -61,15 +62,10 @@ def init_command(folder: Path, repo: str | None, base: str | None, action: str |
     if existing and not force:
         raise HubkitError(f"{', '.join(map(str, existing))} already exist; pass --force to overwrite")
     for target in texts:
-        if target.is_dir():
-            raise HubkitError(f"{target} is a folder; move it away, then run hubkit init again")
-    for target, text in texts.items():
-        try:
-            kept = keep_edited(target, text)
-            write_whole(target, text)
-        except OSError as exc:
-            raise HubkitError(f"cannot write {target}: {exc.strerror or exc}") from exc
-        click.echo(f"wrote {target}" + (f" (your earlier version is kept as {kept})" if kept else ""))
+        check_target(folder, target)
+    kept = write_all(texts)
+    for target in texts:
+        click.echo(f"wrote {target}" + (f" (your earlier version is kept as {kept[target]})" if target in kept else ""))
     if repo is None or base is None or action is None:
         click.echo(
             "fill in the lines marked CHANGE-ME (hubkit.toml, .github/workflows/), then run: hubkit manifest check"
@@ -115,30 +111,45 @@ def render_files(folder: Path, repo: str | None, base: str | None, action: str |
     return texts
 
 
-def keep_edited(target: Path, text: str) -> Path | None:
-    """Copy ``target`` to a new ``NAME.bak`` (``NAME.1.bak``, ...) when it exists and differs from ``text``."""
-    if not target.is_file():
-        return None
-    current = target.read_bytes()
-    if current == text.encode("utf-8"):
+def check_target(folder: Path, target: Path) -> None:
+    """Refuse (exit 2) a target that is not absent-or-regular, or a folder on its way under ``folder`` that is a
+    link or not a folder (``.github`` being a file, a linked ``.github/workflows``)."""
+    for parent in reversed(target.relative_to(folder).parents[:-1]):
+        path = folder / parent
+        if path.is_symlink() or (path.exists() and not path.is_dir()):
+            kind = "a symbolic link" if path.is_symlink() else "not a folder"
+            raise HubkitError(f"{path} is {kind}; move it away, then run hubkit init again")
+    check_replaceable_file(target)
+
+
+def write_all(texts: dict[Path, str]) -> dict[Path, Path]:
+    """Write every file (and a ``NAME.bak`` of each edited one) or none: all land together once all are written.
+    Returns the backups made."""
+    kept: dict[Path, Path] = {}
+    made = {folder for target in texts for folder in target.parents if not folder.exists()}
+    try:
+        with contextlib.ExitStack() as stack:
+            for target, text in texts.items():
+                backup = backup_path(target, text)
+                stream = stack.enter_context(replacing(target))  # entered first, so renamed after its backup
+                if backup is not None:
+                    stack.enter_context(replacing(backup)).write(target.read_bytes())
+                    kept[target] = backup
+                stream.write(text.encode("utf-8"))
+    except BaseException:
+        for folder in sorted(made, key=lambda p: len(p.parts), reverse=True):
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # the folders this run made, left empty
+        raise
+    return kept
+
+
+def backup_path(target: Path, text: str) -> Path | None:
+    """A new ``NAME.bak`` (``NAME.1.bak``, ...) for ``target`` when it exists and differs from ``text``."""
+    if not target.is_file() or target.read_bytes() == text.encode("utf-8"):
         return None
     for number in range(1000):
         backup = target.with_name(f"{target.name}.bak" if number == 0 else f"{target.name}.{number}.bak")
-        try:
-            with open(backup, "xb") as handle:  # never overwrites: a backup of an earlier --force stays too
-                handle.write(current)
-        except FileExistsError:
-            continue
-        return backup
+        if not backup.exists() and not backup.is_symlink():  # never overwrites: earlier backups stay
+            return backup
     raise HubkitError(f"{target}: too many backups beside it; remove the old .bak files")
-
-
-def write_whole(target: Path, text: str) -> None:
-    """Write ``target`` whole or not at all (a temporary file beside it, then a rename)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    try:
-        temporary.write_text(text, encoding="utf-8")
-        temporary.replace(target)
-    finally:
-        temporary.unlink(missing_ok=True)

@@ -12,6 +12,7 @@ import click
 from hubkit.commands._options import build, click_options, examples, format_option
 from hubkit.errors import ExitCode, HubkitError
 from hubkit.hub.options import PushOptions
+from hubkit.records import append_text
 
 
 @click.command(
@@ -60,7 +61,6 @@ def _append_step_summary(markdown: str) -> None:
     if not path:
         return
     try:
-        with open(path, "a", encoding="utf-8") as handle:
-            handle.write(markdown + "\n")
-    except OSError as exc:
-        click.echo(f"::warning title=hubkit push::cannot write the step summary {path}: {exc.strerror}")
+        append_text(Path(path), markdown + "\n")
+    except HubkitError as exc:
+        click.echo(f"::warning title=hubkit push::cannot write the step summary: {exc}")

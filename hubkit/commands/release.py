@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from hubkit.commands._options import build, click_options, examples, format_option
+from hubkit.errors import HubkitError
+from hubkit.records import append_text
 from hubkit.release.options import ReleaseOptions
 
 if TYPE_CHECKING:
@@ -62,7 +64,6 @@ def report(result: ReleaseResult, output_format: str) -> None:
     target = os.environ.get("GITHUB_STEP_SUMMARY")
     if output_format == "github" and target:
         try:
-            with open(target, "a", encoding="utf-8") as handle:
-                handle.write(summary + "\n")
-        except OSError as exc:  # the release itself is done: say so, keep its exit code
-            logging.getLogger("hubkit").warning("cannot append to $GITHUB_STEP_SUMMARY (%s)", exc.strerror or exc)
+            append_text(Path(target), summary + "\n")
+        except HubkitError as exc:  # the release itself is done: say so, keep its exit code
+            logging.getLogger("hubkit").warning("$GITHUB_STEP_SUMMARY: %s", exc)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
-import json
 import logging
 import os
 import threading
@@ -23,6 +22,7 @@ from hubkit.checkpoint.model import RECORD_DIR
 from hubkit.checkpoint.source import list_folder
 from hubkit.errors import ExitCode, HubkitError
 from hubkit.progress import Bar, progress_bar
+from hubkit.records import WriteFailed, load_record, record_folder, write_json, write_text
 
 HASH_CACHE = f"{RECORD_DIR}/hashes.json"
 CLOCK_MARK = f"{RECORD_DIR}/hash-clock"  # written before hashing: its ctime is the filesystem's "now"
@@ -79,8 +79,23 @@ def select_files(folder: Path, include: tuple[str, ...], exclude: tuple[str, ...
             raise PushRefused(f"{relative} {entry.problem}; remove it, fix it or --exclude it")
         if entry.is_symlink and (folder / relative).is_dir():
             continue
+        check_publishable(relative)
         chosen.append(relative)
     return sorted(chosen)
+
+
+def check_publishable(relative: str) -> None:
+    """Refuse (exit 2) a path the Hub does not accept (under ``.git/`` or ``.cache/``, not UTF-8), before any work.
+
+    The client's own path check is asked (a delete operation is built and dropped: it checks and does nothing)."""
+    from huggingface_hub import CommitOperationDelete
+
+    try:
+        relative.encode("utf-8")
+        CommitOperationDelete(path_in_repo=relative)
+    except (ValueError, UnicodeError) as exc:
+        shown = relative.encode("utf-8", "backslashreplace").decode()
+        raise HubkitError(f"the Hub refuses the path {shown}; --exclude it or move it out of the folder") from exc
 
 
 class HashCache:
@@ -89,30 +104,30 @@ class HashCache:
     def __init__(self, folder: Path) -> None:
         self.path = folder / HASH_CACHE
         self.entries: dict[str, list[object]] = {}
-        try:
-            data = json.loads(self.path.read_text())
-            if isinstance(data, dict) and data.get("version") == CACHE_VERSION:
-                self.entries = dict(data["files"])
-        except (OSError, ValueError, KeyError, TypeError):
-            pass  # no cache, an older format or a damaged one: every file is hashed
+        data = load_record(self.path)  # a link in its place, or a linked .hubkit, is refused (exit 2)
+        files = data.get("files") if isinstance(data, dict) and data.get("version") == CACHE_VERSION else None
+        if isinstance(files, dict):  # else no cache, an older format or a damaged one: every file is hashed
+            self.entries = {path: hit for path, hit in files.items() if isinstance(hit, list)}
 
     def get(self, path: str, key: StatKey) -> LocalFile | None:
         hit = self.entries.get(path)
         if not isinstance(hit, list) or len(hit) != 7 or tuple(hit[:5]) != key:
             return None
-        return LocalFile(path, key[0], str(hit[5]), None if hit[6] is None else str(hit[6]), key)
+        sha256, sha1 = hit[5], hit[6]
+        if not isinstance(sha256, str) or not (sha1 is None or isinstance(sha1, str)):
+            return None  # a damaged entry: the file is hashed again
+        return LocalFile(path, key[0], sha256, sha1, key)
 
     def put(self, item: LocalFile) -> None:
         self.entries[item.path] = [*item.key, item.sha256, item.git_sha1]
 
     def save(self) -> None:
-        temporary = self.path.with_suffix(f".{os.getpid()}.tmp")
+        """Best effort: a full disk or a read-only folder costs the next push its hashing; a link is refused."""
         try:
-            self.path.parent.mkdir(exist_ok=True)
-            temporary.write_text(json.dumps({"version": CACHE_VERSION, "files": self.entries}))
-            temporary.replace(self.path)
-        except OSError as exc:
-            logger.warning("cannot write %s (%s): the next push hashes every file again", self.path, exc.strerror)
+            record_folder(self.path.parent.parent)
+            write_json(self.path, {"version": CACHE_VERSION, "files": self.entries}, indent=None)
+        except WriteFailed as exc:
+            logger.warning("%s: the next push hashes every file again", exc)
 
 
 def filesystem_clock(folder: Path) -> int | None:
@@ -120,12 +135,14 @@ def filesystem_clock(folder: Path) -> int | None:
     None when the folder is read-only: then every file counts as racy (hashed again to verify, never cached)."""
     mark = folder / CLOCK_MARK
     try:
-        mark.parent.mkdir(exist_ok=True)
-        mark.write_text(f"{os.getpid()} {os.urandom(8).hex()}\n")  # new bytes: its ctime moves to "now"
-        return mark.stat().st_ctime_ns
+        record_folder(folder)
+        write_text(mark, f"{os.getpid()} {os.urandom(8).hex()}\n")  # a new file: its ctime is "now"
+        return os.stat(mark, follow_symlinks=False).st_ctime_ns
+    except WriteFailed as exc:
+        logger.warning("%s: every file is hashed again to verify it", exc)
     except OSError as exc:
-        logger.warning("cannot write %s (%s): every file is hashed again to verify it", mark, exc.strerror)
-        return None
+        logger.warning("cannot read %s (%s): every file is hashed again to verify it", mark, exc.strerror)
+    return None
 
 
 def is_racy(item: LocalFile, clock_ns: int | None) -> bool:

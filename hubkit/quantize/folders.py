@@ -7,13 +7,14 @@ INT4 base) gets ``.hubkit/made-by.json`` the moment it is created; a finished ex
 
 from __future__ import annotations
 
-import json
+import contextlib
 import shutil
 from pathlib import Path
 
 from hubkit import __version__
 from hubkit.checkpoint.model import RECORD_DIR
 from hubkit.errors import HubkitError
+from hubkit.records import load_record, record_folder, write_json
 
 MADE_BY = f"{RECORD_DIR}/made-by.json"
 STATE = f"{RECORD_DIR}/state.json"
@@ -21,19 +22,19 @@ STATE = f"{RECORD_DIR}/state.json"
 
 def make_owned(folder: Path, purpose: str) -> Path:
     """Create ``folder`` (it must not exist) with hubkit's record of having made it."""
-    folder.mkdir(parents=True)
-    (folder / RECORD_DIR).mkdir()
-    (folder / MADE_BY).write_text(json.dumps({"made_by": "hubkit quantize", "purpose": purpose, "hubkit": __version__}))
+    try:
+        folder.mkdir(parents=True)
+    except OSError as exc:
+        raise HubkitError(f"cannot create {folder}: {exc.strerror or exc}; free space or fix its permissions") from exc
+    record_folder(folder)
+    write_json(folder / MADE_BY, {"made_by": "hubkit quantize", "purpose": purpose, "hubkit": __version__})
     return folder
 
 
 def made_by_hubkit(folder: Path) -> bool:
     """Whether hubkit's own record in ``folder`` says hubkit made it (a staging folder, or an export)."""
     for record in (folder / MADE_BY, folder / STATE):
-        try:
-            data = json.loads(record.read_text())
-        except (OSError, ValueError):
-            continue
+        data = load_record(record)  # a link in place of a record, or of .hubkit, is refused (exit 2)
         if isinstance(data, dict) and (data.get("made_by") == "hubkit quantize" or "status" in data):
             return True
     return False
@@ -52,5 +53,6 @@ def remove_owned(folder: Path, role: str) -> None:
 
 def discard(folder: Path) -> None:
     """Best-effort removal of a folder this run made (cleanup after a failure; never raises)."""
-    if folder.is_dir() and not folder.is_symlink() and made_by_hubkit(folder):
-        shutil.rmtree(folder, ignore_errors=True)
+    with contextlib.suppress(HubkitError):  # a record refused as a link: the folder is not provably hubkit's
+        if folder.is_dir() and not folder.is_symlink() and made_by_hubkit(folder):
+            shutil.rmtree(folder, ignore_errors=True)

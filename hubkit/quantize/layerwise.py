@@ -33,9 +33,9 @@ from __future__ import annotations
 import contextlib
 import copy
 import gc
-import json
 import logging
 import os
+import re
 import shutil
 import sys
 import time
@@ -54,11 +54,15 @@ from hubkit.errors import HubkitError
 from hubkit.progress import progress_bar
 from hubkit.quantize import interrupts
 from hubkit.quantize.shards import ShardWriter
+from hubkit.records import load_record, replacing, write_json
 
 log = logging.getLogger(__name__)
 #: modelopt releases whose layerwise and export internals this module was checked against.
 CHECKED_MODELOPT_VERSIONS = ("0.47",)
 STATE = "state.json"
+_WRITER_NUMBERS = ("max_bytes", "open_size", "total_size")
+_PART = re.compile(r"__part_\d{5,}\.safetensors")
+_PENDING = re.compile(r"pending-[\w.-]+\.safetensors")
 OUTPUT_META = "output_meta.pt"
 KV_CACHE_MAX_BOUND = 448  # modelopt's export: KV-cache scale = amax / 448 for FP8 and NVFP4 KV caches
 _TORCH_DTYPES = {
@@ -649,11 +653,12 @@ class LayerwiseRun:
     # -- resume --------------------------------------------------------------------------------------------------
 
     def _load_state(self, total: int) -> dict[str, Any]:
-        try:
-            state: dict[str, Any] = json.loads((self.scratch / STATE).read_text())
-        except (OSError, ValueError):
+        """The state of a killed run of the same inputs to resume, or {} (start over) when there is none or it is
+        not in the shape this class writes: a damaged or tampered record never skips a layer."""
+        state = load_record(self.scratch / STATE)
+        if not isinstance(state, dict) or state.get("fingerprint") != self.fingerprint or state.get("layers") != total:
             return {}
-        if state.get("fingerprint") != self.fingerprint or state.get("layers") != total:
+        if not _resumable(state, total):
             return {}
         return state
 
@@ -706,9 +711,7 @@ class LayerwiseRun:
         self._inputs_file(index).unlink(missing_ok=True)
 
     def _record(self, state: dict[str, Any]) -> None:
-        partial = self.scratch / (STATE + ".tmp")
-        partial.write_text(json.dumps(state))
-        os.replace(partial, self.scratch / STATE)
+        write_json(self.scratch / STATE, state, indent=None)
 
     # -- measurement ---------------------------------------------------------------------------------------------
 
@@ -747,9 +750,41 @@ def _calib_state(layer: Any) -> Any:
 
 
 def _save_atomic(value: Any, path: Path) -> None:
-    partial = path.with_name(path.name + ".tmp")
-    torch.save(value, partial)
-    os.replace(partial, path)
+    with replacing(path) as stream:
+        torch.save(value, stream)
+
+
+def _resumable(state: dict[str, Any], total: int) -> bool:
+    """Whether ``state`` has the shape :meth:`LayerwiseRun._commit` writes, every value of its type, and names
+    only files this class makes (a tampered name never sends a rename outside the staging folder)."""
+    writer, coverage = state.get("writer"), state.get("coverage")
+    if not isinstance(writer, dict) or not isinstance(coverage, dict):
+        return False
+    parts, open_keys, where = writer.get("parts"), writer.get("open_keys"), writer.get("where")
+    numbers = [state.get("next_layer"), state.get("layer_parameters"), *(writer.get(k) for k in _WRITER_NUMBERS)]
+    if not all(_count(n) for n in numbers) or not 0 < state["next_layer"] <= total:
+        return False
+    if not isinstance(parts, list) or not isinstance(open_keys, list) or not isinstance(where, dict):
+        return False
+    return (
+        all(isinstance(p, dict) and _PART.fullmatch(str(p.get("file"))) and _strings(p.get("keys")) for p in parts)
+        and _strings(open_keys)
+        and _strings(list(where.values()))
+        and all(_PENDING.fullmatch(name) for name in where.values())
+        and all(
+            isinstance(entry, dict) and _count(entry.get("calls")) and _strings(entry.get("counts"), int)
+            for entry in coverage.values()
+        )
+    )
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _strings(value: Any, kind: type = str) -> bool:
+    """A list whose every item is a ``kind`` (a str, or an int that is not a bool)."""
+    return isinstance(value, list) and all(isinstance(v, kind) and not isinstance(v, bool) for v in value)
 
 
 def _barrier(world: int) -> None:

@@ -32,6 +32,7 @@ from hubkit.progress import progress_bar
 from hubkit.quantize import interrupts
 from hubkit.quantize.folders import MADE_BY, discard, made_by_hubkit, make_owned, remove_owned
 from hubkit.quantize.options import MODES, QuantizeOptions
+from hubkit.records import ensure_folder, load_record, replacing, write_bytes, write_json, write_text
 from hubkit.validate.engine import Report, Severity
 from hubkit.validate.options import ValidateOptions
 from hubkit.validate.profiles import DEFAULT_PROFILE, load_profiles
@@ -104,7 +105,7 @@ def dequantize_int4(base: Path, target: Path) -> Path:
         warnings.simplefilter("ignore")
         convert_checkpoint(base, target, CompressedTensorsDequantizer(base), max_workers=1, device="cpu")
     _drop_int4_config(target / CONFIG)
-    done.write_text("complete\n")
+    write_text(done, "complete\n")
     return target
 
 
@@ -118,7 +119,7 @@ def _drop_int4_config(path: Path) -> None:
             and (not block or block.get("format") == "pack-quantized")
         ):
             del holder["quantization_config"]
-    path.write_text(json.dumps(config, indent=2) + "\n")
+    write_json(path, config)
 
 
 def resolve_device(device: str) -> str:
@@ -142,20 +143,20 @@ def prepare_out(out: Path, fingerprint: str | None = None) -> tuple[Path, bool]:
     folder, and whether it holds a layerwise run of the same inputs to resume (``fingerprint`` given)."""
     check_out(out)
     if out.exists() and any(out.iterdir()):
-        state = _read_json(out / STATE)
+        state = _read_record(out / STATE)
         if state.get("status") == "complete":
             raise HubkitError(f"{out} already holds a complete export; pass a new --out folder")
         if not made_by_hubkit(out):
             raise HubkitError(f"{out} is not empty; pass a new --out folder")
     staging = staging_folder(out)
-    record = _read_json(staging / MADE_BY)
+    record = _read_record(staging / MADE_BY)
     if fingerprint is not None and record.get("fingerprint") == fingerprint and made_by_hubkit(staging):
         return staging, True
     remove_owned(staging, "an earlier run's staging folder")  # an interrupted earlier run: start again
     make_owned(staging, "staging")
     if fingerprint is not None:
-        record = _read_json(staging / MADE_BY)
-        (staging / MADE_BY).write_text(json.dumps({**record, "fingerprint": fingerprint}))
+        record = _read_record(staging / MADE_BY)
+        write_json(staging / MADE_BY, {**record, "fingerprint": fingerprint})
     return staging, False
 
 
@@ -164,10 +165,17 @@ def staging_folder(out: Path) -> Path:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
+    """A JSON object of the base's or the export's, or {} when absent or damaged."""
     try:
         data = json.loads(path.read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _read_record(path: Path) -> dict[str, Any]:
+    """hubkit's record ``path`` as an object, or {} when absent or damaged; a link in its place is refused."""
+    data = load_record(path)
     return data if isinstance(data, dict) else {}
 
 
@@ -317,7 +325,8 @@ def _resumable(out: Path, fingerprint: str) -> bool:
     """Whether the staging folder beside ``out`` holds committed layers of a layerwise run of these inputs."""
     staging = staging_folder(out)
     return (
-        _read_json(staging / MADE_BY).get("fingerprint") == fingerprint and (staging / SCRATCH / "state.json").is_file()
+        _read_record(staging / MADE_BY).get("fingerprint") == fingerprint
+        and (staging / SCRATCH / "state.json").is_file()
     )
 
 
@@ -423,9 +432,9 @@ def _layerwise(
         experts = getattr(text, "n_routed_experts", None) or getattr(text, "num_local_experts", None) or 0
         coverage = ExpertCoverage(int(experts), int(getattr(text, "num_experts_per_tok", 1)), limit=len(mine))
         scratch = staging / SCRATCH
-        scratch.mkdir(parents=True, exist_ok=True)
+        ensure_folder(scratch)
         job = LayerwiseRun(
-            skeleton, recipe.quantize, mine, staging, scratch, _read_json(staging / MADE_BY).get("fingerprint", ""),
+            skeleton, recipe.quantize, mine, staging, scratch, _read_record(staging / MADE_BY).get("fingerprint", ""),
             parse_size(options.shard_size), coverage, progress=options.progress, rank=dist.rank, world=dist.world,
         )  # fmt: skip
         torch.manual_seed(options.seed)
@@ -464,14 +473,14 @@ def _complete(
     provenance = _provenance(options, recipe, sources, batches, coverage, timings, run.device, fallback)
     provenance["base_format"] = "int4" if int4 else "bf16"
     provenance["run"] = _run_record(run)
-    (staging / PROVENANCE).write_text(json.dumps(provenance, indent=2, default=str) + "\n")
+    write_json(staging / PROVENANCE, provenance)
     with _stage(timings, "validate"):
         report = validate(str(staging), ValidateOptions(profile=options.profile, base=str(base)))
     report.path = str(options.out)
     provenance["timings_s"] = timings
-    (staging / PROVENANCE).write_text(json.dumps(provenance, indent=2, default=str) + "\n")
+    write_json(staging / PROVENANCE, provenance)
     status = "complete" if report.passed else "failed-validation"
-    (staging / STATE).write_text(json.dumps({"status": status, "errors": report.count(Severity.ERROR)}) + "\n")
+    write_json(staging / STATE, {"status": status, "errors": report.count(Severity.ERROR)}, indent=None)
     if (staging / SCRATCH).exists():  # inside hubkit's own staging folder
         shutil.rmtree(staging / SCRATCH)
     (staging / MADE_BY).unlink()  # from here on hubkit's state.json is the record that hubkit made the folder
@@ -583,14 +592,15 @@ def _finish(staging: Path, base: Path, text_model_type: str | None) -> None:
     for pattern in COPIED_FROM_BASE:
         for item in base.glob(pattern):
             if item.is_file() and item.name not in (CONFIG, QUANT_CONFIG, INDEX):
-                shutil.copy2(item, staging / item.name)
+                with open(item, "rb") as source, replacing(staging / item.name) as copy:
+                    shutil.copyfileobj(source, copy)
     config = _read_json(staging / CONFIG)
     text = config.get("text_config")
     if isinstance(text, dict):
         text.pop("quantization_config", None)
         if text_model_type:
             text["model_type"] = text_model_type
-        (staging / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+        write_json(staging / CONFIG, config)
 
 
 def _restore_base_dtypes(staging: Path, base: Path) -> None:
@@ -599,7 +609,7 @@ def _restore_base_dtypes(staging: Path, base: Path) -> None:
     The BF16 part of a release is the base's, bit for bit; a BF16 -> F32 -> BF16 round trip is exact.
     """
     import torch
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file, save
 
     from hubkit.checkpoint import load_checkpoint
 
@@ -617,13 +627,13 @@ def _restore_base_dtypes(staging: Path, base: Path) -> None:
             tensors = load_file(staging / shard)
             for name, dtype in recast.items():
                 tensors[name] = tensors[name].to(dtype)
-            save_file(tensors, staging / shard, metadata={"format": "pt"})
+            write_bytes(staging / shard, save(tensors, metadata={"format": "pt"}))
             changed = True
     index_path = staging / INDEX
     if changed and index_path.is_file():
-        index = json.loads(index_path.read_text())
+        index = _read_json(index_path)
         index.setdefault("metadata", {})["total_size"] = load_checkpoint(str(staging)).total_tensor_bytes
-        index_path.write_text(json.dumps(index, indent=2) + "\n")
+        write_json(index_path, index)
 
 
 def _versions() -> dict[str, Any]:

@@ -24,11 +24,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import IO, Any
 
 import torch
 from huggingface_hub import get_torch_storage_size
-from safetensors.torch import save_file
+
+from hubkit.records import replacing, write_text
 
 #: What ``save_pretrained`` writes into every shard's header.
 METADATA = {"format": "pt"}
@@ -73,7 +74,7 @@ class Entry:
             count *= size
         return count * torch.empty((), dtype=_DTYPES[self.dtype]).element_size()
 
-    def write_to(self, handle: BinaryIO) -> None:
+    def write_to(self, handle: IO[bytes]) -> None:
         if self.tensor is not None:
             handle.write(self.tensor.detach().contiguous().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())
             return
@@ -104,13 +105,11 @@ def write_safetensors(path: Path, entries: Iterable[Entry], metadata: dict[str, 
         offset += entry.nbytes
     text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
     text += b" " * ((8 - len(text) % 8) % 8)
-    partial = path.with_name(path.name + ".tmp")
-    with open(partial, "wb") as handle:
+    with replacing(path) as handle:
         handle.write(struct.pack("<Q", len(text)))
         handle.write(text)
         for entry in ordered:
             entry.write_to(handle)
-    os.replace(partial, path)
 
 
 def _header(path: Path) -> tuple[int, dict[str, Any]]:
@@ -190,9 +189,9 @@ class ShardWriter:
         unsaved = {k: self._memory[k] for k in self.open_keys if k in self._memory}
         if unsaved:
             name = f"pending-{tag}.safetensors"
-            partial = self.scratch / (name + ".tmp")
-            save_file({k: v.contiguous() for k, v in unsaved.items()}, partial, metadata=METADATA)
-            os.replace(partial, self.scratch / name)
+            write_safetensors(
+                self.scratch / name, [Entry(k, _NAMES[v.dtype], tuple(v.shape), tensor=v) for k, v in unsaved.items()]
+            )
             self.where.update(dict.fromkeys(unsaved, name))
         self._memory = {}
         self._obsolete -= set(self.where.values())
@@ -242,5 +241,5 @@ class ShardWriter:
             return names
         metadata = {"total_parameters": total_parameters, "total_size": self.total_size}
         text = json.dumps({"metadata": metadata, "weight_map": weight_map}, indent=2, sort_keys=True) + "\n"
-        (self.folder / INDEX).write_text(text, encoding="utf-8")
+        write_text(self.folder / INDEX, text)
         return names

@@ -26,7 +26,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hubkit.errors import ExitCode, HubkitError, Terminated
+from hubkit.errors import ExitCode, HubkitError, Terminated, outside_fault
+from hubkit.records import check_replaceable_file, load_record, record_folder, write_json, write_text
 from hubkit.release.options import STAGES, ReleaseOptions
 from hubkit.release.preflight import FAILED, Check, PreflightFailed, Subject, preflight
 from hubkit.release.smoke import smoke_availability
@@ -145,11 +146,23 @@ class Release:
     # ------------------------------------------------------------------------------------- bookkeeping
 
     def _load_state(self) -> dict[str, Any]:
-        try:
-            state = json.loads((self.out / STATE).read_text())
-        except (OSError, ValueError):
+        """``state.json`` as the last run left it; what is damaged or tampered with counts as never recorded
+        (those stages run again: a record is trusted to skip work only in the shape hubkit writes)."""
+        state = load_record(self.out / STATE)
+        if not isinstance(state, dict):
             return {}
-        return state if isinstance(state, dict) else {}
+        stages = state.get("stages")
+        state["stages"] = {
+            name: entry
+            for name, entry in (stages.items() if isinstance(stages, dict) else [])
+            if name in STAGES
+            and isinstance(entry, dict)
+            and isinstance(entry.get("fingerprint"), str)
+            and isinstance(entry.get("outputs", {}), dict)
+        }
+        if not isinstance(state.get("failed", {}), dict):
+            del state["failed"]
+        return state
 
     def _save_state(self) -> None:
         if self.options.dry_run or not self.out.is_dir():
@@ -431,13 +444,11 @@ class Release:
         from hubkit.card.render import render_card
         from hubkit.checkpoint import load_checkpoint
 
-        text = render_card(load_checkpoint(str(self.out)), self.manifest)
         readme = self.out / "README.md"
+        check_replaceable_file(readme)  # a link, a FIFO or a folder in its place is refused, never written through
+        text = render_card(load_checkpoint(str(self.out)), self.manifest)
         if not readme.is_file() or readme.read_text(encoding="utf-8", errors="replace") != text:
-            temporary = self.out / ".hubkit" / "README.md.tmp"
-            temporary.parent.mkdir(exist_ok=True)
-            temporary.write_text(text, encoding="utf-8")
-            temporary.replace(readme)  # whole or not at all
+            write_text(readme, text)  # whole or not at all
         return StageResult("card", "ran", outputs={"bytes": len(text)})
 
     # ------------------------------------------------------------------------------------- validate
@@ -475,8 +486,7 @@ class Release:
                 progress=self.options.progress,
             ),
         )
-        (self.out / ".hubkit").mkdir(exist_ok=True)
-        (self.out / ".hubkit" / "validation.json").write_text(render_json(report) + "\n")
+        write_text(record_folder(self.out) / "validation.json", render_json(report) + "\n")
         summary = f"{report.count(Severity.ERROR)} errors, {report.count(Severity.WARNING)} warnings"
         if table.ignore:
             summary += f"; waived: {', '.join(table.ignore)}"
@@ -602,7 +612,7 @@ class Release:
             self.out.mkdir(parents=True)
             write_record(self.out, self.state)
         record = run_smoke(self.manifest, self.out)
-        (self.out / ".hubkit" / "smoke.json").write_text(json.dumps(record, indent=2) + "\n")
+        write_json(record_folder(self.out) / "smoke.json", record)
         if not record["ok"]:
             return StageResult("smoke", "failed", detail=record["summary"], outputs=record)
         # the card may now say where the release was validated: render it again and publish just that change
@@ -622,6 +632,8 @@ def failure_reason(exc: BaseException) -> str:
         return "interrupted (Ctrl-C)"
     if isinstance(exc, HubkitError):
         return str(exc)
+    if outside_fault(exc) is not None:
+        return str(outside_fault(exc))
     if isinstance(exc, SystemExit):
         return f"exited with code {exc.code}"
     return f"internal error: {type(exc).__name__}: {exc}"

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hubkit.records import record_folder, replacing
+
 if TYPE_CHECKING:
     from hubkit.manifest import Manifest
 
@@ -107,11 +109,10 @@ def server(manifest: Manifest) -> Server:
 def run_smoke(manifest: Manifest, out: Path) -> dict[str, Any]:
     """Start the vLLM server on the release, wait until it answers, send the prompts; always stop the server."""
     plan = server(manifest)
-    log = out / ".hubkit" / "smoke-vllm.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
+    log = record_folder(out) / "smoke-vllm.log"
     started = time.monotonic()
     version = ""
-    with open(log, "w") as handle:
+    with replacing(log) as handle:
         process = subprocess.Popen(plan.command, stdout=handle, stderr=subprocess.STDOUT, env=plan.env)
         try:
             port = manifest.smoke.port

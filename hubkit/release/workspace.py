@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import os
+import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +18,7 @@ from typing import Any
 
 from hubkit import __version__
 from hubkit.errors import HubkitError
+from hubkit.records import load_record, record_folder, write_json
 
 RECORD = ".hubkit"
 STATE = f"{RECORD}/state.json"
@@ -32,24 +33,17 @@ def made_by() -> dict[str, Any]:
 
 
 def read_record(folder: Path) -> dict[str, Any] | None:
-    """hubkit's record inside ``folder``, or None when there is none (a link in its place does not count)."""
-    record, state = folder / RECORD, folder / STATE
-    if record.is_symlink() or state.is_symlink() or not state.is_file():
-        return None
-    try:
-        data = json.loads(state.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
+    """hubkit's record inside ``folder``, or None when there is none or it is damaged; a link in place of the
+    record or of ``.hubkit`` is refused (exit 2)."""
+    data = load_record(folder / STATE)
     return data if isinstance(data, dict) and RECORD_KEYS & data.keys() else None
 
 
 def write_record(folder: Path, record: dict[str, Any]) -> None:
     """Write ``record`` (with ``made_by``) as ``folder``'s record, whole or not at all."""
-    (folder / RECORD).mkdir(exist_ok=True)
+    record_folder(folder)
     record.setdefault("made_by", made_by())
-    temporary = folder / f"{STATE}.{os.getpid()}.tmp"
-    temporary.write_text(json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8")
-    temporary.replace(folder / STATE)
+    write_json(folder / STATE, record)
 
 
 def has_files(folder: Path) -> bool:
@@ -106,9 +100,12 @@ def exclusive(folder: Path, role: str) -> Iterator[None]:
         raise HubkitError(f"cannot create {folder.parent}: {exc.strerror or exc}") from exc
     while True:
         try:
-            handle = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+            handle = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
         except OSError as exc:
-            raise HubkitError(f"cannot create the lock {path}: {exc.strerror or exc}") from exc
+            raise HubkitError(f"cannot create the lock {path}: {exc.strerror or exc}; move away what is there") from exc
+        if not stat.S_ISREG(os.fstat(handle).st_mode):  # a FIFO or a device planted in its place
+            os.close(handle)
+            raise HubkitError(f"{path} exists and is not hubkit's lock file (not a regular file); move it away")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
@@ -131,6 +128,11 @@ def exclusive(folder: Path, role: str) -> Iterator[None]:
             raise HubkitError(f"{path} exists and is not hubkit's lock file; move it away")
         os.ftruncate(handle, 0)
         os.pwrite(handle, f"{os.getpid()}\n".encode(), 0)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(path)  # still holding the lock: nothing is left behind
+        os.close(handle)
+        raise HubkitError(f"cannot write the lock {path}: {exc.strerror or exc}; free space, then run again") from exc
     except BaseException:
         os.close(handle)
         raise

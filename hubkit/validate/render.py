@@ -7,6 +7,7 @@ import os
 from collections import defaultdict
 from pathlib import Path
 
+from hubkit.records import append_text
 from hubkit.validate.engine import Check, Finding, Report, Severity
 
 SCHEMA_VERSION = 1
@@ -128,8 +129,7 @@ def github_step_summary(report: Report) -> str:
 def write_github_step_summary(report: Report) -> None:
     target = os.environ.get("GITHUB_STEP_SUMMARY")
     if target:
-        with Path(target).open("a", encoding="utf-8") as handle:
-            handle.write(github_step_summary(report))
+        append_text(Path(target), github_step_summary(report))
 
 
 def render_check_table(checks: list[Check]) -> str:
