@@ -65,7 +65,8 @@ def test_every_action_is_pinned_by_sha_to_a_node24_release() -> None:
 
 
 @pytest.mark.parametrize(
-    "workflow", [REPO_ROOT / "templates" / "init" / "release.yml", *sorted((REPO_ROOT / ".github" / "workflows").glob("*.yml"))]
+    "workflow",
+    [REPO_ROOT / "templates" / "init" / "release.yml", *sorted((REPO_ROOT / ".github" / "workflows").glob("*.yml"))],
 )
 def test_jobs_that_read_secrets_run_in_a_protected_environment(workflow: Path) -> None:
     document = yaml.safe_load(workflow.read_text())
@@ -84,7 +85,9 @@ def test_the_model_release_uses_the_hub_release_environment() -> None:
 
 
 def test_model_repo_ci_checks_the_card_where_the_manifest_puts_it(hubkit, tmp_path: Path, tiny: Path) -> None:
-    repo = init_model_repo(hubkit, tmp_path / "model", "--repo", "org/Tiny-NVFP4", "--base", "org/Tiny", "--action", ACTION)
+    repo = init_model_repo(
+        hubkit, tmp_path / "model", "--repo", "org/Tiny-NVFP4", "--base", "org/Tiny", "--action", ACTION
+    )
     env = hubkit_on_path(tmp_path / "bin")
     (tmp_path / "runner").mkdir()
 
@@ -155,21 +158,35 @@ exec "{python}" "$@"
 
 
 @pytest.fixture
-def install_step(tmp_path: Path):
-    """Run the action's install step with pip stood in for (no network), on a fake action checkout."""
+def action_checkout(tmp_path: Path) -> Path:
+    """What the action's install step reads of its own checkout: the pins, and the source it hashes."""
     action = tmp_path / "action"
-    for name in ("pyproject.toml", "constraints/release.txt", "hubkit/__init__.py", "templates/t.txt", "checks/c.toml"):
+    for name in ("pyproject.toml", "constraints/release.txt", "hubkit/__init__.py"):
         (action / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(REPO_ROOT / name, action / name) if (REPO_ROOT / name).is_file() else (action / name).write_text("x")
+        shutil.copy(REPO_ROOT / name, action / name)
+    for name in ("templates/init/ci.yml", "checks/kimi-k2-nvfp4.toml"):
+        (action / name).parent.mkdir(parents=True, exist_ok=True)
+        (action / name).write_text("x\n")
+    return action
+
+
+@pytest.fixture
+def install_step(tmp_path: Path, action_checkout: Path):
+    """Run the action's install step with pip stood in for (no network) on ``action_checkout``."""
+    action = action_checkout
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "python3").write_text(STUB_PYTHON.replace("{python}", sys.executable))
     (bin_dir / "python3").chmod(stat.S_IRWXU)
     log = tmp_path / "log.txt"
-    step = next(s for s in yaml.safe_load((REPO_ROOT / "action.yml").read_text())["runs"]["steps"] if s.get("id") == "install")
+    step = next(
+        s for s in yaml.safe_load((REPO_ROOT / "action.yml").read_text())["runs"]["steps"] if s.get("id") == "install"
+    )
     runs = 0
 
-    def run(venv_root: str = "", environment: str = "self-hosted", extras: str = "quantize") -> tuple[JobRun, list[str]]:
+    def run(
+        venv_root: str = "", environment: str = "self-hosted", extras: str = "quantize"
+    ) -> tuple[JobRun, list[str]]:
         nonlocal runs
         runs += 1
         runner = tmp_path / f"runner{runs}"
@@ -187,11 +204,12 @@ def install_step(tmp_path: Path):
         assert job.passed, job.steps[0].output
         return job, log.read_text().splitlines()
 
-    run.action = action  # type: ignore[attr-defined]
     return run
 
 
-def test_action_keeps_its_environment_on_a_self_hosted_runner(install_step, tmp_path: Path) -> None:
+def test_action_keeps_its_environment_on_a_self_hosted_runner(
+    install_step, action_checkout: Path, tmp_path: Path
+) -> None:
     volume = tmp_path / "volume"
     first, log = install_step(str(volume))
     python = Path(first.outputs["install"]["outputs"]["python"])
@@ -206,7 +224,7 @@ def test_action_keeps_its_environment_on_a_self_hosted_runner(install_step, tmp_
     assert log == [] and "reusing" in again.steps[0].output  # nothing rebuilt, nothing downloaded
 
     # another commit of hubkit with the same pins: hubkit alone is reinstalled, in the same environment
-    (install_step.action / "hubkit" / "__init__.py").write_text("__version__ = '9'\n")
+    (action_checkout / "hubkit" / "__init__.py").write_text("__version__ = '9'\n")
     _, log = install_step(str(volume))
     assert len(log) == 1 and "--no-deps --force-reinstall" in log[0]
     _, log = install_step(str(volume))
@@ -218,7 +236,7 @@ def test_action_keeps_its_environment_on_a_self_hosted_runner(install_step, tmp_
     assert log[0] == f"venv {venv}"
 
     # other pins, other extras: another environment
-    with (install_step.action / "constraints" / "release.txt").open("a") as constraints:
+    with (action_checkout / "constraints" / "release.txt").open("a") as constraints:
         constraints.write("# moved pins\n")
     moved, _ = install_step(str(volume))
     other, _ = install_step(str(volume), extras="")
@@ -228,7 +246,11 @@ def test_action_keeps_its_environment_on_a_self_hosted_runner(install_step, tmp_
 
 def test_action_environment_defaults_by_runner(install_step, tmp_path: Path) -> None:
     self_hosted, _ = install_step()
-    assert self_hosted.outputs["install"]["outputs"]["python"].startswith(str(tmp_path / "tool-cache" / "hubkit" / "venv-"))
+    assert self_hosted.outputs["install"]["outputs"]["python"].startswith(
+        str(tmp_path / "tool-cache" / "hubkit" / "venv-")
+    )
     hosted, log = install_step(environment="github-hosted")
-    assert hosted.outputs["install"]["outputs"]["python"] == str(tmp_path / "runner2" / "hubkit-venv" / "bin" / "python")
+    assert hosted.outputs["install"]["outputs"]["python"] == str(
+        tmp_path / "runner2" / "hubkit-venv" / "bin" / "python"
+    )
     assert log[0].startswith("venv ") and "cache=" in log[1] and "tool-cache" not in log[1]

@@ -193,7 +193,10 @@ def test_model_repo_ci_checks_the_manifest_and_the_card_without_a_token(hubkit, 
     assert second.passed and "PASSED" in second.step("Check the model card").output
     card.write_text("# just a title\n")
     broken_card = ci()
-    assert not broken_card.passed and "::error file=Tiny-NVFP4/README.md" in broken_card.step("Check the model card").output
+    assert (
+        not broken_card.passed
+        and "::error file=Tiny-NVFP4/README.md" in broken_card.step("Check the model card").output
+    )
 
     # a manifest problem fails the job with an annotation on its line
     card.unlink()

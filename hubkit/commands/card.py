@@ -90,9 +90,7 @@ def write_whole(output: Path, text: str) -> None:
 @click.option(
     "--format", "output_format", type=click.Choice(["text", "json", "github"]), default="text", show_default=True
 )
-def check_command(
-    readme: Path | None, manifest_path: Path | None, checkpoint: str | None, output_format: str
-) -> int:
+def check_command(readme: Path | None, manifest_path: Path | None, checkpoint: str | None, output_format: str) -> int:
     """Check README.md: front matter, sections, and (with --checkpoint) every derivable number."""
     from hubkit.card.check import CardProblem, check_card, comparable_facts, decode_card, facts_blocker
     from hubkit.card.facts import checkpoint_facts
