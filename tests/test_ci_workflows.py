@@ -254,3 +254,11 @@ def test_action_environment_defaults_by_runner(install_step, tmp_path: Path) -> 
         tmp_path / "runner2" / "hubkit-venv" / "bin" / "python"
     )
     assert log[0].startswith("venv ") and "cache=" in log[1] and "tool-cache" not in log[1]
+
+
+def test_readme_documents_every_action_input_and_the_install_from_source() -> None:
+    readme = (REPO_ROOT / "README.md").read_text()
+    for name in yaml.safe_load((REPO_ROOT / "action.yml").read_text())["inputs"]:
+        assert f"| `{name}` |" in readme, f"README's GitHub Action table lacks the input {name}"
+    first_command = readme.split("```bash\n", 1)[1].splitlines()[0]
+    assert first_command.startswith("pipx install .") and "not on PyPI" in first_command
