@@ -144,3 +144,31 @@ def test_constraints_pin_every_dependency_hubkit_and_its_quantize_extra_declare(
         if line.startswith("torch==")
     )
     assert f"pip install '{torch}' --index-url https://download.pytorch.org/whl/cpu" in readme
+
+
+def test_lower_bounds_are_the_tested_versions() -> None:
+    """Each dependency's lower bound is the version the tests pin (constraints/): no older version is tested, so
+    none is claimed; a bump of a pin that leaves the bound behind fails here."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+    from packaging.version import Version
+
+    pins = {
+        canonicalize_name(name): Version(version)
+        for constraints in ("release.txt", "dev.txt")
+        for line in (REPO_ROOT / "constraints" / constraints).read_text().splitlines()
+        if "==" in line and not line.startswith("#")
+        for name, version in [line.split("==")]
+    }
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    requirements = [
+        *project["dependencies"],
+        *(r for extra in project["optional-dependencies"].values() for r in extra),
+    ]
+    for requirement in map(Requirement, requirements):
+        name = canonicalize_name(requirement.name)
+        lower = [Version(s.version) for s in requirement.specifier if s.operator in (">=", "==", "~=")]
+        assert lower, f"{requirement}: no lower bound; the tested version is {pins.get(name)}"
+        assert name in pins, f"{requirement}: no tested version in constraints/"
+        assert max(lower) == pins[name], f"{requirement}: the lower bound is not the tested {pins[name]}"
+        assert pins[name] in requirement.specifier, f"{requirement} excludes the tested {pins[name]}"

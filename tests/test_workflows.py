@@ -26,7 +26,8 @@ ACTION = "acme/hubkit@0123456789abcdef0123456789abcdef01234567"
 
 
 def offline_checks(workflows: Sequence[Path], actions: Sequence[Path] = ()) -> None:
-    """check-jsonschema's GitHub schemas, zizmor at low severity and up, and every action pinned by SHA."""
+    """check-jsonschema's GitHub schemas, zizmor's auditor persona at low severity and up, and every action pinned
+    by SHA."""
     for schema, files in (("vendor.github-workflows", workflows), ("vendor.github-actions", actions)):
         if files:
             result = subprocess.run(
@@ -36,7 +37,7 @@ def offline_checks(workflows: Sequence[Path], actions: Sequence[Path] = ()) -> N
             assert result.returncode == 0, result.stdout + result.stderr
     zizmor = shutil.which("zizmor") or str(Path(sys.executable).parent / "zizmor")
     audit = subprocess.run(
-        [zizmor, "--offline", "--min-severity", "low", *map(str, [*workflows, *actions])],
+        [zizmor, "--offline", "--persona", "auditor", "--min-severity", "low", *map(str, [*workflows, *actions])],
         capture_output=True,
         text=True,
     )
@@ -181,19 +182,24 @@ def test_model_repo_ci_checks_the_manifest_and_the_card_without_a_token(hubkit, 
     assert first.passed, [(s.name, s.output) for s in first.steps]
     assert installs == [{"python-version": "3.12"}]  # no quantize extra, no torch on the CPU runner
     assert "hubkit.toml: valid" in first.step("Check the manifest").output
-    assert "no README.md here" in first.step("Check the model card").output
+    assert "no model card at" in first.step("Check the model card").output
 
-    # a committed card is checked; so is a broken one
-    rendered = hubkit("card", "render", tiny, "--manifest", repo / "hubkit.toml", "-o", repo / "README.md")
+    # a committed card (where the manifest's [quantize] out puts it) is checked; so is a broken one
+    card = repo / "Tiny-NVFP4" / "README.md"
+    card.parent.mkdir()
+    rendered = hubkit("card", "render", tiny, "--manifest", repo / "hubkit.toml", "-o", card)
     assert rendered.code == 0, rendered.err
     second = ci()
     assert second.passed and "PASSED" in second.step("Check the model card").output
-    (repo / "README.md").write_text("# just a title\n")
+    card.write_text("# just a title\n")
     broken_card = ci()
-    assert not broken_card.passed and "::error file=README.md" in broken_card.step("Check the model card").output
+    assert (
+        not broken_card.passed
+        and "::error file=Tiny-NVFP4/README.md" in broken_card.step("Check the model card").output
+    )
 
     # a manifest problem fails the job with an annotation on its line
-    (repo / "README.md").unlink()
+    card.unlink()
     text = (repo / "hubkit.toml").read_text().replace("[quantize]\n", "[quantize]\ncalib_sise = 4\n")
     (repo / "hubkit.toml").write_text(text.replace('repo = "org/Tiny-NVFP4"', 'repo = "not a repo id"'))
     broken = ci()

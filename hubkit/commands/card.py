@@ -59,19 +59,39 @@ def render_command(checkpoint: str, manifest_path: Path | None, template: str | 
         "hubkit card check README.md",
         "hubkit card check ./Kimi-K2.6-NVFP4/README.md --checkpoint ./Kimi-K2.6-NVFP4 --format json",
         "hubkit card check README.md --checkpoint hf://nvidia/Kimi-K2.6-NVFP4",
+        "hubkit card check --manifest hubkit.toml      # the card where the manifest puts it, if it is there",
     ),
 )
-@click.argument("readme", type=click.Path(path_type=Path))
+@click.argument("readme", type=click.Path(path_type=Path), required=False)
+@click.option(
+    "--manifest",
+    "manifest_path",
+    type=click.Path(path_type=Path),
+    help="Check the card where this manifest puts it ([quantize] out/README.md); none there yet is a note, exit 0.",
+)
 @click.option("--checkpoint", help="Check the stated numbers against this checkpoint.")
 @click.option(
     "--format", "output_format", type=click.Choice(["text", "json", "github"]), default="text", show_default=True
 )
-def check_command(readme: Path, checkpoint: str | None, output_format: str) -> int:
+def check_command(readme: Path | None, manifest_path: Path | None, checkpoint: str | None, output_format: str) -> int:
     """Check README.md: front matter, sections, and (with --checkpoint) every derivable number."""
     from hubkit.card.check import CardProblem, check_card, comparable_facts, decode_card, facts_blocker
     from hubkit.card.facts import checkpoint_facts
     from hubkit.checkpoint import load_checkpoint
 
+    if manifest_path is not None:
+        if readme is not None:
+            raise HubkitError("name the model card to check: README.md or --manifest hubkit.toml, not both")
+        readme = card_of_manifest(manifest_path)
+        if not readme.exists() and not readme.is_symlink():
+            note = f"no model card at {readme} (where {manifest_path} puts it); the release renders and checks it"
+            if output_format == "json":
+                click.echo(json.dumps({"schema": 1, "path": str(readme), "passed": True, "problems": [], "note": note}))
+            else:
+                click.echo(f"::notice title=hubkit card check::{note}" if output_format == "github" else note)
+            return ExitCode.OK
+    elif readme is None:
+        raise HubkitError("name the model card to check: README.md, or --manifest hubkit.toml")
     if not readme.is_file():
         state = "does not exist" if not readme.exists() else "is not a regular file"
         raise HubkitError(f"{readme} {state}; pass the model card (README.md) to check")
@@ -103,3 +123,13 @@ def check_command(readme: Path, checkpoint: str | None, output_format: str) -> i
     if output_format != "json":
         click.echo(f"{'PASSED' if not problems else 'FAILED'}: {len(problems)} problems in {readme}")
     return ExitCode.OK if not problems else ExitCode.ARTIFACT_FAILED
+
+
+def card_of_manifest(manifest_path: Path) -> Path:
+    """Where the release puts the model card of ``manifest_path``: ``[quantize] out``/README.md, beside it."""
+    from hubkit.manifest import load_manifest
+
+    card = manifest_path.parent / load_manifest(manifest_path).quantize.out / "README.md"
+    if any(ord(character) < 32 or ord(character) == 127 for character in str(card)):
+        raise HubkitError(f"{manifest_path}: [quantize] out has a control character; name a plain folder")
+    return card
