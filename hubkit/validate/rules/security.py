@@ -112,7 +112,8 @@ def _shard_secrets(ctx: Context, shard: ShardHeader) -> list[Secret]:
     columns = next(c for c in shard_columns(ctx) if c.shard is shard)  # the table other checks read too
     found = header_secrets(shard, {kind[0] for kind in columns.kinds})
     if not shard.exact:  # the parsed header may lack strings of the file (a repeated key, an unknown field)
-        found += _scan_source(ctx, shard.file, [(0, shard.data_start)])
+        raw = _scan_source(ctx, shard.file, [(0, shard.data_start)])
+        found = raw + [s for s in found if (s.kind, s.shown) not in {(r.kind, r.shown) for r in raw}]
     begins, ends = columns.begins, columns.ends
     if begins and begins[0] == 0 and begins[1:] == ends[:-1]:
         gaps = [(ends[-1], shard.data_length)] if ends[-1] < shard.data_length else []  # as writers lay them out
