@@ -26,7 +26,7 @@ from hubkit.checkpoint.model import RECORD_DIR
 from hubkit.checkpoint.source import list_folder
 from hubkit.errors import ExitCode, HubkitError
 from hubkit.progress import Bar, progress_bar
-from hubkit.validate.secrets import SCANNER_VERSION, FileScan, Secret
+from hubkit.validate.secrets import SCANNER_VERSION, FileScan, Secret, name_secrets
 
 HASH_CACHE = f"{RECORD_DIR}/hashes.json"
 CLOCK_MARK = f"{RECORD_DIR}/hash-clock"  # written before hashing: its ctime is the filesystem's "now"
@@ -233,7 +233,10 @@ class Hasher:
 def hash_files(
     folder: Path, paths: list[str], hasher: Hasher, cache: HashCache, clock_ns: int | None, progress: bool
 ) -> dict[str, LocalFile]:
-    """Every file's hashes: from the cache where the stat key still matches, else read (and cached unless racy)."""
+    """Every file's hashes: from the cache where the stat key still matches, else read (and cached unless racy).
+    A file whose name or bytes hold a secret raises SecretFound before anything is uploaded."""
+    for name, secret in name_secrets(paths):
+        raise SecretFound(name, [secret])
     found: dict[str, LocalFile] = {}
     todo = []
     for path in paths:

@@ -90,7 +90,8 @@ def detectors() -> tuple[Any, ...]:
 
     from hubkit.validate.secret_plugins.huggingface import HuggingFaceTokenDetector
 
-    chosen = [cls() for cls in get_mapping_from_secret_type_to_class().values() if cls.__name__ in SECRET_PLUGINS]
+    classes: list[type[Any]] = list(get_mapping_from_secret_type_to_class().values())
+    chosen = [cls() for cls in classes if cls.__name__ in SECRET_PLUGINS]
     return (*sorted(chosen, key=lambda d: type(d).__name__), HuggingFaceTokenDetector())
 
 
@@ -287,3 +288,24 @@ class FileScan:
     def secrets(self) -> list[Secret]:
         """Every secret found, once all bytes were fed."""
         return self._stream.finish() + self._escaped
+
+
+def mask(text: str) -> str:
+    """``text`` with every secret in it redacted (for messages that quote names: a file or tensor name may
+    hold a token)."""
+    data = text.encode("utf-8", errors="replace")
+    if not candidates(data, 0, len(data)):
+        return text
+    for detector in detectors():
+        for value in set(detector.analyze_string(text)):
+            text = text.replace(value, redact(value))
+    return text
+
+
+def name_secrets(names: Iterable[str]) -> list[tuple[str, Secret]]:
+    """(masked name, secret) for each name (a file's path) that holds a secret."""
+    found = []
+    for name in names:
+        for secret in scan_bytes(name.encode("utf-8", errors="replace")):
+            found.append((mask(name), Secret(secret.kind, "its name", secret.shown)))
+    return found

@@ -14,7 +14,15 @@ from hubkit.checkpoint.safetensors_header import ShardHeader
 from hubkit.validate.context import Context
 from hubkit.validate.engine import Issue, Severity, check
 from hubkit.validate.rules.safetensors import shard_columns
-from hubkit.validate.secrets import Secret, StreamScan, header_secrets, scan_bytes, scan_repetitive, uncovered
+from hubkit.validate.secrets import (
+    Secret,
+    StreamScan,
+    header_secrets,
+    name_secrets,
+    scan_bytes,
+    scan_repetitive,
+    uncovered,
+)
 
 PICKLE_EXTENSIONS = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib", ".npy", ".npz", ".dill")
 SCAN_CHUNK = 8 * 1024 * 1024
@@ -134,21 +142,24 @@ def _strings(value: object) -> int:
     return 0
 
 
-def _index_secrets(ctx: Context, raw: bytes) -> list[Secret]:
-    """The weight index (tens of MB): when the parsed document provably holds every string of the file (as many
-    quotes as its strings need, no escapes), only the strings that are not tensor names of the headers (scanned
-    there) are scanned, and the file again only to locate a finding; else its distinct lines (see
-    ``scan_repetitive``)."""
-    document = ctx.checkpoint.document(INDEX)
-    weight_map = (document or {}).get("weight_map")
-    if document is None or not isinstance(weight_map, dict) or b"\\" in raw:
-        return scan_repetitive(raw)
-    rest = {key: value for key, value in document.items() if key != "weight_map"}
-    if raw.count(b'"') != 2 * (1 + 2 * len(weight_map) + _strings(rest)):
-        return scan_repetitive(raw)
+def _index_secrets(ctx: Context, path: str) -> list[Secret]:
+    """The weight index (tens of MB, fetched once when remote). When the parsed document provably holds every
+    string of the file (as many quotes as its strings need, no escapes), only the strings that are not tensor
+    names of the headers (scanned there) are scanned, and the file read again only to locate a finding; else
+    the file's distinct lines are (see ``scan_repetitive``)."""
+    document = ctx.checkpoint.documents.get(INDEX)
+    data = document.data if document is not None else None
+    weight_map = data.get("weight_map") if isinstance(data, dict) else None
+    if document is None or not isinstance(data, dict) or not isinstance(weight_map, dict) or document.escaped:
+        return scan_repetitive(ctx.checkpoint.read_file(path))
+    rest = {key: value for key, value in data.items() if key != "weight_map"}
+    if document.quotes != 2 * (1 + 2 * len(weight_map) + _strings(rest)):
+        return scan_repetitive(ctx.checkpoint.read_file(path))
     names = weight_map.keys() - ctx.checkpoint.tensors.keys()
     strings = [json.dumps(rest, ensure_ascii=False), *names, *set(map(str, weight_map.values()))]
-    return scan_bytes(raw) if scan_bytes("\n".join(strings).encode("utf-8", errors="replace")) else []
+    if scan_bytes("\n".join(strings).encode("utf-8", errors="replace")):
+        return scan_bytes(ctx.checkpoint.read_file(path))
+    return []
 
 
 def file_secrets(ctx: Context, path: str) -> list[Secret]:
@@ -160,7 +171,7 @@ def file_secrets(ctx: Context, path: str) -> list[Secret]:
     if shard is not None and shard.fatal is None:
         return _shard_secrets(ctx, shard)
     if path == INDEX and entry.size <= MAX_JSON_BYTES:
-        return _index_secrets(ctx, ctx.checkpoint.read_file(path))
+        return _index_secrets(ctx, path)
     return _scan_source(ctx, path, [(0, entry.size)])
 
 
@@ -182,6 +193,8 @@ def scanned_files(ctx: Context) -> Iterator[str]:
     why="A token in a public repo is leaked the moment it is pushed; revoke it and remove the file's copy.",
 )  # fmt: skip
 def secret_in_file(ctx: Context) -> Iterator[Issue]:
+    for name, secret in name_secrets(p for p in ctx.checkpoint.files if not p.startswith(RECORD_DIR + "/")):
+        yield Issue(secret.describe(), name)
     for path in scanned_files(ctx):
         if ctx.checkpoint.files[path].problem is not None:
             continue  # reported once, by HK113
