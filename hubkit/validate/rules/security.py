@@ -179,9 +179,7 @@ def scanned_files(ctx: Context) -> Iterator[str]:
     """Every file that would be published and can be read: symlinks that leave the folder or lead into hubkit's
     record folder are refused (HK109, HK804), never followed."""
     for path, entry in ctx.checkpoint.files.items():
-        if path.startswith(RECORD_DIR + "/") or entry.symlink_escapes or entry.links_into(RECORD_DIR):
-            continue
-        if entry.is_dir and entry.problem is None:
+        if path.startswith(RECORD_DIR + "/") or entry.symlink_escapes or entry.links_into(RECORD_DIR) or entry.is_dir:
             continue
         yield path
 
