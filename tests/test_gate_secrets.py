@@ -126,6 +126,12 @@ def leak(folder: Path, case: str) -> str:
     elif case == "after-the-tensors":
         rewrite_header(folder / SHARD, lambda header: header, trailing=f"\n{GITHUB}\n".encode())
         return SHARD
+    elif case == "json-escaped":
+        (folder / "chat_template.json").write_text('{"note": "\\u0068' + HF[1:] + '"}\n')
+        return "chat_template.json"
+    elif case == "utf-16":
+        (folder / "notes.txt").write_text(f"first line\nlogin {HF}\n", encoding="utf-16")
+        return "notes.txt"
     elif case == "file-name":
         (folder / f"notes-{HF}.txt").write_text("nothing secret inside\n")
         return "notes-hf_Q…(37 chars).txt"
@@ -154,7 +160,7 @@ def leak(folder: Path, case: str) -> str:
 CASES = [
     "train.log", ".netrc", "config.json.bak", "no-extension", ".env.local", "binary", "metadata", "metadata-escaped",
     "metadata-repeated-key", "after-the-tensors", "symlink-in-folder", "index-metadata", "index-tensor-name",
-    "index-repeated-key", "file-name",
+    "index-repeated-key", "file-name", "json-escaped", "utf-16",
 ]  # fmt: skip
 SECRETS = (HF, GITHUB, AWS, HF[4:20], GITHUB[5:20])
 

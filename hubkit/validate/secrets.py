@@ -115,8 +115,8 @@ def candidates(data: bytes | memoryview, start: int, end: int) -> list[int]:
     return sorted(hits)
 
 
-class StreamScan:
-    """The secrets in one file's bytes, fed in order: contiguous chunks are scanned as one stream, with lines
+class _Stream:
+    """The secrets in one stream of bytes, fed in order: contiguous chunks are scanned as one stream, with lines
     counted; after a skipped range (tensor data) positions are given as byte offsets."""
 
     def __init__(self) -> None:
@@ -181,6 +181,46 @@ class StreamScan:
         if key not in self._seen and len(self.secrets) < MAX_SECRETS:
             self._seen.add(key)
             self.secrets.append(secret)
+
+
+_ASCII_ESCAPE = re.compile(rb"\\u00([2-7][0-9a-fA-F])")
+_BYTE_ORDER_MARKS = {b"\xff\xfe": 0, b"\xfe\xff": 1}  # UTF-16 LE / BE: where each ASCII character's byte is
+
+
+class StreamScan:
+    """The secrets in one file's bytes, fed in order (in chunks of any size; see :class:`_Stream`). Two other
+    readings of the same bytes are scanned where they apply: with JSON escapes of ASCII undone (``\\u0068f_``
+    is ``hf_``), and, for a file that starts with a UTF-16 byte-order mark, its characters."""
+
+    def __init__(self) -> None:
+        self._plain = _Stream()
+        self._unescaped: _Stream | None = None
+        self._utf16: tuple[_Stream, int] | None = None
+
+    def feed(self, data: bytes | memoryview, offset: int) -> None:
+        """Scan ``data``, the file's bytes from ``offset``."""
+        data = bytes(data)
+        if offset == 0 and data[:2] in _BYTE_ORDER_MARKS:
+            self._utf16 = (_Stream(), _BYTE_ORDER_MARKS[data[:2]])
+        self._plain.feed(data, offset)
+        if b"\\u00" in data:
+            self._unescaped = self._unescaped or _Stream()
+            self._unescaped.feed(_ASCII_ESCAPE.sub(lambda m: bytes([int(m[1], 16)]), data), offset)
+        if self._utf16 is not None:
+            stream, parity = self._utf16
+            first = (parity - offset) % 2
+            stream.feed(data[first::2], (offset + first) // 2)
+
+    def finish(self) -> list[Secret]:
+        """Scan what is left; every secret found, each once."""
+        found = list(self._plain.finish())
+        seen = {(s.kind, s.shown) for s in found}
+        for other in (self._unescaped, self._utf16[0] if self._utf16 else None):
+            for secret in other.finish() if other is not None else []:
+                if (secret.kind, secret.shown) not in seen:
+                    seen.add((secret.kind, secret.shown))
+                    found.append(secret)
+        return found[:MAX_SECRETS]
 
 
 def scan_bytes(data: bytes) -> list[Secret]:
@@ -287,7 +327,9 @@ class FileScan:
 
     def secrets(self) -> list[Secret]:
         """Every secret found, once all bytes were fed."""
-        return self._stream.finish() + self._escaped
+        found = self._stream.finish()
+        seen = {(s.kind, s.shown) for s in found}
+        return found + [s for s in self._escaped if (s.kind, s.shown) not in seen]
 
 
 def mask(text: str) -> str:
