@@ -383,3 +383,17 @@ def test_release_fails_on_a_secret_even_with_the_finding_waived(hubkit, released
         assert "train.log" not in {f.path for f in api.list_repo_tree("example-org/Kimi-Tiny-NVFP4", recursive=True)}
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize(
+    "data",
+    [HF.encode(), struct.pack("<Q", 16) + GITHUB.encode(), struct.pack("<Q", 10**12) + b" " + HF.encode()],
+    ids=["shorter-than-a-header", "header-not-json", "length-past-the-end"],
+)
+def test_push_scans_all_of_a_safetensors_file_without_a_valid_header(data: bytes) -> None:
+    from hubkit.validate.secrets import FileScan
+
+    scan = FileScan("model.safetensors", len(data))
+    for offset in range(0, len(data), 5):
+        scan.feed(data[offset : offset + 5], offset)
+    assert scan.secrets()

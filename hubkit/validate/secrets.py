@@ -327,6 +327,9 @@ class FileScan:
 
     def secrets(self) -> list[Secret]:
         """Every secret found, once all bytes were fed."""
+        if self._head is not None:  # too short for the header it announces: no byte is proven tensor data
+            head, self._head = bytes(self._head), None
+            self._scan_ranges(head, 0)
         found = self._stream.finish()
         seen = {(s.kind, s.shown) for s in found}
         return found + [s for s in self._escaped if (s.kind, s.shown) not in seen]
