@@ -13,7 +13,9 @@ Run: ``python benchmarks/bench_push.py [--gb 2] [--shards 8]``
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import struct
 import sys
 import tempfile
 import time
@@ -27,14 +29,20 @@ TOKEN = "hf_test_token"
 
 
 def make_folder(folder: Path, gigabytes: float, shards: int) -> int:
+    """Valid safetensors shards (one U8 tensor of random bytes each, as an export's shards are valid: push scans
+    their headers for secrets, not the tensor data they declare) and a config; the bytes written."""
     folder.mkdir(parents=True)
-    size = int(gigabytes * 10**9 / shards)
+    data_size = int(gigabytes * 10**9 / shards)
+    header = json.dumps({"weight": {"dtype": "U8", "shape": [data_size], "data_offsets": [0, data_size]}}).encode()
+    header += b" " * (-len(header) % 8)
+    size = 8 + len(header) + data_size
     for index in range(shards):
         chunk = os.urandom(4 * 1024 * 1024)  # each shard its own bytes: nothing to deduplicate
         with open(folder / f"model-{index + 1:05d}-of-{shards:05d}.safetensors", "wb") as handle:
+            handle.write(struct.pack("<Q", len(header)) + header)
             written = 0
-            while written < size:
-                piece = chunk[: min(len(chunk), size - written)]
+            while written < data_size:
+                piece = chunk[: min(len(chunk), data_size - written)]
                 handle.write(piece)
                 written += len(piece)
     (folder / "config.json").write_text('{"architectures": ["Example"]}\n')

@@ -32,7 +32,7 @@ class JsonDocument:
     could not be read or parsed: ``error`` is a phrase that follows the file's name ("is not valid
     JSON (...)"), ``error_line`` its line where one is known."""
 
-    __slots__ = ("_data", "_error", "_line", "_raw", "_text", "path", "unreadable")
+    __slots__ = ("_data", "_error", "_line", "_raw", "_text", "escaped", "path", "quotes", "unreadable")
 
     def __init__(
         self,
@@ -48,10 +48,15 @@ class JsonDocument:
         self._text: str | None = None
         #: the file itself could not be read: reported once as a file problem (HK113), not as bad JSON
         self.unreadable = unreadable
+        #: the raw text's count of '"' and whether it holds a '\\' (known once parsed): with the parsed data they
+        #: prove that no string of the file was dropped by the parser (a repeated key), for the secret scan
+        self.quotes: int | None = None
+        self.escaped = True
 
     def _parse(self) -> None:
         raw, self._raw = self._raw, None
         if raw is not None:
+            self.quotes, self.escaped = raw.count(b'"'), b"\\" in raw
             try:
                 self._data = decode_json(raw)
             except JsonProblem as problem:

@@ -101,6 +101,9 @@ class ShardHeader:
     #: name -> entry, for every well-formed entry
     tensors: dict[str, TensorInfo] = field(default_factory=dict)
     bad_entries: list[tuple[str, str]] = field(default_factory=list)
+    #: parsed by the exact path: the tensor names, dtypes and ``metadata`` hold every string of the raw header
+    #: (no repeated key, no unknown field), so scanning them scans the header
+    exact: bool = False
 
     @property
     def data_start(self) -> int:
@@ -219,6 +222,7 @@ def _parse_header_fast(shard: ShardHeader, raw: bytes) -> bool:
         shard.metadata = metadata
         shard.duplicate_fields += [("__metadata__", key) for key in metadata.repeated]
     shard.tensors = tensors
+    shard.exact = metadata is None or not metadata.repeated
     return True
 
 

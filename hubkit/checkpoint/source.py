@@ -34,6 +34,13 @@ class FileEntry:
     is_dir: bool = False
     problem: str | None = None
     sha256: str | None = None
+    #: where a symlink leads, relative to the folder (POSIX); None when it escapes the folder or is no symlink
+    symlink_target: str | None = None
+
+    def links_into(self, folder: str) -> bool:
+        """Whether this is a symlink to ``folder`` or to something inside it."""
+        target = self.symlink_target
+        return target is not None and (target == folder or target.startswith(folder + "/"))
 
 
 class CheckpointSource(Protocol):
@@ -141,19 +148,24 @@ def _file_entry(full: Path, relative: str) -> FileEntry:
 def _symlink_entry(full: Path, root: Path, real_root: Path) -> FileEntry:
     """A symlink, never followed: where it leads, and why it cannot be read when it cannot."""
     relative = full.relative_to(root).as_posix()
-    escapes = not Path(os.path.realpath(full)).is_relative_to(real_root)
+    real = Path(os.path.realpath(full))
+    escapes = not real.is_relative_to(real_root)
+    target = None if escapes else real.relative_to(real_root).as_posix()
     try:
         info = full.stat()  # follows the link: fails on a loop or a dangling target
     except OSError as exc:
         reason = "a symlink loop" if exc.errno == errno.ELOOP else "a symlink to nothing"
         if exc.errno not in (errno.ELOOP, errno.ENOENT):
             reason = f"a symlink that cannot be followed ({exc.strerror or exc})"
-        return FileEntry(relative, 0, is_symlink=True, symlink_escapes=escapes, problem=f"is {reason}")
+        return FileEntry(
+            relative, 0, is_symlink=True, symlink_escapes=escapes, problem=f"is {reason}", symlink_target=target
+        )
     kind = stat.S_IFMT(info.st_mode)
     if kind not in (stat.S_IFREG, stat.S_IFDIR):
         problem = f"is a symlink to {_KINDS.get(kind, 'something')}, not a regular file"
-        return FileEntry(relative, 0, is_symlink=True, symlink_escapes=escapes, problem=problem)
-    return FileEntry(relative, info.st_size if kind == stat.S_IFREG else 0, is_symlink=True, symlink_escapes=escapes)
+        return FileEntry(relative, 0, is_symlink=True, symlink_escapes=escapes, problem=problem, symlink_target=target)
+    size = info.st_size if kind == stat.S_IFREG else 0
+    return FileEntry(relative, size, is_symlink=True, symlink_escapes=escapes, symlink_target=target)
 
 
 def open_source(ref: str) -> CheckpointSource:

@@ -1,5 +1,8 @@
 """The local side of a push: which files to publish, their hashes, and whether they are still the bytes hashed.
 
+Every byte that is hashed is also scanned for secrets in the same read (see ``hubkit.validate.secrets``): a file
+holding a token or private key stops the push before anything is uploaded, whether or not it was validated.
+
 A file is identified by its stat key (size, mtime_ns, ctime_ns, inode, device), as git's index does: a user can
 set mtime back with ``touch -r``, but any write or ``utime`` moves ctime to the filesystem's current time, which
 no user can choose. A hash stays valid while the key is unchanged, except for a file whose last change fell in
@@ -23,10 +26,11 @@ from hubkit.checkpoint.source import list_folder
 from hubkit.errors import ExitCode, HubkitError
 from hubkit.progress import Bar, progress_bar
 from hubkit.records import WriteFailed, load_record, record_folder, write_json, write_text
+from hubkit.validate.secrets import SCANNER_VERSION, FileScan, Secret, name_secrets
 
 HASH_CACHE = f"{RECORD_DIR}/hashes.json"
 CLOCK_MARK = f"{RECORD_DIR}/hash-clock"  # written before hashing: its ctime is the filesystem's "now"
-CACHE_VERSION = 2
+CACHE_VERSION = 3  # entries: stat key, sha256, git sha1, the version of the secret scan that found them clean
 SMALL_FILE = 10 * 1024 * 1024  # below this, files may be stored as plain git blobs: keep their git sha1 too
 CHUNK = 8 * 1024 * 1024
 READ_TRIES = 3
@@ -39,6 +43,15 @@ class PushRefused(HubkitError):
     """The folder itself is unfit to publish, or changed under the push (exit 1, like a failed validation)."""
 
     exit_code = ExitCode.ARTIFACT_FAILED
+
+
+class SecretFound(PushRefused):
+    """A file to publish holds a secret: nothing of it is uploaded (exit 1); the secret itself is never shown."""
+
+    def __init__(self, path: str, secrets: list[Secret]) -> None:
+        more = f" (and {len(secrets) - 1} more)" if len(secrets) > 1 else ""
+        super().__init__(f"{path}: {secrets[0].describe()}{more}; nothing of it was uploaded")
+        self.path, self.secrets = path, secrets
 
 
 @dataclass(frozen=True)
@@ -69,6 +82,10 @@ def select_files(folder: Path, include: tuple[str, ...], exclude: tuple[str, ...
             raise PushRefused(f"{relative} has '..' in its path; rename it before publishing")
         if entry.symlink_escapes:
             raise PushRefused(f"{relative} is a symlink to outside the folder; copy the file in instead")
+        if entry.links_into(RECORD_DIR):
+            raise PushRefused(
+                f"{relative} is a symlink into {RECORD_DIR}/; delete it (hubkit's records are never published)"
+            )
         if entry.is_dir and entry.problem:
             raise PushRefused(f"the folder {relative} {entry.problem}; fix its permissions or --exclude it")
         if include and not any(fnmatch.fnmatch(relative, g) for g in include):
@@ -99,7 +116,8 @@ def check_publishable(relative: str) -> None:
 
 
 class HashCache:
-    """``.hubkit/hashes.json``: path -> stat key and hashes. Read always; written only by pushes that write."""
+    """``.hubkit/hashes.json``: path -> stat key, hashes and the scan version that found the file clean. Read
+    always; written only by pushes that write. A hit needs the same stat key and the current scan version."""
 
     def __init__(self, folder: Path) -> None:
         self.path = folder / HASH_CACHE
@@ -111,7 +129,7 @@ class HashCache:
 
     def get(self, path: str, key: StatKey) -> LocalFile | None:
         hit = self.entries.get(path)
-        if not isinstance(hit, list) or len(hit) != 7 or tuple(hit[:5]) != key:
+        if not isinstance(hit, list) or len(hit) != 8 or tuple(hit[:5]) != key or hit[7] != SCANNER_VERSION:
             return None
         sha256, sha1 = hit[5], hit[6]
         if not isinstance(sha256, str) or not (sha1 is None or isinstance(sha1, str)):
@@ -119,7 +137,7 @@ class HashCache:
         return LocalFile(path, key[0], sha256, sha1, key)
 
     def put(self, item: LocalFile) -> None:
-        self.entries[item.path] = [*item.key, item.sha256, item.git_sha1]
+        self.entries[item.path] = [*item.key, item.sha256, item.git_sha1, SCANNER_VERSION]
 
     def save(self) -> None:
         """Best effort: a full disk or a read-only folder costs the next push its hashing; a link is refused."""
@@ -151,7 +169,8 @@ def is_racy(item: LocalFile, clock_ns: int | None) -> bool:
 
 
 class Hasher:
-    """Hashes files in parallel (sha256, plus the git blob sha1 of small files), stoppable between chunks."""
+    """Hashes files in parallel (sha256, plus the git blob sha1 of small files), stoppable between chunks; each
+    chunk read is also scanned for secrets, so that a file is hashed only as bytes found clean."""
 
     def __init__(self, folder: Path, workers: int) -> None:
         self.folder = folder
@@ -161,11 +180,13 @@ class Hasher:
         self._lock = threading.Lock()
 
     def hash_one(self, path: str, bar: Bar | None = None) -> LocalFile:
-        """The hashes of ``path`` as one consistent state: read again if it changed while being read."""
+        """The hashes of ``path`` as one consistent state: read again if it changed while being read. Raises
+        SecretFound when the bytes hold a secret."""
         for _ in range(READ_TRIES):
             try:
-                with open(self.folder / path, "rb") as handle:
+                with open(self._inside(path), "rb") as handle:
                     before = stat_key(os.fstat(handle.fileno()))
+                    scan = FileScan(path, before[0])
                     sha256 = hashlib.sha256()
                     sha1 = (
                         hashlib.sha1(b"blob %d\0" % before[0], usedforsecurity=False)
@@ -179,6 +200,7 @@ class Hasher:
                         sha256.update(chunk)
                         if sha1 is not None:
                             sha1.update(chunk)
+                        scan.feed(chunk, read)
                         read += len(chunk)
                         if bar is not None:
                             bar.update(len(chunk))
@@ -188,8 +210,21 @@ class Hasher:
             with self._lock:
                 self.bytes_hashed += read
             if before == after and read == before[0]:
+                secrets = scan.secrets()
+                if secrets:
+                    raise SecretFound(path, secrets)
                 return LocalFile(path, read, sha256.hexdigest(), sha1.hexdigest() if sha1 else None, before)
         raise PushRefused(f"{path} kept changing while hubkit read it; rerun the push once it is written")
+
+    def _inside(self, path: str) -> str:
+        """``path`` resolved, refused unless it still leads to a file inside the folder and outside its records
+        (a symlink may have been changed since the folder was listed)."""
+        root = os.path.realpath(self.folder)
+        real = os.path.realpath(self.folder / path)
+        relative = os.path.relpath(real, root)
+        if relative == ".." or relative.startswith(".." + os.sep) or relative.split(os.sep)[0] == RECORD_DIR:
+            raise PushRefused(f"{path} now leads outside the folder or into {RECORD_DIR}/; fix it, then rerun")
+        return real
 
     def hash_all(self, paths: list[str], progress: bool) -> dict[str, LocalFile]:
         sizes = {}
@@ -215,7 +250,10 @@ class Hasher:
 def hash_files(
     folder: Path, paths: list[str], hasher: Hasher, cache: HashCache, clock_ns: int | None, progress: bool
 ) -> dict[str, LocalFile]:
-    """Every file's hashes: from the cache where the stat key still matches, else read (and cached unless racy)."""
+    """Every file's hashes: from the cache where the stat key still matches, else read (and cached unless racy).
+    A file whose name or bytes hold a secret raises SecretFound before anything is uploaded."""
+    for name, secret in name_secrets(paths):
+        raise SecretFound(name, [secret])
     found: dict[str, LocalFile] = {}
     todo = []
     for path in paths:

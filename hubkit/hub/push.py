@@ -377,16 +377,22 @@ class _Push:
 
         operations: list[Any] = []
         files: list[AbortableFile] = []
-        for item in batch:
-            operation = CommitOperationAdd(path_in_repo=item.path, path_or_fileobj=str(self.folder / item.path))
-            operation.upload_info.sha256 = bytes.fromhex(item.sha256)  # hashed once: reused
-            if not self.xet:
-                # A file object makes the client upload by classic LFS (see offers_xet); opened after the client
-                # read the file's size and sample from the path, so nothing is hashed twice.
-                handle = AbortableFile(self.folder / item.path, self.abort)
-                files.append(handle)
-                operation.path_or_fileobj = handle
-            operations.append(operation)
+        try:
+            for item in batch:
+                operation = CommitOperationAdd(path_in_repo=item.path, path_or_fileobj=str(self.folder / item.path))
+                operation.upload_info.sha256 = bytes.fromhex(item.sha256)  # hashed once: reused
+                if not self.xet:
+                    # A file object makes the client upload by classic LFS (see offers_xet); opened after the client
+                    # read the file's size and sample from the path, so nothing is hashed twice. It uploads only
+                    # the file hashed and scanned, unchanged (its stat key), else raises FileChanged.
+                    handle = AbortableFile(self.folder / item.path, self.abort, item.key)
+                    files.append(handle)
+                    operation.path_or_fileobj = handle
+                operations.append(operation)
+        except BaseException:
+            for handle in files:
+                handle.close()
+            raise
         return operations, files
 
     def _interruptible(self, call: Any) -> Any:

@@ -17,7 +17,7 @@ from typing import Any
 from urllib.parse import quote
 
 from hubkit.errors import ExitCode, HubkitError, is_network_error
-from hubkit.hub.local import LocalFile
+from hubkit.hub.local import LocalFile, StatKey, stat_key
 
 RETRYABLE_STATUS = (408, 429, 500, 502, 503, 504)
 
@@ -227,16 +227,47 @@ class UploadAborted(Exception):
 
 class AbortableFile(io.BufferedReader):
     """A file the client uploads from, whose reads fail once the push is interrupted, so no upload thread
-    outlives the push. Being a buffered file object also makes huggingface_hub take its classic LFS path."""
+    outlives the push. Being a buffered file object also makes huggingface_hub take its classic LFS path.
 
-    def __init__(self, path: Path, abort: threading.Event) -> None:
+    Given the stat key the file had when it was hashed (and scanned), it uploads only that file as it was then:
+    another file at the path (another inode) or any change to it since, seen when it is opened or after any
+    read, raises FileChanged before the bytes read reach the client."""
+
+    def __init__(self, path: Path, abort: threading.Event, key: StatKey | None = None) -> None:
         super().__init__(io.FileIO(path, "rb"))
         self._abort = abort
+        self._key = key
+        self._path = path
+        try:
+            self._check()
+        except FileChanged:
+            self.close()
+            raise
+
+    def _check(self) -> None:
+        if self._key is not None and stat_key(os.fstat(self.fileno())) != self._key:
+            raise FileChanged(f"{self._path.name} changed after hubkit hashed and scanned it")
 
     def read(self, size: int | None = -1) -> bytes:
         if self._abort.is_set():
             raise UploadAborted("the push was interrupted")
-        return super().read(size)
+        data = super().read(size)
+        self._check()
+        return data
+
+    def read1(self, size: int = -1) -> bytes:
+        if self._abort.is_set():
+            raise UploadAborted("the push was interrupted")
+        data = super().read1(size)
+        self._check()
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        if self._abort.is_set():
+            raise UploadAborted("the push was interrupted")
+        count = super().readinto(buffer)
+        self._check()
+        return count
 
 
 class _QuietLfsFallback(logging.Filter):

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from hubkit.checkpoint.model import UnreadableFile
 from hubkit.errors import HubkitError
+from hubkit.validate.secrets import mask
 
 if TYPE_CHECKING:
     from hubkit.validate.context import Context
@@ -217,8 +218,10 @@ def run_checks(context: Context, checks: list[Check]) -> Iterator[tuple[Check, l
                 if len(findings) >= MAX_FINDINGS_PER_CHECK:
                     unlisted += 1
                     continue
+                tensor = None if issue.tensor is None else mask(issue.tensor)  # names may hold a token: never shown
+                file = None if issue.file is None else mask(issue.file)
                 findings.append(
-                    Finding(item.code, item.severity, item.name, issue.message, issue.file, issue.tensor, issue.line)
+                    Finding(item.code, item.severity, item.name, mask(issue.message), file, tensor, issue.line)
                 )
         except UnreadableFile as unreadable:
             message = f"{unreadable.path} {unreadable.reason}; this check could not read it"

@@ -1,1 +1,1 @@
-"""detect-secrets plugins of hubkit's own, loaded by file path through detect-secrets' settings."""
+"""detect-secrets plugins of hubkit's own, imported as classes (never loaded by file path: any install path works)."""
