@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from hubkit.hub.local import CACHE_VERSION
 from hubkit.hub.testserver import HubServer
 from tests.conftest import TINY_RELEASE, copy_of
 
@@ -123,7 +124,7 @@ def test_a_hash_cache_nested_too_deep_is_ignored_and_every_file_hashed(hubkit, h
     result = hubkit("push", tiny, "--repo", "org/tiny", "--no-validate", "--format", "json")
     assert result.code == 0, result.err
     assert result.json()["verified"] is True
-    assert json.loads((tiny / ".hubkit" / "hashes.json").read_text())["version"] == 2  # written anew
+    assert json.loads((tiny / ".hubkit" / "hashes.json").read_text())["version"] == CACHE_VERSION  # written anew
 
 
 def test_a_cache_entry_with_wrong_types_is_hashed_again(hubkit, hub: HubServer, tiny: Path) -> None:
