@@ -23,8 +23,6 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-TOKEN = "hf_test_token"
-
 
 def make_folder(folder: Path, gigabytes: float, shards: int) -> int:
     folder.mkdir(parents=True)
@@ -50,8 +48,8 @@ def push_benchmark(work: Path, gigabytes: float, shards: int) -> None:
     folder = work / "folder"
     total = make_folder(folder, gigabytes, shards)
     with HubServer(work / "store") as server:
-        os.environ["HF_ENDPOINT"], os.environ["HF_TOKEN"] = server.endpoint, TOKEN
-        api = HfApi(endpoint=server.endpoint, token=TOKEN)
+        os.environ["HF_ENDPOINT"], os.environ["HF_TOKEN"] = server.endpoint, server.token
+        api = HfApi(endpoint=server.endpoint, token=server.token)
         api.create_repo("bench/plain")
         xet, constants.HF_HUB_DISABLE_XET = (
             constants.HF_HUB_DISABLE_XET,
