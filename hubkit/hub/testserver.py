@@ -270,6 +270,12 @@ class HubStore:
         )
         self.save_meta(kind, repo, {"private": private, "branches": {"main": first}, "tags": {}, "prs": []})
 
+    def delete(self, kind: str, repo: str) -> None:
+        folder = self._repo_dir(kind, repo)
+        if folder.is_symlink() or not folder.is_dir():
+            raise HubError(500, "The repo's records are not a folder of the Hub's store")
+        shutil.rmtree(folder)
+
     # ------------------------------------------------------------------------------------------ objects
 
     def blob_path(self, sha1: str) -> Path:
@@ -474,6 +480,9 @@ ROUTES: list[tuple[str, re.Pattern[str], str, str]] = [
         ("GET", rf"/api/{REPO}/tree/(?P<rev>[^/]+)(?:/(?P<path>.*))?", "tree", "read"),
         ("POST", rf"/api/{REPO}/paths-info/(?P<rev>[^/]+)", "paths_info", "read"),
         ("GET", rf"/api/{REPO}/refs", "refs", "read"),
+        ("DELETE", r"/api/repos/delete", "delete_repo", "write"),
+        ("DELETE", rf"/api/{REPO}/branch/(?P<name>[^/]+)", "delete_branch", "write"),
+        ("DELETE", rf"/api/{REPO}/tag/(?P<name>[^/]+)", "delete_tag", "write"),
         ("POST", rf"/api/{REPO}/branch/(?P<name>[^/]+)", "create_branch", "write"),
         ("POST", rf"/api/{REPO}/tag/(?P<rev>[^/]+)", "create_tag", "write"),
         ("GET", rf"/api/{REPO}/discussions", "list_discussions", "read"),
@@ -593,7 +602,8 @@ class _Handler(BaseHTTPRequestHandler):
         if self._left is None:
             yield from self._chunked(limit)
             return
-        if self._left > limit:
+        if self._left > limit:  # answered at once; the connection closes rather than read it all
+            self._left, self.close_connection = 0, True
             raise HubError(413, f"Payload Too Large: the body is over {limit} bytes")
         while self._left:
             piece = self.rfile.read(min(self._left, PIECE))
@@ -717,6 +727,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(429, {"error": "rate limited"}, {"Retry-After": str(faults.retry_after_s)})
             return
         if route is None:
+            if self.command not in ("GET", "HEAD"):
+                self._user(required=True)  # whatever it was meant to change, it needs the token first
             raise HubError(404, f"no route for {self.command} {path[:200]}")
         name, access, found = route
         if access == "write":
@@ -1111,6 +1123,38 @@ class _Handler(BaseHTTPRequestHandler):
             self.hub.store.save_meta(kind, repo, meta)
         self._send(200, {})
 
+    def _delete_branch(self, groups: dict[str, Any], query: dict[str, Any], body: bytes) -> None:
+        kind, repo = self._repo(groups, write=True)
+        name = check_revision(groups["name"])
+        with self.hub.store.lock:
+            meta = self.hub.store.meta(kind, repo)
+            if name == "main" or name not in meta["branches"]:
+                raise HubError(404 if name != "main" else 403, f"Cannot delete branch {name}", "RevisionNotFound")
+            del meta["branches"][name]
+            self.hub.store.save_meta(kind, repo, meta)
+        self._send(200, {})
+
+    def _delete_tag(self, groups: dict[str, Any], query: dict[str, Any], body: bytes) -> None:
+        kind, repo = self._repo(groups, write=True)
+        name = check_revision(groups["name"])
+        with self.hub.store.lock:
+            meta = self.hub.store.meta(kind, repo)
+            if meta["tags"].pop(name, None) is None:
+                raise HubError(404, f"Tag {name} not found", "RevisionNotFound")
+            self.hub.store.save_meta(kind, repo, meta)
+        self._send(200, {})
+
+    def _delete_repo(self, groups: dict[str, Any], query: dict[str, Any], body: bytes) -> None:
+        """The repo's records go; its objects stay (other repos may hold the same bytes)."""
+        data = _json(body)
+        name, namespace = _get(data, "name", str, ""), _get(data, "organization", str) or self.hub.user
+        kind, repo = check_kind(_get(data, "type", str, "model")), check_repo_id(f"{namespace}/{name}")
+        with self.hub.store.lock:
+            if not self.hub.store.exists(kind, repo):
+                raise HubError(404, "Repository not found", "RepoNotFound")
+            self.hub.store.delete(kind, repo)
+        self._send(200, {})
+
     def _create_tag(self, groups: dict[str, Any], query: dict[str, Any], body: bytes) -> None:
         kind, repo = self._repo(groups, write=True)
         tag = check_revision(_get(_json(body), "tag", str, ""))
@@ -1197,7 +1241,9 @@ class _Handler(BaseHTTPRequestHandler):
             meta, pr = self._pr(kind, repo, int(groups["num"]))
             pr["status"] = status or pr["status"]
             self.hub.store.save_meta(kind, repo, meta)
-        self._send(200, {"newStatus": pr["status"]})
+        event = {"id": secrets.token_hex(12), "type": "status-change", "createdAt": _now(),
+                 "author": {"name": self.hub.user}, "data": {"status": pr["status"]}}  # fmt: skip
+        self._send(200, {"newStatus": event})
 
     def _resolve(self, groups: dict[str, Any], query: dict[str, Any], body: bytes) -> None:
         kind, repo = self._repo(groups)
