@@ -11,6 +11,7 @@ import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
@@ -88,43 +89,40 @@ def make_repo(hub: HubServer, repo: str = "org/model") -> None:
 # ------------------------------------------------------------------------------------------------ the store's edge
 
 
-@pytest.mark.parametrize(
-    "fields",
-    [
-        {"organization": "../..", "name": "escape"},
-        {"organization": "..", "name": ".."},
-        {"organization": "/tmp", "name": "escape"},
-        {"organization": "a/../../..", "name": "escape"},
-        {"name": "escape", "type": "../../../x"},
-        {"name": "escape", "type": "/abs"},
-        {"name": "escape", "type": "models"},
-        {"name": "escape", "type": "bucket"},
-        {"name": ".."},
-        {"name": "a..b"},
-        {"name": "a--b"},
-        {"name": "-lead"},
-        {"name": "trail."},
-        {"name": "x" * 97},
-        {"name": "name.git"},
-        {"name": "sp ace"},
-        {"name": "ünicode"},
-        {"name": ""},
-        {"name": 7},
-        {"name": "ok", "organization": "-org"},
-    ],
-)
+BAD_REPOS = [
+    {"organization": "../..", "name": "escape"},
+    {"organization": "..", "name": ".."},
+    {"organization": "/tmp", "name": "escape"},
+    {"organization": "a/../../..", "name": "escape"},
+    {"name": "escape", "type": "../../../x"},
+    {"name": "escape", "type": "/abs"},
+    {"name": "escape", "type": "models"},
+    {"name": "escape", "type": "bucket"},
+    {"name": ".."},
+    {"name": "a..b"},
+    {"name": "a--b"},
+    {"name": "-lead"},
+    {"name": "trail."},
+    {"name": "x" * 97},
+    {"name": "name.git"},
+    {"name": "sp ace"},
+    {"name": "ünicode"},
+    {"name": ""},
+    {"name": 7},
+    {"name": "ok", "organization": "-org"},
+]
+
+
 def test_create_repo_refuses_ids_types_and_organizations_outside_the_rules(
-    hub: HubServer, root: Path, tmp_path: Path, fields: dict[str, Any]
+    hub: HubServer, root: Path, tmp_path: Path
 ) -> None:
     before = outside(tmp_path, root)
-    status, headers, body = call(hub, "POST", "/api/repos/create", fields)
-    assert status == 400, body
-    assert error(body) and headers["content-type"] == "application/json"
+    for fields in BAD_REPOS:
+        status, headers, body = call(hub, "POST", "/api/repos/create", fields)
+        assert status == 400, (fields, body)
+        assert error(body) and headers["content-type"] == "application/json"
     assert outside(tmp_path, root) == before
     assert not (root / "repos").exists()
-
-
-def test_create_repo_takes_the_hubs_names(hub: HubServer) -> None:
     for repo_type, name in [("model", "Kimi-K2.7_NVFP4.v1"), ("dataset", "calib"), ("space", "demo")]:
         api(hub).create_repo(f"org/{name}", repo_type=repo_type, space_sdk="static" if repo_type == "space" else None)
     assert api(hub).model_info("org/Kimi-K2.7_NVFP4.v1").id == "org/Kimi-K2.7_NVFP4.v1"
@@ -137,14 +135,16 @@ def test_create_repo_takes_the_hubs_names(hub: HubServer) -> None:
         "/api/models/..%2F..%2F..%2Frepos%2Fmodels%2Forg/secret/tree/main",
         "/api/models/%2e%2e%2F%2e%2e%2F%2e%2e%2Frepos%2Fmodels%2Forg/secret/refs",
         "/%2e%2e%2F%2e%2e%2F%2e%2e%2Frepos%2Fmodels%2Forg/secret/resolve/main/secret.txt",
-        "/api/models/%2Ftmp/x",
+        "/api/models/{absolute}/secret",
     ],
 )
 def test_an_encoded_dot_dot_never_reads_a_repo_outside_the_store(tmp_path: Path, root: Path, path: str) -> None:
+    path = path.replace("{absolute}", quote(str(tmp_path / "hub" / "repos" / "models" / "org"), safe=""))
     with HubServer(tmp_path / "hub") as neighbour:  # a Hub store one level above this one
         api(neighbour).create_repo("org/secret")
         api(neighbour).upload_file(path_or_fileobj=b"top secret\n", path_in_repo="secret.txt", repo_id="org/secret")
     with HubServer(root) as hub:
+        make_repo(hub)  # repos/models/org exists: a path through it can climb out
         status, _, body = call(hub, "GET", path, token=None)
     assert 400 <= status < 500 and b"secret.txt" not in body and b"top secret" not in body
 
@@ -170,6 +170,8 @@ def test_revisions_and_paths_are_checked_after_decoding(hub: HubServer, path: st
 
 def test_double_encoding_stays_literal(hub: HubServer) -> None:
     make_repo(hub)
+    assert call(hub, "POST", "/api/models/org/model/branch/a%252Fb", {})[0] == 200
+    assert {b.name for b in api(hub).list_repo_refs("org/model").branches} == {"main", "a%2Fb"}
     status, headers, _ = call(hub, "GET", "/api/models/org/model/revision/%252e%252e", token=None)
     assert status == 404 and headers["x-error-code"] == "RevisionNotFound"
     status, _, body = call(hub, "GET", "/org/model/resolve/main/notes%252etxt", token=None)
@@ -250,12 +252,8 @@ def test_each_run_has_its_own_token(tmp_path: Path) -> None:
         assert first.token != second.token and len(first.token) >= 40
         assert call(first, "GET", "/api/whoami-v2")[0] == 200
         assert call(first, "GET", "/api/whoami-v2", token=second.token)[0] == 401
-
-
-def test_reads_stay_open(hub: HubServer) -> None:
-    make_repo(hub)
-    assert call(hub, "GET", "/org/model/resolve/main/notes.txt", token=None)[2] == b"hello\n"
-    assert call(hub, "GET", "/api/models/org/model", token=None)[0] == 200
+        make_repo(first)
+        assert call(first, "GET", "/org/model/resolve/main/notes.txt", token=None)[2] == b"hello\n"  # reads stay open
 
 
 def lfs_href(hub: HubServer, data: bytes, repo: str = "org/model") -> str:
@@ -302,7 +300,11 @@ def test_a_wrong_or_short_upload_stores_nothing(hub: HubServer, root: Path) -> N
     status, headers, body = raw(hub, head + data[:4000], shut_write=True)  # the connection ends mid-body
     assert status == 400 and "ended" in error(body) and headers["connection"] == "close"
     assert objects(root) == []
-    assert call(hub, "PUT", href, data, token=None)[0] == 200  # the same address takes the right bytes
+    chunked = f"PUT {href} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
+    assert raw(hub, chunked + b"%x\r\n%s\r\n0\r\n\r\n" % (len(data), b"Y" * len(data)))[0] == 400
+    assert objects(root) == []
+    pieces = b"".join(b"%x\r\n%s\r\n" % (len(data[i : i + 999]), data[i : i + 999]) for i in range(0, len(data), 999))
+    assert raw(hub, chunked + pieces + b"0\r\n\r\n")[0] == 200  # the same address takes the right bytes
     assert objects(root) == [f"lfs-{hashlib.sha256(data).hexdigest()}"]
 
 
@@ -447,12 +449,6 @@ def test_an_atomic_push_whose_branch_moved_fails_saying_rerun_then_the_rerun_kee
             b'{"key": "lfsFile", "value": {"path": "w.bin", "oid": "../../x", "size": 1}}',
             400,
         ),
-        (
-            "POST",
-            "/api/models/org/model/commit/main",
-            b'{"key": "header", "value": {"summary": "x", "parentCommit": "' + b"0" * 40 + b'"}}',
-            412,
-        ),
         ("POST", "/api/models/org/model/preupload/main", b'{"files": "x"}', 400),
         ("POST", "/api/models/org/model/preupload/main", b'{"files": [{"path": "a", "size": -1, "sample": ""}]}', 400),
         ("POST", "/org/model.git/info/lfs/objects/batch", b'{"objects": [{"oid": "zz", "size": 1}]}', 400),
@@ -469,7 +465,6 @@ def test_an_atomic_push_whose_branch_moved_fails_saying_rerun_then_the_rerun_kee
         ("GET", "/api/models/org/model/tree/main?cursor=abc", None, 400),
         ("GET", "/api/models/org/model/tree/main?cursor=-5", None, 400),
         ("POST", "/api/validate-yaml", b"[", 400),
-        ("GET", "/api/models/org/model/discussions/99999", None, 404),
         ("GET", "/no/such/route", None, 404),
     ],
 )
@@ -493,15 +488,16 @@ def test_bad_ranges_get_416(hub: HubServer, value: str) -> None:
     assert headers["content-range"] == "bytes */6" and error(body)
 
 
-@pytest.mark.parametrize(
-    ("value", "expected", "content_range"),
-    [("bytes=1-3", b"ell", "bytes 1-3/6"), ("bytes=2-", b"llo\n", "bytes 2-5/6"), ("bytes=-2", b"o\n", "bytes 4-5/6"),
-     ("bytes=4-100", b"o\n", "bytes 4-5/6")],
-)  # fmt: skip
-def test_good_ranges_are_served(hub: HubServer, value: str, expected: bytes, content_range: str) -> None:
+def test_good_ranges_are_served(hub: HubServer) -> None:
     make_repo(hub)
-    status, headers, body = call(hub, "GET", "/org/model/resolve/main/notes.txt", token=None, headers={"Range": value})
-    assert (status, body, headers["content-range"]) == (206, expected, content_range)
+    for value, expected, content_range in [
+        ("bytes=1-3", b"ell", "bytes 1-3/6"),
+        ("bytes=2-", b"llo\n", "bytes 2-5/6"),
+        ("bytes=-2", b"o\n", "bytes 4-5/6"),
+        ("bytes=4-100", b"o\n", "bytes 4-5/6"),
+    ]:
+        status, headers, body = call(hub, "GET", "/org/model/resolve/main/notes.txt", None, None, {"Range": value})
+        assert (status, body, headers["content-range"]) == (206, expected, content_range)
 
 
 @pytest.mark.parametrize(
@@ -514,8 +510,6 @@ def test_good_ranges_are_served(hub: HubServer, value: str, expected: bytes, con
         (b"POST /api/repos/create HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", 400),
         (b"POST /api/repos/create HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400),
         (b"POST /api/repos/create HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n{}", 400),  # ends early
-        (b"GET /api/whoami-v2 HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n", 431),
-        (b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
     ],
 )
 def test_broken_framing_gets_a_4xx_not_a_dropped_connection(
@@ -531,19 +525,14 @@ def test_broken_framing_gets_a_4xx_not_a_dropped_connection(
     assert call(hub, "GET", "/api/models/org/model", token=None)[0] == 200
 
 
-def test_a_chunked_upload_is_streamed_and_checked(hub: HubServer, root: Path) -> None:
-    make_repo(hub)
-    data = b"chunked weights " * 100
-    href = lfs_href(hub, data)
-    chunks = b"".join(b"%x\r\n%s\r\n" % (len(data[i : i + 500]), data[i : i + 500]) for i in range(0, len(data), 500))
-    request = f"PUT {href} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".encode() + chunks + b"0\r\n\r\n"
-    assert raw(hub, request)[0] == 200
-    assert objects(root) == [f"lfs-{hashlib.sha256(data).hexdigest()}"]
-
-
 def test_an_early_answer_reads_the_body_so_the_client_gets_it(hub: HubServer) -> None:
     make_repo(hub)
-    body = json.dumps({"name": "x" * 200}).encode() + b" " * 2_000_000  # a 401 before a large body is read
-    request = b"POST /api/repos/create HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body)
+    body = b"w" * 3_000_000  # refused before a byte of it is stored
+    oid = hashlib.sha256(body).hexdigest()
+    request = b"PUT /lfs-upload/%s/%s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (
+        oid.encode(),
+        b"A" * 32,
+        len(body),
+    )
     status, headers, answer = raw(hub, request + body)
-    assert status == 401 and error(answer) and headers.get("connection") != "close"
+    assert status == 403 and error(answer) and headers.get("connection") != "close"
