@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NoReturn
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from hubkit.errors import HubkitError
@@ -225,7 +225,7 @@ class HubStore:
     """Repos, commits and objects in one folder; no path it touches leads outside it."""
 
     def __init__(self, root: Path, faults: Faults | None = None) -> None:
-        self.root = root
+        self.root = Path(os.path.abspath(root))  # the same folder whatever the working directory becomes
         ensure_folder(root / "objects")
         self.base = root.resolve()
         self.faults = faults or Faults()
@@ -640,7 +640,7 @@ class _Handler(BaseHTTPRequestHandler):
                 return
         self._broken("Too many trailers in the chunked body")
 
-    def _broken(self, message: str) -> None:
+    def _broken(self, message: str) -> NoReturn:
         """The body cannot be followed to its end: answer (if the client still listens) and close."""
         self._left, self.close_connection = 0, True
         raise HubError(400, message)
