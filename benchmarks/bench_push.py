@@ -83,7 +83,7 @@ def remote_validation_benchmark(work: Path) -> None:
     skeleton = build_nvfp4_checkpoint(work / "skeleton", KimiDims(), sparse=True)
     repo_bytes = sum(p.stat().st_size for p in skeleton.rglob("*") if p.is_file())
     with HubServer(work / "store-skeleton") as server:
-        os.environ["HF_ENDPOINT"] = server.endpoint
+        os.environ["HF_ENDPOINT"], os.environ["HF_TOKEN"] = server.endpoint, server.token
         server.store.import_folder("models", "bench/kimi-skeleton", skeleton)
         server.bytes_sent = 0
         start = time.perf_counter()

@@ -289,6 +289,8 @@ class HubStore:
         return self.inside(self.root / "objects" / f"lfs-{sha256}")
 
     def parts_folder(self, ticket: str) -> Path:
+        if not _TICKET.fullmatch(ticket):
+            raise HubError(400, "Invalid upload address")
         return self.inside(self.root / "objects" / f"parts-{ticket}")
 
     @staticmethod
