@@ -345,7 +345,9 @@ class HubStore:
 
         def pieces() -> Iterator[bytes]:
             for part in parts:
-                with open(part, "rb") as handle:
+                with os.fdopen(
+                    os.open(part, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)), "rb"
+                ) as handle:
                     while piece := handle.read(PIECE):
                         yield piece
 
