@@ -25,8 +25,6 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-TOKEN = "hf_test_token"
-
 
 def make_folder(folder: Path, gigabytes: float, shards: int) -> int:
     """Valid safetensors shards (one U8 tensor of random bytes each, as an export's shards are valid: push scans
@@ -58,8 +56,8 @@ def push_benchmark(work: Path, gigabytes: float, shards: int) -> None:
     folder = work / "folder"
     total = make_folder(folder, gigabytes, shards)
     with HubServer(work / "store") as server:
-        os.environ["HF_ENDPOINT"], os.environ["HF_TOKEN"] = server.endpoint, TOKEN
-        api = HfApi(endpoint=server.endpoint, token=TOKEN)
+        os.environ["HF_ENDPOINT"], os.environ["HF_TOKEN"] = server.endpoint, server.token
+        api = HfApi(endpoint=server.endpoint, token=server.token)
         api.create_repo("bench/plain")
         xet, constants.HF_HUB_DISABLE_XET = (
             constants.HF_HUB_DISABLE_XET,
@@ -93,7 +91,7 @@ def remote_validation_benchmark(work: Path) -> None:
     skeleton = build_nvfp4_checkpoint(work / "skeleton", KimiDims(), sparse=True)
     repo_bytes = sum(p.stat().st_size for p in skeleton.rglob("*") if p.is_file())
     with HubServer(work / "store-skeleton") as server:
-        os.environ["HF_ENDPOINT"] = server.endpoint
+        os.environ["HF_ENDPOINT"], os.environ["HF_TOKEN"] = server.endpoint, server.token
         server.store.import_folder("models", "bench/kimi-skeleton", skeleton)
         server.bytes_sent = 0
         start = time.perf_counter()

@@ -219,12 +219,12 @@ def test_local_hub_checks_card_metadata_as_the_hub_does(tmp_path: Path, license:
 
     card = tmp_path / "README.md"
     card.write_text(CARD.format(license=license, extra=extra))
-    with HubServer(tmp_path / "hub", tokens={"hf_test": "tester"}) as server:
+    with HubServer(tmp_path / "hub") as server:
         validate = subprocess.run(
             [sys.executable, "-c", f"from huggingface_hub import ModelCard; ModelCard.load({str(card)!r}).validate()"],
             env={**SUBPROCESS_ENV, "HF_ENDPOINT": server.endpoint}, capture_output=True, text=True,
         )  # fmt: skip
-        api = HfApi(endpoint=server.endpoint, token="hf_test")
+        api = HfApi(endpoint=server.endpoint, token=server.token)
         api.create_repo("tester/model")
         if error is None:
             assert validate.returncode == 0, validate.stderr

@@ -10,15 +10,13 @@ import pytest
 
 from hubkit.hub.testserver import HubServer
 
-TOKEN = "hf_test_token"
-
 
 @pytest.fixture
 def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[HubServer]:
     server = HubServer(tmp_path / "hub-store")
     server.start()
     monkeypatch.setenv("HF_ENDPOINT", server.endpoint)
-    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    monkeypatch.setenv("HF_TOKEN", server.token)
     yield server
     server.stop()
 
@@ -26,7 +24,7 @@ def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[HubServer]:
 def api(hub: HubServer):
     from huggingface_hub import HfApi
 
-    return HfApi(endpoint=hub.endpoint, token=TOKEN)
+    return HfApi(endpoint=hub.endpoint, token=hub.token)
 
 
 def tree(hub: HubServer, repo: str, revision: str = "main") -> dict[str, int]:
@@ -129,7 +127,7 @@ def test_push_killed_midway_then_rerun_completes_without_reuploading(hub: HubSer
         "1",
         "--no-validate",
     ]
-    process = subprocess.Popen(command, env={**os.environ, "HF_ENDPOINT": hub.endpoint, "HF_TOKEN": TOKEN})
+    process = subprocess.Popen(command, env={**os.environ, "HF_ENDPOINT": hub.endpoint, "HF_TOKEN": hub.token})
     deadline = time.monotonic() + 60
     while commits(hub) < 3 and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -233,7 +231,7 @@ def test_user_errors_exit_2_without_echoing_the_token(
         monkeypatch.setenv("HF_TOKEN", token)
     result = hubkit("push", tiny, "--repo", repo)
     assert result.code == 2 and message in result.err
-    assert "hf_wrong" not in result.err + result.out and TOKEN not in result.err + result.out
+    assert "hf_wrong" not in result.err + result.out and hub.token not in result.err + result.out
 
 
 @pytest.mark.parametrize("repo", ["name-without-org", "org/bad name!", "org/a/b", "org/-name", "org/a..b", "/name", ""])
@@ -485,7 +483,7 @@ def test_unreachable_endpoint_is_exit_2_at_once(hubkit, tiny: Path, monkeypatch:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]  # closed again: nothing listens there
     monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
-    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    monkeypatch.setenv("HF_TOKEN", "hf_any_token")
     result = hubkit("push", tiny, "--repo", "org/x", "--no-validate")
     assert result.code == 2 and "cannot reach the Hub" in result.err and "HF_ENDPOINT" in result.err
 
@@ -558,7 +556,8 @@ def test_server_state_survives_a_restart(hub: HubServer, tiny: Path, tmp_path: P
         from huggingface_hub import HfApi
 
         files = {
-            f.path for f in HfApi(endpoint=again.endpoint, token=TOKEN).list_repo_tree("org/persist", recursive=True)
+            f.path
+            for f in HfApi(endpoint=again.endpoint, token=again.token).list_repo_tree("org/persist", recursive=True)
         }
         assert "README.md" in files
     finally:
@@ -587,7 +586,7 @@ def test_multipart_lfs_transfer(tmp_path: Path, tiny: Path, monkeypatch: pytest.
     server.start()
     try:
         monkeypatch.setenv("HF_ENDPOINT", server.endpoint)
-        monkeypatch.setenv("HF_TOKEN", TOKEN)
+        monkeypatch.setenv("HF_TOKEN", server.token)
         result = push(PushOptions(folder=tiny, repo="org/multipart", progress=False))
         assert result.verified
         paths = [p for _, p in server.faults.requests]

@@ -32,11 +32,10 @@ def local_hub(folder: Path):
     from huggingface_hub import HfApi
 
     from hubkit.hub.testserver import HubServer
-    from hubkit.release.pipeline import LOCAL_TOKEN
 
-    server = HubServer(folder / ".hubkit" / "local-hub", tokens={LOCAL_TOKEN: "release"})
+    server = HubServer(folder / ".hubkit" / "local-hub", user="release")
     server.start()
-    return server, HfApi(endpoint=server.endpoint, token=LOCAL_TOKEN)
+    return server, HfApi(endpoint=server.endpoint, token=server.token)
 
 
 @pytest.mark.slow

@@ -323,11 +323,10 @@ def remote(folder: Path) -> dict:
     from huggingface_hub import HfApi
 
     from hubkit.hub.testserver import HubServer
-    from hubkit.release.pipeline import LOCAL_TOKEN
 
     repo = "example-org/Kimi-Tiny-NVFP4"
-    with HubServer(folder / ".hubkit" / "local-hub", tokens={LOCAL_TOKEN: "release"}) as server:
-        api = HfApi(endpoint=server.endpoint, token=LOCAL_TOKEN)
+    with HubServer(folder / ".hubkit" / "local-hub", user="release") as server:
+        api = HfApi(endpoint=server.endpoint, token=server.token)
         refs = api.list_repo_refs(repo)
         return {
             "main": next(b.target_commit for b in refs.branches if b.name == "main"),

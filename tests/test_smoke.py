@@ -271,7 +271,7 @@ def test_release_smoke_with_vllm_updates_the_card_and_publishes_it(
 
     from hubkit.hub.testserver import HubServer
     from hubkit.manifest import load_manifest
-    from hubkit.release.pipeline import LOCAL_TOKEN, Release, ReleaseOptions
+    from hubkit.release.pipeline import Release, ReleaseOptions
     from tests.conftest import example_copy
 
     write_program(programs / "vllm", FAKE_VLLM)
@@ -285,8 +285,8 @@ def test_release_smoke_with_vllm_updates_the_card_and_publishes_it(
     assert result.passed, result.as_dict()
     smoke = next(s for s in result.stages if s.name == "smoke")
     assert smoke.status == "ran" and "NVIDIA B300 SXM6 AC with vLLM 0.0-fake" in smoke.detail
-    with HubServer(folder / ".hubkit" / "local-hub", tokens={LOCAL_TOKEN: "release"}) as server:
-        card = HfApi(endpoint=server.endpoint, token=LOCAL_TOKEN).hf_hub_download(
+    with HubServer(folder / ".hubkit" / "local-hub", user="release") as server:
+        card = HfApi(endpoint=server.endpoint, token=server.token).hf_hub_download(
             "example-org/Kimi-Tiny-NVFP4", "README.md"
         )
         assert "Validated load + generation on NVIDIA B300 SXM6 AC with vLLM 0.0-fake." in Path(card).read_text()

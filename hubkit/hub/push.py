@@ -35,6 +35,7 @@ from hubkit.hub.options import PushOptions
 from hubkit.hub.remote import (
     AbortableFile,
     FileChanged,
+    PushIncomplete,
     Retry,
     hub_api,
     offers_xet,
@@ -50,6 +51,10 @@ SMALL_FILE = 10 * 1024 * 1024
 UNITS = {"KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
 # huggingface_hub's repo id rules (validate_repo_id), with the namespace required: ORG/NAME
 REPO_ID = re.compile(r"(?!.*(--|\.\.))[A-Za-z0-9_.-]{1,96}/[A-Za-z0-9_.-]{1,96}")
+
+
+class BranchMoved(HubkitError):
+    """The Hub refused a merge: the target branch moved since the pull request was opened."""
 
 
 @dataclass(frozen=True)
@@ -257,7 +262,7 @@ class _Push:
         self.cache.save()
         result.bytes_hashed = self.hasher.bytes_hashed
         if options.atomic and pr_num is not None and result.passed:
-            self.retry.call("merging the pull request", lambda: api.merge_pull_request(options.repo, pr_num))
+            self._merge(pr_num)
             result.merged = True
         if options.tag and result.passed:
             tag_target = options.revision if options.atomic or not pr_num else target
@@ -267,6 +272,34 @@ class _Push:
             )
             result.tag = options.tag
         return result
+
+    def _merge(self, number: int) -> None:
+        """Merge the pull request. The Hub refuses when the branch moved since it was opened (another push landed
+        there): hubkit then closes it, so that a rerun opens a fresh one on top of that push instead of undoing it."""
+        from huggingface_hub.errors import HfHubHTTPError
+
+        repo, branch = self.options.repo, self.options.revision
+
+        def merge() -> None:
+            try:
+                self.api.merge_pull_request(repo, number)
+            except HfHubHTTPError as exc:
+                if exc.response is not None and exc.response.status_code in (409, 412):
+                    raise BranchMoved(branch) from None
+                raise
+
+        try:
+            self.retry.call("merging the pull request", merge)
+        except BranchMoved:
+            comment = f"Closed by hubkit: {branch} moved since this pull request was opened; a rerun opens a new one."
+            self.retry.call(
+                "closing the pull request",
+                lambda: self.api.change_discussion_status(repo, number, "closed", comment=comment),
+            )
+            raise PushIncomplete(
+                f"{branch} moved while pull request #{number} was open (another push landed there); hubkit closed "
+                f"it rather than undo that push: rerun the push to release on top of the new {branch}"
+            ) from None
 
     def _ensure_repo_and_branch(self) -> None:
         options, api = self.options, self.api

@@ -48,7 +48,6 @@ LOCAL_ENDPOINT = "local"
 LOCAL_STORE = ".hubkit/local-hub"
 #: What a local Hub store that hubkit made holds (stores made before hubkit recorded them hold only these).
 STORE_ENTRIES = frozenset({"objects", "repos", ".hubkit"})
-LOCAL_TOKEN = "hf_local_release_token"
 
 
 @dataclass
@@ -348,12 +347,12 @@ class Release:
             store = self.store
             if self.options.dry_run and not store.is_dir():  # a dry run writes nothing: an empty Hub of its own
                 store = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="hubkit-dry-run-")))
-            server = HubServer(store, tokens={LOCAL_TOKEN: "release"})
+            server = HubServer(store, user="release")  # its token is random, for this run only
             if store == self.store and not self.options.dry_run and read_record(store) is None:
                 write_record(store, {"what": "local Hub store"})
             saved_endpoint, saved_token = os.environ.get("HF_ENDPOINT"), os.environ.get("HF_TOKEN")
             server.start()
-            os.environ["HF_ENDPOINT"], os.environ["HF_TOKEN"] = server.endpoint, LOCAL_TOKEN
+            os.environ["HF_ENDPOINT"], os.environ["HF_TOKEN"] = server.endpoint, server.token
             try:
                 yield
             finally:
