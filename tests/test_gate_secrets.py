@@ -18,7 +18,6 @@ import pytest
 from hubkit.hub.testserver import HubServer
 from tests.conftest import REPO_ROOT, SUBPROCESS_ENV, copy_of
 
-TOKEN = "hf_test_token"
 HF = "hf_" + "QwErTyUiOpAsDfGhJkLzXcVbNmQwErTyUi"
 GITHUB = "ghp_" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8"
 AWS = "AKIAIOSFODNN7EXAMPLE"
@@ -60,7 +59,7 @@ def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[HubServer]:
     server = HubServer(tmp_path / "hub-store")
     server.start()
     monkeypatch.setenv("HF_ENDPOINT", server.endpoint)
-    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    monkeypatch.setenv("HF_TOKEN", server.token)
     yield server
     server.stop()
 
@@ -70,7 +69,7 @@ def remote_files(hub: HubServer, repo: str) -> set[str]:
     from huggingface_hub.errors import RepositoryNotFoundError
 
     try:
-        return {f.path for f in HfApi(endpoint=hub.endpoint, token=TOKEN).list_repo_tree(repo, recursive=True)}
+        return {f.path for f in HfApi(endpoint=hub.endpoint, token=hub.token).list_repo_tree(repo, recursive=True)}
     except RepositoryNotFoundError:
         return set()
 
@@ -374,12 +373,10 @@ def test_release_fails_on_a_secret_even_with_the_finding_waived(hubkit, released
     assert_never_shown(waived.out, waived.err)
     from huggingface_hub import HfApi
 
-    from hubkit.release.pipeline import LOCAL_TOKEN
-
-    server = HubServer(folder / ".hubkit" / "local-hub", tokens={LOCAL_TOKEN: "release"})
+    server = HubServer(folder / ".hubkit" / "local-hub")
     server.start()
     try:
-        api = HfApi(endpoint=server.endpoint, token=LOCAL_TOKEN)
+        api = HfApi(endpoint=server.endpoint, token=server.token)
         assert "train.log" not in {f.path for f in api.list_repo_tree("example-org/Kimi-Tiny-NVFP4", recursive=True)}
     finally:
         server.stop()

@@ -20,7 +20,6 @@ from hubkit.hub.local import CACHE_VERSION
 from hubkit.hub.testserver import HubServer
 from tests.conftest import TINY_RELEASE, copy_of
 
-TOKEN = "hf_test_token"
 OUT = "Kimi-Tiny-NVFP4"
 
 
@@ -41,7 +40,7 @@ def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[HubServer]:
     server = HubServer(tmp_path / "hub-store")
     server.start()
     monkeypatch.setenv("HF_ENDPOINT", server.endpoint)
-    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    monkeypatch.setenv("HF_TOKEN", server.token)
     yield server
     server.stop()
 

@@ -8,7 +8,7 @@ import pytest
 
 from hubkit.fixtures.kimi import KimiDims, build_nvfp4_checkpoint, reference_exclusions
 from tests.conftest import read_json, set_exclusions
-from tests.test_push import TOKEN, hub  # noqa: F401  (fixture)
+from tests.test_push import hub  # noqa: F401  (fixture)
 
 
 def published(hub, folder: Path, repo: str) -> str:  # noqa: F811

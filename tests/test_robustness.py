@@ -28,7 +28,7 @@ from hubkit.validate.options import ValidateOptions
 from hubkit.validate.profiles import choose_profile
 from hubkit.validate.runner import validate
 from tests.conftest import CliResult, read_json, write_json
-from tests.test_push import TOKEN, hub  # noqa: F401  (fixture)
+from tests.test_push import hub  # noqa: F401  (fixture)
 
 SHARD = "model-00001-of-00001.safetensors"
 INDEX = "model.safetensors.index.json"
