@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
+from typing import BinaryIO
 
 from hubkit.errors import HubkitError
 
@@ -47,6 +48,26 @@ def read_regular(path: Path, *, limit: int, what: str = "file", follow_links: bo
     if len(data) > limit:
         raise HubkitError(f"{what} {path} grew past hubkit's limit of {limit:,} bytes while it was read")
     return data
+
+
+def open_regular(path: Path, *, what: str = "file") -> BinaryIO:
+    """``path`` opened for a streamed read, once it is known to be a regular file (a FIFO is never waited on).
+
+    For inputs too big to read whole (calibration text): the caller bounds what it keeps."""
+    try:
+        handle = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise HubkitError(f"{what} {path} cannot be read ({exc.strerror or exc}); name a regular file") from exc
+    try:
+        info = os.fstat(handle)
+        if not stat.S_ISREG(info.st_mode):
+            kind = _KINDS.get(stat.S_IFMT(info.st_mode), "not a regular file")
+            raise HubkitError(f"{what} {path} is {kind}; name a regular file")
+        os.set_blocking(handle, True)
+    except BaseException:
+        os.close(handle)
+        raise
+    return os.fdopen(handle, "rb")
 
 
 def read_regular_text(path: Path, *, limit: int, what: str = "file") -> str:
