@@ -86,7 +86,9 @@ def child() -> None:
     except _OutOfTime:
         result = {"error": f"card template {entry} ran past its limit of {RENDER_SECONDS} s of CPU time; simplify it"}
     except MemoryError:
-        result = {"error": f"card template {entry} needed more than {RENDER_MEMORY // MiB:,} MiB of memory; simplify it"}
+        result = {
+            "error": f"card template {entry} needed more than {RENDER_MEMORY // MiB:,} MiB of memory; simplify it"
+        }
     except RecursionError:
         result = {"error": f"card template {entry} nested calls too deeply (a macro calling itself?); simplify it"}
     sys.stdout.write(json.dumps(result))
@@ -150,7 +152,9 @@ def _render(folders: list[str], entry: str, context: dict[str, Any]) -> str:
     except jinja2.UndefinedError as exc:
         found = re.search(r"'([^']+)' is undefined|has no attribute '([^']+)'", str(exc))
         name = next((g for g in found.groups() if g), str(exc)) if found else str(exc)
-        raise HubkitError(f"the card template needs the fact '{name}', which is missing; add it to the manifest") from exc
+        raise HubkitError(
+            f"the card template needs the fact '{name}', which is missing; add it to the manifest"
+        ) from exc
     except jinja2.TemplateError as exc:
         raise HubkitError(f"card template error: {exc}") from exc
     except Exception as exc:  # {{ 1 / 0 }}, range(10**9): the template's fault, not hubkit's

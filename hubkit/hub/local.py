@@ -23,6 +23,7 @@ from hubkit.checkpoint.model import RECORD_DIR
 from hubkit.checkpoint.source import list_folder
 from hubkit.errors import ExitCode, HubkitError
 from hubkit.progress import Bar, progress_bar
+from hubkit.reads import read_bounded
 
 HASH_CACHE = f"{RECORD_DIR}/hashes.json"
 CLOCK_MARK = f"{RECORD_DIR}/hash-clock"  # written before hashing: its ctime is the filesystem's "now"
@@ -90,7 +91,7 @@ class HashCache:
         self.path = folder / HASH_CACHE
         self.entries: dict[str, list[object]] = {}
         try:
-            data = json.loads(self.path.read_text())
+            data = json.loads(read_bounded(self.path, follow_links=False))
             if isinstance(data, dict) and data.get("version") == CACHE_VERSION:
                 self.entries = dict(data["files"])
         except (OSError, ValueError, KeyError, TypeError):

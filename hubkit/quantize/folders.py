@@ -14,6 +14,7 @@ from pathlib import Path
 from hubkit import __version__
 from hubkit.checkpoint.model import RECORD_DIR
 from hubkit.errors import HubkitError
+from hubkit.reads import read_bounded
 
 MADE_BY = f"{RECORD_DIR}/made-by.json"
 STATE = f"{RECORD_DIR}/state.json"
@@ -31,7 +32,7 @@ def made_by_hubkit(folder: Path) -> bool:
     """Whether hubkit's own record in ``folder`` says hubkit made it (a staging folder, or an export)."""
     for record in (folder / MADE_BY, folder / STATE):
         try:
-            data = json.loads(record.read_text())
+            data = json.loads(read_bounded(record, follow_links=False))
         except (OSError, ValueError):
             continue
         if isinstance(data, dict) and (data.get("made_by") == "hubkit quantize" or "status" in data):

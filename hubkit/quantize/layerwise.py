@@ -54,6 +54,7 @@ from hubkit.errors import HubkitError
 from hubkit.progress import progress_bar
 from hubkit.quantize import interrupts
 from hubkit.quantize.shards import ShardWriter
+from hubkit.reads import read_bounded
 
 log = logging.getLogger(__name__)
 #: modelopt releases whose layerwise and export internals this module was checked against.
@@ -650,7 +651,7 @@ class LayerwiseRun:
 
     def _load_state(self, total: int) -> dict[str, Any]:
         try:
-            state: dict[str, Any] = json.loads((self.scratch / STATE).read_text())
+            state: dict[str, Any] = json.loads(read_bounded(self.scratch / STATE, follow_links=False))
         except (OSError, ValueError):
             return {}
         if state.get("fingerprint") != self.fingerprint or state.get("layers") != total:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hubkit.errors import ExitCode, HubkitError, Terminated
+from hubkit.reads import read_bounded
 from hubkit.release.options import STAGES, ReleaseOptions
 from hubkit.release.preflight import FAILED, Check, PreflightFailed, Subject, preflight
 from hubkit.release.smoke import smoke_availability
@@ -146,7 +147,7 @@ class Release:
 
     def _load_state(self) -> dict[str, Any]:
         try:
-            state = json.loads((self.out / STATE).read_text())
+            state = json.loads(read_bounded(self.out / STATE, follow_links=False))
         except (OSError, ValueError):
             return {}
         return state if isinstance(state, dict) else {}
@@ -433,7 +434,7 @@ class Release:
 
         text = render_card(load_checkpoint(str(self.out)), self.manifest)
         readme = self.out / "README.md"
-        if not readme.is_file() or readme.read_text(encoding="utf-8", errors="replace") != text:
+        if _card_text(readme) != text:
             temporary = self.out / ".hubkit" / "README.md.tmp"
             temporary.parent.mkdir(exist_ok=True)
             temporary.write_text(text, encoding="utf-8")
@@ -523,7 +524,7 @@ class Release:
         result = push(self._push_options(dry_run=False))
         if not result.passed:
             return StageResult("push", "failed", detail="; ".join(result.mismatches[:3]))
-        current = (self.out / "README.md").read_text() if (self.out / "README.md").is_file() else ""
+        current = _card_text(self.out / "README.md") or ""
         self.result.card_diff = "".join(
             difflib.unified_diff(previous.splitlines(True), current.splitlines(True), "previous/README.md", "README.md")
         )
@@ -636,3 +637,13 @@ def _restore(name: str, value: str | None) -> None:
 
 def exit_code(result: ReleaseResult) -> int:
     return ExitCode.OK if result.passed else ExitCode.ARTIFACT_FAILED
+
+
+def _card_text(readme: Path) -> str | None:
+    """The export's README.md as text; None when there is none, or none that can be read within bounds."""
+    from hubkit.card.check import MAX_CARD_BYTES
+
+    try:
+        return read_bounded(readme, limit=MAX_CARD_BYTES).decode("utf-8", errors="replace")
+    except OSError:
+        return None

@@ -18,6 +18,7 @@ from typing import Any
 
 from hubkit import __version__
 from hubkit.errors import HubkitError
+from hubkit.reads import read_bounded
 
 RECORD = ".hubkit"
 STATE = f"{RECORD}/state.json"
@@ -37,7 +38,7 @@ def read_record(folder: Path) -> dict[str, Any] | None:
     if record.is_symlink() or state.is_symlink() or not state.is_file():
         return None
     try:
-        data = json.loads(state.read_text(encoding="utf-8"))
+        data = json.loads(read_bounded(state, follow_links=False))
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) and RECORD_KEYS & data.keys() else None
