@@ -90,3 +90,21 @@ def read_bounded(path: Path, *, limit: int = MAX_RECORD_BYTES, follow_links: boo
         return read_regular(path, limit=limit, follow_links=follow_links)
     except HubkitError as exc:
         raise OSError(str(exc)) from exc
+
+
+#: The largest Hugging Face token file read (a token is under 100 bytes).
+MAX_TOKEN_FILE_BYTES = 64 * 1024
+
+
+def check_token_file() -> None:
+    """Refuse a Hugging Face token file that is not a small regular file, before the client reads it.
+
+    huggingface_hub reads ``HF_TOKEN_PATH`` whole on every request that needs a token: a FIFO there blocks it
+    and ``/dev/zero`` never ends. Where ``HF_TOKEN`` or OIDC supplies the token the file is never read."""
+    if any(os.environ.get(name) for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_OIDC_RESOURCE")):
+        return
+    from huggingface_hub import constants
+
+    path = Path(constants.HF_TOKEN_PATH)
+    if os.path.lexists(path):
+        read_regular(path, limit=MAX_TOKEN_FILE_BYTES, what="Hugging Face token file")

@@ -10,7 +10,10 @@ import click
 
 from hubkit.commands._options import examples
 from hubkit.errors import ExitCode, HubkitError
+from hubkit.reads import MiB, read_regular
 
+#: The largest existing file --force reads to compare and back up (each file init writes is a few KiB).
+MAX_EDITED_BYTES = 1 * MiB
 PLACEHOLDER_REPO = "CHANGE-ME/Model-NVFP4"
 PLACEHOLDER_BASE = "CHANGE-ME/Model"
 FILES = {
@@ -119,7 +122,7 @@ def keep_edited(target: Path, text: str) -> Path | None:
     """Copy ``target`` to a new ``NAME.bak`` (``NAME.1.bak``, ...) when it exists and differs from ``text``."""
     if not target.is_file():
         return None
-    current = target.read_bytes()
+    current = read_regular(target, limit=MAX_EDITED_BYTES, what="existing file")
     if current == text.encode("utf-8"):
         return None
     for number in range(1000):
