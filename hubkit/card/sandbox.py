@@ -33,7 +33,7 @@ MAX_TEMPLATE_BYTES = 1 * MiB
 #: The largest card a template may render (the body, before the front matter).
 MAX_CARD_BYTES = 1 * MiB
 #: CPU seconds a render may take; a real card renders in well under one.
-RENDER_SECONDS = 5
+RENDER_SECONDS = 3
 #: Memory a render may allocate beyond the child's own start-up.
 RENDER_MEMORY = 1024 * MiB
 #: Wall-clock backstop for the child as a whole (start-up included, on a busy machine).
