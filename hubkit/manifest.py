@@ -276,7 +276,13 @@ def manifest_json_schema() -> dict[str, Any]:
 
 def _read(path: Path, overrides: list[str] | tuple[str, ...]) -> tuple[str, dict[str, Any], dict[tuple[str, ...], str]]:
     """(the text, the parsed data with the overrides applied, key parts -> the --set that set them)."""
-    raw = read_regular(path, limit=MAX_MANIFEST_BYTES, what="manifest")
+    try:
+        raw = read_regular(path, limit=MAX_MANIFEST_BYTES, what="manifest")
+    except HubkitError as exc:
+        cause = exc.__cause__
+        if isinstance(cause, OSError):  # missing, no permission: said as ever
+            raise HubkitError(f"cannot read manifest {path}: {cause.strerror or cause}") from exc
+        raise
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:

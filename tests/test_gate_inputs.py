@@ -193,8 +193,9 @@ def test_hostile_templates_are_exit_2(tiny: Path, tmp_path: Path, template: str,
         "{% macro m(n) %}{% if n %}{{ m(n - 1) }}{{ m(n - 1) }}{% endif %}{% endmacro %}{{ m(60) }}",
         '{% set ns = namespace(s="x") %}{% for i in range(60) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}'
         "{{ ns.s|length }}",
+        "{% set n = 9 %}{{ n ** (n ** n) }}",  # one C-level computation: no Python signal handler runs
     ],
-    ids=["nested-ranges", "macro-fan-out", "doubling-concatenation"],
+    ids=["nested-ranges", "macro-fan-out", "doubling-concatenation", "uninterruptible-power"],
 )
 def test_templates_that_never_end_stop_at_the_limits(tiny: Path, tmp_path: Path, template: str) -> None:
     """Bounded by CPU time (3 s) or memory (1 GiB), whichever comes first."""

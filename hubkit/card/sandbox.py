@@ -42,8 +42,8 @@ WALL_SECONDS = 60
 _CHILD = "import sys, json; sys.path[:0] = json.loads(sys.argv[1]); from hubkit.card.sandbox import child; child()"
 
 
-class _OutOfTime(Exception):
-    """The render used up its CPU seconds."""
+class _OutOfTime(BaseException):
+    """The render used up its CPU seconds (a BaseException: no ``except Exception`` on the way swallows it)."""
 
 
 def render_template(folders: list[Path], entry: str, context: dict[str, Any]) -> str:
@@ -68,8 +68,10 @@ def render_template(folders: list[Path], entry: str, context: dict[str, Any]) ->
         if "error" in result:
             raise HubkitError(result["error"])
         return str(result["text"])
-    if done.returncode in (-signal.SIGXCPU, -signal.SIGKILL):
+    if done.returncode == -signal.SIGXCPU:
         raise HubkitError(f"card template {shown} ran past its limit of {RENDER_SECONDS} s of CPU time; simplify it")
+    if done.returncode == -signal.SIGKILL:
+        raise HubkitError(f"card template {shown}: the renderer was killed (out of memory?); simplify the template")
     last = (done.stderr.decode("utf-8", "replace").strip().splitlines() or ["no message"])[-1][:200]
     raise HubkitError(f"card template {shown} stopped the renderer (exit status {done.returncode}: {last})")
 
