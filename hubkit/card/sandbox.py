@@ -35,7 +35,7 @@ MAX_CARD_BYTES = 1 * MiB
 #: CPU seconds a render may take; a real card renders in well under one.
 RENDER_SECONDS = 3
 #: Memory a render may allocate beyond the child's own start-up.
-RENDER_MEMORY = 1024 * MiB
+RENDER_MEMORY = 512 * MiB
 #: Wall-clock backstop for the child as a whole (start-up included, on a busy machine).
 WALL_SECONDS = 60
 
