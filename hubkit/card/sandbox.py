@@ -4,7 +4,7 @@ A template folder is someone else's code. Jinja2's sandbox keeps it from Python 
 ``{{ "x" * 10**10 }}``, from three nested ``range(100000)`` loops, or from a macro that calls itself. The
 child process renders with a CPU-time limit and an address-space limit, streams the card and stops past
 :data:`MAX_CARD_BYTES`; whatever stops it is one line naming the template (exit 2), never a MemoryError or
-a hang. The child gets the facts and no environment variables, so no token.
+a hang. The child gets the facts, and of the environment only PATH, TMPDIR and the locale: no token.
 """
 
 from __future__ import annotations

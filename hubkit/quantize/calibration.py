@@ -89,20 +89,18 @@ class CalibrationSource:
         block: list[str] = []
         size = 0
         for number, line in self._lines():
-            if line != "\n":
-                block.append(line)
-                size += len(line)
-                if size > MAX_RECORD_BYTES:
-                    raise HubkitError(
-                        f"{self.spec}:{number}: the block ending here is longer than hubkit's limit of "
-                        f"{MAX_RECORD_BYTES:,} bytes per calibration record; separate samples by empty lines"
-                    )
+            if line == "\n":
+                yield from _nonblank("".join(block))
+                block, size = [], 0
                 continue
-            if "".join(block).strip():
-                yield "".join(block).strip()
-            block, size = [], 0
-        if "".join(block).strip():
-            yield "".join(block).strip()
+            block.append(line)
+            size += len(line)
+            if size > MAX_RECORD_BYTES:
+                raise HubkitError(
+                    f"{self.spec}:{number}: the block ending here is longer than hubkit's limit of "
+                    f"{MAX_RECORD_BYTES:,} bytes per calibration record; separate samples by empty lines"
+                )
+        yield from _nonblank("".join(block))
 
     def _dataset(self) -> Any:
         import datasets
@@ -114,6 +112,11 @@ class CalibrationSource:
             return loaded[next(iter(loaded))] if isinstance(loaded, datasets.DatasetDict) else loaded
         config, split, _ = HUB_DATASETS.get(self.spec, (None, "train", None))
         return datasets.load_dataset(self.spec, config, split=split, streaming=True)
+
+
+def _nonblank(text: str) -> Iterator[str]:
+    if text.strip():
+        yield text.strip()
 
 
 def _sample(row: Any, where: str) -> Any:
