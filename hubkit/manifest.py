@@ -17,10 +17,13 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from pydantic_core import PydanticCustomError
 
 from hubkit.errors import HubkitError
+from hubkit.reads import MiB, read_regular
 from hubkit.resources import profile_names
 
 #: At most this many manifest problems are listed; the rest are counted.
 MAX_PROBLEMS = 20
+#: The largest manifest read: a real one is a few KiB (a pull request controls the file `manifest check` reads).
+MAX_MANIFEST_BYTES = 1 * MiB
 
 
 def repo_id_problem(value: str) -> str | None:
@@ -274,9 +277,12 @@ def manifest_json_schema() -> dict[str, Any]:
 def _read(path: Path, overrides: list[str] | tuple[str, ...]) -> tuple[str, dict[str, Any], dict[tuple[str, ...], str]]:
     """(the text, the parsed data with the overrides applied, key parts -> the --set that set them)."""
     try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise HubkitError(f"cannot read manifest {path}: {exc.strerror or exc}") from exc
+        raw = read_regular(path, limit=MAX_MANIFEST_BYTES, what="manifest")
+    except HubkitError as exc:
+        cause = exc.__cause__
+        if isinstance(cause, OSError):  # missing, no permission: said as ever
+            raise HubkitError(f"cannot read manifest {path}: {cause.strerror or cause}") from exc
+        raise
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:

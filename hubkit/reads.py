@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
+from typing import BinaryIO
 
 from hubkit.errors import HubkitError
 
@@ -49,6 +50,26 @@ def read_regular(path: Path, *, limit: int, what: str = "file", follow_links: bo
     return data
 
 
+def open_regular(path: Path, *, what: str = "file") -> BinaryIO:
+    """``path`` opened for a streamed read, once it is known to be a regular file (a FIFO is never waited on).
+
+    For inputs too big to read whole (calibration text): the caller bounds what it keeps."""
+    try:
+        handle = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise HubkitError(f"{what} {path} cannot be read ({exc.strerror or exc}); name a regular file") from exc
+    try:
+        info = os.fstat(handle)
+        if not stat.S_ISREG(info.st_mode):
+            kind = _KINDS.get(stat.S_IFMT(info.st_mode), "not a regular file")
+            raise HubkitError(f"{what} {path} is {kind}; name a regular file")
+        os.set_blocking(handle, True)
+    except BaseException:
+        os.close(handle)
+        raise
+    return os.fdopen(handle, "rb")
+
+
 def read_regular_text(path: Path, *, limit: int, what: str = "file") -> str:
     """Like :func:`read_regular`, decoded as UTF-8; other encodings are a HubkitError naming the file."""
     data = read_regular(path, limit=limit, what=what)
@@ -56,3 +77,34 @@ def read_regular_text(path: Path, *, limit: int, what: str = "file") -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise HubkitError(f"{what} {path} is not UTF-8 text (byte {exc.start}); save it as UTF-8") from exc
+
+
+#: The largest of hubkit's own records read back (state, hash cache, markers): far above any real one.
+MAX_RECORD_BYTES = 64 * MiB
+
+
+def read_bounded(path: Path, *, limit: int = MAX_RECORD_BYTES, follow_links: bool = True) -> bytes:
+    """Like :func:`read_regular`, with every refusal an OSError: for reads whose callers take a file that
+    cannot be read (a FIFO, a device, an oversize file) as absent, as they already take a missing one."""
+    try:
+        return read_regular(path, limit=limit, follow_links=follow_links)
+    except HubkitError as exc:
+        raise OSError(str(exc)) from exc
+
+
+#: The largest Hugging Face token file read (a token is under 100 bytes).
+MAX_TOKEN_FILE_BYTES = 64 * 1024
+
+
+def check_token_file() -> None:
+    """Refuse a Hugging Face token file that is not a small regular file, before the client reads it.
+
+    huggingface_hub reads ``HF_TOKEN_PATH`` whole on every request that needs a token: a FIFO there blocks it
+    and ``/dev/zero`` never ends. Where ``HF_TOKEN`` or OIDC supplies the token the file is never read."""
+    if any(os.environ.get(name) for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_OIDC_RESOURCE")):
+        return
+    from huggingface_hub import constants
+
+    path = Path(constants.HF_TOKEN_PATH)
+    if os.path.lexists(path):
+        read_regular(path, limit=MAX_TOKEN_FILE_BYTES, what="Hugging Face token file")

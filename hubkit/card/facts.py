@@ -12,6 +12,7 @@ from typing import Any
 
 from hubkit.checkpoint.model import RECORD_DIR, Checkpoint
 from hubkit.checkpoint.modules import ModuleTable
+from hubkit.reads import MAX_RECORD_BYTES
 
 _shape_of = attrgetter("shape")
 _dtype_of = attrgetter("dtype")
@@ -167,7 +168,8 @@ def checkpoint_facts(checkpoint: Checkpoint, modules: ModuleTable | None = None)
 
 def _record(checkpoint: Checkpoint, path: str) -> dict[str, Any] | None:
     entry = checkpoint.files.get(path)
-    if entry is None or entry.problem is not None or entry.is_symlink:  # hubkit writes no record as a link
+    # hubkit writes no record as a link, nor one that large
+    if entry is None or entry.problem is not None or entry.is_symlink or entry.size > MAX_RECORD_BYTES:
         return None
     try:
         data = json.loads(checkpoint.source.read_range(path, 0, entry.size))

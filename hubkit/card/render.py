@@ -1,52 +1,43 @@
 """Render a model card: front matter through huggingface_hub's ModelCardData, the body through Jinja2.
 
-Templates run in Jinja2's sandbox: a template folder is someone else's code, and the card it renders is
-published, so a template reaches only the facts it is given (no attributes such as ``__globals__``).
+Templates run in Jinja2's sandbox, in a child process bounded in time, memory and output (see
+``hubkit.card.sandbox``): a template folder is someone else's code, and the card it renders is published, so a
+template reaches only the facts it is given (no attributes such as ``__globals__``).
 """
 
 from __future__ import annotations
 
 import re
-import traceback
 from pathlib import Path
 from typing import Any
 
-import jinja2
-import jinja2.sandbox
 from huggingface_hub import ModelCardData
 
 from hubkit.card.facts import checkpoint_facts, dataset_words, read_provenance, read_smoke, recipe_words
+from hubkit.card.sandbox import render_template
 from hubkit.checkpoint.model import Checkpoint
 from hubkit.errors import HubkitError
 from hubkit.manifest import Manifest
+from hubkit.reads import MiB, read_regular_text
 from hubkit.resources import data_dir
 
 DEFAULT_TEMPLATE = "nvfp4"
 ENTRY = "card.md.j2"
 BASE_TAGS = ("nvfp4", "modelopt", "quantized")
+#: The largest ``[card] sections`` file read (a section is a page of Markdown).
+MAX_SECTION_BYTES = 1 * MiB
 
 
-def _environment(template: str | None) -> tuple[jinja2.Environment, str]:
+def _template_folders(template: str | None) -> tuple[list[Path], str]:
+    """(the folders templates are looked up in, first match first; the entry template's name)."""
     builtin = data_dir("templates")
-    folders = [builtin]
     name = template or DEFAULT_TEMPLATE
     if template and Path(template).is_dir():
-        folders.insert(0, Path(template))
-        entry = ENTRY
-    elif (builtin / name / ENTRY).is_file():
-        entry = f"{name}/{ENTRY}"
-    else:
-        known = ", ".join(sorted(p.name for p in builtin.iterdir() if (p / ENTRY).is_file()))
-        raise HubkitError(f"unknown card template '{name}'; use one of: {known}, or a folder holding {ENTRY}")
-    environment = jinja2.sandbox.SandboxedEnvironment(
-        loader=jinja2.FileSystemLoader([str(f) for f in folders]),
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-        autoescape=False,  # Markdown, not HTML
-    )
-    return environment, entry
+        return [Path(template), builtin], ENTRY
+    if (builtin / name / ENTRY).is_file():
+        return [builtin], f"{name}/{ENTRY}"
+    known = ", ".join(sorted(p.name for p in builtin.iterdir() if (p / ENTRY).is_file()))
+    raise HubkitError(f"unknown card template '{name}'; use one of: {known}, or a folder holding {ENTRY}")
 
 
 def serve_command(repo: str, manifest: Manifest, facts: dict[str, Any]) -> str:
@@ -116,7 +107,7 @@ def render_card(checkpoint: Checkpoint, manifest: Manifest, template: str | None
     if ((provenance or {}).get("environment") or {}).get("CUDA_LAUNCH_BLOCKING") == "1":
         notes.append("Export was run with CUDA_LAUNCH_BLOCKING=1.")
     notes += card.notes
-    environment, entry = _environment(template or card.template)
+    folders, entry = _template_folders(template or card.template)
     base_dir = manifest.path.parent if manifest.path else Path.cwd()
     context = {
         "title": card.title or manifest.release.repo.split("/", 1)[1],
@@ -135,44 +126,13 @@ def render_card(checkpoint: Checkpoint, manifest: Manifest, template: str | None
         "serve_command": serve_command(manifest.release.repo, manifest, facts),
         "extra_sections": [_read_section(base_dir / s) for s in card.sections],
     }
-    try:
-        body = environment.get_template(entry).render(context)
-    except jinja2.exceptions.SecurityError as exc:
-        raise HubkitError(
-            f"{_template_line(exc)}: the card template tried something the sandbox forbids ({str(exc).rstrip('.')}); "
-            "a template may use the facts it is given, not Python internals"
-        ) from exc
-    except jinja2.TemplateSyntaxError as exc:
-        raise HubkitError(
-            f"{exc.filename or exc.name}:{exc.lineno}: card template syntax error: {exc.message}"
-        ) from exc
-    except jinja2.UndefinedError as exc:
-        found = re.search(r"'([^']+)' is undefined|has no attribute '([^']+)'", str(exc))
-        name = next((g for g in found.groups() if g), str(exc)) if found else str(exc)
-        raise HubkitError(
-            f"the card template needs the fact '{name}', which is missing; add it to the manifest"
-        ) from exc
-    except jinja2.TemplateError as exc:
-        raise HubkitError(f"card template error: {exc}") from exc
+    body = render_template(folders, entry, context)
     metadata = front_matter(manifest, facts, hub_datasets).to_yaml()
     return _tidy(f"---\n{metadata}\n---\n\n{body}")
 
 
-def _template_line(error: BaseException) -> str:
-    """``template:line`` where rendering failed (Jinja2 puts template lines into the traceback)."""
-    found = [
-        f"{frame.filename}:{frame.lineno}"
-        for frame in traceback.extract_tb(error.__traceback__)
-        if not frame.filename.endswith(".py")
-    ]
-    return found[-1] if found else "the card template"
-
-
 def _read_section(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise HubkitError(f"cannot read card section {path}: {exc.strerror or exc}") from exc
+    return read_regular_text(path, limit=MAX_SECTION_BYTES, what="card section").strip()
 
 
 def _tidy(text: str) -> str:

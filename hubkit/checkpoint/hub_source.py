@@ -8,6 +8,7 @@ from pathlib import Path
 
 from hubkit.checkpoint.source import HUB_SCHEME, FileEntry
 from hubkit.errors import HubkitError, is_network_error
+from hubkit.reads import check_token_file
 
 
 def parse_hub_ref(ref: str) -> tuple[str, str | None]:
@@ -46,6 +47,7 @@ class HubSource:
         from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 
         self.repo, revision = parse_hub_ref(ref)
+        check_token_file()
         endpoint = os.environ.get("HF_ENDPOINT") or None
         api = HfApi(endpoint=endpoint)
         try:

@@ -90,9 +90,15 @@ class LocalSource:
         return list_folder(self.root)
 
     def read_range(self, path: str, start: int, length: int) -> bytes:
-        with open(self.root / path, "rb") as handle:
-            handle.seek(start)
-            return handle.read(length)
+        """Opened without blocking and checked to be a regular file: one swapped for a FIFO after the listing
+        is an OSError, never a wait."""
+        handle = os.open(self.root / path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        with os.fdopen(handle, "rb") as stream:
+            kind = stat.S_IFMT(os.fstat(handle).st_mode)
+            if kind != stat.S_IFREG:
+                raise OSError(errno.EINVAL, f"{_KINDS.get(kind, 'not a regular file')}, not a regular file")
+            stream.seek(start)
+            return stream.read(length)
 
     def local_path(self, path: str) -> Path | None:
         return self.root / path

@@ -38,7 +38,8 @@ def click_options(cls: type) -> Callable[[F], F]:
             annotation = hints[field.name]
             decls = [d for d in (spec.short, spec.flag or "--" + field.name.replace("_", "-")) if d]
             kwargs: dict[str, Any] = {"help": spec.help, "show_default": spec.show_default}
-            if field.default is dataclasses.MISSING:
+            required = field.default is dataclasses.MISSING
+            if required:  # no default at all: Click counts an explicit default=None as a value given
                 kwargs["required"] = True
             if annotation is bool:
                 inverted = spec.flag is not None and spec.flag.startswith("--no-") and field.default is True
@@ -46,7 +47,8 @@ def click_options(cls: type) -> Callable[[F], F]:
             else:
                 kind, multiple = (str, False) if spec.convert else _click_type(annotation)
                 kwargs.update(multiple=multiple, metavar=spec.metavar)
-                kwargs["default"] = None if field.default is dataclasses.MISSING else field.default
+                if not required:
+                    kwargs["default"] = field.default
                 if spec.choices:
                     kind = click.Choice(spec.choices)
                 elif spec.minimum is not None or spec.maximum is not None:
@@ -54,7 +56,8 @@ def click_options(cls: type) -> Callable[[F], F]:
                 kwargs["type"] = kind
             if spec.convert is not None:  # the converter gets the text as typed (None when absent)
                 convert = spec.convert
-                kwargs["default"] = None
+                if not required:
+                    kwargs["default"] = None
                 kwargs["callback"] = lambda _ctx, _param, value, convert=convert: convert(value)
             command = click.option(*decls, field.name, **kwargs)(command)
         return command

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import click
 
 from hubkit.commands._options import examples
 from hubkit.errors import ExitCode, HubkitError
+from hubkit.reads import read_regular
 from hubkit.records import check_replaceable_file, write_text
 
 
@@ -41,7 +43,7 @@ def render_command(checkpoint: str, manifest_path: Path | None, template: str | 
     from hubkit.manifest import load_manifest
 
     path = manifest_path or Path("hubkit.toml")
-    if not path.is_file():
+    if not os.path.lexists(path):  # anything else there is read as a regular file or refused, naming it
         raise HubkitError(f"manifest {path} not found; pass --manifest FILE (see examples/)")
     if output is not None:
         check_replaceable_file(output)  # a link, a FIFO, a device or a folder is refused before any work
@@ -75,7 +77,7 @@ def render_command(checkpoint: str, manifest_path: Path | None, template: str | 
 )
 def check_command(readme: Path | None, manifest_path: Path | None, checkpoint: str | None, output_format: str) -> int:
     """Check README.md: front matter, sections, and (with --checkpoint) every derivable number."""
-    from hubkit.card.check import CardProblem, check_card, comparable_facts, decode_card, facts_blocker
+    from hubkit.card.check import MAX_CARD_BYTES, CardProblem, check_card, comparable_facts, decode_card, facts_blocker
     from hubkit.card.facts import checkpoint_facts
     from hubkit.checkpoint import load_checkpoint
 
@@ -95,10 +97,7 @@ def check_command(readme: Path | None, manifest_path: Path | None, checkpoint: s
     if not readme.is_file():
         state = "does not exist" if not readme.exists() else "is not a regular file"
         raise HubkitError(f"{readme} {state}; pass the model card (README.md) to check")
-    try:
-        raw = readme.read_bytes()
-    except OSError as exc:
-        raise HubkitError(f"cannot read {readme}: {exc.strerror or exc}") from exc
+    raw = read_regular(readme, limit=MAX_CARD_BYTES, what="model card")
     text, unreadable = decode_card(raw)
     problems: list[CardProblem] = [] if unreadable is None else [unreadable]
     if text is not None:

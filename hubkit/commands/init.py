@@ -10,8 +10,11 @@ import click
 
 from hubkit.commands._options import examples
 from hubkit.errors import ExitCode, HubkitError
+from hubkit.reads import MiB, read_regular
 from hubkit.records import check_replaceable_file, replacing
 
+#: The largest existing file --force reads to compare and back up (each file init writes is a few KiB).
+MAX_EDITED_BYTES = 1 * MiB
 PLACEHOLDER_REPO = "CHANGE-ME/Model-NVFP4"
 PLACEHOLDER_BASE = "CHANGE-ME/Model"
 FILES = {
@@ -133,7 +136,7 @@ def write_all(texts: dict[Path, str]) -> dict[Path, Path]:
                 backup = backup_path(target, text)
                 stream = stack.enter_context(replacing(target))  # entered first, so renamed after its backup
                 if backup is not None:
-                    stack.enter_context(replacing(backup)).write(target.read_bytes())
+                    stack.enter_context(replacing(backup)).write(existing(target))
                     kept[target] = backup
                 stream.write(text.encode("utf-8"))
     except BaseException:
@@ -144,9 +147,14 @@ def write_all(texts: dict[Path, str]) -> dict[Path, Path]:
     return kept
 
 
+def existing(target: Path) -> bytes:
+    """The bytes of a file init would replace, read within bounds."""
+    return read_regular(target, limit=MAX_EDITED_BYTES, what="existing file")
+
+
 def backup_path(target: Path, text: str) -> Path | None:
     """A new ``NAME.bak`` (``NAME.1.bak``, ...) for ``target`` when it exists and differs from ``text``."""
-    if not target.is_file() or target.read_bytes() == text.encode("utf-8"):
+    if not target.is_file() or existing(target) == text.encode("utf-8"):
         return None
     for number in range(1000):
         backup = target.with_name(f"{target.name}.bak" if number == 0 else f"{target.name}.{number}.bak")

@@ -18,6 +18,7 @@ from urllib.parse import quote
 
 from hubkit.errors import ExitCode, HubkitError, is_network_error
 from hubkit.hub.local import LocalFile, StatKey, stat_key
+from hubkit.reads import check_token_file
 
 RETRYABLE_STATUS = (408, 429, 500, 502, 503, 504)
 
@@ -157,6 +158,7 @@ def _retry_after(exc: BaseException) -> float | None:
 def hub_api() -> Any:
     from huggingface_hub import HfApi
 
+    check_token_file()
     return HfApi(endpoint=os.environ.get("HF_ENDPOINT") or None)
 
 

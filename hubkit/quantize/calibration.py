@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from hubkit.errors import HubkitError
+from hubkit.reads import MiB, open_regular
 
 #: Known Hub datasets: (config, split, field holding the text or the chat messages).
 HUB_DATASETS = {
@@ -17,6 +20,8 @@ HUB_DATASETS = {
     "nvidia/Nemotron-Post-Training-Dataset-v2": (None, "chat", "messages"),
 }
 TEXT_FIELDS = ("text", "article", "content", "messages", "conversations", "prompt")
+#: The longest calibration record (a .jsonl line, a .txt block) read; a sample is cut to --calib-seq tokens anyway.
+MAX_RECORD_BYTES = 16 * MiB
 
 
 @dataclass(frozen=True)
@@ -34,8 +39,9 @@ class CalibrationSource:
                 return cls(spec, "disk")
             raise HubkitError(f"calibration folder {spec} is not a dataset saved with datasets.save_to_disk")
         if path.suffix in (".jsonl", ".txt", ".parquet"):
-            if not path.is_file():
+            if not os.path.lexists(path):
                 raise HubkitError(f"calibration file {spec} does not exist")
+            open_regular(path, what="calibration file").close()  # a FIFO or a device is refused, never read
             return cls(spec, path.suffix[1:])
         if path.exists():
             raise HubkitError(f"calibration file {spec} is not .jsonl, .txt or .parquet")
@@ -52,19 +58,49 @@ class CalibrationSource:
 
     def _iterate(self) -> Iterator[Any]:
         if self.kind == "txt":
-            text = Path(self.spec).read_text(encoding="utf-8")
-            yield from (block.strip() for block in text.split("\n\n") if block.strip())
+            yield from self._blocks()
         elif self.kind == "jsonl":
-            with open(self.spec, encoding="utf-8") as handle:
-                for number, line in enumerate(handle, 1):
-                    if line.strip():
-                        try:
-                            yield _sample(json.loads(line), f"{self.spec}:{number}")
-                        except json.JSONDecodeError as exc:
-                            raise HubkitError(f"{self.spec}:{number} is not JSON ({exc.msg}); fix the line") from exc
+            for number, line in self._lines():
+                if line.strip():
+                    try:
+                        yield _sample(json.loads(line), f"{self.spec}:{number}")
+                    except json.JSONDecodeError as exc:
+                        raise HubkitError(f"{self.spec}:{number} is not JSON ({exc.msg}); fix the line") from exc
         else:
             for row in self._dataset():
                 yield _sample(row, self.spec)
+
+    def _lines(self) -> Iterator[tuple[int, str]]:
+        """(number, line) of a local text file, streamed: each line at most :data:`MAX_RECORD_BYTES`."""
+        with open_regular(Path(self.spec), what="calibration file") as stream:
+            for number in itertools.count(1):
+                line = stream.readline(MAX_RECORD_BYTES + 1)
+                if not line:
+                    return
+                if len(line) > MAX_RECORD_BYTES:
+                    raise HubkitError(
+                        f"{self.spec}:{number} is longer than hubkit's limit of {MAX_RECORD_BYTES:,} bytes per "
+                        "calibration record; split it"
+                    )
+                yield number, line.decode("utf-8")
+
+    def _blocks(self) -> Iterator[str]:
+        """The blocks of a .txt file (text between empty lines), streamed: each at most :data:`MAX_RECORD_BYTES`."""
+        block: list[str] = []
+        size = 0
+        for number, line in self._lines():
+            if line == "\n":
+                yield from _nonblank("".join(block))
+                block, size = [], 0
+                continue
+            block.append(line)
+            size += len(line)
+            if size > MAX_RECORD_BYTES:
+                raise HubkitError(
+                    f"{self.spec}:{number}: the block ending here is longer than hubkit's limit of "
+                    f"{MAX_RECORD_BYTES:,} bytes per calibration record; separate samples by empty lines"
+                )
+        yield from _nonblank("".join(block))
 
     def _dataset(self) -> Any:
         import datasets
@@ -76,6 +112,11 @@ class CalibrationSource:
             return loaded[next(iter(loaded))] if isinstance(loaded, datasets.DatasetDict) else loaded
         config, split, _ = HUB_DATASETS.get(self.spec, (None, "train", None))
         return datasets.load_dataset(self.spec, config, split=split, streaming=True)
+
+
+def _nonblank(text: str) -> Iterator[str]:
+    if text.strip():
+        yield text.strip()
 
 
 def _sample(row: Any, where: str) -> Any:

@@ -32,6 +32,7 @@ from hubkit.progress import progress_bar
 from hubkit.quantize import interrupts
 from hubkit.quantize.folders import MADE_BY, discard, made_by_hubkit, make_owned, remove_owned
 from hubkit.quantize.options import MODES, QuantizeOptions
+from hubkit.reads import read_bounded
 from hubkit.records import ensure_folder, load_record, replacing, write_bytes, write_json, write_text
 from hubkit.validate.engine import Report, Severity
 from hubkit.validate.options import ValidateOptions
@@ -167,7 +168,7 @@ def staging_folder(out: Path) -> Path:
 def _read_json(path: Path) -> dict[str, Any]:
     """A JSON object of the base's or the export's, or {} when absent or damaged."""
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(read_bounded(path))
     except (OSError, ValueError, RecursionError):
         return {}
     return data if isinstance(data, dict) else {}

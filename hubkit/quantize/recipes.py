@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from hubkit.errors import HubkitError
+from hubkit.reads import MiB, read_regular
 
+#: The largest recipe file read (a recipe is a page of YAML).
+MAX_RECIPE_BYTES = 1 * MiB
 #: Short names for the recipes hubkit users reach for most.
 PRESETS = {
     "nvfp4-experts-mse": "general/ptq/nvfp4_experts_only_mse-kv_fp8_cast",
@@ -29,8 +33,11 @@ def resolve_recipe(name_or_file: str) -> Recipe:
     from modelopt.recipe import load_recipe
 
     target = PRESETS.get(name_or_file, name_or_file)
-    if Path(target).suffix in (".yaml", ".yml") and not Path(target).is_file():
+    path = Path(target)
+    if path.suffix in (".yaml", ".yml") and not os.path.lexists(path):
         raise HubkitError(f"recipe file {target} does not exist")
+    if os.path.lexists(path) and not path.is_dir():  # modelopt's loader reads it: a regular file of bounded size
+        read_regular(path, limit=MAX_RECIPE_BYTES, what="recipe file")
     try:
         with contextlib.redirect_stdout(io.StringIO()):
             loaded = load_recipe(target)

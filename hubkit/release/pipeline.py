@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hubkit.errors import ExitCode, HubkitError, Terminated, outside_fault
+from hubkit.reads import read_bounded
 from hubkit.records import check_replaceable_file, load_record, record_folder, write_json, write_text
 from hubkit.release.options import STAGES, ReleaseOptions
 from hubkit.release.preflight import FAILED, Check, PreflightFailed, Subject, preflight
@@ -446,7 +447,7 @@ class Release:
         readme = self.out / "README.md"
         check_replaceable_file(readme)  # a link, a FIFO or a folder in its place is refused, never written through
         text = render_card(load_checkpoint(str(self.out)), self.manifest)
-        if not readme.is_file() or readme.read_text(encoding="utf-8", errors="replace") != text:
+        if _card_text(readme) != text:
             write_text(readme, text)  # whole or not at all
         return StageResult("card", "ran", outputs={"bytes": len(text)})
 
@@ -532,7 +533,7 @@ class Release:
         result = push(self._push_options(dry_run=False))
         if not result.passed:
             return StageResult("push", "failed", detail="; ".join(result.mismatches[:3]))
-        current = (self.out / "README.md").read_text() if (self.out / "README.md").is_file() else ""
+        current = _card_text(self.out / "README.md") or ""
         self.result.card_diff = "".join(
             difflib.unified_diff(previous.splitlines(True), current.splitlines(True), "previous/README.md", "README.md")
         )
@@ -647,3 +648,13 @@ def _restore(name: str, value: str | None) -> None:
 
 def exit_code(result: ReleaseResult) -> int:
     return ExitCode.OK if result.passed else ExitCode.ARTIFACT_FAILED
+
+
+def _card_text(readme: Path) -> str | None:
+    """The export's README.md as text; None when there is none, or none that can be read within bounds."""
+    from hubkit.card.check import MAX_CARD_BYTES
+
+    try:
+        return read_bounded(readme, limit=MAX_CARD_BYTES).decode("utf-8", errors="replace")
+    except OSError:
+        return None

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hubkit.errors import HubkitError, is_network_error
+from hubkit.reads import open_regular
 from hubkit.release.smoke import smoke_availability
 
 if TYPE_CHECKING:
@@ -97,8 +98,10 @@ def _inputs(subject: Subject) -> Iterator[Check]:
     if {"quantize", "validate"} & set(stages):
         yield _base_input(subject)
     if "card" in stages and manifest.card is not None:
+        from hubkit.card.render import MAX_SECTION_BYTES
+
         for section in manifest.card.sections:
-            yield _readable("card section", subject.root / section, "fix [card] sections")
+            yield _readable("card section", subject.root / section, "fix [card] sections", MAX_SECTION_BYTES)
     if "validate" in stages and subject.reference:
         from hubkit.validate.context import load_reference
 
@@ -132,12 +135,20 @@ def _base_input(subject: Subject) -> Check:
     return Check("base", OK, f"{subject.base}: {len(base.shards)} shards, {size / GIB:,.1f} GiB")
 
 
-def _readable(name: str, path: Path, fix: str) -> Check:
+def _readable(name: str, path: Path, fix: str, limit: int | None = None) -> Check:
+    """Whether ``path`` is a regular file this process can read (and, with ``limit``, no larger than that)."""
     try:
-        with open(path, "rb") as handle:
-            handle.read(1)
+        with open_regular(path, what=name) as stream:
+            stream.read(1)
+            size = os.fstat(stream.fileno()).st_size
+    except HubkitError as exc:
+        cause = exc.__cause__
+        message = f"cannot read {path} ({cause.strerror or cause})" if isinstance(cause, OSError) else str(exc)
+        return Check(name, FAILED, f"{message}; {fix}")
     except OSError as exc:
         return Check(name, FAILED, f"cannot read {path} ({exc.strerror or exc}); {fix}")
+    if limit is not None and size > limit:
+        return Check(name, FAILED, f"{name} {path} is {size:,} bytes, over hubkit's limit of {limit:,}; {fix}")
     return Check(name, OK, str(path))
 
 

@@ -14,6 +14,7 @@ from hubkit.checkpoint.model import CONFIG, QUANT_CONFIG, Checkpoint
 from hubkit.checkpoint.modules import ModuleTable
 from hubkit.checkpoint.source import HUB_SCHEME
 from hubkit.errors import HubkitError
+from hubkit.reads import read_regular
 from hubkit.validate.exclusions import ExclusionReading, ModuleMatcher, read_exclusions
 from hubkit.validate.profiles import Profile
 
@@ -74,11 +75,7 @@ def _reference_bytes(ref: str) -> bytes:
         if not found:
             raise HubkitError(f"reference {ref} is a folder without {QUANT_CONFIG} or {CONFIG}")
         path = found[0]
-    if not path.is_file():
-        raise HubkitError(f"reference {path} is not a regular file; pass hf_quant_config.json")
-    if path.stat().st_size > MAX_JSON_BYTES:
-        raise HubkitError(f"reference {path} is {path.stat().st_size:,} bytes, larger than any config")
-    return path.read_bytes()
+    return read_regular(path, limit=MAX_JSON_BYTES, what="reference")
 
 
 def _config_group_size(block: dict[str, Any]) -> Any:

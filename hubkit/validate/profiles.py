@@ -13,9 +13,12 @@ from typing import Any
 
 from hubkit.checkpoint.model import Checkpoint
 from hubkit.errors import HubkitError
+from hubkit.reads import MiB, read_regular_text
 from hubkit.resources import data_dir
 
 DEFAULT_PROFILE = "modelopt-nvfp4"
+#: The largest profile file read (a profile is a page of TOML).
+MAX_PROFILE_BYTES = 1 * MiB
 
 
 @dataclass(frozen=True)
@@ -112,8 +115,8 @@ def evaluate_count(expression: str, config: dict[str, Any]) -> int:
 
 def _load_file(path: Path) -> dict[str, Any]:
     try:
-        return tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+        return tomllib.loads(read_regular_text(path, limit=MAX_PROFILE_BYTES, what="profile"))
+    except tomllib.TOMLDecodeError as exc:
         raise HubkitError(f"profile {path} is unreadable ({exc}); fix or remove it") from exc
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from hubkit.card.check import (
+    MAX_CARD_BYTES,
     CardProblem,
     check_facts,
     check_front_matter,
@@ -25,6 +26,8 @@ def _decoded(ctx: Context) -> tuple[str | None, CardProblem | None]:
     entry = ctx.checkpoint.files.get(README)
     if entry is None or entry.problem is not None:  # missing: HK107; unreadable: HK113
         return None, None
+    if entry.size > MAX_CARD_BYTES:
+        return None, CardProblem("size", f"{README} is {entry.size:,} bytes, over hubkit's limit of {MAX_CARD_BYTES:,}")
 
     def compute() -> tuple[str | None, CardProblem | None]:
         try:
