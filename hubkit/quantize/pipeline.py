@@ -10,6 +10,7 @@ leaves a folder that looks like a finished export.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -75,10 +76,11 @@ def base_folder(ref: str, trust_remote_code: bool = False) -> Path:
         from huggingface_hub.errors import HfHubHTTPError
 
         repo, _, revision = ref.removeprefix("hf://").partition("@")
+        download = functools.partial(snapshot_download, repo, endpoint=os.environ.get("HF_ENDPOINT") or None)
         try:
-            configs = Path(snapshot_download(repo, revision=revision or None, allow_patterns=list(REMOTE_CODE_CONFIGS)))
+            configs = Path(download(revision=revision or None, allow_patterns=list(REMOTE_CODE_CONFIGS)))
             _require_trust(configs, trust_remote_code)
-            return Path(snapshot_download(repo, revision=configs.name if SHA.match(configs.name) else revision or None))
+            return Path(download(revision=configs.name if SHA.match(configs.name) else revision or None))
         except (HfHubHTTPError, OSError, ValueError) as exc:
             raise HubkitError(f"cannot download {ref}: {exc}; check the name, your token and the network") from exc
     path = Path(ref)
