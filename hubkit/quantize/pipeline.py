@@ -278,7 +278,18 @@ def _quantize(options: QuantizeOptions) -> QuantizeResult:
                     options, base, int4, device, recipe, batches, staging, timings, peaks, torch
                 )
             result = _complete(
-                options, base, int4, profile, recipe, sources, batches, coverage, timings, run, fallback, staging,
+                options,
+                base,
+                int4,
+                profile,
+                recipe,
+                sources,
+                batches,
+                coverage,
+                timings,
+                run,
+                fallback,
+                staging,
                 revision,
             )
         except BaseException:

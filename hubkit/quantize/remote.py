@@ -50,10 +50,7 @@ def refusal(named: dict[str, list[str]]) -> str | None:
     if not named:
         return None
     where = "; ".join(f"auto_map in {name}: {listed(files)}" for name, files in named.items())
-    return (
-        f"the base ships its own modelling code ({where}); review it and pass {FLAG} "
-        f"(manifest: {MANIFEST_KEY})"
-    )
+    return f"the base ships its own modelling code ({where}); review it and pass {FLAG} (manifest: {MANIFEST_KEY})"
 
 
 def listed(files: list[str], most: int = 5) -> str:
