@@ -210,6 +210,8 @@ class _Run:
     resumed_layers: list[int] = field(default_factory=list)
     layer_seconds: list[float] = field(default_factory=list)
     peak_device_bytes: dict[str, int] = field(default_factory=dict)
+    #: which base was read (``base_revision.py``)
+    base_revision: dict[str, Any] = field(default_factory=dict)
 
 
 def quantize(options: QuantizeOptions) -> QuantizeResult:
@@ -257,6 +259,7 @@ def _quantize(options: QuantizeOptions) -> QuantizeResult:
         raise HubkitError("the calibration sources gave no text to calibrate on")
     fingerprint = _fingerprint(options, base, recipe, batches, device, dist.world)
     run = _decide(options, base, device, batches, dist.world, fingerprint)
+    run.base_revision = revision
     initialized = _init_distributed(dist, device)
     try:
         if run.mode == "layerwise":
@@ -278,19 +281,7 @@ def _quantize(options: QuantizeOptions) -> QuantizeResult:
                     options, base, int4, device, recipe, batches, staging, timings, peaks, torch
                 )
             result = _complete(
-                options,
-                base,
-                int4,
-                profile,
-                recipe,
-                sources,
-                batches,
-                coverage,
-                timings,
-                run,
-                fallback,
-                staging,
-                revision,
+                options, base, int4, profile, recipe, sources, batches, coverage, timings, run, fallback, staging
             )
         except BaseException:
             if dist.rank == 0:
@@ -481,14 +472,13 @@ def _complete(
     run: _Run,
     fallback: bool,
     staging: Path,
-    revision: dict[str, Any],
 ) -> QuantizeResult:
     """The finished folder: base side files, dtypes, provenance, validation, then the rename into ``--out``."""
     _finish(staging, base, profile.quantization.get("text_model_type"))
     _restore_base_dtypes(staging, base)
     provenance = _provenance(options, recipe, sources, batches, coverage, timings, run.device, fallback)
     provenance["base_format"] = "int4" if int4 else "bf16"
-    provenance["base_revision"] = revision
+    provenance["base_revision"] = run.base_revision
     provenance["run"] = _run_record(run)
     (staging / PROVENANCE).write_text(json.dumps(provenance, indent=2, default=str) + "\n")
     with _stage(timings, "validate"):
