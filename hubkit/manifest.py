@@ -102,8 +102,11 @@ class ReleaseTable(_Table):
 
 class BaseTable(_Table):
     repo: RepoId = Field(description="the base model's Hub repo id")
-    revision: str | None = None
+    revision: str | None = Field(default=None, description="the base's commit SHA (or branch/tag) to quantize")
     path: str | None = Field(default=None, description="a local copy of the base, if any")
+    trust_remote_code: bool = Field(
+        default=False, description="run the modelling code the base ships (auto_map); review that code first"
+    )
 
 
 class ServeTable(_Table):

@@ -202,6 +202,7 @@ def test_kimi_shaped_model_follows_the_reference_precision_split(
         base=str(kimi_base),
         out=out,
         profile="kimi-k2-nvfp4",
+        trust_remote_code=True,
         calib=(str(calib),),
         calib_size=8,
         calib_seq=32,

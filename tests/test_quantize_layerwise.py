@@ -54,7 +54,8 @@ def options(base: Path, out: Path, calib: Path, **changes: object) -> QuantizeOp
     profile = "kimi-k2-nvfp4" if "kimi" in str(base) else None
     values: dict[str, object] = {
         "base": str(base), "out": out, "calib": (str(calib),), "calib_size": 16, "calib_seq": 32, "batch_size": 4,
-        "progress": False, "profile": profile, "shard_size": "40KB", **changes,
+        "progress": False, "profile": profile, "shard_size": "40KB", "trust_remote_code": profile is not None,
+        **changes,
     }  # fmt: skip
     return QuantizeOptions(**values)  # type: ignore[arg-type]
 

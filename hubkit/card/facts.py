@@ -189,6 +189,20 @@ def read_smoke(checkpoint: Checkpoint) -> dict[str, Any] | None:
     return record if record and record.get("ok") and record.get("gpu") and record.get("vllm") else None
 
 
+def base_revision_words(provenance: dict[str, Any]) -> str | None:
+    """Which base the export was made from, as the card states it after the base's name: its commit, else the
+    local copy's fingerprint (None when the provenance does not say, or says it in a form hubkit does not write)."""
+    revision = provenance.get("base_revision")
+    if not isinstance(revision, dict):
+        return None
+    commit, fingerprint = revision.get("commit"), revision.get("fingerprint")
+    if isinstance(commit, str) and re.fullmatch(r"[0-9a-f]{40}", commit):
+        return f" at commit {commit}"
+    if isinstance(fingerprint, str) and re.fullmatch(r"sha256:[0-9a-f]{64}", fingerprint):
+        return f", from a local copy (fingerprint {fingerprint})"
+    return None
+
+
 def recipe_words(recipe: dict[str, Any]) -> str:
     """The recipe in words: weight scales, input scales, KV cache."""
     quantize = recipe.get("quantize") or {}

@@ -13,7 +13,14 @@ from typing import Any
 
 from huggingface_hub import ModelCardData
 
-from hubkit.card.facts import checkpoint_facts, dataset_words, read_provenance, read_smoke, recipe_words
+from hubkit.card.facts import (
+    base_revision_words,
+    checkpoint_facts,
+    dataset_words,
+    read_provenance,
+    read_smoke,
+    recipe_words,
+)
 from hubkit.card.sandbox import render_template
 from hubkit.checkpoint.model import Checkpoint
 from hubkit.errors import HubkitError
@@ -119,6 +126,7 @@ def render_card(checkpoint: Checkpoint, manifest: Manifest, template: str | None
         "smoke": read_smoke(checkpoint),  # "validated on ..." only from a passed smoke record
         "recipe": ((provenance or {}).get("recipe") or {}).get("name"),
         "recipe_words": recipe_words((provenance or {}).get("recipe") or {}),
+        "base_revision": base_revision_words(provenance or {}),
         "datasets": datasets,
         "modelopt": modelopt,
         "notes": notes,

@@ -2,9 +2,15 @@
 
 A signal handled the Python way raises wherever the interpreter happens to be, which may be inside torch building
 a tensor (it then reports a ValueError about shapes) or inside a file write. So while ``deferred()`` is active the
-first SIGINT or SIGTERM is only remembered; ``check()`` (called between calibration batches, between stages and
-between layers) then hands it to the handler that was installed before (Python's: KeyboardInterrupt; the CLI's
-for SIGTERM), so cleanup runs as for any interrupt. A second signal acts at once.
+first SIGINT or SIGTERM is only remembered; ``check()`` then hands it to the handler that was installed before
+(Python's: KeyboardInterrupt; the CLI's for SIGTERM), so cleanup runs as for any interrupt. A second signal acts
+at once (at the interpreter's next instruction).
+
+``check()`` runs between calibration batches, stages, layers and tensor reads, and, under ``between_modules()``,
+before every torch module call: inside a library's own loops too (modelopt's MSE sweep calls the weight quantizer
+once per candidate scale), so a signal acts within one module call rather than one layer's calibration. Every such
+point is outside any file write, and a layerwise run's committed layers stay valid whatever raises (its resume
+record is built for a SIGKILL anywhere).
 """
 
 from __future__ import annotations
@@ -34,6 +40,23 @@ def deferred() -> Iterator[None]:
     finally:
         _restore()
         _pending.clear()
+
+
+@contextmanager
+def between_modules() -> Iterator[None]:
+    """Also ``check()`` before every torch module's forward (torch's global forward pre-hook) for the duration."""
+    from torch.nn.modules.module import register_module_forward_pre_hook
+
+    handle = register_module_forward_pre_hook(_check_hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def _check_hook(module: Any, args: Any) -> None:
+    if threading.current_thread() is threading.main_thread():
+        check()
 
 
 def _remember(number: int, frame: FrameType | None) -> None:

@@ -157,6 +157,7 @@ class BaseWeights:
             with safe_open(str(self.folder / shard), framework="pt") as handle:
                 for part in parts:
                     raw[part] = handle.get_tensor(part)
+                    interrupts.check()
         if self.dequantizer is None:
             return raw
         with _quiet():

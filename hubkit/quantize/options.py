@@ -48,6 +48,9 @@ class QuantizeOptions:
         "Host memory the plan may count on, e.g. 64GiB (default: what is free here).", None, convert=_size
     )
     seed: int = option("Seed of the calibration sample.", 1234, show_default=True)
+    trust_remote_code: bool = option(
+        "Run the modelling code the base ships (auto_map in its config); review that code first.", False
+    )
     keep_intermediate: bool = option("Keep intermediates (a resident run's BF16 copy of an INT4 base).", False)
     progress: bool = True
     #: the export's shard limit: modelopt's default (tests pass a small one to get several shards)

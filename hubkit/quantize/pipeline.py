@@ -10,6 +10,7 @@ leaves a folder that looks like a finished export.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -30,8 +31,10 @@ from hubkit.checkpoint.model import CONFIG, INDEX, QUANT_CONFIG, RECORD_DIR
 from hubkit.errors import HubkitError
 from hubkit.progress import progress_bar
 from hubkit.quantize import interrupts
+from hubkit.quantize.base_revision import SHA, base_revision
 from hubkit.quantize.folders import MADE_BY, discard, made_by_hubkit, make_owned, remove_owned
 from hubkit.quantize.options import MODES, QuantizeOptions
+from hubkit.quantize.remote import REMOTE_CODE_CONFIGS, require_trust
 from hubkit.reads import read_bounded
 from hubkit.records import ensure_folder, load_record, replacing, write_bytes, write_json, write_text
 from hubkit.validate.engine import Report, Severity
@@ -67,21 +70,30 @@ class QuantizeResult:
     primary: bool = True
 
 
-def base_folder(ref: str) -> Path:
-    """A local base folder, or a Hub repo downloaded (resumably) to the standard cache."""
+def base_folder(ref: str, trust_remote_code: bool = False) -> Path:
+    """A local base folder, or a Hub repo downloaded (resumably) to the standard cache. A base that ships
+    modelling code is refused unless ``trust_remote_code`` (a Hub base: before its weights are downloaded)."""
     if ref.startswith("hf://"):
         from huggingface_hub import snapshot_download
         from huggingface_hub.errors import HfHubHTTPError
 
         repo, _, revision = ref.removeprefix("hf://").partition("@")
+        download = functools.partial(snapshot_download, repo, endpoint=os.environ.get("HF_ENDPOINT") or None)
         try:
-            return Path(snapshot_download(repo, revision=revision or None))
+            configs = Path(download(revision=revision or None, allow_patterns=list(REMOTE_CODE_CONFIGS)))
+            _require_trust(configs, trust_remote_code)
+            return Path(download(revision=configs.name if SHA.match(configs.name) else revision or None))
         except (HfHubHTTPError, OSError, ValueError) as exc:
             raise HubkitError(f"cannot download {ref}: {exc}; check the name, your token and the network") from exc
     path = Path(ref)
     if not (path / CONFIG).is_file():
         raise HubkitError(f"{ref} is not a checkpoint folder (no config.json); pass the base model's folder")
+    _require_trust(path, trust_remote_code)
     return path
+
+
+def _require_trust(folder: Path, trusted: bool) -> None:
+    require_trust({name: _read_json(folder / name) for name in REMOTE_CODE_CONFIGS}, trusted)
 
 
 def _int4_block(config: dict[str, Any]) -> dict[str, Any] | None:
@@ -207,6 +219,8 @@ class _Run:
     resumed_layers: list[int] = field(default_factory=list)
     layer_seconds: list[float] = field(default_factory=list)
     peak_device_bytes: dict[str, int] = field(default_factory=dict)
+    #: which base was read (``base_revision.py``)
+    base_revision: dict[str, Any] = field(default_factory=dict)
 
 
 def quantize(options: QuantizeOptions) -> QuantizeResult:
@@ -219,7 +233,7 @@ def quantize(options: QuantizeOptions) -> QuantizeResult:
 
     require_extra()
     check_out(options.out)
-    with interrupts.deferred():
+    with interrupts.deferred(), interrupts.between_modules():
         return _quantize(options)
 
 
@@ -239,20 +253,22 @@ def _quantize(options: QuantizeOptions) -> QuantizeResult:
         raise HubkitError(f"unknown profile '{options.profile}'; available: {', '.join(sorted(profiles))}")
     profile = profiles[options.profile or DEFAULT_PROFILE]
     with _stage(timings, "download"):
-        base = base_folder(options.base)
+        base = base_folder(options.base, options.trust_remote_code)
+    revision = base_revision(options.base, base)
     int4 = _int4_block(_read_json(base / CONFIG)) is not None
     device = resolve_device(options.device)
     recipe = resolve_recipe(options.recipe or str(profile.quantize.get("recipe", DEFAULT_RECIPE)))
     sources = [CalibrationSource.parse(spec) for spec in options.calib]
     if not sources:
         raise HubkitError("no calibration data; pass --calib FILE_OR_DATASET (repeatable)")
-    tokenizer = _tokenizer(base)
+    tokenizer = _tokenizer(base, options.trust_remote_code)
     samples = [sample for source in sources for sample in source.records(options.calib_size)]
     batches = tokenize(tokenizer, samples, options.calib_seq)
     if not batches:
         raise HubkitError("the calibration sources gave no text to calibrate on")
     fingerprint = _fingerprint(options, base, recipe, batches, device, dist.world)
     run = _decide(options, base, device, batches, dist.world, fingerprint)
+    run.base_revision = revision
     initialized = _init_distributed(dist, device)
     try:
         if run.mode == "layerwise":
@@ -390,7 +406,7 @@ def _resident(
     with _stage(timings, "dequantize"):
         weights = dequantize_int4(base, intermediate_folder(options.out)) if int4 else base
     with _stage(timings, "load", peaks):
-        model = _load_model(weights, device, options.max_gpu_memory)
+        model = _load_model(weights, device, options.max_gpu_memory, options.trust_remote_code)
     from hubkit.quantize import cpu_fallback
 
     with cpu_fallback.active(force=device == "cpu") as fallback:
@@ -422,13 +438,12 @@ def _layerwise(
     check_modelopt()
     bound_host_heap()
     place = torch.device(f"cuda:{dist.local_rank}" if device == "cuda" else "cpu")
-    remote = "auto_map" in _read_json(base / CONFIG)
     groups = [batches[i : i + options.batch_size] for i in range(0, len(batches), options.batch_size)]
     mine = groups[dist.rank :: dist.world]
     if not mine:
         raise HubkitError(f"{len(groups)} calibration batches cannot feed {dist.world} processes; pass more --calib")
     with cpu_fallback.active(force=device == "cpu") as fallback:
-        skeleton = Skeleton(base, BaseWeights(base, int4), place, remote)
+        skeleton = Skeleton(base, BaseWeights(base, int4), place, options.trust_remote_code)
         text = getattr(skeleton.model.config, "text_config", None) or skeleton.model.config
         experts = getattr(text, "n_routed_experts", None) or getattr(text, "num_local_experts", None) or 0
         coverage = ExpertCoverage(int(experts), int(getattr(text, "num_experts_per_tok", 1)), limit=len(mine))
@@ -473,6 +488,7 @@ def _complete(
     _restore_base_dtypes(staging, base)
     provenance = _provenance(options, recipe, sources, batches, coverage, timings, run.device, fallback)
     provenance["base_format"] = "int4" if int4 else "bf16"
+    provenance["base_revision"] = run.base_revision
     provenance["run"] = _run_record(run)
     write_json(staging / PROVENANCE, provenance)
     with _stage(timings, "validate"):
@@ -513,24 +529,22 @@ def _after_failure(staging: Path, run: _Run) -> None:
     discard(staging)
 
 
-def _tokenizer(base: Path) -> Any:
+def _tokenizer(base: Path, trust_remote_code: bool) -> Any:
     from transformers import AutoTokenizer
 
     try:
-        remote = "auto_map" in _read_json(base / "tokenizer_config.json")
-        return AutoTokenizer.from_pretrained(base, trust_remote_code=remote)
+        return AutoTokenizer.from_pretrained(base, trust_remote_code=trust_remote_code)
     except (OSError, ValueError, TypeError) as exc:
         raise HubkitError(f"cannot load the base's tokenizer ({exc}); the base needs its tokenizer files") from exc
 
 
-def _load_model(base: Path, device: str, max_gpu_memory: str | None) -> Any:
+def _load_model(base: Path, device: str, max_gpu_memory: str | None, trust_remote_code: bool) -> Any:
     import torch
     from transformers import AutoModelForCausalLM
 
     # Kimi and other wrapped models ship their modelling code beside the weights (auto_map): loading them
-    # runs that code, as vLLM's --trust-remote-code does; hubkit only does so when the config asks for it.
-    remote = "auto_map" in _read_json(base / CONFIG)
-    kwargs: dict[str, Any] = {"dtype": torch.bfloat16, "trust_remote_code": remote}
+    # runs that code, as vLLM's --trust-remote-code does, and only when the user passed that flag.
+    kwargs: dict[str, Any] = {"dtype": torch.bfloat16, "trust_remote_code": trust_remote_code}
     if device == "cuda":  # shard over every visible GPU, as the ecosystem does (accelerate's device map)
         kwargs["device_map"] = "auto"
         if max_gpu_memory:

@@ -414,6 +414,7 @@ class Release:
             calib_size=table.calib_size, calib_seq=table.calib_seq, batch_size=table.batch_size, device=table.device,
             mode=table.mode, max_gpu_memory=table.max_gpu_memory, max_cpu_memory=table.max_cpu_memory,
             seed=table.seed, keep_intermediate=table.keep_intermediate, progress=self.options.progress,
+            trust_remote_code=self.manifest.base.trust_remote_code,
         )  # fmt: skip
         result = quantize(options)
         self.state = self._load_state()

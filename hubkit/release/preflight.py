@@ -97,6 +97,10 @@ def _inputs(subject: Subject) -> Iterator[Check]:
     manifest, stages = subject.manifest, subject.stages
     if {"quantize", "validate"} & set(stages):
         yield _base_input(subject)
+    if "quantize" in stages:
+        remote = _remote_code(subject)
+        if remote is not None:
+            yield remote
     if "card" in stages and manifest.card is not None:
         from hubkit.card.render import MAX_SECTION_BYTES
 
@@ -133,6 +137,23 @@ def _base_input(subject: Subject) -> Check:
         return Check("base", FAILED, f"cannot read the base {subject.base}: {exc}")
     size = sum(entry.size for entry in base.files.values())
     return Check("base", OK, f"{subject.base}: {len(base.shards)} shards, {size / GIB:,.1f} GiB")
+
+
+def _remote_code(subject: Subject) -> Check | None:
+    """A base that ships modelling code (auto_map) is quantized only with ``[base] trust_remote_code = true``."""
+    from hubkit.quantize.remote import REMOTE_CODE_CONFIGS, listed, refusal, remote_code
+
+    try:
+        base = subject.base_checkpoint()
+    except HubkitError:
+        return None  # the base check says why it cannot be read
+    named = remote_code({name: base.document(name) for name in REMOTE_CODE_CONFIGS})
+    if not named:
+        return None
+    if subject.manifest.base.trust_remote_code:
+        files = listed(list(dict.fromkeys(f for found in named.values() for f in found)))
+        return Check("base remote code", OK, f"trusted ([base] trust_remote_code = true): {files}")
+    return Check("base remote code", FAILED, refusal(named) or "")
 
 
 def _readable(name: str, path: Path, fix: str, limit: int | None = None) -> Check:
