@@ -130,12 +130,17 @@ def test_a_hub_base_records_its_commit_and_untrusted_code_stops_before_the_weigh
         "    print(json.dumps({'refused': str(exc)})); sys.exit(0)\n"
         "print(json.dumps(base_revision(sys.argv[1], folder)))\n"
     )
-    with HubServer(tmp_path / "hub", tokens={"hf_test": "tester"}) as server:
-        api = HfApi(endpoint=server.endpoint, token="hf_test")
+    with HubServer(tmp_path / "hub") as server:
+        api = HfApi(endpoint=server.endpoint, token=server.token)
         api.create_repo("tester/base")
         adds = [CommitOperationAdd(p.name, io.BytesIO(p.read_bytes())) for p in base.iterdir()]  # LFS, not Xet
         commit = api.create_commit("tester/base", adds, commit_message="base").oid
-        env = {**SUBPROCESS_ENV, "HF_ENDPOINT": server.endpoint, "HF_TOKEN": "hf_test", "HF_HOME": str(tmp_path / "hf")}
+        env = {
+            **SUBPROCESS_ENV,
+            "HF_ENDPOINT": server.endpoint,
+            "HF_TOKEN": server.token,
+            "HF_HOME": str(tmp_path / "hf"),
+        }
 
         def run(ref: str, trust: str) -> dict:
             done = subprocess.run([sys.executable, "-c", script, ref, trust], env=env, capture_output=True, text=True)
