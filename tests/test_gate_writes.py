@@ -436,3 +436,18 @@ def test_an_outside_fault_anywhere_is_exit_2(hubkit, tiny: Path, monkeypatch: py
         result.err
         == "hubkit: error: /data/x: No space left on device; free space or fix the permissions, then run again\n"
     )
+
+
+@pytest.mark.slow
+def test_quantize_on_a_full_disk_is_exit_2_and_leaves_no_staging(hubkit, tmp_path: Path, small_disk: Path) -> None:
+    pytest.importorskip("modelopt")
+    from hubkit.fixtures.tiny_models import calibration_jsonl, tiny_base
+
+    base = tiny_base(tmp_path / "base", num_hidden_layers=2)
+    calib = calibration_jsonl(tmp_path / "calib.jsonl", samples=4)
+    fill(small_disk)
+    before = listing(small_disk)
+    result = hubkit("quantize", "--base", base, "--out", small_disk / "out", "--calib", calib, "--calib-size", "4")
+    assert result.code == 2 and one_line(result.err), result
+    assert "No space left on device" in result.err
+    assert listing(small_disk) == before  # no staging folder, no record, no temporary

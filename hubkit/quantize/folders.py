@@ -26,8 +26,14 @@ def make_owned(folder: Path, purpose: str) -> Path:
         folder.mkdir(parents=True)
     except OSError as exc:
         raise HubkitError(f"cannot create {folder}: {exc.strerror or exc}; free space or fix its permissions") from exc
-    record_folder(folder)
-    write_json(folder / MADE_BY, {"made_by": "hubkit quantize", "purpose": purpose, "hubkit": __version__})
+    try:
+        record_folder(folder)
+        write_json(folder / MADE_BY, {"made_by": "hubkit quantize", "purpose": purpose, "hubkit": __version__})
+    except BaseException:  # a folder without its record is nobody's: a rerun would refuse it, so it goes
+        for empty in (folder / RECORD_DIR, folder):
+            with contextlib.suppress(OSError):
+                empty.rmdir()
+        raise
     return folder
 
 

@@ -54,7 +54,7 @@ from hubkit.errors import HubkitError
 from hubkit.progress import progress_bar
 from hubkit.quantize import interrupts
 from hubkit.quantize.shards import ShardWriter
-from hubkit.records import load_record, replacing, write_json
+from hubkit.records import check_replaceable_file, load_record, replacing, write_json
 
 log = logging.getLogger(__name__)
 #: modelopt releases whose layerwise and export internals this module was checked against.
@@ -411,7 +411,7 @@ class LayerwiseRun:
         start = int(state.get("next_layer", 0))
         if not start and self.rank == 0:  # a run killed before its first commit: its files are of no use
             for stale in [*self.staging.glob("__part_*"), *self.scratch.iterdir()]:
-                shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
+                shutil.rmtree(stale) if stale.is_dir() and not stale.is_symlink() else stale.unlink()
         self.coverage.attach(self.model)
         if start:
             self.resumed_layers = list(range(start))
@@ -672,6 +672,8 @@ class LayerwiseRun:
         return self.scratch / f"inputs-{index:05d}-rank{self.rank}.pt"
 
     def _resumed_inputs(self, start: int, layers: nn.ModuleList) -> list[Any]:
+        check_replaceable_file(self.scratch / OUTPUT_META)  # never read through a link planted in .hubkit/
+        check_replaceable_file(self._inputs_file(start))
         metas = torch.load(self.scratch / OUTPUT_META, weights_only=True)
         for index in range(start):
             _calib_state(layers[index]).output_meta = metas[index]
