@@ -23,7 +23,7 @@ from hubkit.commands.push import push_command
 from hubkit.commands.quantize import quantize_command
 from hubkit.commands.release import release_command
 from hubkit.commands.validate import validate_command
-from hubkit.errors import ExitCode, HubkitError, Terminated
+from hubkit.errors import ExitCode, HubkitError, Terminated, redact
 
 VERBOSITY = "hubkit.verbosity"
 
@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
             click.echo("hubkit: interrupted", err=True)
             code = ExitCode.INTERRUPTED
     except HubkitError as exc:
-        click.echo(f"hubkit: error: {exc}", err=True)
+        click.echo(redact(f"hubkit: error: {exc}"), err=True)
         code = exc.exit_code
     except StdoutUnwritable as exc:
         _discard_stdout()
@@ -192,7 +192,8 @@ def main(argv: list[str] | None = None) -> NoReturn:
         if obj.get("debug") or "--debug" in args:
             traceback.print_exc()
         click.echo(
-            f"hubkit: internal error: {type(exc).__name__}: {exc} (a bug in hubkit; rerun with --debug for the traceback)",
+            redact(f"hubkit: internal error: {type(exc).__name__}: {exc}")
+            + " (a bug in hubkit; rerun with --debug for the traceback)",
             err=True,
         )
         code = ExitCode.INTERNAL_ERROR

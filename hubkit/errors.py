@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from enum import IntEnum
+
+#: The user-info part of a URL (``https://user:token@host``): a credential, whatever its shape.
+_URL_CREDENTIALS = re.compile(r"\b([A-Za-z][A-Za-z0-9+.-]*://)[^/\s?#]*@")
 
 
 class ExitCode(IntEnum):
@@ -38,3 +42,9 @@ def is_network_error(exc: BaseException) -> bool:
         "requests",
         "urllib3",
     )
+
+
+def redact(text: str) -> str:
+    """``text`` with the credentials of every URL in it masked (``http://user:token@host`` -> ``http://***@host``):
+    what hubkit shows of an endpoint, in errors, logs and summaries, goes through here."""
+    return _URL_CREDENTIALS.sub(r"\1***@", text)

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 
 # huggingface_hub reads these once, at import. Xet stays on, as in production: the local server answers as a
 # Hub without Xet, and hubkit then uploads by classic LFS
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("HF_HUB_DISABLE_UPDATE_CHECK", "1")
+# The tests' own Hugging Face home, so that no test reads or writes the user's cache (nor finds its token).
+os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="hubkit-tests-hf-home-")
+for _variable in ("HF_HUB_CACHE", "HF_XET_CACHE", "HF_ASSETS_CACHE", "HF_TOKEN_PATH", "HUGGINGFACE_HUB_CACHE"):
+    os.environ.pop(_variable, None)
+atexit.register(shutil.rmtree, os.environ["HF_HOME"], ignore_errors=True)
 
 import json
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 import re
 import threading
 import time
@@ -16,7 +15,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from hubkit.errors import ExitCode, HubkitError, is_network_error
+from hubkit.checkpoint.hub_client import TIMEOUT_ENV, hf_api, hub_timeouts, list_tree, require_online
+from hubkit.errors import ExitCode, HubkitError, is_network_error, redact
 from hubkit.hub.local import LocalFile
 
 RETRYABLE_STATUS = (408, 429, 500, 502, 503, 504)
@@ -61,19 +61,30 @@ def classify(exc: BaseException) -> Fault | None:
             return Fault(True, str(link))
         if isinstance(link, HfHubHTTPError):
             status = link.response.status_code if link.response is not None else None
-            return Fault(status in RETRYABLE_STATUS, f"HTTP {status}: {str(link).splitlines()[0][:200]}", status)
+            detail = f"HTTP {status}: {redact(str(link).splitlines()[0][:200])}"
+            return Fault(status in RETRYABLE_STATUS, detail, status)
         if isinstance(link, ValueError) and str(link).startswith("LFS batch API returned errors"):
             return Fault(False, str(link).replace("\n", " ")[:300])
         if type(link).__module__.split(".")[0] == "hf_xet":
             return _xet_fault(link)
+        if type(link).__name__ == "OfflineModeIsEnabled":
+            require_online("this command")
+        if _is_timeout(link):
+            waited = f"no answer within {hub_timeouts()[1]:g} s; {TIMEOUT_ENV} sets the wait"
+            return Fault(True, waited, unreachable=True)
         if is_network_error(link):
-            text = str(link).splitlines()[0][:200] if str(link) else type(link).__name__
+            text = redact(str(link).splitlines()[0][:200]) if str(link) else type(link).__name__
             client_error = re.search(r"client error \((4\d\d)", text)  # hf_xet: a 4xx answer, as text only
             if client_error and int(client_error[1]) not in RETRYABLE_STATUS:
                 return Fault(False, text, int(client_error[1]))
             unreachable = isinstance(link, ConnectionRefusedError) or type(link).__name__ in ("ConnectError",)
             return Fault(True, text, unreachable=unreachable)
     return None
+
+
+def _is_timeout(link: BaseException) -> bool:
+    """A connect or read that waited out its timeout (the server accepted, or not, and never answered)."""
+    return isinstance(link, TimeoutError) or (is_network_error(link) and type(link).__name__.endswith("Timeout"))
 
 
 def _xet_fault(link: BaseException) -> Fault:
@@ -136,7 +147,7 @@ class Retry:
     def give_up(self, what: str, fault: Fault) -> None:
         if fault.unreachable:
             raise HubkitError(
-                f"cannot reach the Hub at {self.endpoint} ({what}: {fault.detail}); "
+                f"cannot reach the Hub at {redact(self.endpoint)} ({what}: {fault.detail}); "
                 "check HF_ENDPOINT and the network, then rerun the push: it resumes"
             )
         raise PushIncomplete(
@@ -155,9 +166,8 @@ def _retry_after(exc: BaseException) -> float | None:
 
 
 def hub_api() -> Any:
-    from huggingface_hub import HfApi
-
-    return HfApi(endpoint=os.environ.get("HF_ENDPOINT") or None)
+    """The client for ``HF_ENDPOINT``: every wait bounded, every answer capped; exit 2 at once when offline."""
+    return hf_api("this command")
 
 
 def token_user(api: Any, retry: Retry) -> str:
@@ -176,7 +186,9 @@ def token_user(api: Any, retry: Retry) -> str:
             if fault is not None and fault.status in (401, 403):
                 raise HubkitError("the Hub rejected the token; create a new write token and set HF_TOKEN") from None
             if fault is not None and not fault.transient:
-                raise HubkitError(f"the Hub at {api.endpoint} answered {fault.detail}; check HF_ENDPOINT") from None
+                raise HubkitError(
+                    f"the Hub at {redact(str(api.endpoint))} answered {fault.detail}; check HF_ENDPOINT"
+                ) from None
             raise
 
     return str(retry.call("checking the token", whoami, retry_unreachable=False))
@@ -187,7 +199,7 @@ def remote_files(api: Any, repo: str, revision: str) -> dict[str, Any] | None:
     from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
 
     try:
-        return {f.path: f for f in api.list_repo_tree(repo, revision=revision, recursive=True) if hasattr(f, "size")}
+        return {f.path: f for f in list_tree(api, repo, revision) if hasattr(f, "size")}
     except (RepositoryNotFoundError, RevisionNotFoundError):
         return None
 
