@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
-import atexit
 import os
-import shutil
 import tempfile
 
 # huggingface_hub reads these once, at import. Xet stays on, as in production: the local server answers as a
 # Hub without Xet, and hubkit then uploads by classic LFS
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("HF_HUB_DISABLE_UPDATE_CHECK", "1")
-# The tests' own Hugging Face home, so that no test reads or writes the user's cache (nor finds its token).
-os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="hubkit-tests-hf-home-")
-for _variable in ("HF_HUB_CACHE", "HF_XET_CACHE", "HF_ASSETS_CACHE", "HF_TOKEN_PATH", "HUGGINGFACE_HUB_CACHE"):
-    os.environ.pop(_variable, None)
-atexit.register(shutil.rmtree, os.environ["HF_HOME"], ignore_errors=True)
+# The tests' own Hugging Face home (removed when the session ends), so that no test reads or writes the user's
+# cache or finds the user's saved token.
+os.environ["HF_HOME"] = TEST_HF_HOME = tempfile.mkdtemp(prefix="hubkit-tests-hf-home-")
+os.environ.pop("HF_HUB_CACHE", None)
+os.environ.pop("HUGGINGFACE_HUB_CACHE", None)
+os.environ.pop("HF_XET_CACHE", None)
+os.environ.pop("HF_ASSETS_CACHE", None)
+os.environ.pop("HF_TOKEN_PATH", None)
 
 import json
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,3 +150,7 @@ def set_exclusions(path: Path, patterns: list[str]) -> None:
 def codes(result: CliResult) -> set[str]:
     """Finding codes of a ``--format json`` run."""
     return {f["code"] for f in result.json()["findings"]}
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(TEST_HF_HOME, ignore_errors=True)

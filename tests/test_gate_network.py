@@ -180,6 +180,35 @@ def test_a_stalled_range_read_ends_within_the_timeout(hubkit, serve, monkeypatch
     assert time.monotonic() - start < 10  # 3 tries of 0.5 s, 1 + 2 s apart
 
 
+def test_a_retry_after_of_a_day_is_waited_no_longer_than_the_timeout(serve) -> None:
+    """The listing is answered 429 with ``Retry-After: 86400`` once; the client waits the timeout, not a day."""
+
+    def answer(handler: BaseHTTPRequestHandler) -> None:
+        handler.server.pages += 1
+        if "/tree/" in handler.path and handler.server.pages == 1:
+            handler.send_response(429)
+            handler.send_header("Retry-After", "86400")
+            handler.send_header("Content-Length", "0")
+            handler.end_headers()
+        elif "/tree/" in handler.path:
+            tree_files(handler)
+        else:
+            start, end = map(int, handler.headers["Range"].removeprefix("bytes=").split("-"))
+            body = CONFIG[start : end + 1]
+            handler.send_response(206)
+            handler.send_header("Content-Range", f"bytes {start}-{start + len(body) - 1}/{len(CONFIG)}")
+            handler.send_header("Content-Length", str(len(body)))
+            handler.end_headers()
+            handler.wfile.write(body)
+
+    server = serve(answer)
+    done, took = run_hubkit(
+        "validate", "hf://org/model", env={"HF_ENDPOINT": server.endpoint, "HUBKIT_HUB_TIMEOUT": "1"}
+    )
+    assert done.returncode in (0, 1), done.stderr  # the checkpoint was read: its findings are another matter
+    assert server.pages >= 2 and took < 20, took
+
+
 @pytest.mark.parametrize("value", ["soon", "0", "-1", "1,2,3", "inf"])
 def test_a_bad_timeout_setting_is_exit_2(hubkit, serve, monkeypatch: pytest.MonkeyPatch, value: str) -> None:
     serve(tree_files)

@@ -3,6 +3,7 @@ every wait is bounded and every answer is capped.
 
 - **Timeouts**: each connect and each read waits at most ``HUBKIT_HUB_TIMEOUT`` (``READ`` or ``CONNECT,READ``
   seconds; default 10,60), also where huggingface_hub would wait without end.
+- **Bounded sleeps**: a ``Retry-After`` longer than the read timeout is shortened to it.
 - **Capped answers**: a Range request accepts what it asked for plus a margin (a server that ignores ``Range``
   is refused, not read whole); any other answer at most 64 MiB. File downloads (``/resolve/`` without
   ``Range``) are left to the library, which writes them to disk as they come.
@@ -113,8 +114,10 @@ def install() -> None:
 
 def _bound_waits(request: Any) -> None:
     """Each wait of this request at most the configured timeout, also where the library asked for none."""
-    if is_offline():
-        raise HubkitError(f"HF_HUB_OFFLINE is set: cannot reach {redact(str(request.url))}; unset HF_HUB_OFFLINE")
+    if is_offline():  # the library's own error, which its callers know (a download falls back on the cache)
+        from huggingface_hub.errors import OfflineModeIsEnabled
+
+        raise OfflineModeIsEnabled(f"HF_HUB_OFFLINE is set: cannot reach {redact(str(request.url))}")
     connect, read = hub_timeouts()
     given = request.extensions.get("timeout") or {}
     limits = {"connect": connect, "read": read, "write": read, "pool": read}
@@ -133,6 +136,7 @@ def _cap_answer(http: Any) -> Any:
         next_page = response.links.get("next", {}).get("url")
         if next_page is not None and next_page == str(request.url):
             raise HubkitError(f"the listing at {url} names itself as its next page; check HF_ENDPOINT")
+        _shorten_waits(response.headers)
         asked = _range_length(request.headers.get("range"))
         declared = response.headers.get("content-length")
         size = int(declared) if declared and declared.isdigit() else None
@@ -153,6 +157,18 @@ def _cap_answer(http: Any) -> Any:
     return cap
 
 
+def _shorten_waits(headers: Any) -> None:
+    """A ``Retry-After`` (or ``RateLimit`` reset) longer than the read timeout is shortened to it: the client
+    sleeps as long as the server says, and a server may say a year."""
+    longest = int(hub_timeouts()[1]) + 1
+    retry_after = headers.get("retry-after")
+    if retry_after is not None and (not retry_after.strip().isdigit() or int(retry_after) > longest):
+        headers["retry-after"] = str(longest)
+    ratelimit = headers.get("ratelimit")
+    if ratelimit is not None:
+        headers["ratelimit"] = re.sub(r"\bt=(\d+)", lambda found: f"t={min(int(found[1]), longest)}", ratelimit)
+
+
 def _range_length(header: str | None) -> int | None:
     """How many bytes a ``Range: bytes=A-B`` (or ``bytes=-N``) header asks for; None for no or an open range."""
     found = _RANGE.fullmatch((header or "").strip())
@@ -165,7 +181,7 @@ def _range_length(header: str | None) -> int | None:
 def _capped_stream_class(base: type) -> type:
     """A body stream of the client's HTTP library that ends with a HubkitError past its limit."""
 
-    class CappedStream(base):  # type: ignore[valid-type,misc]
+    class CappedStream(base):  # type: ignore[misc]
         def __init__(self, stream: Any, limit: int, problem: str) -> None:
             self.stream, self.limit, self.problem = stream, limit, problem
 

@@ -26,8 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from hubkit import __version__
+from hubkit.checkpoint.hub_client import install
 from hubkit.checkpoint.model import CONFIG, INDEX, QUANT_CONFIG, RECORD_DIR
-from hubkit.errors import HubkitError
+from hubkit.errors import HubkitError, is_network_error
 from hubkit.progress import progress_bar
 from hubkit.quantize import interrupts
 from hubkit.quantize.folders import MADE_BY, discard, made_by_hubkit, make_owned, remove_owned
@@ -71,10 +72,13 @@ def base_folder(ref: str) -> Path:
         from huggingface_hub import snapshot_download
         from huggingface_hub.errors import HfHubHTTPError
 
+        install()  # each wait bounded
         repo, _, revision = ref.removeprefix("hf://").partition("@")
         try:
             return Path(snapshot_download(repo, revision=revision or None))
-        except (HfHubHTTPError, OSError, ValueError) as exc:
+        except Exception as exc:
+            if not isinstance(exc, HfHubHTTPError | ValueError) and not is_network_error(exc):  # OSError included
+                raise
             raise HubkitError(f"cannot download {ref}: {exc}; check the name, your token and the network") from exc
     path = Path(ref)
     if not (path / CONFIG).is_file():
