@@ -323,6 +323,30 @@ def test_an_oversized_api_answer_is_refused(hubkit, serve) -> None:
     assert server.sent < 32 * MiB
 
 
+def test_an_answer_that_drips_is_cut_off(hubkit, serve, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The listing comes a byte at a time, each within the read timeout: the whole answer has a deadline too."""
+
+    def answer(handler: BaseHTTPRequestHandler) -> None:
+        handler.send_response(200)
+        handler.send_header("Content-Length", "100000")
+        handler.end_headers()
+        try:
+            for _ in range(100):
+                handler.wfile.write(b" ")
+                handler.wfile.flush()
+                time.sleep(0.1)
+        except OSError:
+            pass
+
+    serve(answer)
+    monkeypatch.setenv("HUBKIT_HUB_TIMEOUT", "0.25")
+    start = time.monotonic()
+    result = hubkit("validate", "hf://org/model")
+    assert result.code == 2, result.err
+    assert one_line(result.err) and "too slowly" in result.err
+    assert time.monotonic() - start < 6  # 10 read timeouts, and one more
+
+
 # ------------------------------------------------------------------------------------------------ offline
 
 

@@ -5,7 +5,7 @@ every wait is bounded and every answer is capped.
   seconds; default 10,60), also where huggingface_hub would wait without end.
 - **Bounded sleeps**: a ``Retry-After`` longer than the read timeout is shortened to it.
 - **Capped answers**: a Range request accepts what it asked for plus a margin (a server that ignores ``Range``
-  is refused, not read whole); any other answer at most 64 MiB. File downloads (``/resolve/`` without
+  is refused, not read whole); any other answer at most 64 MiB, arriving within 10 read timeouts. File downloads (``/resolve/`` without
   ``Range``) are left to the library, which writes them to disk as they come.
 - **Listings**: pagination that repeats itself or never ends is refused.
 - **Offline**: ``HF_HUB_OFFLINE`` ends a command that needs the Hub at once, with one line.
@@ -30,6 +30,9 @@ TIMEOUT_ENV = "HUBKIT_HUB_TIMEOUT"
 CONNECT_TIMEOUT_S, READ_TIMEOUT_S = 10.0, 60.0
 #: The most any answer other than a file download may hold (the largest, a weight index, is ~31 MB).
 ANSWER_LIMIT = 64 * 1024**2
+#: The longest an answer (other than a file download) may take to arrive, in read timeouts: a server that sends
+#: a byte now and then never waits out the read timeout.
+ANSWER_TIMEOUTS = 10
 #: What a Range answer may hold beyond the bytes asked for.
 RANGE_MARGIN = 64 * 1024
 #: The most entries (and pages) a repo listing may hold.
@@ -152,7 +155,7 @@ def _cap_answer(http: Any) -> Any:
             limit, problem = ANSWER_LIMIT, f"the answer from {url} is larger than {ANSWER_LIMIT // 1024**2} MiB"
         if size is not None and size > limit:
             raise HubkitError(f"{problem}; check HF_ENDPOINT")
-        response.stream = stream_class(response.stream, limit, problem)
+        response.stream = stream_class(response.stream, limit, problem, url)
 
     return cap
 
@@ -182,15 +185,20 @@ def _capped_stream_class(base: type) -> type:
     """A body stream of the client's HTTP library that ends with a HubkitError past its limit."""
 
     class CappedStream(base):  # type: ignore[misc]
-        def __init__(self, stream: Any, limit: int, problem: str) -> None:
-            self.stream, self.limit, self.problem = stream, limit, problem
+        def __init__(self, stream: Any, limit: int, problem: str, url: str) -> None:
+            self.stream, self.limit, self.problem, self.url = stream, limit, problem, url
 
         def __iter__(self) -> Iterator[bytes]:
-            received = 0
+            received, deadline = 0, time.monotonic() + ANSWER_TIMEOUTS * hub_timeouts()[1]
             for chunk in self.stream:
                 received += len(chunk)
                 if received > self.limit:
                     raise HubkitError(f"{self.problem}; check HF_ENDPOINT")
+                if time.monotonic() > deadline:
+                    raise HubkitError(
+                        f"{self.url} sent its answer too slowly (more than {ANSWER_TIMEOUTS} read timeouts); "
+                        "check HF_ENDPOINT and the network"
+                    )
                 yield chunk
 
         def close(self) -> None:

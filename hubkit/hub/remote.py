@@ -70,8 +70,9 @@ def classify(exc: BaseException) -> Fault | None:
         if type(link).__name__ == "OfflineModeIsEnabled":
             require_online("this command")
         if _is_timeout(link):
-            waited = f"no answer within {hub_timeouts()[1]:g} s; {TIMEOUT_ENV} sets the wait"
-            return Fault(True, waited, unreachable=True)
+            connect, read = hub_timeouts()
+            waited = connect if "Connect" in type(link).__name__ else read
+            return Fault(True, f"no answer within {waited:g} s; {TIMEOUT_ENV} sets the wait", unreachable=True)
         if is_network_error(link):
             text = redact(str(link).splitlines()[0][:200]) if str(link) else type(link).__name__
             client_error = re.search(r"client error \((4\d\d)", text)  # hf_xet: a 4xx answer, as text only
