@@ -54,6 +54,7 @@ class Hostile(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     server: Hostile
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # no 40 ms wait between the headers and the body
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
@@ -255,6 +256,22 @@ def test_tree_pages_that_go_round_in_a_cycle_are_refused(hubkit, serve) -> None:
     assert result.code == 2, result.err
     assert one_line(result.err) and "cycle" in result.err
     assert server.pages <= 4
+
+
+def test_a_listing_that_never_ends_is_refused(hubkit, serve) -> None:
+    """Empty pages, each naming a new next page: no entry repeats, and still the listing must end."""
+
+    def answer(handler: BaseHTTPRequestHandler) -> None:
+        handler.server.pages += 1
+        base = handler.server.endpoint + handler.path.split("?")[0]
+        more = handler.server.pages < 1_100  # the server gives up in the end; hubkit must have stopped before
+        send_json(handler, [], {"Link": f'<{base}?cursor={handler.server.pages}>; rel="next"'} if more else {})
+
+    server = serve(answer)
+    result = hubkit("validate", "hf://org/model")
+    assert result.code == 2, result.err
+    assert one_line(result.err) and "more than 1,000 pages" in result.err
+    assert server.pages <= 1_000
 
 
 def test_push_refuses_a_listing_that_goes_round(hubkit, serve, tiny: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -35,13 +35,14 @@ ANSWER_LIMIT = 64 * 1024**2
 ANSWER_TIMEOUTS = 10
 #: What a Range answer may hold beyond the bytes asked for.
 RANGE_MARGIN = 64 * 1024
-#: The most entries (and pages) a repo listing may hold.
-LISTING_LIMIT = 200_000
+#: The most entries, and pages, a repo listing may hold.
+LISTING_LIMIT, LISTING_PAGES = 200_000, 1_000
 #: Tries of one range read.
 RANGE_READ_TRIES = 3
 
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
 _install_lock = threading.Lock()
+_listing = threading.local()  # the pages asked for by the listing this thread is reading
 _installed = False
 
 
@@ -106,7 +107,10 @@ def install() -> None:
         def client() -> Any:
             connect, read = hub_timeouts()
             return client_class(
-                event_hooks={"request": [*library_hooks, _bound_waits], "response": [_cap_answer(http)]},
+                event_hooks={
+                    "request": [*library_hooks, _bound_waits, _guard_listing],
+                    "response": [_cap_answer(http)],
+                },
                 follow_redirects=True,
                 timeout=http.Timeout(read, connect=connect),
             )
@@ -127,6 +131,19 @@ def _bound_waits(request: Any) -> None:
     request.extensions["timeout"] = {
         key: limit if given.get(key) is None else min(given[key], limit) for key, limit in limits.items()
     }
+
+
+def _guard_listing(request: Any) -> None:
+    """While :func:`list_tree` reads a listing: no page twice, and at most ``LISTING_PAGES`` pages."""
+    pages: set[str] | None = getattr(_listing, "pages", None)
+    if pages is None:
+        return
+    page = str(request.url)
+    if page in pages:
+        raise HubkitError(f"the Hub's listing goes round in a cycle ({redact(page)} again); check HF_ENDPOINT")
+    if len(pages) >= LISTING_PAGES:
+        raise HubkitError(f"the Hub's listing has more than {LISTING_PAGES:,} pages; check HF_ENDPOINT")
+    pages.add(page)
 
 
 def _cap_answer(http: Any) -> Any:
@@ -207,18 +224,28 @@ def _capped_stream_class(base: type) -> type:
     return CappedStream
 
 
-def list_tree(api: Any, repo: str, revision: str) -> Iterator[Any]:
-    """The entries of ``repo`` at ``revision`` (recursive), refusing a listing that repeats or never ends."""
+def list_tree(api: Any, repo: str, revision: str) -> list[Any]:
+    """The entries of ``repo`` at ``revision`` (recursive), refusing a listing that repeats itself (a page or an
+    entry twice) or never ends (more than ``LISTING_LIMIT`` entries or ``LISTING_PAGES`` pages)."""
+    install()
+    entries: list[Any] = []
     seen: set[str] = set()
-    for entry in api.list_repo_tree(repo, revision=revision, recursive=True):
-        if entry.path in seen:
-            raise HubkitError(
-                f"the Hub listed {entry.path} of {repo} twice (its pages go round in a cycle); check HF_ENDPOINT"
-            )
-        if len(seen) >= LISTING_LIMIT:
-            raise HubkitError(f"the Hub's listing of {repo} has more than {LISTING_LIMIT:,} entries; check HF_ENDPOINT")
-        seen.add(entry.path)
-        yield entry
+    _listing.pages = set()
+    try:
+        for entry in api.list_repo_tree(repo, revision=revision, recursive=True):
+            if entry.path in seen:
+                raise HubkitError(
+                    f"the Hub listed {entry.path} of {repo} twice (its pages go round in a cycle); check HF_ENDPOINT"
+                )
+            if len(seen) >= LISTING_LIMIT:
+                raise HubkitError(
+                    f"the Hub's listing of {repo} has more than {LISTING_LIMIT:,} entries; check HF_ENDPOINT"
+                )
+            seen.add(entry.path)
+            entries.append(entry)
+    finally:
+        del _listing.pages
+    return entries
 
 
 def read_file(api: Any, repo: str, path: str, revision: str, limit: int) -> bytes | None:
