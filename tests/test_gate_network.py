@@ -40,9 +40,9 @@ class Hostile(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, answer: Callable[[BaseHTTPRequestHandler], None]) -> None:
+    def __init__(self, answer: Callable[[BaseHTTPRequestHandler], None], everything: bool = False) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
-        self.answer = answer
+        self.answer, self.everything = answer, everything
         self.sent = 0  # body bytes written to clients
         self.pages = 0  # tree pages served
 
@@ -61,7 +61,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         path = self.path.split("?")[0]
-        if path == "/api/whoami-v2":
+        if self.server.everything:
+            self.server.answer(self)
+        elif path == "/api/whoami-v2":
             send_json(self, {"name": "someone", "type": "user", "auth": {}})
         elif path.startswith("/api/models/") and "/tree/" not in path:
             send_json(self, {"id": "org/model", "sha": SHA, "siblings": [{"rfilename": "config.json"}]})
@@ -104,8 +106,8 @@ def serve(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[Callable[[BaseH
     """Start a hostile server and point HF_ENDPOINT at it (short timeouts); it stops with the test."""
     servers: list[Hostile] = []
 
-    def start(answer: Callable[[BaseHTTPRequestHandler], None]) -> Hostile:
-        server = Hostile(answer)
+    def start(answer: Callable[[BaseHTTPRequestHandler], None], everything: bool = False) -> Hostile:
+        server = Hostile(answer, everything)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         servers.append(server)
         monkeypatch.setenv("HF_ENDPOINT", server.endpoint)
@@ -362,6 +364,22 @@ def test_an_answer_that_drips_is_cut_off(hubkit, serve, monkeypatch: pytest.Monk
     assert result.code == 2, result.err
     assert one_line(result.err) and "too slowly" in result.err
     assert time.monotonic() - start < 6  # 10 read timeouts, and one more
+
+
+def not_json(handler: BaseHTTPRequestHandler) -> None:
+    body = b"<html>a login page, say</html>"
+    handler.send_response(200)
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
+@pytest.mark.parametrize("args", [("validate", "hf://org/model"), ("push", "{tiny}", "--repo", "org/model")])
+def test_answers_that_are_not_json_are_exit_2(hubkit, serve, tiny: Path, monkeypatch: pytest.MonkeyPatch, args) -> None:
+    serve(not_json, everything=True)
+    monkeypatch.setenv("HF_TOKEN", "hf_" + "t" * 30)
+    result = hubkit(*(str(tiny) if a == "{tiny}" else a for a in args), *(["--no-validate"] if "push" in args else []))
+    assert result.code == 2 and one_line(result.err) and "not JSON" in result.err, result.err
 
 
 # ------------------------------------------------------------------------------------------------ offline

@@ -107,10 +107,7 @@ def install() -> None:
         def client() -> Any:
             connect, read = hub_timeouts()
             return client_class(
-                event_hooks={
-                    "request": [*library_hooks, _bound_waits, _guard_listing],
-                    "response": [_cap_answer(http)],
-                },
+                event_hooks={"request": [*library_hooks, _bound_waits], "response": [_cap_answer(http)]},
                 follow_redirects=True,
                 timeout=http.Timeout(read, connect=connect),
             )
@@ -133,17 +130,17 @@ def _bound_waits(request: Any) -> None:
     }
 
 
-def _guard_listing(request: Any) -> None:
-    """While :func:`list_tree` reads a listing: no page twice, and at most ``LISTING_PAGES`` pages."""
+def _guard_listing(response: Any, next_page: str | None) -> None:
+    """While :func:`list_tree` reads a listing: no page named as next once it was read, at most ``LISTING_PAGES``
+    pages (a page asked for again after an error answer is a retry, not a cycle)."""
     pages: set[str] | None = getattr(_listing, "pages", None)
-    if pages is None:
+    if pages is None or response.status_code >= 400 or next_page is None:
         return
-    page = str(request.url)
-    if page in pages:
-        raise HubkitError(f"the Hub's listing goes round in a cycle ({redact(page)} again); check HF_ENDPOINT")
+    pages.add(str(response.request.url))
+    if next_page in pages:
+        raise HubkitError(f"the Hub's listing goes round in a cycle ({redact(next_page)} again); check HF_ENDPOINT")
     if len(pages) >= LISTING_PAGES:
         raise HubkitError(f"the Hub's listing has more than {LISTING_PAGES:,} pages; check HF_ENDPOINT")
-    pages.add(page)
 
 
 def _cap_answer(http: Any) -> Any:
@@ -156,6 +153,7 @@ def _cap_answer(http: Any) -> Any:
         next_page = response.links.get("next", {}).get("url")
         if next_page is not None and next_page == str(request.url):
             raise HubkitError(f"the listing at {url} names itself as its next page; check HF_ENDPOINT")
+        _guard_listing(response, next_page)
         _shorten_waits(response.headers)
         asked = _range_length(request.headers.get("range"))
         declared = response.headers.get("content-length")

@@ -3,6 +3,8 @@ Range requests, never the tensor data unless asked for its exact ranges."""
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 from hubkit.checkpoint.hub_client import hf_api, list_tree, read_range
@@ -41,7 +43,7 @@ class HubSource:
         self.ref = ref
         self.api = hf_api(f"reading {ref}")
         try:
-            self.commit = str(self.api.model_info(self.repo, revision=revision).sha)
+            sha = self.api.model_info(self.repo, revision=revision).sha
         except RepositoryNotFoundError:
             raise HubkitError(f"{ref}: repository not found (or private: set HF_TOKEN)") from None
         except RevisionNotFoundError:
@@ -53,6 +55,9 @@ class HubSource:
             raise
         except Exception as exc:
             raise self._lost(exc, "cannot reach the Hub") from None
+        if not isinstance(sha, str) or not re.fullmatch(r"[0-9a-f]{40}", sha):
+            raise HubkitError(f"{ref}: the Hub named no commit for it (sha {str(sha)[:50]!r}); check HF_ENDPOINT")
+        self.commit = sha
 
     @property
     def location(self) -> str:
@@ -62,6 +67,8 @@ class HubSource:
         """A network fault or an error answer as a one-line HubkitError; anything else (a bug) as it is."""
         from huggingface_hub.errors import HfHubHTTPError
 
+        if isinstance(exc, json.JSONDecodeError):
+            return HubkitError(f"{self.ref}: the Hub's answer is not JSON; check HF_ENDPOINT")
         if not is_network_error(exc) and not isinstance(exc, HfHubHTTPError):
             return exc
         detail = redact(str(exc).splitlines()[0]) if str(exc) else type(exc).__name__

@@ -5,6 +5,7 @@ upload transport (Xet where the endpoint offers it, else classic LFS).
 from __future__ import annotations
 
 import io
+import json
 import logging
 import re
 import threading
@@ -63,6 +64,8 @@ def classify(exc: BaseException) -> Fault | None:
             status = link.response.status_code if link.response is not None else None
             detail = f"HTTP {status}: {redact(str(link).splitlines()[0][:200])}"
             return Fault(status in RETRYABLE_STATUS, detail, status)
+        if isinstance(link, json.JSONDecodeError):
+            return Fault(False, "an answer that is not JSON (is HF_ENDPOINT a Hub?)")
         if isinstance(link, ValueError) and str(link).startswith("LFS batch API returned errors"):
             return Fault(False, str(link).replace("\n", " ")[:300])
         if type(link).__module__.split(".")[0] == "hf_xet":
@@ -181,7 +184,7 @@ def token_user(api: Any, retry: Retry) -> str:
 
     def whoami() -> str:
         try:
-            return str(api.whoami()["name"])
+            answer = api.whoami()
         except Exception as exc:
             fault = classify(exc)
             if fault is not None and fault.status in (401, 403):
@@ -191,6 +194,11 @@ def token_user(api: Any, retry: Retry) -> str:
                     f"the Hub at {redact(str(api.endpoint))} answered {fault.detail}; check HF_ENDPOINT"
                 ) from None
             raise
+        if not isinstance(answer, dict) or not isinstance(answer.get("name"), str):
+            raise HubkitError(
+                f"the Hub at {redact(str(api.endpoint))} answered whoami without a user name; check HF_ENDPOINT"
+            )
+        return answer["name"]
 
     return str(retry.call("checking the token", whoami, retry_unreachable=False))
 
