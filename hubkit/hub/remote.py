@@ -198,7 +198,7 @@ def token_user(api: Any, retry: Retry) -> str:
             raise HubkitError(
                 f"the Hub at {redact(str(api.endpoint))} answered whoami without a user name; check HF_ENDPOINT"
             )
-        return answer["name"]
+        return str(answer["name"])
 
     return str(retry.call("checking the token", whoami, retry_unreachable=False))
 
