@@ -5,8 +5,8 @@ every wait is bounded and every answer is capped.
   seconds; default 10,60), also where huggingface_hub would wait without end.
 - **Bounded sleeps**: a ``Retry-After`` longer than the read timeout is shortened to it.
 - **Capped answers**: a Range request accepts what it asked for plus a margin (a server that ignores ``Range``
-  is refused, not read whole); any other answer at most 64 MiB, arriving within 10 read timeouts. File downloads (``/resolve/`` without
-  ``Range``) are left to the library, which writes them to disk as they come.
+  is refused, not read whole); an API answer (and any error answer) at most 64 MiB, arriving within 10 read
+  timeouts. File downloads without ``Range`` are left to the library, which writes them to disk as they come.
 - **Listings**: pagination that repeats itself or never ends is refused.
 - **Offline**: ``HF_HUB_OFFLINE`` ends a command that needs the Hub at once, with one line.
 
@@ -164,8 +164,8 @@ def _cap_answer(http: Any) -> Any:
                 problem = f"the server ignored the Range request for {url} (asked for {asked:,} bytes)"
             else:
                 problem = f"the server sent more than the {asked:,} bytes asked for from {url}"
-        elif "/resolve/" in request.url.path and response.status_code < 400:
-            return  # a file download: the library streams it to disk
+        elif response.status_code < 400 and not _is_api(request.url.path):
+            return  # a file download (or where it was redirected): the library streams it to disk
         else:
             limit, problem = ANSWER_LIMIT, f"the answer from {url} is larger than {ANSWER_LIMIT // 1024**2} MiB"
         if size is not None and size > limit:
@@ -173,6 +173,11 @@ def _cap_answer(http: Any) -> Any:
         response.stream = stream_class(response.stream, limit, problem, url)
 
     return cap
+
+
+def _is_api(path: str) -> bool:
+    """A Hub API route (JSON answers), as opposed to a file (``/resolve/``, a CDN or storage address)."""
+    return "/api/" in path or "/info/lfs/" in path
 
 
 def _shorten_waits(headers: Any) -> None:
@@ -247,25 +252,24 @@ def list_tree(api: Any, repo: str, revision: str) -> list[Any]:
 
 
 def read_file(api: Any, repo: str, path: str, revision: str, limit: int) -> bytes | None:
-    """``path`` of ``repo`` at ``revision``, at most ``limit`` bytes, read straight into memory (no cache, so no
-    file of another endpoint's is ever taken for it); None when the Hub has no such file."""
+    """``path`` of ``repo`` at ``revision``, at most ``limit`` bytes (asked for as a range, so capped like one),
+    read straight into memory: no cache, so no file of another endpoint's is ever taken for it. None when the
+    Hub has no such file."""
     from huggingface_hub import get_session, hf_hub_url, hf_raise_for_status
     from huggingface_hub.utils import build_hf_headers  # type: ignore[attr-defined]
 
     install()
     url = hf_hub_url(repo, path, revision=revision, endpoint=api.endpoint)
-    with get_session().stream("GET", url, headers=build_hf_headers(token=api.token)) as response:
-        if response.status_code == 404:
-            return None
-        if response.status_code >= 400:
-            response.read()  # an error's answer is capped like any other
-            hf_raise_for_status(response)
-        data = bytearray()
-        for chunk in response.iter_bytes():
-            data += chunk
-            if len(data) > limit:
-                raise HubkitError(f"{path} of {repo} on {redact(str(api.endpoint))} is larger than {limit:,} bytes")
-    return bytes(data)
+    response = get_session().get(url, headers={**build_hf_headers(token=api.token), "Range": f"bytes=0-{limit}"})
+    if response.status_code == 404:
+        return None
+    if response.status_code == 416:  # an empty file
+        return b""
+    hf_raise_for_status(response)
+    data: bytes = response.content
+    if len(data) > limit:
+        raise HubkitError(f"{path} of {repo} on {redact(str(api.endpoint))} is larger than {limit:,} bytes")
+    return data
 
 
 def read_range(api: Any, repo: str, path: str, revision: str, start: int, length: int) -> bytes:
