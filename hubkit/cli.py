@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
             code = ExitCode.USER_ERROR
     except Exception as exc:
         if obj.get("debug") or "--debug" in args:
-            traceback.print_exc()
+            click.echo(redact(traceback.format_exc()).rstrip(), err=True)
         click.echo(
             redact(f"hubkit: internal error: {type(exc).__name__}: {exc}")
             + " (a bug in hubkit; rerun with --debug for the traceback)",
