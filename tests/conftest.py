@@ -10,8 +10,9 @@ import tempfile
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("HF_HUB_DISABLE_UPDATE_CHECK", "1")
 # The tests' own Hugging Face home (removed when the session ends), so that no test reads or writes the user's
-# cache or finds the user's saved token.
-os.environ["HF_HOME"] = TEST_HF_HOME = tempfile.mkdtemp(prefix="hubkit-tests-hf-home-")
+# cache or finds the user's saved token. One per session, also when a test module imports this one again.
+os.environ["HUBKIT_TEST_HF_HOME"] = os.environ.get("HUBKIT_TEST_HF_HOME") or tempfile.mkdtemp(prefix="hubkit-tests-")
+os.environ["HF_HOME"] = os.environ["HUBKIT_TEST_HF_HOME"]
 os.environ.pop("HF_HUB_CACHE", None)
 os.environ.pop("HUGGINGFACE_HUB_CACHE", None)
 os.environ.pop("HF_XET_CACHE", None)
@@ -153,4 +154,4 @@ def codes(result: CliResult) -> set[str]:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    shutil.rmtree(TEST_HF_HOME, ignore_errors=True)
+    shutil.rmtree(os.environ["HUBKIT_TEST_HF_HOME"], ignore_errors=True)
