@@ -23,7 +23,7 @@ from hubkit.commands.push import push_command
 from hubkit.commands.quantize import quantize_command
 from hubkit.commands.release import release_command
 from hubkit.commands.validate import validate_command
-from hubkit.errors import ExitCode, HubkitError, Terminated, outside_fault
+from hubkit.errors import ExitCode, HubkitError, Terminated, outside_fault, redact
 
 VERBOSITY = "hubkit.verbosity"
 
@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
             click.echo("hubkit: interrupted", err=True)
             code = ExitCode.INTERRUPTED
     except HubkitError as exc:
-        click.echo(f"hubkit: error: {exc}", err=True)
+        click.echo(redact(f"hubkit: error: {exc}"), err=True)
         code = exc.exit_code
     except StdoutUnwritable as exc:
         _discard_stdout()
@@ -191,14 +191,14 @@ def main(argv: list[str] | None = None) -> NoReturn:
     except Exception as exc:
         fault = outside_fault(exc)
         if fault is not None:  # a full disk or a read-only folder: the environment's fault, not a bug
-            click.echo(f"hubkit: error: {fault}", err=True)
+            click.echo(redact(f"hubkit: error: {fault}"), err=True)
             code = fault.exit_code
         else:
             if obj.get("debug") or "--debug" in args:
-                traceback.print_exc()
+                click.echo(redact(traceback.format_exc()).rstrip(), err=True)
             click.echo(
-                f"hubkit: internal error: {type(exc).__name__}: {exc} "
-                "(a bug in hubkit; rerun with --debug for the traceback)",
+                redact(f"hubkit: internal error: {type(exc).__name__}: {exc}")
+                + " (a bug in hubkit; rerun with --debug for the traceback)",
                 err=True,
             )
             code = ExitCode.INTERNAL_ERROR

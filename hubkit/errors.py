@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import errno
+import re
 from enum import IntEnum
 
 #: What the environment, never hubkit, causes: a full disk or quota, a read-only or forbidden path, a failing disk.
 OUTSIDE_FAULTS = frozenset(
     {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO, errno.EMFILE}
 )
+#: The user-info part of a URL (``https://user:token@host``): a credential, whatever its shape.
+_URL_CREDENTIALS = re.compile(r"\b([A-Za-z][A-Za-z0-9+.-]*://)[^/\s?#]*@")
 
 
 class ExitCode(IntEnum):
@@ -52,3 +55,9 @@ def outside_fault(exc: BaseException) -> HubkitError | None:
         return None
     where = f"{exc.filename}: " if exc.filename else ""
     return HubkitError(f"{where}{exc.strerror or exc}; free space or fix the permissions, then run again")
+
+
+def redact(text: str) -> str:
+    """``text`` with the credentials of every URL in it masked (``http://user:token@host`` -> ``http://***@host``):
+    what hubkit shows of an endpoint, in errors, logs and summaries, goes through here."""
+    return _URL_CREDENTIALS.sub(r"\1***@", text)

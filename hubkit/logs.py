@@ -15,9 +15,11 @@ import contextlib
 import logging
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TextIO
+from typing import Any, TextIO
+
+from hubkit.errors import redact
 
 #: Levels: quiet (errors only), normal, -v, -vv.
 QUIET, NORMAL, VERBOSE, DEBUG = range(4)
@@ -71,12 +73,28 @@ class _Format(logging.Formatter):
         return f"{name}: {record.levelname.lower()}: {message}"
 
 
+def _redacting(factory: Callable[..., logging.LogRecord]) -> Callable[..., logging.LogRecord]:
+    """Log records made by ``factory`` with the credentials of URLs masked, whichever handler prints them (the
+    libraries log each request's URL at ``-v``, some through handlers of their own)."""
+
+    def make(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = factory(*args, **kwargs)
+        with contextlib.suppress(Exception):  # a record that cannot be formatted is the handler's to report
+            message = record.getMessage()
+            if redact(message) != message:
+                record.msg, record.args = redact(message), None
+        return record
+
+    return make
+
+
 @contextlib.contextmanager
 def session() -> Iterator[Settings]:
     """One command's verbosity; what ``configure`` changed is put back at the end (hubkit may run in-process)."""
     global _session
     outer, root = _session, logging.getLogger()
-    saved_level, saved_handlers = root.level, root.handlers[:]
+    saved_level, saved_handlers, saved_factory = root.level, root.handlers[:], logging.getLogRecordFactory()
+    logging.setLogRecordFactory(_redacting(saved_factory))
     _session = _Session(sys.stderr, {name: os.environ.get(name) for name in LIBRARY_ENV})
     configure(_session.settings)
     try:
@@ -93,6 +111,7 @@ def session() -> Iterator[Settings]:
                 os.environ[name] = value
         root.handlers[:] = saved_handlers
         root.setLevel(saved_level)
+        logging.setLogRecordFactory(saved_factory)
 
 
 def configure(settings: Settings) -> None:

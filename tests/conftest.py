@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 # huggingface_hub reads these once, at import. Xet stays on, as in production: the local server answers as a
 # Hub without Xet, and hubkit then uploads by classic LFS
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("HF_HUB_DISABLE_UPDATE_CHECK", "1")
+# The tests' own Hugging Face home (removed when the session ends), so that no test reads or writes the user's
+# cache or finds the user's saved token. One per session, also when a test module imports this one again.
+os.environ["HUBKIT_TEST_HF_HOME"] = os.environ.get("HUBKIT_TEST_HF_HOME") or tempfile.mkdtemp(prefix="hubkit-tests-")
+os.environ["HF_HOME"] = os.environ["HUBKIT_TEST_HF_HOME"]
+os.environ.pop("HF_HUB_CACHE", None)
+os.environ.pop("HUGGINGFACE_HUB_CACHE", None)
+os.environ.pop("HF_XET_CACHE", None)
+os.environ.pop("HF_ASSETS_CACHE", None)
+os.environ.pop("HF_TOKEN_PATH", None)
 
 import json
 import shutil
@@ -147,3 +157,7 @@ def set_exclusions(path: Path, patterns: list[str]) -> None:
 def codes(result: CliResult) -> set[str]:
     """Finding codes of a ``--format json`` run."""
     return {f["code"] for f in result.json()["findings"]}
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(os.environ["HUBKIT_TEST_HF_HOME"], ignore_errors=True)

@@ -1,13 +1,15 @@
-"""A Hub repo as a checkpoint source: the file list, and byte ranges (safetensors headers, small configs)
-through huggingface_hub's filesystem, never the tensor data unless asked for its exact ranges."""
+"""A Hub repo as a checkpoint source: the file list, and byte ranges (safetensors headers, small configs) by
+Range requests, never the tensor data unless asked for its exact ranges."""
 
 from __future__ import annotations
 
-import os
+import json
+import re
 from pathlib import Path
 
+from hubkit.checkpoint.hub_client import hf_api, list_tree, read_range
 from hubkit.checkpoint.source import HUB_SCHEME, FileEntry
-from hubkit.errors import HubkitError, is_network_error
+from hubkit.errors import HubkitError, is_network_error, redact
 from hubkit.reads import check_token_file
 
 
@@ -32,26 +34,25 @@ def parse_hub_ref(ref: str) -> tuple[str, str | None]:
     return repo, revision or None
 
 
-def _lfs_sha256(info: dict[str, object]) -> str | None:
+def _lfs_sha256(entry: object) -> str | None:
     """The sha256 the Hub lists for an LFS (or Xet) file; None for a file stored in git."""
-    lfs = info.get("lfs")
+    lfs = getattr(entry, "lfs", None)
     sha = lfs.get("sha256") if isinstance(lfs, dict) else None
     return sha if isinstance(sha, str) else None
 
 
 class HubSource:
-    """A Hub repo at one commit, read by range requests."""
+    """A Hub repo at one commit, read by range requests (each wait and each answer bounded, see hub_client)."""
 
     def __init__(self, ref: str) -> None:
-        from huggingface_hub import HfApi, HfFileSystem
         from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 
         self.repo, revision = parse_hub_ref(ref)
         check_token_file()
-        endpoint = os.environ.get("HF_ENDPOINT") or None
-        api = HfApi(endpoint=endpoint)
+        self.ref = ref
+        self.api = hf_api(f"reading {ref}")
         try:
-            self.commit = str(api.model_info(self.repo, revision=revision).sha)
+            sha = self.api.model_info(self.repo, revision=revision).sha
         except RepositoryNotFoundError:
             raise HubkitError(f"{ref}: repository not found (or private: set HF_TOKEN)") from None
         except RevisionNotFoundError:
@@ -59,41 +60,48 @@ class HubSource:
         except HfHubHTTPError as exc:
             status = exc.response.status_code if exc.response is not None else None
             raise HubkitError(f"{ref}: the Hub answered HTTP {status}; check HF_TOKEN and HF_ENDPOINT") from None
+        except HubkitError:
+            raise
         except Exception as exc:
-            if not is_network_error(exc):
-                raise
-            raise HubkitError(f"{ref}: cannot reach the Hub ({exc}); check HF_ENDPOINT and the network") from None
-        self.ref = ref
-        self.fs = HfFileSystem(endpoint=endpoint)
-        self.prefix = f"{self.repo}@{self.commit}"
+            raise self._lost(exc, "cannot reach the Hub") from None
+        if not isinstance(sha, str) or not re.fullmatch(r"[0-9a-f]{40}", sha):
+            raise HubkitError(f"{ref}: the Hub named no commit for it (sha {str(sha)[:50]!r}); check HF_ENDPOINT")
+        self.commit = sha
 
     @property
     def location(self) -> str:
         return self.ref
 
+    def _lost(self, exc: Exception, what: str) -> Exception:
+        """A network fault or an error answer as a one-line HubkitError; anything else (a bug) as it is."""
+        from huggingface_hub.errors import HfHubHTTPError
+
+        if isinstance(exc, json.JSONDecodeError):
+            return HubkitError(f"{self.ref}: the Hub's answer is not JSON; check HF_ENDPOINT")
+        if not is_network_error(exc) and not isinstance(exc, HfHubHTTPError):
+            return exc
+        detail = redact(str(exc).splitlines()[0]) if str(exc) else type(exc).__name__
+        return HubkitError(f"{self.ref}: {what} ({detail}); check HF_ENDPOINT and the network, then rerun")
+
     def list_files(self) -> list[FileEntry]:
-        found = self.fs.find(self.prefix, detail=True)  # also fills the filesystem's cache
-        assert isinstance(found, dict)
-        start = len(self.prefix) + 1
-        return sorted(
-            (FileEntry(name[start:], int(info["size"]), sha256=_lfs_sha256(info)) for name, info in found.items()),
-            key=lambda e: e.path,
-        )
+        try:
+            entries = [FileEntry(e.path, int(e.size), sha256=_lfs_sha256(e)) for e in list_tree(self.api, self.repo, self.commit)
+                       if hasattr(e, "size")]  # fmt: skip
+        except HubkitError:
+            raise
+        except Exception as exc:
+            raise self._lost(exc, "lost the Hub while listing the files") from None
+        return sorted(entries, key=lambda e: e.path)
 
     def read_range(self, path: str, start: int, length: int) -> bytes:
         if length <= 0:
             return b""
         try:
-            with self.fs.open(f"{self.prefix}/{path}", "rb", block_size=length, cache_type="none") as handle:
-                handle.seek(start)
-                data: bytes = handle.read(length)
-        except (ConnectionError, TimeoutError) as exc:
-            raise HubkitError(f"{self.ref}: lost the Hub while reading {path} ({exc}); rerun") from None
+            return read_range(self.api, self.repo, path, self.commit, start, length)
+        except (HubkitError, FileNotFoundError):
+            raise  # a file the Hub does not have is the caller's to report
         except Exception as exc:
-            if isinstance(exc, OSError) or not is_network_error(exc):
-                raise  # an OSError about the file itself is the caller's to report
-            raise HubkitError(f"{self.ref}: lost the Hub while reading {path} ({exc}); rerun") from None
-        return data
+            raise self._lost(exc, f"lost the Hub while reading {path}") from None
 
     def local_path(self, path: str) -> Path | None:
         return None

@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from hubkit.commands._options import build, click_options, examples, format_option
-from hubkit.errors import ExitCode, HubkitError
+from hubkit.errors import ExitCode, HubkitError, redact
 from hubkit.hub.options import PushOptions
 from hubkit.records import append_text
 
@@ -38,7 +38,7 @@ def push_command(obj: dict[str, object], /, folder: Path, output_format: str, **
         result = push(options)
     except HubkitError as exc:
         if output_format == "github":
-            _append_step_summary(step_summary(None, failure=str(exc)))
+            _append_step_summary(step_summary(None, failure=redact(str(exc))))
         raise
     failed = not result.passed or (options.strict and bool(result.remote_only))
     if output_format == "json":

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from hubkit.commands._options import build, click_options, examples, format_option
-from hubkit.errors import HubkitError
+from hubkit.errors import HubkitError, redact
 from hubkit.records import append_text
 from hubkit.release.options import ReleaseOptions
 
@@ -56,9 +56,9 @@ def report(result: ReleaseResult, output_format: str) -> None:
     """The summary on stdout (JSON with ``--format json``), and in ``$GITHUB_STEP_SUMMARY`` with ``github``."""
     from hubkit.release.summary import render_summary
 
-    summary = render_summary(result)
+    summary = redact(render_summary(result))  # no credential of an endpoint URL, here or in the step summary
     if output_format == "json":
-        click.echo(json.dumps(result.as_dict(), indent=2, default=str))
+        click.echo(redact(json.dumps(result.as_dict(), indent=2, default=str)))
     else:
         click.echo(summary)
     target = os.environ.get("GITHUB_STEP_SUMMARY")

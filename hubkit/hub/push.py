@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from hubkit.errors import HubkitError
+from hubkit.errors import HubkitError, redact
 from hubkit.hub.local import (
     HashCache,
     Hasher,
@@ -466,7 +466,7 @@ class _Push:
         sha = str(
             self.retry.call("reading the pushed commit", lambda: api.model_info(options.repo, revision=target).sha)
         )
-        result.commit, result.commit_url = sha, f"{str(api.endpoint).rstrip('/')}/{options.repo}/commit/{sha}"
+        result.commit, result.commit_url = sha, f"{redact(str(api.endpoint)).rstrip('/')}/{options.repo}/commit/{sha}"
         return sha
 
     def _verify(self, target: str, result: PushResult) -> None:

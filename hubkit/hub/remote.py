@@ -5,6 +5,7 @@ upload transport (Xet where the endpoint offers it, else classic LFS).
 from __future__ import annotations
 
 import io
+import json
 import logging
 import os
 import re
@@ -16,7 +17,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from hubkit.errors import ExitCode, HubkitError, is_network_error
+from hubkit.checkpoint.hub_client import TIMEOUT_ENV, hf_api, hub_timeouts, list_tree, require_online
+from hubkit.errors import ExitCode, HubkitError, is_network_error, redact
 from hubkit.hub.local import LocalFile, StatKey, stat_key
 from hubkit.reads import check_token_file
 
@@ -62,19 +64,33 @@ def classify(exc: BaseException) -> Fault | None:
             return Fault(True, str(link))
         if isinstance(link, HfHubHTTPError):
             status = link.response.status_code if link.response is not None else None
-            return Fault(status in RETRYABLE_STATUS, f"HTTP {status}: {str(link).splitlines()[0][:200]}", status)
+            detail = f"HTTP {status}: {redact(str(link).splitlines()[0][:200])}"
+            return Fault(status in RETRYABLE_STATUS, detail, status)
+        if isinstance(link, json.JSONDecodeError):
+            return Fault(False, "an answer that is not JSON (is HF_ENDPOINT a Hub?)")
         if isinstance(link, ValueError) and str(link).startswith("LFS batch API returned errors"):
             return Fault(False, str(link).replace("\n", " ")[:300])
         if type(link).__module__.split(".")[0] == "hf_xet":
             return _xet_fault(link)
+        if type(link).__name__ == "OfflineModeIsEnabled":
+            require_online("this command")
+        if _is_timeout(link):
+            connect, read = hub_timeouts()
+            waited = connect if "Connect" in type(link).__name__ else read
+            return Fault(True, f"no answer within {waited:g} s; {TIMEOUT_ENV} sets the wait", unreachable=True)
         if is_network_error(link):
-            text = str(link).splitlines()[0][:200] if str(link) else type(link).__name__
+            text = redact(str(link).splitlines()[0][:200]) if str(link) else type(link).__name__
             client_error = re.search(r"client error \((4\d\d)", text)  # hf_xet: a 4xx answer, as text only
             if client_error and int(client_error[1]) not in RETRYABLE_STATUS:
                 return Fault(False, text, int(client_error[1]))
             unreachable = isinstance(link, ConnectionRefusedError) or type(link).__name__ in ("ConnectError",)
             return Fault(True, text, unreachable=unreachable)
     return None
+
+
+def _is_timeout(link: BaseException) -> bool:
+    """A connect or read that waited out its timeout (the server accepted, or not, and never answered)."""
+    return isinstance(link, TimeoutError) or (is_network_error(link) and type(link).__name__.endswith("Timeout"))
 
 
 def _xet_fault(link: BaseException) -> Fault:
@@ -137,7 +153,7 @@ class Retry:
     def give_up(self, what: str, fault: Fault) -> None:
         if fault.unreachable:
             raise HubkitError(
-                f"cannot reach the Hub at {self.endpoint} ({what}: {fault.detail}); "
+                f"cannot reach the Hub at {redact(self.endpoint)} ({what}: {fault.detail}); "
                 "check HF_ENDPOINT and the network, then rerun the push: it resumes"
             )
         raise PushIncomplete(
@@ -156,10 +172,9 @@ def _retry_after(exc: BaseException) -> float | None:
 
 
 def hub_api() -> Any:
-    from huggingface_hub import HfApi
-
+    """The client for ``HF_ENDPOINT``: every wait bounded, every answer capped; exit 2 at once when offline."""
     check_token_file()
-    return HfApi(endpoint=os.environ.get("HF_ENDPOINT") or None)
+    return hf_api("this command")
 
 
 def token_user(api: Any, retry: Retry) -> str:
@@ -172,14 +187,21 @@ def token_user(api: Any, retry: Retry) -> str:
 
     def whoami() -> str:
         try:
-            return str(api.whoami()["name"])
+            answer = api.whoami()
         except Exception as exc:
             fault = classify(exc)
             if fault is not None and fault.status in (401, 403):
                 raise HubkitError("the Hub rejected the token; create a new write token and set HF_TOKEN") from None
             if fault is not None and not fault.transient:
-                raise HubkitError(f"the Hub at {api.endpoint} answered {fault.detail}; check HF_ENDPOINT") from None
+                raise HubkitError(
+                    f"the Hub at {redact(str(api.endpoint))} answered {fault.detail}; check HF_ENDPOINT"
+                ) from None
             raise
+        if not isinstance(answer, dict) or not isinstance(answer.get("name"), str):
+            raise HubkitError(
+                f"the Hub at {redact(str(api.endpoint))} answered whoami without a user name; check HF_ENDPOINT"
+            )
+        return str(answer["name"])
 
     return str(retry.call("checking the token", whoami, retry_unreachable=False))
 
@@ -189,7 +211,7 @@ def remote_files(api: Any, repo: str, revision: str) -> dict[str, Any] | None:
     from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
 
     try:
-        return {f.path: f for f in api.list_repo_tree(repo, revision=revision, recursive=True) if hasattr(f, "size")}
+        return {f.path: f for f in list_tree(api, repo, revision) if hasattr(f, "size")}
     except (RepositoryNotFoundError, RevisionNotFoundError):
         return None
 

@@ -27,8 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from hubkit import __version__
+from hubkit.checkpoint.hub_client import install
 from hubkit.checkpoint.model import CONFIG, INDEX, QUANT_CONFIG, RECORD_DIR
-from hubkit.errors import HubkitError
+from hubkit.errors import HubkitError, is_network_error
 from hubkit.progress import progress_bar
 from hubkit.quantize import interrupts
 from hubkit.quantize.base_revision import SHA, base_revision
@@ -77,13 +78,16 @@ def base_folder(ref: str, trust_remote_code: bool = False) -> Path:
         from huggingface_hub import snapshot_download
         from huggingface_hub.errors import HfHubHTTPError
 
+        install()  # each wait bounded
         repo, _, revision = ref.removeprefix("hf://").partition("@")
         download = functools.partial(snapshot_download, repo, endpoint=os.environ.get("HF_ENDPOINT") or None)
         try:
             configs = Path(download(revision=revision or None, allow_patterns=list(REMOTE_CODE_CONFIGS)))
             _require_trust(configs, trust_remote_code)
             return Path(download(revision=configs.name if SHA.match(configs.name) else revision or None))
-        except (HfHubHTTPError, OSError, ValueError) as exc:
+        except Exception as exc:
+            if not isinstance(exc, HfHubHTTPError | ValueError) and not is_network_error(exc):  # OSError included
+                raise
             raise HubkitError(f"cannot download {ref}: {exc}; check the name, your token and the network") from exc
     path = Path(ref)
     if not (path / CONFIG).is_file():

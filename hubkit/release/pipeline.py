@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hubkit.errors import ExitCode, HubkitError, Terminated, outside_fault
+from hubkit.errors import ExitCode, HubkitError, Terminated, outside_fault, redact
 from hubkit.reads import read_bounded
 from hubkit.records import check_replaceable_file, load_record, record_folder, write_json, write_text
 from hubkit.release.options import STAGES, ReleaseOptions
@@ -49,6 +49,8 @@ LOCAL_ENDPOINT = "local"
 LOCAL_STORE = ".hubkit/local-hub"
 #: What a local Hub store that hubkit made holds (stores made before hubkit recorded them hold only these).
 STORE_ENTRIES = frozenset({"objects", "repos", ".hubkit"})
+#: The most of the previous release's card read for the card diff.
+CARD_LIMIT = 16 * 1024**2
 
 
 @dataclass
@@ -261,7 +263,7 @@ class Release:
 
     def _run_stages(self) -> ReleaseResult:
         with self._endpoint():
-            self.result.endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+            self.result.endpoint = redact(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
             self._preflight()
             self._each_stage()
             if any(c.status == FAILED for c in self.result.preflight):  # a dry run plans first, then says so
@@ -547,13 +549,15 @@ class Release:
                                     "pull_request": result.pull_request, "merged": result.merged})  # fmt: skip
 
     def _remote_card(self) -> str:
+        """The card of the previous release on this run's endpoint, read into memory (never from or into the
+        shared Hugging Face cache, which knows a repo by its name, not by its endpoint); "" when there is none."""
+        from hubkit.checkpoint.hub_client import read_file
         from hubkit.hub.push import hub_api
 
-        with contextlib.suppress(Exception):  # no previous release (or no card) is fine
-            path = hub_api().hf_hub_download(
-                self.manifest.release.repo, "README.md", revision=self.manifest.release.revision
-            )
-            return Path(path).read_text()
+        release = self.manifest.release
+        with contextlib.suppress(Exception):  # no previous release (or no card, or an unreadable one) is fine
+            card = read_file(hub_api(), release.repo, "README.md", release.revision, limit=CARD_LIMIT)
+            return card.decode("utf-8", errors="replace") if card is not None else ""
         return ""
 
     # ------------------------------------------------------------------------------------- tag
@@ -632,12 +636,12 @@ def failure_reason(exc: BaseException) -> str:
     if isinstance(exc, KeyboardInterrupt):
         return "interrupted (Ctrl-C)"
     if isinstance(exc, HubkitError):
-        return str(exc)
+        return redact(str(exc))
     if outside_fault(exc) is not None:
-        return str(outside_fault(exc))
+        return redact(str(outside_fault(exc)))
     if isinstance(exc, SystemExit):
         return f"exited with code {exc.code}"
-    return f"internal error: {type(exc).__name__}: {exc}"
+    return redact(f"internal error: {type(exc).__name__}: {exc}")
 
 
 def _restore(name: str, value: str | None) -> None:

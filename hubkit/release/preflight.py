@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from hubkit.checkpoint.hub_client import install, is_offline
 from hubkit.errors import HubkitError, is_network_error
 from hubkit.reads import open_regular
 from hubkit.release.smoke import smoke_availability
@@ -243,11 +244,12 @@ def _calibration(subject: Subject) -> Iterator[Check]:
 
 def _hub_dataset(name: str, dataset: str) -> Check:
     """A Hub dataset, looked up where ``datasets`` will fetch it."""
-    from huggingface_hub import HfApi, constants
+    from huggingface_hub import HfApi
     from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 
-    if constants.HF_HUB_OFFLINE:
+    if is_offline():
         return Check(name, NOT_CHECKED, "a Hub dataset, and HF_HUB_OFFLINE is set (offline: cannot resolve it)")
+    install()
     api = HfApi()
     try:
         info = api.dataset_info(dataset, timeout=HUB_TIMEOUT_S)
@@ -451,6 +453,7 @@ def hub_validate_yaml(endpoint: str, content: str) -> list[str]:
     from huggingface_hub import get_session
     from huggingface_hub.utils import build_hf_headers  # type: ignore[attr-defined]
 
+    install()
     response = get_session().post(
         f"{endpoint}/api/validate-yaml",
         json={"content": content, "repoType": "model"},
@@ -499,6 +502,9 @@ def _card(subject: Subject) -> Iterator[Check]:
     if problems:
         yield Check("card front matter", FAILED, "; ".join(problems) + "; fix [card]")
     endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+    if is_offline():
+        yield Check("card metadata (Hub)", NOT_CHECKED, "HF_HUB_OFFLINE is set (offline: the Hub cannot check it)")
+        return
     try:
         errors = hub_validate_yaml(endpoint, content)
     except Exception as exc:
