@@ -462,8 +462,8 @@ def test_the_previous_card_comes_from_this_endpoint_not_the_shared_cache(tmp_pat
 
     assert Path(constants.HF_HUB_CACHE).is_relative_to(os.environ["HF_HOME"])  # never the user's cache
     repo = "example-org/Kimi-Tiny-NVFP4"
-    with HubServer(tmp_path / "elsewhere", tokens={"hf_elsewhere_token": "someone"}) as elsewhere:
-        api = HfApi(endpoint=elsewhere.endpoint, token="hf_elsewhere_token")
+    with HubServer(tmp_path / "elsewhere") as elsewhere:
+        api = HfApi(endpoint=elsewhere.endpoint, token=elsewhere.token)
         api.create_repo(repo)
         api.upload_file(path_or_fileobj=b"the card of another server", path_in_repo="README.md", repo_id=repo)
         api.hf_hub_download(repo, "README.md")  # the shared cache now holds it, known by the repo's name
@@ -477,11 +477,11 @@ def test_the_previous_card_comes_from_this_endpoint_not_the_shared_cache(tmp_pat
     monkeypatch.setenv("HUBKIT_HUB_TIMEOUT", "2")
     assert release._remote_card() == ""  # this endpoint has no card to compare with
 
-    with HubServer(tmp_path / "here", tokens={"hf_here_token": "someone"}) as here:
-        api = HfApi(endpoint=here.endpoint, token="hf_here_token")
+    with HubServer(tmp_path / "here") as here:
+        api = HfApi(endpoint=here.endpoint, token=here.token)
         api.create_repo(repo)
         api.upload_file(path_or_fileobj=b"the card here", path_in_repo="README.md", repo_id=repo)
         monkeypatch.setenv("HF_ENDPOINT", here.endpoint)
-        monkeypatch.setenv("HF_TOKEN", "hf_here_token")
+        monkeypatch.setenv("HF_TOKEN", here.token)
         assert release._remote_card() == "the card here"
     assert sorted(cache.rglob("*")) == cached  # nothing written to the shared cache
