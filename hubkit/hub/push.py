@@ -22,6 +22,7 @@ import threading
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from hubkit.errors import HubkitError
@@ -54,9 +55,11 @@ __all__ = [
     "PushOptions",
     "PushRefused",
     "PushResult",
+    "Snapshot",
     "check_token",
     "content_of",
     "describe",
+    "first_change",
     "first_difference",
     "hub_api",
     "push",
@@ -191,6 +194,47 @@ def push(options: PushOptions, validated: Mapping[str, str] | None = None) -> Pu
     return _Push(options).run(paths, limit, validated)
 
 
+def first_change(
+    folder: Path,
+    hashed: Mapping[str, LocalFile],
+    include: tuple[str, ...],
+    exclude: tuple[str, ...],
+    hasher: Hasher,
+    clock_ns: int | None,
+) -> str | None:
+    """The first file that is not, now, the bytes in ``hashed`` (stat key unchanged, else hashed again), or that
+    is new to the selection; None when the tree is exactly as hashed."""
+    for path, item in sorted(hashed.items()):
+        now = current_state(folder, item, hasher, clock_ns)
+        if now is None or now.sha256 != item.sha256:
+            return path
+    return next((p for p in select_files(folder, include, exclude) if p not in hashed), None)
+
+
+class Snapshot:
+    """The files a push of ``folder`` would upload, hashed through the push's own cache (so a push after it hashes
+    nothing again), and proof that they did not change since. ``write=False`` writes nothing (dry runs)."""
+
+    def __init__(
+        self, folder: Path, include: tuple[str, ...], exclude: tuple[str, ...], *, write: bool, progress: bool
+    ) -> None:
+        self.folder, self.include, self.exclude = folder, include, exclude
+        self.hasher = Hasher(folder, workers=4)
+        cache = HashCache(folder)
+        self.clock_ns = filesystem_clock(folder) if write else None
+        paths = select_files(folder, include, exclude)
+        self.files = hash_files(folder, paths, self.hasher, cache, self.clock_ns, progress)
+        if write:
+            cache.save()
+
+    @property
+    def content(self) -> dict[str, str]:
+        return content_of(self.files)
+
+    def first_change(self) -> str | None:
+        return first_change(self.folder, self.files, self.include, self.exclude, self.hasher, self.clock_ns)
+
+
 def _validate_before_push(options: PushOptions) -> None:
     from hubkit.validate.engine import Severity
     from hubkit.validate.options import ValidateOptions
@@ -266,8 +310,7 @@ class _Push:
             changed = first_difference(validated, content_of(self.hashed))
             if changed is not None:
                 raise NotValidated(
-                    f"{changed} differs from what the last passed validation read; validate the folder again, "
-                    "then push"
+                    f"{changed} differs from what the last passed validation read; validate the folder again, then push"
                 )
             self.validated = True
         elif options.validate:
@@ -494,13 +537,8 @@ class _Push:
             batch[index] = self.hashed[item.path] = now
 
     def _first_change(self) -> str | None:
-        """The first file that is not, now, the bytes hashed before the validation (or appeared since)."""
-        for path, item in sorted(self.hashed.items()):
-            now = current_state(self.folder, item, self.hasher, self.clock_ns)
-            if now is None or now.sha256 != item.sha256:
-                return path
-        now_paths = select_files(self.folder, self.options.include, self.options.exclude)
-        return next((p for p in now_paths if p not in self.hashed), None)
+        options = self.options
+        return first_change(self.folder, self.hashed, options.include, options.exclude, self.hasher, self.clock_ns)
 
     # ------------------------------------------------------------------------------------------ verify
 

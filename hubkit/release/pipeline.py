@@ -1,8 +1,11 @@
 """``hubkit release``: quantize -> card -> validate -> push -> tag -> smoke, from one manifest, resumable.
 
 Each stage records its inputs' fingerprint, outputs and timing in ``OUT/.hubkit/state.json``. A rerun skips a
-stage whose fingerprint is unchanged; a changed input reruns that stage and everything after it. Nothing is
-pushed after a failed validation. Before the first stage the preflight checks what the stages that will run
+stage whose fingerprint is unchanged; a changed input reruns that stage and everything after it. The validate
+and push stages' fingerprints include the content (each file's sha256) of what push would upload. Validation
+cannot be bypassed: a passed validation records the content it read (``OUT/.hubkit/validated.json``), and the push
+stage uploads only that content; when the export differs from it (an edit after validation, ``--skip validate``,
+``--from push``), the push stage validates the export first and pushes nothing if that fails. Before the first stage the preflight checks what the stages that will run
 need (``hubkit.release.preflight``), all at once. A stage that fails, also by an error or a signal, is recorded
 in the result and in ``state.json`` before the error goes on, so the outcome is always reported.
 
@@ -43,6 +46,8 @@ if TYPE_CHECKING:
     from hubkit.manifest import Manifest
 
 STATE = ".hubkit/state.json"
+VALIDATED = ".hubkit/validated.json"
+VALIDATED_LIMIT = 64 * 1024 * 1024
 LOCAL_ENDPOINT = "local"
 LOCAL_STORE = ".hubkit/local-hub"
 #: What a local Hub store that hubkit made holds (stores made before hubkit recorded them hold only these).
@@ -443,7 +448,44 @@ class Release:
     # ------------------------------------------------------------------------------------- validate
 
     def _fingerprint_validate(self) -> str:
-        return _fingerprint(folder_fingerprint(self.out), self.manifest.validate_.model_dump())
+        return _fingerprint(folder_fingerprint(self.out), self._content(), self.manifest.validate_.model_dump())
+
+    def _snapshot(self, progress: bool) -> Any:
+        """The files push would upload from OUT, hashed (see ``hubkit.hub.push.Snapshot``)."""
+        from hubkit.hub.push import Snapshot
+
+        table = self.manifest.push
+        write = not self.options.dry_run
+        return Snapshot(self.out, tuple(table.include), tuple(table.exclude), write=write, progress=progress)
+
+    def _content(self) -> dict[str, str] | None:
+        """The content fingerprint of what push would upload from OUT now; None where OUT cannot be published as
+        it is (the push stage then says why)."""
+        if not self.out.is_dir():
+            return {}
+        try:
+            content: dict[str, str] = self._snapshot(progress=False).content
+        except HubkitError:
+            return None
+        return content
+
+    def _validation_rules(self) -> str:
+        return _fingerprint(self.manifest.validate_.model_dump())
+
+    def _validated_content(self) -> dict[str, str] | None:
+        """The content the last passed validation read, under the manifest's current [validate] rules, else None."""
+        from hubkit.reads import read_regular_text
+
+        try:
+            record = json.loads(read_regular_text(self.out / VALIDATED, limit=VALIDATED_LIMIT, what="record"))
+        except (HubkitError, ValueError):
+            return None
+        if not isinstance(record, dict) or record.get("passed") is not True:
+            return None
+        files = record.get("files")
+        if record.get("rules") != self._validation_rules() or not isinstance(files, dict):
+            return None
+        return {str(path): str(sha256) for path, sha256 in files.items()}
 
     def _reference(self) -> str | None:
         """``[validate] reference``: a path relative to the manifest's folder, or a Hub repo (``hf://``)."""
@@ -456,12 +498,17 @@ class Release:
         return StageResult("validate", "would run", detail=f"validate {self.out}")
 
     def _run_validate(self) -> StageResult:
+        from hubkit.records import write_json, write_text
         from hubkit.validate.engine import Severity
         from hubkit.validate.options import ValidateOptions
         from hubkit.validate.render import render_json
         from hubkit.validate.runner import validate
 
         table = self.manifest.validate_
+        try:
+            snapshot = self._snapshot(progress=self.options.progress)
+        except HubkitError:
+            snapshot = None  # OUT cannot be published as it is: validated, but nothing is recorded as pushable
         report = validate(
             str(self.out),
             ValidateOptions(
@@ -475,8 +522,11 @@ class Release:
                 progress=self.options.progress,
             ),
         )
-        (self.out / ".hubkit").mkdir(exist_ok=True)
-        (self.out / ".hubkit" / "validation.json").write_text(render_json(report) + "\n")
+        changed = snapshot.first_change() if snapshot is not None else None
+        write_text(self.out / ".hubkit" / "validation.json", render_json(report) + "\n")
+        passed = report.passed and snapshot is not None and changed is None
+        content = snapshot.content if passed else {}
+        write_json(self.out / VALIDATED, {"passed": passed, "rules": self._validation_rules(), "files": content})
         summary = f"{report.count(Severity.ERROR)} errors, {report.count(Severity.WARNING)} warnings"
         if table.ignore:
             summary += f"; waived: {', '.join(table.ignore)}"
@@ -485,7 +535,13 @@ class Release:
             return StageResult(
                 "validate", "failed", detail=f"{summary}; first {first.code} {first.file or ''}: {first.message}"
             )
-        return StageResult("validate", "ran", detail=summary, outputs={"passed": True})
+        if changed is not None:
+            return StageResult(
+                "validate", "failed", detail=f"{changed} changed while it was validated; rerun once it is written"
+            )
+        return StageResult(
+            "validate", "ran", detail=summary, outputs={"passed": True, "content": _fingerprint(content)}
+        )
 
     # ------------------------------------------------------------------------------------- push
 
@@ -500,7 +556,8 @@ class Release:
         )  # fmt: skip
 
     def _fingerprint_push(self) -> str:
-        return _fingerprint(folder_fingerprint(self.out), self.manifest.release.model_dump(), self.manifest.push.model_dump(),
+        return _fingerprint(folder_fingerprint(self.out), self._content(), self.manifest.release.model_dump(),
+                            self.manifest.push.model_dump(),
                             self.manifest.release.endpoint or os.environ.get("HF_ENDPOINT"))  # fmt: skip
 
     def _plan_push(self) -> StageResult:
@@ -515,12 +572,13 @@ class Release:
     def _run_push(self) -> StageResult:
         from hubkit.hub.push import push, remote_files
 
-        if not self._recorded("validate").get("outputs", {}).get("passed"):
-            return StageResult(
-                "push", "failed", detail="nothing is pushed without a passed validation; run the validate stage"
-            )
+        validated, first = self._validated_first()
+        if first is not None and first.status == "failed":
+            return first
+        if validated is None:  # never reached: a passed validation records its content
+            return StageResult("push", "failed", detail="nothing is pushed without a passed validation")
         previous = self._remote_card()
-        result = push(self._push_options(dry_run=False))
+        result = push(self._push_options(dry_run=False), validated=validated)
         if not result.passed:
             return StageResult("push", "failed", detail="; ".join(result.mismatches[:3]))
         current = (self.out / "README.md").read_text() if (self.out / "README.md").is_file() else ""
@@ -531,11 +589,32 @@ class Release:
 
         commit = hub_api().model_info(self.manifest.release.repo, revision=self.manifest.release.revision).sha
         files = remote_files(hub_api(), self.manifest.release.repo, self.manifest.release.revision) or {}
-        return StageResult("push", "ran", detail=f"{len(result.new) + len(result.changed)} files uploaded",
+        before = f"{first.detail}; " if first is not None else ""
+        return StageResult("push", "ran", detail=f"{before}{len(result.new) + len(result.changed)} files uploaded",
                            outputs={"commit": commit, "files": len(files), "bytes": result.bytes_to_upload,
                                     "pull_request": result.pull_request, "merged": result.merged})  # fmt: skip
 
-    def _remote_card(self) -> str:
+    def _validated_first(self) -> tuple[dict[str, str] | None, StageResult | None]:
+        """The content the push may upload: the last passed validation's, if the export is still exactly that;
+        else the export is validated now (the validate stage, recorded as such), and its outcome comes back too."""
+        from hubkit.hub.push import first_difference
+
+        validated, current = self._validated_content(), self._content()
+        if validated is not None and current is not None and first_difference(validated, current) is None:
+            return validated, None
+        if validated is None:
+            why = "no passed validation of this export under the current [validate] rules"
+        elif current is None:
+            why = "the export cannot be published as it is"
+        else:
+            why = f"the export changed since its last passed validation ({first_difference(validated, current)})"
+        outcome: StageResult = self._run_validate()
+        if outcome.status == "failed":
+            return None, StageResult("push", "failed", detail=f"{why}; validated it first: {outcome.detail}; "
+                                     "nothing was pushed")  # fmt: skip
+        self._record("validate", self._fingerprint_validate(), outcome.outputs, 0.0)
+        return self._validated_content(), StageResult("push", "ran", detail=f"{why}: validated it first, passed")
+
         from hubkit.hub.push import hub_api
 
         with contextlib.suppress(Exception):  # no previous release (or no card) is fine
