@@ -615,6 +615,7 @@ class Release:
         self._record("validate", self._fingerprint_validate(), outcome.outputs, 0.0)
         return self._validated_content(), StageResult("push", "ran", detail=f"{why}: validated it first, passed")
 
+    def _remote_card(self) -> str:
         from hubkit.hub.push import hub_api
 
         with contextlib.suppress(Exception):  # no previous release (or no card) is fine
