@@ -72,7 +72,9 @@ def stages(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
     [("--skip", "validate"), ("--from", "push"), ("--from", "push", "--until", "push"), ()],
     ids=["skip-validate", "from-push", "push-only", "whole"],
 )
-def test_release_never_pushes_a_broken_export(hubkit, released_example: Path, tmp_path: Path, args) -> None:
+def test_release_never_pushes_a_broken_export(
+    hubkit, released_example: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args
+) -> None:
     folder = copy_of(released_example, tmp_path)
     pushed = released_config(folder)
     break_config(folder / EXPORT)
@@ -85,8 +87,21 @@ def test_release_never_pushes_a_broken_export(hubkit, released_example: Path, tm
     if failed["name"] == "push":
         assert "config.json" in failed["detail"] and "nothing was pushed" in failed["detail"]
     assert released_config(folder) == pushed  # the Hub never received the broken config
-    text = hubkit("release", folder / "hubkit.toml", *args)
+    summary = tmp_path / "summary.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    text = hubkit("release", folder / "hubkit.toml", *args, "--format", "github")
     assert text.code == 1 and "PASSED" not in text.out and "FAILED" in text.out
+    assert "PASSED" not in summary.read_text() and "FAILED" in summary.read_text()
+    assert released_config(folder) == pushed
+
+
+@pytest.mark.slow
+def test_dry_run_says_the_push_would_validate_first(hubkit, released_example: Path, tmp_path: Path) -> None:
+    folder = copy_of(released_example, tmp_path)
+    break_config(folder / EXPORT)
+    result = hubkit("release", folder / "hubkit.toml", "--dry-run", "--skip", "validate", "--format", "json")
+    push = stages(result.json())["push"]
+    assert push["status"] == "would run" and "validates first" in push["detail"] and "config.json" in push["detail"]
 
 
 @pytest.mark.slow

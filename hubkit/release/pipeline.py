@@ -566,7 +566,9 @@ class Release:
         if not self.out.is_dir():
             return StageResult("push", "would run", detail="after quantize")
         plan = push(self._push_options(dry_run=True))
-        return StageResult("push", "would run", detail=f"{len(plan.new)} new, {len(plan.changed)} changed, {plan.bytes_to_upload:,} bytes",
+        why = self._unvalidated()
+        first = f"validates first ({why}); " if why else ""
+        return StageResult("push", "would run", detail=f"{first}{len(plan.new)} new, {len(plan.changed)} changed, {plan.bytes_to_upload:,} bytes",
                            outputs={"new": plan.new, "changed": plan.changed})  # fmt: skip
 
     def _run_push(self) -> StageResult:
@@ -594,20 +596,24 @@ class Release:
                            outputs={"commit": commit, "files": len(files), "bytes": result.bytes_to_upload,
                                     "pull_request": result.pull_request, "merged": result.merged})  # fmt: skip
 
-    def _validated_first(self) -> tuple[dict[str, str] | None, StageResult | None]:
-        """The content the push may upload: the last passed validation's, if the export is still exactly that;
-        else the export is validated now (the validate stage, recorded as such), and its outcome comes back too."""
+    def _unvalidated(self) -> str | None:
+        """Why the export, as it is now, is not the content of a passed validation; None when it is."""
         from hubkit.hub.push import first_difference
 
         validated, current = self._validated_content(), self._content()
-        if validated is not None and current is not None and first_difference(validated, current) is None:
-            return validated, None
         if validated is None:
-            why = "no passed validation of this export under the current [validate] rules"
-        elif current is None:
-            why = "the export cannot be published as it is"
-        else:
-            why = f"the export changed since its last passed validation ({first_difference(validated, current)})"
+            return "no passed validation of this export under the current [validate] rules"
+        if current is None:
+            return "the export cannot be published as it is"
+        changed = first_difference(validated, current)
+        return None if changed is None else f"the export changed since its last passed validation ({changed})"
+
+    def _validated_first(self) -> tuple[dict[str, str] | None, StageResult | None]:
+        """The content the push may upload: the last passed validation's, if the export is still exactly that;
+        else the export is validated now (the validate stage, recorded as such), and its outcome comes back too."""
+        why = self._unvalidated()
+        if why is None:
+            return self._validated_content(), None
         outcome: StageResult = self._run_validate()
         if outcome.status == "failed":
             return None, StageResult("push", "failed", detail=f"{why}; validated it first: {outcome.detail}; "
