@@ -129,6 +129,12 @@ def test_an_unchanged_export_is_pushed_without_validating_again(hubkit, released
     assert result.code == 0, result.err
     push = stages(result.json())["push"]
     assert push["status"] == "ran" and "validated it first" not in push["detail"]
+    export = folder / EXPORT
+    record = json.loads((export / ".hubkit" / "validated.json").read_text())
+    on_disk = {
+        p.relative_to(export).as_posix(): p for p in export.rglob("*") if p.is_file() and ".hubkit" not in p.parts
+    }
+    assert record["files"] == {name: hashlib.sha256(p.read_bytes()).hexdigest() for name, p in sorted(on_disk.items())}
 
 
 @pytest.mark.slow
