@@ -2,12 +2,16 @@
 
 Each stage records its inputs' fingerprint, outputs and timing in ``OUT/.hubkit/state.json``. A rerun skips a
 stage whose fingerprint is unchanged; a changed input reruns that stage and everything after it. The validate
-and push stages' fingerprints include the content (each file's sha256) of what push would upload. Validation
-cannot be bypassed: a passed validation records the content it read (``OUT/.hubkit/validated.json``), and the push
-stage uploads only that content; when the export differs from it (an edit after validation, ``--skip validate``,
-``--from push``), the push stage validates the export first and pushes nothing if that fails. Before the first stage the preflight checks what the stages that will run
-need (``hubkit.release.preflight``), all at once. A stage that fails, also by an error or a signal, is recorded
-in the result and in ``state.json`` before the error goes on, so the outcome is always reported.
+and push stages' fingerprints include the content (each file's sha256) of what push would upload.
+
+Validation cannot be bypassed: a passed validation records the content it read (``OUT/.hubkit/validated.json``),
+and the push stage uploads only that content. When the export differs from it (an edit after the validation,
+``--skip validate``, ``--from push``, other ``[validate]`` rules), the push stage validates the export first and
+pushes nothing if that fails.
+
+Before the first stage the preflight checks what the stages that will run need (``hubkit.release.preflight``),
+all at once. A stage that fails, also by an error or a signal, is recorded in the result and in ``state.json``
+before the error goes on, so the outcome is always reported.
 
 A run holds the lock of OUT from start to end, and replaces OUT (or the local Hub store) only when hubkit's
 record says hubkit made it (see ``hubkit.release.workspace``); anything else is refused before any work.
@@ -43,6 +47,7 @@ from hubkit.release.workspace import (
 )
 
 if TYPE_CHECKING:
+    from hubkit.hub.push import Snapshot
     from hubkit.manifest import Manifest
 
 STATE = ".hubkit/state.json"
@@ -450,7 +455,7 @@ class Release:
     def _fingerprint_validate(self) -> str:
         return _fingerprint(folder_fingerprint(self.out), self._content(), self.manifest.validate_.model_dump())
 
-    def _snapshot(self, progress: bool) -> Any:
+    def _snapshot(self, progress: bool) -> Snapshot:
         """The files push would upload from OUT, hashed (see ``hubkit.hub.push.Snapshot``)."""
         from hubkit.hub.push import Snapshot
 
@@ -464,10 +469,9 @@ class Release:
         if not self.out.is_dir():
             return {}
         try:
-            content: dict[str, str] = self._snapshot(progress=False).content
+            return self._snapshot(progress=False).content
         except HubkitError:
             return None
-        return content
 
     def _validation_rules(self) -> str:
         return _fingerprint(self.manifest.validate_.model_dump())
@@ -524,8 +528,8 @@ class Release:
         )
         changed = snapshot.first_change() if snapshot is not None else None
         write_text(self.out / ".hubkit" / "validation.json", render_json(report) + "\n")
-        passed = report.passed and snapshot is not None and changed is None
-        content = snapshot.content if passed else {}
+        content = snapshot.content if report.passed and snapshot is not None and changed is None else {}
+        passed = bool(content)
         write_json(self.out / VALIDATED, {"passed": passed, "rules": self._validation_rules(), "files": content})
         summary = f"{report.count(Severity.ERROR)} errors, {report.count(Severity.WARNING)} warnings"
         if table.ignore:
@@ -574,10 +578,16 @@ class Release:
     def _run_push(self) -> StageResult:
         from hubkit.hub.push import push, remote_files
 
-        validated, first = self._validated_first()
-        if first is not None and first.status == "failed":
-            return first
-        if validated is None:  # never reached: a passed validation records its content
+        why = self._unvalidated()
+        if why is not None:  # validate the export as it is now; push only what that validation read
+            checked = self._run_validate()
+            if checked.status == "failed":
+                return StageResult("push", "failed", detail=f"{why}; validated it first: {checked.detail}; "
+                                   "nothing was pushed")  # fmt: skip
+            self._record("validate", self._fingerprint_validate(), checked.outputs, checked.seconds)
+        validated = self._validated_content()
+        if validated is None:  # validation passed, but the export cannot be hashed as push would upload it
+            self._snapshot(progress=False)  # says why, as push would
             return StageResult("push", "failed", detail="nothing is pushed without a passed validation")
         previous = self._remote_card()
         result = push(self._push_options(dry_run=False), validated=validated)
@@ -591,7 +601,7 @@ class Release:
 
         commit = hub_api().model_info(self.manifest.release.repo, revision=self.manifest.release.revision).sha
         files = remote_files(hub_api(), self.manifest.release.repo, self.manifest.release.revision) or {}
-        before = f"{first.detail}; " if first is not None else ""
+        before = f"{why}: validated it first, passed; " if why is not None else ""
         return StageResult("push", "ran", detail=f"{before}{len(result.new) + len(result.changed)} files uploaded",
                            outputs={"commit": commit, "files": len(files), "bytes": result.bytes_to_upload,
                                     "pull_request": result.pull_request, "merged": result.merged})  # fmt: skip
@@ -607,19 +617,6 @@ class Release:
             return "the export cannot be published as it is"
         changed = first_difference(validated, current)
         return None if changed is None else f"the export changed since its last passed validation ({changed})"
-
-    def _validated_first(self) -> tuple[dict[str, str] | None, StageResult | None]:
-        """The content the push may upload: the last passed validation's, if the export is still exactly that;
-        else the export is validated now (the validate stage, recorded as such), and its outcome comes back too."""
-        why = self._unvalidated()
-        if why is None:
-            return self._validated_content(), None
-        outcome: StageResult = self._run_validate()
-        if outcome.status == "failed":
-            return None, StageResult("push", "failed", detail=f"{why}; validated it first: {outcome.detail}; "
-                                     "nothing was pushed")  # fmt: skip
-        self._record("validate", self._fingerprint_validate(), outcome.outputs, 0.0)
-        return self._validated_content(), StageResult("push", "ran", detail=f"{why}: validated it first, passed")
 
     def _remote_card(self) -> str:
         from hubkit.hub.push import hub_api
