@@ -231,6 +231,29 @@ def test_a_file_changed_after_validation_before_its_upload_is_not_pushed(
         HfApi(endpoint=hub.endpoint, token=TOKEN).hf_hub_download("org/late", "config.json")
 
 
+def test_a_file_changed_just_before_its_commit_is_not_pushed(
+    hubkit, hub: HubServer, tiny: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The edit lands after the last look at the file's stat key: the bytes sent are still the validated ones."""
+    import hubkit.hub.push as push_module
+
+    real = push_module._Push._refresh
+
+    def refresh_then_edit(self: Any, batch: list[Any]) -> None:
+        real(self, batch)
+        if any(item.path == "config.json" for item in batch):
+            break_config(tiny)
+
+    monkeypatch.setattr(push_module._Push, "_refresh", refresh_then_edit)
+    result = hubkit("push", tiny, "--repo", "org/last-moment", "--batch", "1")
+    assert result.code == 2, result.err
+    assert "config.json changed after it was validated" in result.err
+    from huggingface_hub import HfApi
+
+    files = {f.path for f in HfApi(endpoint=hub.endpoint, token=TOKEN).list_repo_tree("org/last-moment")}
+    assert "config.json" not in files
+
+
 def test_api_push_validates_what_it_uploads(hub: HubServer, tiny: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from hubkit.api import HubkitError, PushOptions, push
 

@@ -16,6 +16,8 @@ exit 2). ``release`` hands over the content a passed validation recorded instead
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import io
 import re
 import sys
 import threading
@@ -49,6 +51,7 @@ from hubkit.hub.remote import (
     same,
     token_user,
 )
+from hubkit.reads import read_regular
 
 __all__ = [
     "NotValidated",
@@ -252,6 +255,12 @@ def _validate_before_push(options: PushOptions) -> None:
             f"validation failed ({len(errors)} findings, first {first.code} {first.file or ''}: {first.message}); "
             "run 'hubkit validate' for all, or push with --no-validate"
         )
+
+
+def _changed_after_validation(path: str) -> NotValidated:
+    return NotValidated(
+        f"{path} changed after it was validated and was not uploaded; rerun the push (it validates again)"
+    )
 
 
 def check_token(api: Any, options: PushOptions) -> str:
@@ -488,6 +497,10 @@ class _Push:
         operations: list[Any] = []
         files: list[AbortableFile] = []
         for item in batch:
+            if self.validated and item.size < SMALL_FILE:
+                data = self._validated_bytes(item)  # a buffer, like AbortableFile, keeps the client off Xet
+                operations.append(CommitOperationAdd(item.path, data if self.xet else io.BytesIO(data)))
+                continue
             operation = CommitOperationAdd(path_in_repo=item.path, path_or_fileobj=str(self.folder / item.path))
             operation.upload_info.sha256 = bytes.fromhex(item.sha256)  # hashed once: reused
             if not self.xet:
@@ -498,6 +511,14 @@ class _Push:
                 operation.path_or_fileobj = handle
             operations.append(operation)
         return operations, files
+
+    def _validated_bytes(self, item: LocalFile) -> bytes:
+        """A small file's bytes, uploaded from memory once proved to be the validated ones: no later write reaches
+        the Hub (large files go by LFS or Xet, whose uploads the Hub checks against the validated sha256)."""
+        data = read_regular(self.folder / item.path, limit=SMALL_FILE, what="the file")
+        if hashlib.sha256(data).hexdigest() != item.sha256:
+            raise _changed_after_validation(item.path)
+        return data
 
     def _interruptible(self, call: Any) -> Any:
         """Run a commit so that an interrupt (SIGINT, or SIGTERM mapped to it) stops its LFS uploads at their next
@@ -530,10 +551,7 @@ class _Push:
             if now is None:
                 raise PushRefused(f"{item.path} was removed during the push; rerun the push")
             if self.validated and now.sha256 != item.sha256:
-                raise NotValidated(
-                    f"{item.path} changed after it was validated and was not uploaded; rerun the push "
-                    "(it validates the folder again)"
-                )
+                raise _changed_after_validation(item.path)
             batch[index] = self.hashed[item.path] = now
 
     def _first_change(self) -> str | None:
