@@ -178,6 +178,7 @@ def test_push_no_validate_says_not_validated_everywhere(
     assert data["validated"] is False and "NOT VALIDATED" in data["outcome"] and data["verified"] is True
     github = hubkit("push", tiny, "--repo", "org/unchecked", "--no-validate", "--format", "github")
     assert github.code == 0 and "NOT VALIDATED" in summary.read_text()
+    assert "::warning title=hubkit push::NOT VALIDATED" in github.out
 
 
 def test_a_validated_push_says_so(hubkit, hub: HubServer, tiny: Path, tmp_path: Path, monkeypatch) -> None:
