@@ -48,6 +48,8 @@ def push_command(obj: dict[str, object], /, folder: Path, output_format: str, **
             if output_format == "github" and line.strip().startswith(("error:", "warning:")):
                 kind, _, message = line.strip().partition(": ")
                 click.echo(f"::{kind} title=hubkit push::{message}")
+            elif output_format == "github" and line.startswith("NOT VALIDATED"):
+                click.echo(f"::warning title=hubkit push::{line}")
             else:
                 click.echo(line)
     if output_format == "github":

@@ -5,17 +5,26 @@ Every file is hashed once per push (a cache keyed by each file's stat key makes 
 the remote are uploaded; weights go first and the card last, so a half-finished repo never shows a card that
 claims a complete release. VERIFIED means: every file of the folder, as it is when the push ends (stat key
 unchanged since it was hashed, else hashed again), is in the pushed commit with the same size and hash.
+
+Validation cannot be bypassed: a push uploads only the bytes a passed validation read. The files are hashed first,
+then validated, then proved unchanged (each file's hash as it is after the validation equals the one before); a
+file that changes later, before or during its upload, stops the push instead of being uploaded (``NotValidated``,
+exit 2). ``release`` hands over the content a passed validation recorded instead (``validated=``). Only
+``--no-validate`` skips this, and the result then says NOT VALIDATED.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import io
 import re
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from hubkit.errors import HubkitError, redact
@@ -43,8 +52,23 @@ from hubkit.hub.remote import (
     same,
     token_user,
 )
+from hubkit.reads import read_regular
 
-__all__ = ["PushOptions", "PushRefused", "PushResult", "check_token", "describe", "hub_api", "push", "remote_files"]
+__all__ = [
+    "NotValidated",
+    "PushOptions",
+    "PushRefused",
+    "PushResult",
+    "Snapshot",
+    "check_token",
+    "content_of",
+    "describe",
+    "first_change",
+    "first_difference",
+    "hub_api",
+    "push",
+    "remote_files",
+]
 
 CARD = "README.md"
 SMALL_FILE = 10 * 1024 * 1024
@@ -90,13 +114,42 @@ class PushResult:
     commit: str | None = None  # the commit the verification read (the revision's head after the uploads)
     commit_url: str | None = None
     xet_offered: bool | None = None  # the endpoint hands out Xet write tokens (else hubkit uploads by LFS)
+    validated: bool = False  # the files pushed are the bytes a passed validation read (False: --no-validate)
 
     @property
     def passed(self) -> bool:
         return not self.mismatches
 
+    @property
+    def outcome(self) -> str:
+        """One phrase: DRY RUN, VERIFIED, VERIFY FAILED or PUSHED, NOT VERIFIED; with ", NOT VALIDATED" after it
+        when validation did not run for these files."""
+        if self.dry_run:
+            text = "DRY RUN"
+        elif self.verified:
+            text = "VERIFIED"
+        elif self.verified is False:
+            text = "VERIFY FAILED"
+        else:
+            text = "PUSHED, NOT VERIFIED"
+        return text if self.validated else f"{text}, NOT VALIDATED"
+
     def as_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items()} | {"passed": self.passed}
+        return {k: v for k, v in self.__dict__.items()} | {"passed": self.passed, "outcome": self.outcome}
+
+
+class NotValidated(HubkitError):
+    """The files differ from the bytes a passed validation read: nothing more is uploaded (exit 2)."""
+
+
+def content_of(hashed: Mapping[str, LocalFile]) -> dict[str, str]:
+    """The content fingerprint of a tree: each file's path and sha256."""
+    return {path: item.sha256 for path, item in sorted(hashed.items())}
+
+
+def first_difference(expected: Mapping[str, str], actual: Mapping[str, str]) -> str | None:
+    """The first path whose content (or presence) differs between two content fingerprints, else None."""
+    return next((p for p in sorted({*expected, *actual}) if expected.get(p) != actual.get(p)), None)
 
 
 def check_repo_id(repo: str) -> None:
@@ -135,8 +188,10 @@ def plan_batches(files: list[LocalFile], limit: BatchLimit) -> list[list[LocalFi
     return batches
 
 
-def push(options: PushOptions) -> PushResult:
-    """Plan, upload in bounded commits, verify; see the module docstring."""
+def push(options: PushOptions, validated: Mapping[str, str] | None = None) -> PushResult:
+    """Plan, upload in bounded commits, verify; see the module docstring. ``validated``: the content fingerprint
+    (:func:`content_of`) a passed validation recorded; the files must still be exactly those, and are not
+    validated again."""
     check_repo_id(options.repo)
     if not options.folder.is_dir():
         raise HubkitError(f"{options.folder} is not a folder; pass the checkpoint folder to publish")
@@ -144,9 +199,48 @@ def push(options: PushOptions) -> PushResult:
     paths = select_files(options.folder, options.include, options.exclude)
     if not paths:
         raise HubkitError("no files to publish (check --include/--exclude)")
-    if options.validate:
-        _validate_before_push(options)
-    return _Push(options).run(paths, limit)
+    return _Push(options).run(paths, limit, validated)
+
+
+def first_change(
+    folder: Path,
+    hashed: Mapping[str, LocalFile],
+    include: tuple[str, ...],
+    exclude: tuple[str, ...],
+    hasher: Hasher,
+    clock_ns: int | None,
+) -> str | None:
+    """The first file that is not, now, the bytes in ``hashed`` (stat key unchanged, else hashed again), or that
+    is new to the selection; None when the tree is exactly as hashed."""
+    for path, item in sorted(hashed.items()):
+        now = current_state(folder, item, hasher, clock_ns)
+        if now is None or now.sha256 != item.sha256:
+            return path
+    return next((p for p in select_files(folder, include, exclude) if p not in hashed), None)
+
+
+class Snapshot:
+    """The files a push of ``folder`` would upload, hashed through the push's own cache (so a push after it hashes
+    nothing again), and proof that they did not change since. ``write=False`` writes nothing (dry runs)."""
+
+    def __init__(
+        self, folder: Path, include: tuple[str, ...], exclude: tuple[str, ...], *, write: bool, progress: bool
+    ) -> None:
+        self.folder, self.include, self.exclude = folder, include, exclude
+        self.hasher = Hasher(folder, workers=4)
+        cache = HashCache(folder)
+        self.clock_ns = filesystem_clock(folder) if write else None
+        paths = select_files(folder, include, exclude)
+        self.files = hash_files(folder, paths, self.hasher, cache, self.clock_ns, progress)
+        if write:
+            cache.save()
+
+    @property
+    def content(self) -> dict[str, str]:
+        return content_of(self.files)
+
+    def first_change(self) -> str | None:
+        return first_change(self.folder, self.files, self.include, self.exclude, self.hasher, self.clock_ns)
 
 
 def _validate_before_push(options: PushOptions) -> None:
@@ -166,6 +260,12 @@ def _validate_before_push(options: PushOptions) -> None:
             f"validation failed ({len(errors)} findings, first {first.code} {first.file or ''}: {first.message}); "
             "run 'hubkit validate' for all, or push with --no-validate"
         )
+
+
+def _changed_after_validation(path: str) -> NotValidated:
+    return NotValidated(
+        f"{path} changed after it was validated and was not uploaded; rerun the push (it validates again)"
+    )
 
 
 def check_token(api: Any, options: PushOptions) -> str:
@@ -203,25 +303,44 @@ class _Push:
         self.hashed: dict[str, LocalFile] = {}
         self.abort = threading.Event()
         self.xet: bool | None = None
+        self.validated = False  # self.hashed holds the bytes a passed validation read: they alone may be uploaded
 
     # ------------------------------------------------------------------------------------------ steps
 
-    def run(self, paths: list[str], limit: BatchLimit) -> PushResult:
+    def run(self, paths: list[str], limit: BatchLimit, validated: Mapping[str, str] | None) -> PushResult:
         with _client_progress_bars(self.options.progress and sys.stderr.isatty()):
-            return self._run(paths, limit)
+            return self._run(paths, limit, validated)
 
-    def _run(self, paths: list[str], limit: BatchLimit) -> PushResult:
+    def _run(self, paths: list[str], limit: BatchLimit, validated: Mapping[str, str] | None) -> PushResult:
         options, api = self.options, self.api
-        token_user(api, self.retry)
+        if validated is None and not options.validate:
+            token_user(api, self.retry)  # nothing to validate: a rejected token is said before the hashing
         if not options.dry_run:
             self.clock_ns = filesystem_clock(self.folder)
         self.hashed = hash_files(self.folder, paths, self.hasher, self.cache, self.clock_ns, options.progress)
         if not options.dry_run:
             self.cache.save()
+        if validated is not None:
+            changed = first_difference(validated, content_of(self.hashed))
+            if changed is not None:
+                raise NotValidated(
+                    f"{changed} differs from what the last passed validation read; validate the folder again, then push"
+                )
+            self.validated = True
+        elif options.validate:
+            _validate_before_push(options)
+            changed = self._first_change()
+            if changed is not None:
+                raise NotValidated(f"{changed} changed while it was validated; rerun the push once it is written")
+            self.validated = True
+        if validated is not None or options.validate:
+            token_user(api, self.retry)
         pr_num = self._open_pull_request() if (options.atomic or options.create_pr) and not options.dry_run else None
         target = f"refs/pr/{pr_num}" if pr_num else options.revision
         remote = self.retry.call("listing the remote files", lambda: remote_files(api, options.repo, target)) or {}
-        result = PushResult(options.repo, target, dry_run=options.dry_run, pull_request=pr_num)
+        result = PushResult(
+            options.repo, target, dry_run=options.dry_run, pull_request=pr_num, validated=self.validated
+        )
         pending = []
         for path in paths:
             local = self.hashed[path]
@@ -412,6 +531,10 @@ class _Push:
         files: list[AbortableFile] = []
         try:
             for item in batch:
+                if self.validated and item.size < SMALL_FILE:
+                    data = self._validated_bytes(item)  # a buffer, like AbortableFile, keeps the client off Xet
+                    operations.append(CommitOperationAdd(item.path, data if self.xet else io.BytesIO(data)))
+                    continue
                 operation = CommitOperationAdd(path_in_repo=item.path, path_or_fileobj=str(self.folder / item.path))
                 operation.upload_info.sha256 = bytes.fromhex(item.sha256)  # hashed once: reused
                 if not self.xet:
@@ -427,6 +550,14 @@ class _Push:
                 handle.close()
             raise
         return operations, files
+
+    def _validated_bytes(self, item: LocalFile) -> bytes:
+        """A small file's bytes, uploaded from memory once proved to be the validated ones: no later write reaches
+        the Hub (large files go by LFS or Xet, whose uploads the Hub checks against the validated sha256)."""
+        data = read_regular(self.folder / item.path, limit=SMALL_FILE, what="the file")
+        if hashlib.sha256(data).hexdigest() != item.sha256:
+            raise _changed_after_validation(item.path)
+        return data
 
     def _interruptible(self, call: Any) -> Any:
         """Run a commit so that an interrupt (SIGINT, or SIGTERM mapped to it) stops its LFS uploads at their next
@@ -453,11 +584,18 @@ class _Push:
         return changed
 
     def _refresh(self, batch: list[LocalFile]) -> None:
+        """Files that changed since they were hashed, as they are now; a validated push refuses other bytes."""
         for index, item in enumerate(batch):
             now = current_state(self.folder, item, self.hasher, self.clock_ns) if self._changed([item]) else item
             if now is None:
                 raise PushRefused(f"{item.path} was removed during the push; rerun the push")
+            if self.validated and now.sha256 != item.sha256:
+                raise _changed_after_validation(item.path)
             batch[index] = self.hashed[item.path] = now
+
+    def _first_change(self) -> str | None:
+        options = self.options
+        return first_change(self.folder, self.hashed, options.include, options.exclude, self.hasher, self.clock_ns)
 
     # ------------------------------------------------------------------------------------------ verify
 
@@ -522,6 +660,8 @@ def describe(result: PushResult) -> Iterator[str]:
         )
     elif result.verified is False:
         yield f"VERIFY FAILED: {len(result.mismatches)} files differ; rerun the push to upload what changed"
+    if not result.validated:
+        yield "NOT VALIDATED (--no-validate): run 'hubkit validate' on the folder before relying on these files"
 
 
 def step_summary(result: PushResult | None, failure: str | None = None) -> str:
@@ -536,6 +676,8 @@ def step_summary(result: PushResult | None, failure: str | None = None) -> str:
         outcome = "❌ VERIFY FAILED"
     else:
         outcome = "pushed, not verified (--no-verify)"
+    if not result.validated:
+        outcome += ", ⚠️ NOT VALIDATED (--no-validate)"
     rows = [
         ("Outcome", outcome),
         ("Repo", f"`{result.repo}` @ `{result.revision}`"),

@@ -1,10 +1,17 @@
 """``hubkit release``: quantize -> card -> validate -> push -> tag -> smoke, from one manifest, resumable.
 
 Each stage records its inputs' fingerprint, outputs and timing in ``OUT/.hubkit/state.json``. A rerun skips a
-stage whose fingerprint is unchanged; a changed input reruns that stage and everything after it. Nothing is
-pushed after a failed validation. Before the first stage the preflight checks what the stages that will run
-need (``hubkit.release.preflight``), all at once. A stage that fails, also by an error or a signal, is recorded
-in the result and in ``state.json`` before the error goes on, so the outcome is always reported.
+stage whose fingerprint is unchanged; a changed input reruns that stage and everything after it. The validate
+and push stages' fingerprints include the content (each file's sha256) of what push would upload.
+
+Validation cannot be bypassed: a passed validation records the content it read (``OUT/.hubkit/validated.json``),
+and the push stage uploads only that content. When the export differs from it (an edit after the validation,
+``--skip validate``, ``--from push``, other ``[validate]`` rules), the push stage validates the export first and
+pushes nothing if that fails.
+
+Before the first stage the preflight checks what the stages that will run need (``hubkit.release.preflight``),
+all at once. A stage that fails, also by an error or a signal, is recorded in the result and in ``state.json``
+before the error goes on, so the outcome is always reported.
 
 A run holds the lock of OUT from start to end, and replaces OUT (or the local Hub store) only when hubkit's
 record says hubkit made it (see ``hubkit.release.workspace``); anything else is refused before any work.
@@ -42,9 +49,11 @@ from hubkit.release.workspace import (
 )
 
 if TYPE_CHECKING:
+    from hubkit.hub.push import Snapshot
     from hubkit.manifest import Manifest
 
 STATE = ".hubkit/state.json"
+VALIDATED = ".hubkit/validated.json"
 LOCAL_ENDPOINT = "local"
 LOCAL_STORE = ".hubkit/local-hub"
 #: What a local Hub store that hubkit made holds (stores made before hubkit recorded them hold only these).
@@ -457,7 +466,38 @@ class Release:
     # ------------------------------------------------------------------------------------- validate
 
     def _fingerprint_validate(self) -> str:
-        return _fingerprint(folder_fingerprint(self.out), self.manifest.validate_.model_dump())
+        return _fingerprint(folder_fingerprint(self.out), self._content(), self.manifest.validate_.model_dump())
+
+    def _snapshot(self, progress: bool) -> Snapshot:
+        """The files push would upload from OUT, hashed (see ``hubkit.hub.push.Snapshot``)."""
+        from hubkit.hub.push import Snapshot
+
+        table = self.manifest.push
+        write = not self.options.dry_run
+        return Snapshot(self.out, tuple(table.include), tuple(table.exclude), write=write, progress=progress)
+
+    def _content(self) -> dict[str, str] | None:
+        """The content fingerprint of what push would upload from OUT now; None where OUT cannot be published as
+        it is (the push stage then says why)."""
+        if not self.out.is_dir():
+            return {}
+        try:
+            return self._snapshot(progress=False).content
+        except HubkitError:
+            return None
+
+    def _validation_rules(self) -> str:
+        return _fingerprint(self.manifest.validate_.model_dump())
+
+    def _validated_content(self) -> dict[str, str] | None:
+        """The content the last passed validation read, under the manifest's current [validate] rules, else None."""
+        record = load_record(self.out / VALIDATED)  # a link in its place is refused, never followed
+        if not isinstance(record, dict) or record.get("passed") is not True:
+            return None
+        files = record.get("files")
+        if record.get("rules") != self._validation_rules() or not isinstance(files, dict):
+            return None
+        return {str(path): str(sha256) for path, sha256 in files.items()}
 
     def _reference(self) -> str | None:
         """``[validate] reference``: a path relative to the manifest's folder, or a Hub repo (``hf://``)."""
@@ -470,12 +510,17 @@ class Release:
         return StageResult("validate", "would run", detail=f"validate {self.out}")
 
     def _run_validate(self) -> StageResult:
+        from hubkit.records import write_json, write_text
         from hubkit.validate.engine import Severity
         from hubkit.validate.options import ValidateOptions
         from hubkit.validate.render import render_json
         from hubkit.validate.runner import validate
 
         table = self.manifest.validate_
+        try:
+            snapshot = self._snapshot(progress=self.options.progress)
+        except HubkitError:
+            snapshot = None  # OUT cannot be published as it is: validated, but nothing is recorded as pushable
         report = validate(
             str(self.out),
             ValidateOptions(
@@ -489,7 +534,11 @@ class Release:
                 progress=self.options.progress,
             ),
         )
+        changed = snapshot.first_change() if snapshot is not None else None
         write_text(record_folder(self.out) / "validation.json", render_json(report) + "\n")
+        content = snapshot.content if report.passed and snapshot is not None and changed is None else {}
+        passed = bool(content)
+        write_json(self.out / VALIDATED, {"passed": passed, "rules": self._validation_rules(), "files": content})
         summary = f"{report.count(Severity.ERROR)} errors, {report.count(Severity.WARNING)} warnings"
         if table.ignore:
             summary += f"; waived: {', '.join(table.ignore)}"
@@ -498,7 +547,13 @@ class Release:
             return StageResult(
                 "validate", "failed", detail=f"{summary}; first {first.code} {first.file or ''}: {first.message}"
             )
-        return StageResult("validate", "ran", detail=summary, outputs={"passed": True})
+        if changed is not None:
+            return StageResult(
+                "validate", "failed", detail=f"{changed} changed while it was validated; rerun once it is written"
+            )
+        return StageResult(
+            "validate", "ran", detail=summary, outputs={"passed": True, "content": _fingerprint(content)}
+        )
 
     # ------------------------------------------------------------------------------------- push
 
@@ -513,7 +568,8 @@ class Release:
         )  # fmt: skip
 
     def _fingerprint_push(self) -> str:
-        return _fingerprint(folder_fingerprint(self.out), self.manifest.release.model_dump(), self.manifest.push.model_dump(),
+        return _fingerprint(folder_fingerprint(self.out), self._content(), self.manifest.release.model_dump(),
+                            self.manifest.push.model_dump(),
                             self.manifest.release.endpoint or os.environ.get("HF_ENDPOINT"))  # fmt: skip
 
     def _plan_push(self) -> StageResult:
@@ -522,18 +578,27 @@ class Release:
         if not self.out.is_dir():
             return StageResult("push", "would run", detail="after quantize")
         plan = push(self._push_options(dry_run=True))
-        return StageResult("push", "would run", detail=f"{len(plan.new)} new, {len(plan.changed)} changed, {plan.bytes_to_upload:,} bytes",
+        why = self._unvalidated()
+        first = f"validates first ({why}); " if why else ""
+        return StageResult("push", "would run", detail=f"{first}{len(plan.new)} new, {len(plan.changed)} changed, {plan.bytes_to_upload:,} bytes",
                            outputs={"new": plan.new, "changed": plan.changed})  # fmt: skip
 
     def _run_push(self) -> StageResult:
         from hubkit.hub.push import push, remote_files
 
-        if not self._recorded("validate").get("outputs", {}).get("passed"):
-            return StageResult(
-                "push", "failed", detail="nothing is pushed without a passed validation; run the validate stage"
-            )
+        why = self._unvalidated()
+        if why is not None:  # validate the export as it is now; push only what that validation read
+            checked = self._run_validate()
+            if checked.status == "failed":
+                return StageResult("push", "failed", detail=f"{why}; validated it first: {checked.detail}; "
+                                   "nothing was pushed")  # fmt: skip
+            self._record("validate", self._fingerprint_validate(), checked.outputs, checked.seconds)
+        validated = self._validated_content()
+        if validated is None:  # validation passed, but the export cannot be hashed as push would upload it
+            self._snapshot(progress=False)  # says why, as push would
+            return StageResult("push", "failed", detail="nothing is pushed without a passed validation")
         previous = self._remote_card()
-        result = push(self._push_options(dry_run=False))
+        result = push(self._push_options(dry_run=False), validated=validated)
         if not result.passed:
             return StageResult("push", "failed", detail="; ".join(result.mismatches[:3]))
         current = _card_text(self.out / "README.md") or ""
@@ -544,9 +609,22 @@ class Release:
 
         commit = hub_api().model_info(self.manifest.release.repo, revision=self.manifest.release.revision).sha
         files = remote_files(hub_api(), self.manifest.release.repo, self.manifest.release.revision) or {}
-        return StageResult("push", "ran", detail=f"{len(result.new) + len(result.changed)} files uploaded",
+        before = f"{why}: validated it first, passed; " if why is not None else ""
+        return StageResult("push", "ran", detail=f"{before}{len(result.new) + len(result.changed)} files uploaded",
                            outputs={"commit": commit, "files": len(files), "bytes": result.bytes_to_upload,
                                     "pull_request": result.pull_request, "merged": result.merged})  # fmt: skip
+
+    def _unvalidated(self) -> str | None:
+        """Why the export, as it is now, is not the content of a passed validation; None when it is."""
+        from hubkit.hub.push import first_difference
+
+        validated, current = self._validated_content(), self._content()
+        if validated is None:
+            return "no passed validation of this export under the current [validate] rules"
+        if current is None:
+            return "the export cannot be published as it is"
+        changed = first_difference(validated, current)
+        return None if changed is None else f"the export changed since its last passed validation ({changed})"
 
     def _remote_card(self) -> str:
         """The card of the previous release on this run's endpoint, read into memory (never from or into the
