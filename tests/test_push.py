@@ -593,3 +593,13 @@ def test_multipart_lfs_transfer(tmp_path: Path, tiny: Path, monkeypatch: pytest.
         assert any(p.startswith("/lfs-part/") for p in paths) and any(p.startswith("/lfs-complete/") for p in paths)
     finally:
         server.stop()
+
+
+def test_atomic_push_to_a_new_branch_that_starts_with_the_same_files_is_a_no_op(hub: HubServer, tiny: Path) -> None:
+    """The new branch starts from main, which holds the same bytes: nothing to commit, no pull request, no crash."""
+    from hubkit.hub.push import PushOptions, push
+
+    first = push(PushOptions(folder=tiny, repo="org/same", progress=False, validate=False, backoff_s=0))
+    assert first.verified
+    again = push(PushOptions(folder=tiny, repo="org/same", revision="v2", atomic=True, progress=False, validate=False))
+    assert again.verified and again.pull_request is None and not again.new and not again.changed

@@ -335,6 +335,8 @@ class _Push:
             self.validated = True
         if validated is not None or options.validate:
             token_user(api, self.retry)
+        if not options.dry_run:  # first, so that a new branch is planned against what it starts from
+            self._ensure_repo_and_branch()
         pr_num = self._open_pull_request() if (options.atomic or options.create_pr) and not options.dry_run else None
         target = f"refs/pr/{pr_num}" if pr_num else options.revision
         remote = self.retry.call("listing the remote files", lambda: remote_files(api, options.repo, target)) or {}
@@ -360,7 +362,6 @@ class _Push:
             result.commits = [{"files": [f.path for f in b], "bytes": sum(f.size for f in b)} for b in batches]
             result.bytes_hashed = self.hasher.bytes_hashed
             return result
-        self._ensure_repo_and_branch()
         if (options.atomic or options.create_pr) and pr_num is None and (batches or deletions):
             pr_num = self._start_pull_request(batches.pop(0) if batches else [], deletions, result)
             deletions = []
@@ -463,7 +464,7 @@ class _Push:
             create_pr=True,
             landed=lambda: self._open_pull_request() is not None,
         )
-        number = int(info.pr_num) if info is not None else self._open_pull_request()
+        number = int(info.pr_num) if info is not None and info.pr_num is not None else self._open_pull_request()
         if number is None:
             raise HubkitError("the pull request could not be opened; rerun the push")
         return number
