@@ -6,6 +6,7 @@ line (exit 2) before a byte is read, and a file that grows while it is read is c
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from pathlib import Path
@@ -19,45 +20,29 @@ _KINDS = {stat.S_IFDIR: "a folder", stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a dev
 
 def read_regular(path: Path, *, limit: int, what: str = "file", follow_links: bool = True) -> bytes:
     """The bytes of the regular file ``path``, at most ``limit`` of them; anything else is a HubkitError."""
-    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0) | (0 if follow_links else os.O_NOFOLLOW)
-    try:
-        handle = os.open(path, flags)
-    except OSError as exc:
-        reason = "is a symbolic link" if exc.errno == 40 else f"cannot be read ({exc.strerror or exc})"
-        raise HubkitError(f"{what} {path} {reason}; name a regular file") from exc
-    try:
-        info = os.fstat(handle)
-        if not stat.S_ISREG(info.st_mode):
-            kind = _KINDS.get(stat.S_IFMT(info.st_mode), "not a regular file")
-            raise HubkitError(f"{what} {path} is {kind}; name a regular file")
-        if info.st_size > limit:
-            raise HubkitError(f"{what} {path} is {info.st_size:,} bytes, over hubkit's limit of {limit:,}")
-        chunks = []
-        left = limit + 1
-        while left > 0:
-            chunk = os.read(handle, min(left, 4 * MiB))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            left -= len(chunk)
-    except OSError as exc:
-        raise HubkitError(f"{what} {path} cannot be read ({exc.strerror or exc})") from exc
-    finally:
-        os.close(handle)
-    data = b"".join(chunks)
+    with open_regular(path, what=what, follow_links=follow_links) as stream:
+        size = os.fstat(stream.fileno()).st_size
+        if size > limit:
+            raise HubkitError(f"{what} {path} is {size:,} bytes, over hubkit's limit of {limit:,}")
+        try:
+            data = stream.read(limit + 1)
+        except OSError as exc:
+            raise HubkitError(f"{what} {path} cannot be read ({exc.strerror or exc})") from exc
     if len(data) > limit:
         raise HubkitError(f"{what} {path} grew past hubkit's limit of {limit:,} bytes while it was read")
     return data
 
 
-def open_regular(path: Path, *, what: str = "file") -> BinaryIO:
+def open_regular(path: Path, *, what: str = "file", follow_links: bool = True) -> BinaryIO:
     """``path`` opened for a streamed read, once it is known to be a regular file (a FIFO is never waited on).
 
     For inputs too big to read whole (calibration text): the caller bounds what it keeps."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0) | (0 if follow_links else os.O_NOFOLLOW)
     try:
-        handle = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        handle = os.open(path, flags)
     except OSError as exc:
-        raise HubkitError(f"{what} {path} cannot be read ({exc.strerror or exc}); name a regular file") from exc
+        reason = "is a symbolic link" if exc.errno == errno.ELOOP else f"cannot be read ({exc.strerror or exc})"
+        raise HubkitError(f"{what} {path} {reason}; name a regular file") from exc
     try:
         info = os.fstat(handle)
         if not stat.S_ISREG(info.st_mode):
