@@ -15,7 +15,6 @@ import pytest
 from hubkit.hub.testserver import HubServer
 from tests.conftest import copy_of
 
-TOKEN = "hf_test_token"
 REPO = "example-org/Kimi-Tiny-NVFP4"  # the example manifest's repo
 EXPORT = "Kimi-Tiny-NVFP4"
 
@@ -25,7 +24,7 @@ def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[HubServer]:
     server = HubServer(tmp_path / "hub-store")
     server.start()
     monkeypatch.setenv("HF_ENDPOINT", server.endpoint)
-    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    monkeypatch.setenv("HF_TOKEN", server.token)
     yield server
     server.stop()
 
@@ -38,12 +37,10 @@ def remote_bytes(endpoint: str, token: str, repo: str, path: str) -> bytes:
 
 def released_config(folder: Path) -> bytes:
     """config.json as the release's local Hub holds it."""
-    from hubkit.release.pipeline import LOCAL_TOKEN
-
-    server = HubServer(folder / ".hubkit" / "local-hub", tokens={LOCAL_TOKEN: "release"})
+    server = HubServer(folder / ".hubkit" / "local-hub")
     server.start()
     try:
-        return remote_bytes(server.endpoint, LOCAL_TOKEN, REPO, "config.json")
+        return remote_bytes(server.endpoint, server.token, REPO, "config.json")
     finally:
         server.stop()
 
@@ -229,7 +226,7 @@ def test_a_file_changed_after_validation_before_its_upload_is_not_pushed(
     from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError
 
     with pytest.raises((EntryNotFoundError, RepositoryNotFoundError)):
-        HfApi(endpoint=hub.endpoint, token=TOKEN).hf_hub_download("org/late", "config.json")
+        HfApi(endpoint=hub.endpoint, token=hub.token).hf_hub_download("org/late", "config.json")
 
 
 def test_a_file_changed_just_before_its_commit_is_not_pushed(
@@ -251,7 +248,7 @@ def test_a_file_changed_just_before_its_commit_is_not_pushed(
     assert "config.json changed after it was validated" in result.err
     from huggingface_hub import HfApi
 
-    files = {f.path for f in HfApi(endpoint=hub.endpoint, token=TOKEN).list_repo_tree("org/last-moment")}
+    files = {f.path for f in HfApi(endpoint=hub.endpoint, token=hub.token).list_repo_tree("org/last-moment")}
     assert "config.json" not in files
 
 
