@@ -96,7 +96,7 @@ class PushResult:
         return not self.mismatches
 
     def as_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items()} | {"passed": self.passed}
+        return {"schema": 1} | self.__dict__ | {"passed": self.passed}  # schema: schemas/push.schema.json
 
 
 def check_repo_id(repo: str) -> None:
