@@ -233,13 +233,13 @@ def render_markdown(report: Report) -> str:
             f"| {markdown_escape(code)} | {markdown_escape(group[0].check)} | {group[0].severity.value} | "
             f"{len(group)} | {'<br>'.join(examples)} |"
         )
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines)
 
 
 def write_github_step_summary(report: Report) -> None:
     target = os.environ.get("GITHUB_STEP_SUMMARY")
     if target:
-        append_text(Path(target), render_markdown(report))
+        append_text(Path(target), render_markdown(report) + "\n")
 
 
 def render_check_table(checks: list[Check]) -> str:
