@@ -276,8 +276,10 @@ SARIF_SUBSET = {
                 "fullDescription": _TEXT,
                 "help": _TEXT,
                 "defaultConfiguration": {
-                    "type": "object", "additionalProperties": False, "properties": {"level": _LEVEL},
-                },  # fmt: skip
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {"level": _LEVEL},
+                },
                 "properties": {"type": "object"},
             },
         },

@@ -38,7 +38,7 @@ def validate_command(
     **values: Any,
 ) -> int:
     """Validate the checkpoint at PATH before upload (exit 0 passed, 1 failed, 2 bad input)."""
-    from hubkit.validate.engine import all_checks, find_check, select_checks
+    from hubkit.validate.engine import find_check, select_checks
     from hubkit.validate.render import (
         render_check_json,
         render_check_table,
@@ -67,7 +67,7 @@ def validate_command(
         "json": render_json,
         "github": render_github,
         "markdown": render_markdown,
-        "sarif": lambda report: render_sarif(report, all_checks()),
+        "sarif": render_sarif,
     }
     click.echo(renderers[output_format](report))
     if output_format == "github":

@@ -13,7 +13,7 @@ from urllib.parse import quote
 
 from hubkit import __version__
 from hubkit.records import append_text
-from hubkit.validate.engine import Check, Finding, Report, Severity
+from hubkit.validate.engine import Check, Finding, Report, Severity, all_checks
 
 SCHEMA_VERSION = 1
 #: GitHub shows at most this many annotations of each kind per step.
@@ -110,8 +110,9 @@ def _sarif_location(report: Report, file: str | None, line: int | None) -> dict[
     return {"physicalLocation": physical}
 
 
-def report_sarif(report: Report, checks: list[Check]) -> dict[str, object]:
-    """The report as a SARIF 2.1.0 log (GitHub code scanning): one run, ``checks`` as its rules."""
+def report_sarif(report: Report, checks: list[Check] | None = None) -> dict[str, object]:
+    """The report as a SARIF 2.1.0 log (GitHub code scanning): one run, ``checks`` (every check) as its rules."""
+    checks = all_checks() if checks is None else checks
     rule_index = {check.code: index for index, check in enumerate(checks)}
     rules = [
         {
@@ -149,7 +150,7 @@ def report_sarif(report: Report, checks: list[Check]) -> dict[str, object]:
     return {"$schema": SARIF_SCHEMA, "version": "2.1.0", "runs": [run]}
 
 
-def render_sarif(report: Report, checks: list[Check]) -> str:
+def render_sarif(report: Report, checks: list[Check] | None = None) -> str:
     return json.dumps(report_sarif(report, checks), indent=2)
 
 
