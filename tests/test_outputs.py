@@ -471,3 +471,11 @@ def test_markdown_escape_keeps_any_text_on_one_line_of_one_cell() -> None:
     escaped = markdown_escape(text)
     assert "\n" not in escaped and "\r" not in escaped
     assert rendered_rows(f"| h |\n| --- |\n| {escaped} |")[1] == [" ".join(text.split())]
+
+
+def test_sarif_of_a_hub_repo_names_its_files_by_address(hubkit, hub: HubServer, tiny: Path) -> None:
+    pushed = hubkit("push", broken(tiny), "--repo", "org/remote", "--no-validate")
+    assert pushed.code == 0, pushed.err
+    log = sarif(hubkit, "hf://org/remote")
+    uris = {r["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] for r in log["runs"][0]["results"]}
+    assert "hf://org/remote/generation_config.json" in uris and "hf://org/remote/stray0.tmp" in uris
