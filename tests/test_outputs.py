@@ -134,6 +134,9 @@ def test_push_json_carries_its_schema_version_failed_and_passed(hubkit, hub: Hub
     assert result["schema"] == 1 and result["passed"] is False and result["mismatches"]
     assert_valid("push", result)
     hub.faults.after_commit = None
+    planned = hubkit("push", tiny, "--repo", "org/outputs", "--dry-run", "--format", "json")
+    assert planned.code == 0, planned.err
+    assert_valid("push", planned.json())
     pushed = hubkit("push", tiny, "--repo", "org/outputs", "--format", "json")
     assert pushed.code == 0, pushed.err
     assert pushed.json()["schema"] == 1 and pushed.json()["passed"]
