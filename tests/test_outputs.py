@@ -91,6 +91,20 @@ def test_the_built_wheel_carries_every_schema(tmp_path: Path) -> None:
     assert {f"hubkit/_data/schemas/{name}.schema.json" for name in OUTPUT_SCHEMAS} <= names
 
 
+def test_check_jsonschema_resolves_a_schema_s_references_beside_it(hubkit, tiny: Path, tmp_path: Path) -> None:
+    report = hubkit("validate", broken(tiny), "--format", "json").json()
+    run = {"schema": 1, "out": str(tiny), "provenance": {}, "validation": report}
+    good, bad = tmp_path / "good.json", tmp_path / "bad.json"
+    write_json(good, run)
+    del report["findings"][0]["code"]
+    write_json(bad, run)
+    checker = [sys.executable, "-m", "check_jsonschema", "--schemafile", str(SCHEMAS / "quantize.schema.json")]
+    ok = subprocess.run([*checker, str(good)], capture_output=True, text=True, cwd=tmp_path)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    failed = subprocess.run([*checker, str(bad)], capture_output=True, text=True, cwd=tmp_path)
+    assert failed.returncode == 1 and "'code' is a required property" in failed.stdout
+
+
 # -- validate ------------------------------------------------------------------------------------------------
 
 
