@@ -73,7 +73,13 @@ def build(cls: type[T], values: dict[str, Any], **extra: Any) -> T:
 
 def format_option(*choices: str) -> Callable[[F], F]:
     """``--format`` with the given choices (the first is the default), passed as ``output_format``."""
-    meaning = {"text": "text for people", "json": "json (stdout alone)", "github": "github (workflow annotations)"}
+    meaning = {
+        "text": "text for people",
+        "json": "json (stdout alone)",
+        "github": "github (workflow annotations)",
+        "sarif": "sarif (SARIF 2.1.0, for code scanning)",
+        "markdown": "markdown (for a pull-request comment or step summary)",
+    }
     described = [meaning.get(choice, choice) for choice in choices]
     listed = ", ".join(described[:-1]) + " or " + described[-1] if len(described) > 1 else described[0]
     return click.option(

@@ -49,8 +49,8 @@ def quantize_command(
         return ExitCode.OK
     if output_format == "json":
         validation = json.loads(render_json(result.report))
-        click.echo(json.dumps({"out": str(result.out), "provenance": result.provenance, "validation": validation},
-                              default=str))  # fmt: skip
+        click.echo(json.dumps({"schema": 1, "out": str(result.out), "provenance": result.provenance,
+                               "validation": validation}, default=str))  # fmt: skip
     else:
         coverage = result.provenance.get("coverage", {})
         click.echo(render_text(result.report))
@@ -71,5 +71,8 @@ def _plan(values: dict[str, Any], out: Path | None, gpus: str | None, output_for
         load_checkpoint(values["base"]), gpus or present_gpus(), batch=values["batch_size"], seq=values["calib_seq"],
         tokens=tokens, out=out, max_gpu_memory=values["max_gpu_memory"], max_cpu_memory=values["max_cpu_memory"],
     )  # fmt: skip
-    click.echo(json.dumps(plan.as_dict(), indent=2) if output_format == "json" else plan.render())
+    if output_format == "json":  # schemas/quantize-plan.schema.json
+        click.echo(json.dumps({"schema": 1, **plan.as_dict()}, indent=2))
+    else:
+        click.echo(plan.render())
     return ExitCode.OK

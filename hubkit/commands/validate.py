@@ -17,12 +17,14 @@ from hubkit.validate.options import ValidateOptions
         "hubkit validate ./Kimi-K2.6-NVFP4 --reference hf://nvidia/Kimi-K2.6-NVFP4",
         "hubkit validate ./Kimi-K2.6-NVFP4 --base hf://moonshotai/Kimi-K2.6 --deep --format github",
         "hubkit validate hf://my-org/Kimi-K2.6-NVFP4 --ignore HK702 --format json",
+        "hubkit validate ./Kimi-K2.6-NVFP4 --format sarif > hubkit.sarif      # for GitHub code scanning",
+        "hubkit validate ./Kimi-K2.6-NVFP4 --format markdown > report.md      # for a pull-request comment",
         "hubkit validate --explain HK201",
     ),
 )
 @click.argument("path", required=False)
 @click_options(ValidateOptions)
-@format_option("text", "json", "github")
+@format_option("text", "json", "github", "sarif", "markdown")
 @click.option("--list-checks", is_flag=True, help="List every check and exit.")
 @click.option("--explain", metavar="CODE", help="Explain one check and exit.")
 @click.pass_obj
@@ -42,6 +44,8 @@ def validate_command(
         render_check_table,
         render_github,
         render_json,
+        render_markdown,
+        render_sarif,
         render_text,
         write_github_step_summary,
     )
@@ -58,7 +62,13 @@ def validate_command(
     if not path:
         raise click.UsageError("PATH is required (the checkpoint folder to validate)")
     report = validate(path, options)
-    renderers = {"text": render_text, "json": render_json, "github": render_github}
+    renderers = {
+        "text": render_text,
+        "json": render_json,
+        "github": render_github,
+        "markdown": render_markdown,
+        "sarif": render_sarif,
+    }
     click.echo(renderers[output_format](report))
     if output_format == "github":
         write_github_step_summary(report)

@@ -135,7 +135,8 @@ class PushResult:
         return text if self.validated else f"{text}, NOT VALIDATED"
 
     def as_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items()} | {"passed": self.passed, "outcome": self.outcome}
+        # schema: schemas/push.schema.json
+        return {"schema": 1} | self.__dict__ | {"passed": self.passed, "outcome": self.outcome}
 
 
 class NotValidated(HubkitError):

@@ -1,14 +1,19 @@
-"""Render a validation report as text (people), JSON (machines) or GitHub workflow commands (CI)."""
+"""Render a validation report as text (people), JSON (machines), SARIF (code scanning), Markdown (pull-request
+comments, step summaries) or GitHub workflow commands (CI)."""
 
 from __future__ import annotations
 
+import html
 import json
 import os
+import re
 from collections import defaultdict
 from pathlib import Path
+from urllib.parse import quote
 
+from hubkit import __version__
 from hubkit.records import append_text
-from hubkit.validate.engine import Check, Finding, Report, Severity
+from hubkit.validate.engine import Check, Finding, Report, Severity, all_checks
 
 SCHEMA_VERSION = 1
 #: GitHub shows at most this many annotations of each kind per step.
@@ -73,6 +78,82 @@ def render_json(report: Report) -> str:
     return json.dumps(report_dict(report), indent=2)
 
 
+SARIF_SCHEMA = "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json"
+_SARIF_LEVEL = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "note"}
+#: The base of relative artifact URIs: the folder hubkit ran in (GitHub reads them from the repository's root).
+SARIF_SOURCE_ROOT = "%SRCROOT%"
+
+
+def _working_folder() -> Path | None:
+    try:
+        return Path.cwd()
+    except OSError:  # removed while hubkit ran: every location is then an absolute URI
+        return None
+
+
+def _sarif_location(report: Report, file: str | None, line: int | None) -> dict[str, object]:
+    """A file of the checkpoint (the checkpoint itself when ``file`` is None) as a SARIF location: relative to the
+    working folder when it lies inside it, else an absolute ``file:`` URI (an ``hf://`` address for a Hub repo)."""
+    parts = [report.path.rstrip("/"), *([file] if file else [])]
+    if report.path.startswith("hf://"):
+        artifact: dict[str, object] = {"uri": "/".join(quote(part, safe="/:@") for part in parts)}
+    else:
+        target = Path(os.path.abspath(os.path.join(*parts)))
+        working = _working_folder()
+        if working is not None and target.is_relative_to(working):
+            artifact = {"uri": quote(target.relative_to(working).as_posix()), "uriBaseId": SARIF_SOURCE_ROOT}
+        else:
+            artifact = {"uri": target.as_uri()}
+    physical: dict[str, object] = {"artifactLocation": artifact}
+    if file and line:
+        physical["region"] = {"startLine": line}
+    return {"physicalLocation": physical}
+
+
+def report_sarif(report: Report, checks: list[Check] | None = None) -> dict[str, object]:
+    """The report as a SARIF 2.1.0 log (GitHub code scanning): one run, ``checks`` (every check) as its rules."""
+    checks = all_checks() if checks is None else checks
+    rule_index = {check.code: index for index, check in enumerate(checks)}
+    rules = [
+        {
+            "id": check.code,
+            "name": check.name,
+            "shortDescription": {"text": check.what},
+            "fullDescription": {"text": check.why},
+            "help": {"text": f"{check.what}\n\n{check.why}"},
+            "defaultConfiguration": {"level": _SARIF_LEVEL[check.severity]},
+            "properties": {"family": check.family, "tags": [check.family]},
+        }
+        for check in checks
+    ]
+    results = []
+    for finding in report.findings:
+        result: dict[str, object] = {
+            "ruleId": finding.code,
+            "level": _SARIF_LEVEL[finding.severity],
+            "message": {"text": finding.message + (f" [{finding.tensor}]" if finding.tensor else "")},
+            "locations": [_sarif_location(report, finding.file, finding.line)],
+        }
+        if finding.code in rule_index:
+            result["ruleIndex"] = rule_index[finding.code]
+        if finding.tensor:
+            result["properties"] = {"tensor": finding.tensor}
+        results.append(result)
+    run: dict[str, object] = {
+        "tool": {"driver": {"name": "hubkit", "version": __version__, "semanticVersion": __version__, "rules": rules}},
+        "results": results,
+        "properties": {"profile": report.profile, "reference": report.reference, "passed": report.passed},
+    }
+    working = _working_folder()
+    if working is not None:
+        run["originalUriBaseIds"] = {SARIF_SOURCE_ROOT: {"uri": working.as_uri().rstrip("/") + "/"}}
+    return {"$schema": SARIF_SCHEMA, "version": "2.1.0", "runs": [run]}
+
+
+def render_sarif(report: Report, checks: list[Check] | None = None) -> str:
+    return json.dumps(report_sarif(report, checks), indent=2)
+
+
 def _escape_data(text: str) -> str:
     return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
 
@@ -106,30 +187,60 @@ def render_github(report: Report) -> str:
     return "\n".join(lines)
 
 
-def github_step_summary(report: Report) -> str:
-    """A Markdown summary for ``$GITHUB_STEP_SUMMARY``."""
+#: Examples shown per check in the Markdown report, and the characters kept of each message.
+MARKDOWN_EXAMPLES = 3
+MARKDOWN_MESSAGE_CHARS = 300
+_SEVERITY_ORDER = {Severity.ERROR: 0, Severity.WARNING: 1, Severity.INFO: 2}
+#: ASCII punctuation that starts Markdown inline syntax (and the table cell separator), escaped with a backslash.
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]|~!#<>&])")
+
+
+def markdown_escape(text: str) -> str:
+    """``text`` as literal Markdown on one line: no markup, no HTML, no table cell break, no @mention."""
+    text = " ".join(text.split())
+    escaped = _MARKDOWN_SPECIAL.sub(lambda m: html.escape(m[1]) if m[1] in "<>&" else "\\" + m[1], text)
+    return escaped.replace("@", "@&#8203;")  # a zero-width space: GitHub links no mention in a comment
+
+
+def _example(finding: Finding) -> str:
+    where = f"{finding.file}:{finding.line}" if finding.file and finding.line else finding.file or "(checkpoint)"
+    message = finding.message + (f" [{finding.tensor}]" if finding.tensor else "")
+    if len(message) > MARKDOWN_MESSAGE_CHARS:
+        message = message[: MARKDOWN_MESSAGE_CHARS - 1] + "…"
+    return f"{markdown_escape(where)}: {markdown_escape(message)}"
+
+
+def render_markdown(report: Report) -> str:
+    """A Markdown report for a pull-request comment or ``$GITHUB_STEP_SUMMARY``: the outcome and counts, then the
+    findings grouped by check (most severe first), each with its count and first examples."""
     status = "✅ PASSED" if report.passed else "❌ FAILED"
     lines = [
         f"### hubkit validate: {status}",
         "",
-        f"`{report.path}` · profile `{report.profile}` · reference `{report.reference or 'none'}` · {_counts(report)}",
-        "",
+        f"{markdown_escape(report.path)} · profile {markdown_escape(report.profile)} · "
+        f"reference {markdown_escape(report.reference or 'none')} · {_counts(report)}",
     ]
-    if report.findings:
-        lines += ["| code | severity | file | message |", "| --- | --- | --- | --- |"]
-        for f in report.findings[:200]:
-            message = (f.message + (f" [{f.tensor}]" if f.tensor else "")).replace("|", "\\|")
-            where = f"{f.file}:{f.line}" if f.file and f.line else f.file or ""
-            lines.append(f"| {f.code} | {f.severity.value} | {where} | {message} |")
-        if len(report.findings) > 200:
-            lines.append(f"\n{len(report.findings) - 200} more findings; run with --format json for all.")
-    return "\n".join(lines) + "\n"
+    by_check: dict[str, list[Finding]] = defaultdict(list)
+    for finding in report.findings:
+        by_check[finding.code].append(finding)
+    if by_check:
+        lines += ["", "| code | check | severity | count | first examples |", "| --- | --- | --- | ---: | --- |"]
+    for code in sorted(by_check, key=lambda c: (_SEVERITY_ORDER[by_check[c][0].severity], c)):
+        group = by_check[code]
+        examples = [_example(f) for f in group[:MARKDOWN_EXAMPLES]]
+        if len(group) > MARKDOWN_EXAMPLES:
+            examples.append(f"and {len(group) - MARKDOWN_EXAMPLES} more")
+        lines.append(
+            f"| {markdown_escape(code)} | {markdown_escape(group[0].check)} | {group[0].severity.value} | "
+            f"{len(group)} | {'<br>'.join(examples)} |"
+        )
+    return "\n".join(lines)
 
 
 def write_github_step_summary(report: Report) -> None:
     target = os.environ.get("GITHUB_STEP_SUMMARY")
     if target:
-        append_text(Path(target), github_step_summary(report))
+        append_text(Path(target), render_markdown(report) + "\n")
 
 
 def render_check_table(checks: list[Check]) -> str:
