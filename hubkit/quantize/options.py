@@ -30,7 +30,9 @@ class QuantizeOptions:
     )
     recipe: str | None = option("modelopt recipe name, recipe .yaml file, or hubkit preset (nvfp4-experts-mse).", None)
     calib: tuple[str, ...] = option(
-        "Calibration source: .jsonl/.txt/.parquet file, saved dataset, Hub dataset (repeatable).", ()
+        "Calibration source: .jsonl/.txt/.parquet file, saved dataset, Hub dataset (repeatable); "
+        "SOURCE?config=NAME&split=NAME&column=NAME names a dataset's config, split and text column (quote it).",
+        (),
     )
     calib_size: int = option("Samples per source.", 512, minimum=1, show_default=True)
     calib_seq: int = option("Tokens per sample.", 512, minimum=8, show_default=True)
