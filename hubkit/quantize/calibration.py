@@ -66,7 +66,8 @@ class CalibrationSource:
         extra = [key for key in qualifiers if key not in QUALIFIERS[kind]]
         if extra:
             takes = ", ".join(f"{key}=" for key in QUALIFIERS[kind]) or "no qualifiers"
-            raise HubkitError(f"calibration source {spec}: {KIND_WORDS[kind]} takes {takes}; drop {', '.join(extra)}=")
+            drop = ", ".join(f"{key}=" for key in extra)
+            raise HubkitError(f"calibration source {spec}: {KIND_WORDS[kind]} takes {takes}; drop {drop}")
         return cls(spec, kind, location, **qualifiers)
 
     @property

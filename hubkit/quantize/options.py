@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from hubkit.errors import HubkitError
 from hubkit.options import option
 from hubkit.resources import profile_names
 
@@ -57,3 +58,13 @@ class QuantizeOptions:
     progress: bool = True
     #: the export's shard limit: modelopt's default (tests pass a small one to get several shards)
     shard_size: str = "10GB"
+
+    def __post_init__(self) -> None:
+        """A malformed ``--calib`` qualifier fails before any work."""
+        from hubkit.manifest import calibration_qualifiers
+
+        for spec in self.calib:
+            try:
+                calibration_qualifiers(spec)
+            except ValueError as exc:
+                raise HubkitError(f"--calib {exc}; the form is SOURCE?config=NAME&split=NAME&column=NAME") from None
