@@ -23,8 +23,6 @@ HUB_DATASETS = {
 TEXT_FIELDS = ("text", "article", "content", "messages", "conversations", "prompt")
 #: The longest calibration record (a .jsonl line, a .txt block) read; a sample is cut to --calib-seq tokens anyway.
 MAX_RECORD_BYTES = 16 * MiB
-
-
 #: The qualifiers each kind of source takes (see :func:`hubkit.manifest.calibration_qualifiers`).
 QUALIFIERS = {
     "txt": (),
@@ -77,7 +75,7 @@ class CalibrationSource:
             return self.column
         return HUB_DATASETS.get(self.location, (None, None, None))[2]
 
-    def record(self) -> dict[str, str]:
+    def provenance(self) -> dict[str, str]:
         """What the provenance keeps of this source: its location, kind and the qualifiers it names."""
         named = {"config": self.config, "split": self.split, "column": self.column}
         return {"spec": self.location, "kind": self.kind, **{k: v for k, v in named.items() if v}}
@@ -89,7 +87,7 @@ class CalibrationSource:
         except HubkitError:
             raise
         except Exception as exc:  # unreadable files and unreachable datasets surface as many exception types
-            detail = " ".join(str(exc).split())
+            detail = " ".join(str(exc).split())[:500]
             raise HubkitError(f"cannot read calibration source {self.spec}: {type(exc).__name__}: {detail}") from exc
 
     def _iterate(self) -> Iterator[Any]:
@@ -101,7 +99,7 @@ class CalibrationSource:
                     try:
                         row = json.loads(line)
                     except json.JSONDecodeError as exc:
-                        raise HubkitError(f"{self.spec}:{number} is not JSON ({exc.msg}); fix the line") from exc
+                        raise HubkitError(f"{self.location}:{number} is not JSON ({exc.msg}); fix the line") from exc
                     yield from _sample(row, f"{self.location}:{number}", self.column)
         else:
             for row in self._dataset():

@@ -61,6 +61,8 @@ class QuantizeOptions:
 
     def __post_init__(self) -> None:
         """A malformed ``--calib`` qualifier fails before any work."""
+        if not self.calib:
+            return
         from hubkit.manifest import calibration_qualifiers
 
         for spec in self.calib:
