@@ -245,3 +245,13 @@ def test_preflight_checks_the_names_a_hub_source_gives(tmp_path: Path) -> None:
     found = {c["name"]: c for c in json.loads(ran.stdout)["preflight"]}
     assert [found[f"calibration {spec}"]["status"] for spec in specs] == ["ok", "failed"], found
     assert "no column 'title'; columns: body, n; fix [quantize] calib" in found[f"calibration {specs[1]}"]["detail"]
+
+
+def test_a_release_refuses_an_output_folder_holding_a_named_source(hubkit, tmp_path: Path) -> None:
+    folder = manifest_with(tmp_path, "data/calib.jsonl?column=text")
+    (folder / "data").mkdir()
+    (folder / "data" / "calib.jsonl").write_text('{"text": "x"}\n')
+    result = hubkit("release", folder / "hubkit.toml", "--set", "quantize.out=data")
+    assert result.code == 2 and len(result.err.strip().splitlines()) == 1, result.err
+    assert "holds the calibration source" in result.err
+    assert (folder / "data" / "calib.jsonl").read_text() == '{"text": "x"}\n'
