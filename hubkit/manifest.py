@@ -87,6 +87,46 @@ def _profile(value: str | None) -> str | None:
 Profile = Annotated[str | None, AfterValidator(_profile)]
 
 
+#: What a calibration source may name after its location, as llm-compressor's dataset arguments do
+#: (``dataset_config_name``, ``splits``, ``text_column``): ``SOURCE?config=NAME&split=NAME&column=NAME``.
+CALIB_QUALIFIERS = ("config", "split", "column")
+
+
+def calibration_qualifiers(spec: str) -> tuple[str, dict[str, str]]:
+    """(location, {qualifier: value}) of a calibration source ``SOURCE[?config=NAME&split=NAME&column=NAME]``;
+    a ValueError says what is wrong. ``?`` always starts the qualifiers."""
+    location, mark, query = spec.partition("?")
+    if not mark:
+        return spec, {}
+    if not location:
+        raise ValueError(f"'{spec}' names no source before '?'")
+    qualifiers: dict[str, str] = {}
+    for part in query.split("&"):
+        key, equals, value = part.partition("=")
+        if key not in CALIB_QUALIFIERS or not equals or not value:
+            raise ValueError(f"'{part}' in '{spec}' is not config=NAME, split=NAME or column=NAME")
+        if key in qualifiers:
+            raise ValueError(f"'{spec}' names {key} twice")
+        qualifiers[key] = value
+    return location, qualifiers
+
+
+def calibration_location(spec: str) -> str:
+    """The file, folder or dataset name of a calibration source, without its qualifiers."""
+    return spec.partition("?")[0]
+
+
+def _calib_source(value: str) -> str:
+    try:
+        calibration_qualifiers(value)
+    except ValueError as exc:
+        raise PydanticCustomError("calib", "{problem}", {"problem": str(exc)}) from None
+    return value
+
+
+CalibSource = Annotated[str, AfterValidator(_calib_source)]
+
+
 class _Table(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -152,7 +192,11 @@ class QuantizeTable(_Table):
     out: str = Field(description="folder of the export, relative to the manifest")
     recipe: str | None = None
     profile: Profile = None
-    calib: list[str] = Field(default_factory=list)
+    calib: list[CalibSource] = Field(
+        default_factory=list,
+        description="calibration sources: .jsonl/.txt/.parquet files, saved datasets, Hub datasets; "
+        "SOURCE?config=NAME&split=NAME&column=NAME names a dataset's config, split and text column",
+    )
     calib_size: int = Field(default=512, ge=1)
     calib_seq: int = Field(default=512, ge=8)
     batch_size: int = Field(default=1, ge=1)

@@ -19,6 +19,8 @@ from hubkit.quantize.options import QuantizeOptions
         "hubkit quantize --base hf://moonshotai/Kimi-K2.6 --plan --gpus 8xB300     # needs nothing but the headers",
         "hubkit quantize --base ./Kimi-K2.6 --out ./Kimi-K2.6-NVFP4 --profile kimi-k2-nvfp4 \\",
         "    --calib cnn_dailymail --calib nvidia/Nemotron-Post-Training-Dataset-v2",
+        "hubkit quantize --base ./Kimi-K2.6 --out ./Kimi-K2.6-NVFP4 \\",
+        "    --calib 'HuggingFaceH4/ultrachat_200k?split=train_sft&column=messages'   # a dataset's split and column",
         "hubkit quantize --base ./Kimi-K2.6 --out ./Kimi-K2.6-NVFP4 --calib calib.jsonl --mode layerwise",
         "torchrun --nproc-per-node 8 -m hubkit quantize --base ./Kimi-K2.6 --out ./OUT --calib calib.jsonl \\",
         "    --mode layerwise",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from hubkit.errors import HubkitError
 from hubkit.options import option
 from hubkit.resources import profile_names
 
@@ -30,7 +31,9 @@ class QuantizeOptions:
     )
     recipe: str | None = option("modelopt recipe name, recipe .yaml file, or hubkit preset (nvfp4-experts-mse).", None)
     calib: tuple[str, ...] = option(
-        "Calibration source: .jsonl/.txt/.parquet file, saved dataset, Hub dataset (repeatable).", ()
+        "Calibration source: .jsonl/.txt/.parquet file, saved dataset, Hub dataset (repeatable); "
+        "SOURCE?config=NAME&split=NAME&column=NAME names a dataset's config, split and text column (quote it).",
+        (),
     )
     calib_size: int = option("Samples per source.", 512, minimum=1, show_default=True)
     calib_seq: int = option("Tokens per sample.", 512, minimum=8, show_default=True)
@@ -55,3 +58,15 @@ class QuantizeOptions:
     progress: bool = True
     #: the export's shard limit: modelopt's default (tests pass a small one to get several shards)
     shard_size: str = "10GB"
+
+    def __post_init__(self) -> None:
+        """A malformed ``--calib`` qualifier fails before any work."""
+        if not self.calib:
+            return
+        from hubkit.manifest import calibration_qualifiers
+
+        for spec in self.calib:
+            try:
+                calibration_qualifiers(spec)
+            except ValueError as exc:
+                raise HubkitError(f"--calib {exc}; the form is SOURCE?config=NAME&split=NAME&column=NAME") from None

@@ -691,7 +691,7 @@ def _provenance(
         "cpu_nvfp4_fallback": fallback,
         "recipe": {"name": recipe.name, "quantize": recipe.quantize},
         "calibration": {
-            "sources": [{"spec": s.spec, "kind": s.kind} for s in sources],
+            "sources": [s.provenance() for s in sources],
             "calib_size": options.calib_size,
             "calib_seq": options.calib_seq,
             "batch_size": options.batch_size,

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hubkit.errors import ExitCode, HubkitError, Terminated, outside_fault, redact
+from hubkit.manifest import calibration_location
 from hubkit.reads import read_bounded
 from hubkit.records import check_replaceable_file, load_record, record_folder, write_json, write_text
 from hubkit.release.options import STAGES, ReleaseOptions
@@ -251,7 +252,7 @@ class Release:
             inputs["local Hub store"] = self.store.resolve()
         if self.manifest.base.path:
             inputs["base"] = (self.root / self.manifest.base.path).resolve()
-        for source in self.manifest.quantize.calib:
+        for source in map(calibration_location, self.manifest.quantize.calib):
             if (self.root / source).exists():
                 inputs["calibration source"] = (self.root / source).resolve()
         for section in self.manifest.card.sections if self.manifest.card else []:
@@ -385,7 +386,7 @@ class Release:
         listing = folder_fingerprint(Path(ref)) if not ref.startswith("hf://") else ref
         calib = [
             (c, folder_fingerprint(self.root / c) or (self.root / c).stat().st_size if (self.root / c).exists() else c)
-            for c in self.manifest.quantize.calib
+            for c in map(calibration_location, self.manifest.quantize.calib)
         ]
         return _fingerprint(listing, self.manifest.quantize.model_dump(), calib)
 
@@ -419,7 +420,7 @@ class Release:
         from hubkit.quantize.pipeline import quantize
 
         table = self.manifest.quantize
-        calib = tuple(str(self.root / c) if (self.root / c).exists() else c for c in table.calib)
+        calib = tuple(str(self.root / c) if (self.root / calibration_location(c)).exists() else c for c in table.calib)
         options = QuantizeOptions(
             base=self._base_ref(), out=self.out, profile=table.profile, recipe=table.recipe, calib=calib,
             calib_size=table.calib_size, calib_seq=table.calib_seq, batch_size=table.batch_size, device=table.device,

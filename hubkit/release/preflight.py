@@ -26,6 +26,7 @@ from hubkit.release.smoke import smoke_availability
 if TYPE_CHECKING:
     from hubkit.checkpoint.model import Checkpoint
     from hubkit.manifest import Manifest, QuantizeTable
+    from hubkit.quantize.calibration import CalibrationSource
 
 OK, WARNING, NOT_CHECKED, FAILED = "ok", "warning", "not checked", "failed"
 
@@ -222,24 +223,43 @@ def _recipe(subject: Subject) -> Iterator[Check]:
 def _calibration(subject: Subject) -> Iterator[Check]:
     if "quantize" not in subject.stages:
         return
+    from hubkit.manifest import calibration_location
     from hubkit.quantize.calibration import CalibrationSource
 
     if not subject.manifest.quantize.calib:
         yield Check("calibration", FAILED, 'no calibration data; add [quantize] calib = ["FILE_OR_HUB_DATASET"]')
     for spec in subject.manifest.quantize.calib:
-        local = subject.root / spec
+        local = subject.root / calibration_location(spec)
         name = f"calibration {spec}"
         try:
-            source = CalibrationSource.parse(str(local) if local.exists() else spec)
+            source = CalibrationSource.parse(str(subject.root / spec) if local.exists() else spec)
         except HubkitError as exc:
             yield Check(name, FAILED, f"{exc}; fix [quantize] calib")
             continue
         if source.kind in ("jsonl", "txt", "parquet"):
-            yield _readable(name, local, "fix [quantize] calib or the file's permissions")
+            found = _readable(name, local, "fix [quantize] calib or the file's permissions")
         elif source.kind == "disk":
-            yield Check(name, OK, f"{local}: a dataset saved with datasets.save_to_disk")
+            found = Check(name, OK, f"{local}: a dataset saved with datasets.save_to_disk")
         else:
-            yield _hub_dataset(name, spec)
+            found = _hub_dataset(name, source.location)
+        named = source.config or source.split or source.column
+        yield _first_record(name, source, found) if found.status == OK and (named or source.kind == "hub") else found
+
+
+def _first_record(name: str, source: CalibrationSource, found: Check) -> Check:
+    """``found``, once the source's first record is read as quantize reads it: the config, split and text
+    column it names exist. Not checked without ``datasets`` (the quantize extra says so) or without the Hub."""
+    from hubkit.quantize import missing_extra
+
+    if source.kind in ("parquet", "disk", "hub") and "datasets" in missing_extra():
+        return Check(name, NOT_CHECKED, f"{found.detail}; its config, split and column need datasets to check")
+    try:
+        source.records(1)
+    except HubkitError as exc:
+        if exc.__cause__ is not None and is_network_error(exc.__cause__):
+            return Check(name, NOT_CHECKED, f"{found.detail}; cannot reach it to read a record ({exc})")
+        return Check(name, FAILED, f"{exc}; fix [quantize] calib")
+    return found
 
 
 def _hub_dataset(name: str, dataset: str) -> Check:
