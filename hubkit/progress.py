@@ -186,9 +186,14 @@ class _HeartbeatBar:
     def _amount(self, count: float) -> str:
         return human_size(count) if self.in_bytes else f"{count:g}"
 
-    def _line(self, final: bool = False) -> None:
+    def _state(self) -> tuple[float, float, str]:
+        """(done, total, postfix) now."""
         with self._lock:
-            done, total, postfix = self.done, self.total, self.postfix
+            return self.done, self.total, self.postfix
+
+    def _line(self, final: bool = False) -> None:
+        done, total, postfix = self._state()
+        with self._lock:
             self.lines += 1
         elapsed = max(time.monotonic() - self.started, 1e-9)
         ran = done - self.initial
@@ -211,6 +216,54 @@ class _HeartbeatBar:
             parts.append("ETA ?")
         prefix = f"hubkit: {self.label}: " if self.label else "hubkit: "
         _emit(prefix + ", ".join(parts))
+
+
+class _DownloadHeartbeat(_HeartbeatBar):
+    """Heartbeat lines for huggingface_hub's download bars (made from the class it was given): the bytes of the
+    latest byte bar (the client's bytes written, over the files' sizes) and the files of the latest count bar."""
+
+    def __init__(self, desc: str, interval: float) -> None:
+        super().__init__(0, desc, "B", interval, each=False)
+        self.bars: list[Any] = []
+
+    def _state(self) -> tuple[float, float, str]:
+        sized = [bar for bar in self.bars if bar.unit == "B"]
+        counted = [bar for bar in self.bars if bar.unit != "B"]
+        done, total = (sized[-1].n, sized[-1].total or 0) if sized else (0, 0)
+        files = f"{counted[-1].n}/{counted[-1].total} files" if counted and counted[-1].total else ""
+        return done, total, files
+
+
+class _NullWriter:
+    """Where the download bars draw: nowhere (the heartbeat reads their counts)."""
+
+    def write(self, text: str) -> None:
+        return None
+
+    def flush(self) -> None:
+        return None
+
+
+@contextlib.contextmanager
+def download_progress(desc: str, *, enabled: bool = True) -> Iterator[Any]:
+    """A ``tqdm_class`` for huggingface_hub's ``snapshot_download``: None (the client's own bars) on a terminal
+    or when not ``enabled``; elsewhere a tqdm that draws nothing and feeds heartbeat lines of the download."""
+    interval = heartbeat_interval()
+    if not enabled or terminal_bars() or interval == 0:
+        yield None
+        return
+    from tqdm import tqdm
+
+    heartbeat = _DownloadHeartbeat(desc, interval)
+
+    class CountingBar(tqdm):  # type: ignore[type-arg]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs.pop("name", None)
+            super().__init__(*args, **{**kwargs, "file": _NullWriter(), "disable": False, "mininterval": 3600})
+            heartbeat.bars.append(self)
+
+    with heartbeat:
+        yield CountingBar
 
 
 def progress_bar(

@@ -412,9 +412,12 @@ class _Push:
         return info
 
     def _start_upload_bar(self, size: int, files: int) -> None:
-        bar = progress_bar(total=size, desc="upload", unit="B", unit_scale=True, enabled=self.options.progress, each=True)
+        bar = progress_bar(
+            total=size, desc="upload", unit="B", unit_scale=True, enabled=self.options.progress, each=True
+        )
         self.upload = self.upload_bar.enter_context(bar)
         self.files_to_upload = files
+        self.upload.set_postfix_str(f"0/{files} files")
 
     def _uploaded(self, batch: list[LocalFile]) -> None:
         """A commit landed: its files and bytes on the upload bar (a heartbeat line per commit)."""
