@@ -154,7 +154,7 @@ def _validate_before_push(options: PushOptions) -> None:
     from hubkit.validate.options import ValidateOptions
     from hubkit.validate.runner import validate
 
-    report = validate(str(options.folder), ValidateOptions(strict=options.strict, progress=False))
+    report = validate(str(options.folder), ValidateOptions(strict=options.strict, progress=options.progress))
     errors = [
         f
         for f in report.findings
