@@ -202,3 +202,23 @@ def test_release_for_github_folds_each_stage_in_a_group(
         "-q", "release", folder / "hubkit.toml", "--set", "card.evaluation_note=Later.", "--format", "github"
     )
     assert quiet.code == 0 and quiet.err == ""
+
+
+@pytest.mark.slow
+def test_a_layerwise_quantize_prints_a_line_per_layer(tmp_path: Path) -> None:
+    pytest.importorskip("modelopt")
+    from hubkit.fixtures.tiny_models import calibration_jsonl, tiny_base
+
+    base = tiny_base(tmp_path / "base", num_hidden_layers=3)
+    calib = calibration_jsonl(tmp_path / "calib.jsonl", samples=8)
+    command = [sys.executable, "-m", "hubkit", "quantize", "--base", str(base), "--out", str(tmp_path / "out"),
+               "--calib", str(calib), "--calib-size", "8", "--calib-seq", "32", "--batch-size", "4",
+               "--mode", "layerwise", "--format", "json"]  # fmt: skip
+    env = {**SUBPROCESS_ENV, "PYTHONWARNINGS": "ignore", "HF_HOME": str(tmp_path / "hf"), "HUBKIT_HEARTBEAT": "3600"}
+    run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert json.loads(run.stdout)["provenance"]["run"]["mode"] == "layerwise"
+    lines = [line for line in run.stderr.splitlines() if line.startswith("hubkit: quantize: layers")]
+    assert [line.split(", ")[0] for line in lines] == [f"hubkit: quantize: layers {n}/3" for n in (1, 2, 3, 3)], lines
+    assert all(re.search(r", ([\d.]+ layer/s|\S+/layer), ETA \S+$", line) for line in lines[:3]), lines
+    assert lines[-1].split(", ")[-1].startswith("done in")
