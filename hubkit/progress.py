@@ -3,7 +3,7 @@
 A bar draws on stderr when it is a terminal and the command's output is for people (``--format text``).
 Otherwise each bar prints a heartbeat line every ``HUBKIT_HEARTBEAT`` seconds (default 30; fractions allowed;
 0 turns them off) while it runs, and one when it ends if it ran that long:
-``hubkit: push: upload 340.2 GB/1.20 TB (12/40 files), 410 MB/s, ETA 35m``. A bar made with ``each=True``
+``hubkit: push: upload 340.2 GB/1.2 TB (12/40 files), 410.0 MB/s, ETA 35m``. A bar made with ``each=True``
 (layers, commits) also prints one after every step. Quiet runs (``enabled=False``) print nothing. With
 ``--format github`` each release stage's lines are folded into a ``::group::`` on stderr.
 """
@@ -98,12 +98,14 @@ def stage(name: str) -> Iterator[None]:
 
 def terminal_bars() -> bool:
     """Whether progress is drawn as bars (stderr is a terminal and the output is for people)."""
-    return _display.bars and sys.stderr.isatty()
+    with contextlib.suppress(AttributeError, ValueError):  # no stderr (``2>&-``), or a closed one
+        return _display.bars and sys.stderr.isatty()
+    return False
 
 
 def _emit(line: str) -> None:
     """One line on stderr (as it is now: the null device under ``-q``); a heartbeat never fails a run."""
-    with _write_lock, contextlib.suppress(OSError, ValueError):
+    with _write_lock, contextlib.suppress(AttributeError, OSError, ValueError):
         sys.stderr.write(line + "\n")
         sys.stderr.flush()
 
