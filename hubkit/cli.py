@@ -47,7 +47,7 @@ def verbosity_options() -> list[click.Option]:
         click.Option(["-v", "--verbose"], count=True, expose_value=False, callback=_merge_verbosity,
                      help="More log output on stderr, hubkit's and its libraries' (-vv: debug)."),
         click.Option(["-q", "--quiet"], is_flag=True, expose_value=False, callback=_merge_verbosity,
-                     help="Only errors on stderr: no progress bars, no library logs or warnings."),
+                     help="Only errors on stderr: no progress bars or heartbeat lines, no library logs or warnings."),
         click.Option(["--debug"], is_flag=True, expose_value=False, callback=_merge_verbosity,
                      help="Show the traceback of internal errors."),
     ]  # fmt: skip

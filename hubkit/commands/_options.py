@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 import click
 
+from hubkit import progress
 from hubkit.options import cli_fields
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -84,8 +85,15 @@ def format_option(*choices: str) -> Callable[[F], F]:
     listed = ", ".join(described[:-1]) + " or " + described[-1] if len(described) > 1 else described[0]
     return click.option(
         "--format", "output_format", type=click.Choice(choices), default=choices[0], show_default=True,
-        help=f"Output: {listed}.",
+        help=f"Output: {listed}.", callback=_show_progress,
     )  # fmt: skip
+
+
+def _show_progress(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """Progress for this command's run: bars on a terminal only for text output, else heartbeat lines (with
+    ``github``, each release stage's in a group)."""
+    ctx.with_resource(progress.display(label=ctx.info_name or "", bars=value == "text", groups=value == "github"))
+    return value
 
 
 def examples(*commands: str) -> str:

@@ -35,7 +35,7 @@ def diff_command(obj: dict[str, object], /, a: str, b: str, deep: bool, output_f
     from hubkit.checkpoint import load_checkpoint
     from hubkit.validate.diff import diff_checkpoints, render_diff
 
-    progress = output_format == "text" and not obj.get("quiet")
+    progress = not obj.get("quiet")
     result = diff_checkpoints(load_checkpoint(a), load_checkpoint(b), deep=deep, progress=progress)
     click.echo(json.dumps(result, indent=2) if output_format == "json" else render_diff(result))
     return ExitCode.OK if result["identical"] else ExitCode.ARTIFACT_FAILED

@@ -33,7 +33,7 @@ def push_command(obj: dict[str, object], /, folder: Path, output_format: str, **
 
     if values["create_pr"] and values["atomic"]:
         raise click.UsageError("--create-pr and --atomic exclude each other")
-    options = build(PushOptions, values, folder=folder, progress=output_format == "text" and not obj.get("quiet"))
+    options = build(PushOptions, values, folder=folder, progress=not obj.get("quiet"))
     try:
         result = push(options)
     except HubkitError as exc:

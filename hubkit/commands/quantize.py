@@ -45,7 +45,7 @@ def quantize_command(
     from hubkit.quantize.pipeline import quantize
     from hubkit.validate.render import render_json, render_text
 
-    options = build(QuantizeOptions, values, out=out, progress=output_format == "text" and not obj.get("quiet"))
+    options = build(QuantizeOptions, values, out=out, progress=not obj.get("quiet"))
     result = quantize(options)
     if not result.primary:  # another process of a torchrun job: rank 0 reports
         return ExitCode.OK

@@ -38,7 +38,7 @@ def release_command(obj: dict[str, object], /, manifest: Path, output_format: st
     from hubkit.release.pipeline import Release, exit_code
     from hubkit.validate.engine import all_checks
 
-    options = build(ReleaseOptions, values, progress=output_format == "text" and not obj.get("quiet"))
+    options = build(ReleaseOptions, values, progress=not obj.get("quiet"))
     codes = {check.code for check in all_checks()}
     release = Release(load_manifest(manifest, options.overrides, check_codes=codes), options)
     try:

@@ -54,7 +54,7 @@ def validate_command(
     if explain:
         click.echo(find_check(explain).explain())
         return ExitCode.OK
-    options = build(ValidateOptions, values, progress=output_format == "text" and not obj.get("quiet"))
+    options = build(ValidateOptions, values, progress=not obj.get("quiet"))
     if list_checks:
         checks = select_checks(list(options.select), list(options.ignore))
         click.echo(render_check_json(checks) if output_format == "json" else render_check_table(checks))

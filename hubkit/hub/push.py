@@ -19,7 +19,6 @@ import contextlib
 import hashlib
 import io
 import re
-import sys
 import threading
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -52,6 +51,7 @@ from hubkit.hub.remote import (
     same,
     token_user,
 )
+from hubkit.progress import Bar, progress_bar, terminal_bars
 from hubkit.reads import read_regular
 
 __all__ = [
@@ -249,7 +249,7 @@ def _validate_before_push(options: PushOptions) -> None:
     from hubkit.validate.options import ValidateOptions
     from hubkit.validate.runner import validate
 
-    report = validate(str(options.folder), ValidateOptions(strict=options.strict, progress=False))
+    report = validate(str(options.folder), ValidateOptions(strict=options.strict, progress=options.progress))
     errors = [
         f
         for f in report.findings
@@ -305,11 +305,14 @@ class _Push:
         self.abort = threading.Event()
         self.xet: bool | None = None
         self.validated = False  # self.hashed holds the bytes a passed validation read: they alone may be uploaded
+        self.upload_bar = contextlib.ExitStack()  # holds the upload bar from the first commit to the last
+        self.upload: Bar | None = None
+        self.files_uploaded = self.files_to_upload = 0
 
     # ------------------------------------------------------------------------------------------ steps
 
     def run(self, paths: list[str], limit: BatchLimit, validated: Mapping[str, str] | None) -> PushResult:
-        with _client_progress_bars(self.options.progress and sys.stderr.isatty()):
+        with _client_progress_bars(self.options.progress and terminal_bars()), self.upload_bar:
             return self._run(paths, limit, validated)
 
     def _run(self, paths: list[str], limit: BatchLimit, validated: Mapping[str, str] | None) -> PushResult:
@@ -363,6 +366,7 @@ class _Push:
             result.commits = [{"files": [f.path for f in b], "bytes": sum(f.size for f in b)} for b in batches]
             result.bytes_hashed = self.hasher.bytes_hashed
             return result
+        self._start_upload_bar(result.bytes_to_upload, len(pending))
         if (options.atomic or options.create_pr) and pr_num is None and (batches or deletions):
             pr_num = self._start_pull_request(batches.pop(0) if batches else [], deletions, result)
             deletions = []
@@ -375,6 +379,7 @@ class _Push:
             deletions = [] if last else deletions
         if deletions:
             self._commit(target, [], deletions, "hubkit: delete remote-only files", result)
+        self.upload_bar.close()
         result.xet_offered = self.xet
         if options.verify:
             self._verify(target, result)
@@ -524,7 +529,23 @@ class _Push:
         result.commits.append(
             {"files": [f.path for f in batch], "oid": getattr(info, "oid", None), "recovered": info is None}
         )
+        self._uploaded(batch)
         return info
+
+    def _start_upload_bar(self, size: int, files: int) -> None:
+        bar = progress_bar(
+            total=size, desc="upload", unit="B", unit_scale=True, enabled=self.options.progress, each=True
+        )
+        self.upload = self.upload_bar.enter_context(bar)
+        self.files_to_upload = files
+        self.upload.set_postfix_str(f"0/{files} files")
+
+    def _uploaded(self, batch: list[LocalFile]) -> None:
+        """A commit landed: its files and bytes on the upload bar (a heartbeat line per commit)."""
+        if self.upload is not None and batch:
+            self.files_uploaded += len(batch)
+            self.upload.set_postfix_str(f"{self.files_uploaded}/{self.files_to_upload} files")
+            self.upload.update(sum(item.size for item in batch))
 
     def _additions(self, batch: list[LocalFile]) -> tuple[list[Any], list[AbortableFile]]:
         from huggingface_hub import CommitOperationAdd

@@ -454,10 +454,11 @@ class LayerwiseRun:
         total = len(layers)
         collector = LayerActivationCollector(self.model, status_callback=log.debug)  # the layers bar says it
         collector._patch_all_layers(decoder_layers=layers)
-        bar = progress_bar(total=total, desc="layers", unit="layer", enabled=self.progress and self.rank == 0)
+        bar = progress_bar(
+            total=total, desc="layers", unit="layer", enabled=self.progress and self.rank == 0, each=True, initial=start
+        )
         try:
             with bar:
-                bar.update(start)
                 resumed = self._resumed_inputs(start, layers) if start else None
                 with _quiet():
                     inputs = collector.get_first_layer_inputs(start, resumed, self.forward_loop)

@@ -30,7 +30,7 @@ from hubkit import __version__
 from hubkit.checkpoint.hub_client import install
 from hubkit.checkpoint.model import CONFIG, INDEX, QUANT_CONFIG, RECORD_DIR
 from hubkit.errors import HubkitError, is_network_error
-from hubkit.progress import progress_bar
+from hubkit.progress import download_progress, progress_bar
 from hubkit.quantize import interrupts
 from hubkit.quantize.base_revision import SHA, base_revision
 from hubkit.quantize.folders import MADE_BY, discard, made_by_hubkit, make_owned, remove_owned
@@ -71,7 +71,7 @@ class QuantizeResult:
     primary: bool = True
 
 
-def base_folder(ref: str, trust_remote_code: bool = False) -> Path:
+def base_folder(ref: str, trust_remote_code: bool = False, progress: bool = True) -> Path:
     """A local base folder, or a Hub repo downloaded (resumably) to the standard cache. A base that ships
     modelling code is refused unless ``trust_remote_code`` (a Hub base: before its weights are downloaded)."""
     if ref.startswith("hf://"):
@@ -80,15 +80,18 @@ def base_folder(ref: str, trust_remote_code: bool = False) -> Path:
 
         install()  # each wait bounded
         repo, _, revision = ref.removeprefix("hf://").partition("@")
-        download = functools.partial(snapshot_download, repo, endpoint=os.environ.get("HF_ENDPOINT") or None)
-        try:
-            configs = Path(download(revision=revision or None, allow_patterns=list(REMOTE_CODE_CONFIGS)))
-            _require_trust(configs, trust_remote_code)
-            return Path(download(revision=configs.name if SHA.match(configs.name) else revision or None))
-        except Exception as exc:
-            if not isinstance(exc, HfHubHTTPError | ValueError) and not is_network_error(exc):  # OSError included
-                raise
-            raise HubkitError(f"cannot download {ref}: {exc}; check the name, your token and the network") from exc
+        with download_progress(f"download {repo}", enabled=progress) as bar_class:
+            download = functools.partial(
+                snapshot_download, repo, endpoint=os.environ.get("HF_ENDPOINT") or None, tqdm_class=bar_class
+            )
+            try:
+                configs = Path(download(revision=revision or None, allow_patterns=list(REMOTE_CODE_CONFIGS)))
+                _require_trust(configs, trust_remote_code)
+                return Path(download(revision=configs.name if SHA.match(configs.name) else revision or None))
+            except Exception as exc:
+                if not isinstance(exc, HfHubHTTPError | ValueError) and not is_network_error(exc):  # OSError too
+                    raise
+                raise HubkitError(f"cannot download {ref}: {exc}; check the name, your token and the network") from exc
     path = Path(ref)
     if not (path / CONFIG).is_file():
         raise HubkitError(f"{ref} is not a checkpoint folder (no config.json); pass the base model's folder")
@@ -257,7 +260,7 @@ def _quantize(options: QuantizeOptions) -> QuantizeResult:
         raise HubkitError(f"unknown profile '{options.profile}'; available: {', '.join(sorted(profiles))}")
     profile = profiles[options.profile or DEFAULT_PROFILE]
     with _stage(timings, "download"):
-        base = base_folder(options.base, options.trust_remote_code)
+        base = base_folder(options.base, options.trust_remote_code, options.progress)
     revision = base_revision(options.base, base)
     int4 = _int4_block(_read_json(base / CONFIG)) is not None
     device = resolve_device(options.device)

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from hubkit.errors import ExitCode, HubkitError, Terminated, outside_fault, redact
 from hubkit.manifest import calibration_location
+from hubkit.progress import stage as progress_stage
 from hubkit.reads import read_bounded
 from hubkit.records import check_replaceable_file, load_record, record_folder, write_json, write_text
 from hubkit.release.options import STAGES, ReleaseOptions
@@ -296,7 +297,8 @@ class Release:
                 continue
             start = time.perf_counter()
             try:
-                outcome: StageResult = getattr(self, f"_run_{stage}")()
+                with progress_stage(stage):
+                    outcome: StageResult = getattr(self, f"_run_{stage}")()
             except BaseException as exc:  # recorded, then on to the CLI for its exit code and one line
                 failed = StageResult(stage, "failed", round(time.perf_counter() - start, 3), failure_reason(exc))
                 self.result.stages.append(failed)
