@@ -1,0 +1,204 @@
+"""``hubkit quantize`` on an MXFP4 base: the closed-form cast to NVFP4 (``hubkit/quantize/cast.py``).
+
+The bases are built with compressed-tensors' own MXFP4 compressor; the export is checked by dequantizing both
+sides independently (compressed-tensors for MXFP4, a decoder written here for NVFP4).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("compressed_tensors")
+pytest.importorskip("modelopt")
+
+from safetensors import safe_open  # noqa: E402
+from safetensors.torch import save_file  # noqa: E402
+
+E2M1 = [0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0]
+OUT, IN = 32, 64
+PREFIX = "language_model.model.layers.1.block_sparse_moe.experts"
+
+
+def _scheme():
+    from compressed_tensors.quantization import QuantizationScheme
+    from compressed_tensors.quantization.quant_scheme import preset_name_to_scheme
+
+    scheme: QuantizationScheme = preset_name_to_scheme("MXFP4", ["Linear"])
+    return scheme
+
+
+def mxfp4(exponents: torch.Tensor, seed: int) -> dict[str, torch.Tensor]:
+    """A weight whose 32-blocks have the given power-of-two scales (2^-127 marks an all-zero block),
+    compressed by compressed-tensors' MXFP4 compressor."""
+    from compressed_tensors.compressors.mxfp4.base import MXFP4PackedCompressor
+
+    generator = torch.Generator().manual_seed(seed)
+    codes = torch.randint(0, 8, (OUT, IN), generator=generator)
+    signs = torch.where(torch.rand(OUT, IN, generator=generator) < 0.5, -1.0, 1.0)
+    scale = torch.exp2(exponents.float())
+    values = torch.tensor(E2M1)[codes] * signs
+    values.view(OUT, IN // 32, 32)[:, :, 0] = 6.0  # every block reaches the top of E2M1: its exponent is k_j
+    zero = exponents == -127
+    weight = values.view(OUT, IN // 32, 32) * scale.unsqueeze(-1)
+    weight[zero] = 0.0
+    weight = weight.reshape(OUT, IN)
+    state = MXFP4PackedCompressor.compress({"weight": weight, "weight_scale": scale}, _scheme())
+    return {"weight_packed": state["weight_packed"], "weight_scale": state["weight_scale"]}
+
+
+def mxfp4_dequantized(packed: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    from compressed_tensors.compressors.mxfp4.base import MXFP4PackedCompressor
+
+    state = MXFP4PackedCompressor.decompress({"weight_packed": packed, "weight_scale": scale}, _scheme())
+    return state["weight"].float()
+
+
+def nvfp4_dequantized(weight: torch.Tensor, scale: torch.Tensor, scale_2: torch.Tensor) -> torch.Tensor:
+    low, high = weight & 0x0F, weight >> 4
+    codes = torch.stack([low, high], dim=-1).reshape(weight.shape[0], -1).long()
+    values = torch.tensor(E2M1)[codes & 7] * torch.where(codes >= 8, -1.0, 1.0)
+    blocks = values.view(weight.shape[0], -1, 16) * scale.float().unsqueeze(-1) * scale_2.float()
+    return blocks.reshape(weight.shape[0], -1)
+
+
+def exponents(top: int, low: int | None = None, zero: bool = False) -> torch.Tensor:
+    e = torch.full((OUT, IN // 32), top, dtype=torch.int32)
+    e[1::2, 1] = top - 3
+    if low is not None:
+        e[3, 0] = low
+    if zero:
+        e[5, 1] = -127
+    return e
+
+
+def build_base(folder: Path, experts: dict[str, torch.Tensor], split: bool = True) -> Path:
+    """A Kimi-K3-shaped MXFP4 base: w1 in the first shard, w3 and w2 in the second (``split``)."""
+    folder.mkdir(parents=True)
+    first: dict[str, torch.Tensor] = {
+        "language_model.model.embed_tokens.weight": torch.randn(16, IN).to(torch.bfloat16),
+        "language_model.model.layers.1.self_attn.q_proj.weight": torch.randn(IN, IN).to(torch.bfloat16),
+        "language_model.model.layers.1.block_sparse_moe.gate.weight": torch.randn(2, IN).to(torch.bfloat16),
+    }
+    second: dict[str, torch.Tensor] = {"language_model.lm_head.weight": torch.randn(16, IN).to(torch.bfloat16)}
+    for name, exps in experts.items():
+        target = first if name.endswith("w1") or not split else second
+        seed = sum(map(ord, name))
+        for key, tensor in mxfp4(exps, seed).items():
+            target[f"{PREFIX}.{name}.{key}"] = tensor
+    weight_map = {}
+    for i, tensors in enumerate((first, second)):
+        shard = f"model-{i + 1:05d}-of-00002.safetensors"
+        save_file(tensors, folder / shard, metadata={"format": "pt"})
+        weight_map.update(dict.fromkeys(tensors, shard))
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    block = {
+        "format": "mxfp4-pack-quantized",
+        "quant_method": "compressed-tensors",
+        "config_groups": {"group_0": _scheme().model_dump(mode="json")},
+        "ignore": ["lm_head", "re:.*self_attn.*"],
+    }
+    config = {
+        "architectures": ["KimiK3ForConditionalGeneration"],
+        "model_type": "kimi_k3",
+        "text_config": {"model_type": "kimi_k3", "hidden_size": IN, "quantization_config": block},
+    }
+    (folder / "config.json").write_text(json.dumps(config))
+    (folder / "tokenizer_config.json").write_text("{}")
+    return folder
+
+
+def tensors_of(folder: Path) -> dict[str, torch.Tensor]:
+    index = json.loads((folder / "model.safetensors.index.json").read_text())
+    found = {}
+    for shard in sorted(set(index["weight_map"].values())):
+        with safe_open(str(folder / shard), framework="pt") as handle:
+            found.update({key: handle.get_tensor(key) for key in handle.keys()})  # noqa: SIM118
+    return found
+
+
+@pytest.fixture
+def base(tmp_path: Path) -> Path:
+    experts = {
+        "0.w1": exponents(-4),
+        "0.w3": exponents(-2, zero=True),  # the larger k_max of the pair: w1 must take it too
+        "0.w2": exponents(-5, low=-30),  # one block 25 below k_max: outside E4M3's window
+        "1.w1": exponents(-6),
+        "1.w3": exponents(-7),
+        "1.w2": exponents(-6),
+    }
+    return build_base(tmp_path / "base", experts)
+
+
+def test_cast_is_bit_exact_and_shares_the_fused_scale_across_shards(hubkit, base: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = hubkit("quantize", "--base", base, "--out", out, "--jobs", "2")
+    assert result.code in (0, 1), result.err
+    source, export = tensors_of(base), tensors_of(out)
+    for expert in ("0", "1"):
+        w1, w3 = (export[f"{PREFIX}.{expert}.{p}.weight_scale_2"] for p in ("w1", "w3"))
+        assert w1.shape == () and w1.dtype == torch.float32 and float(w1) == float(w3)
+    assert float(export[f"{PREFIX}.0.w1.weight_scale_2"]) == 2.0 ** (-2 - 8)
+    for name in ("0.w1", "0.w2", "0.w3", "1.w1", "1.w2", "1.w3"):
+        module = f"{PREFIX}.{name}"
+        assert module + ".weight_packed" not in export
+        assert export[module + ".weight"].dtype == torch.uint8
+        assert export[module + ".weight_scale"].dtype == torch.float8_e4m3fn
+        assert tuple(export[module + ".weight_scale"].shape) == (OUT, IN // 16)
+        assert float(export[module + ".input_scale"]) == 1.0
+        mx = mxfp4_dequantized(source[module + ".weight_packed"], source[module + ".weight_scale"])
+        nv = nvfp4_dequantized(export[module + ".weight"], export[module + ".weight_scale"], export[module + ".weight_scale_2"])
+        e8m0 = source[module + ".weight_scale"].int()
+        kmax = int(e8m0[e8m0 > 0].max())
+        lossless = ((e8m0 >= kmax - 17) | (e8m0 == 0)).repeat_interleave(32, dim=-1)
+        assert torch.equal(nv[lossless], mx[lossless]), name
+        if name == "0.w2":
+            assert not bool(lossless.all())
+            assert torch.allclose(nv[~lossless], mx[~lossless], atol=2.0**-20)
+    for name in ("language_model.model.embed_tokens.weight", "language_model.lm_head.weight"):
+        assert torch.equal(export[name], source[name])
+    provenance = json.loads((out / ".hubkit" / "provenance.json").read_text())
+    cast = provenance["cast"]
+    assert cast["fallback_blocks"] == 1 and cast["zero_blocks"] == 1
+    assert cast["blocks"] == 6 * OUT * IN // 32 and cast["lossless_blocks"] == cast["blocks"] - 1
+    assert cast["tensors_with_fallback"] == [f"{PREFIX}.0.w2.weight"]
+    per_tensor = json.loads((out / ".hubkit" / "cast-blocks.json").read_text())
+    assert per_tensor[f"{PREFIX}.0.w2.weight"]["fallback"] == 1
+
+
+def test_export_metadata_is_modelopts_mixed_precision(hubkit, base: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = hubkit("quantize", "--base", base, "--out", out)
+    assert result.code in (0, 1), result.err
+    hf_quant = json.loads((out / "hf_quant_config.json").read_text())
+    quant = hf_quant["quantization"]
+    assert hf_quant["producer"]["name"] == "modelopt"
+    assert quant["quant_algo"] == "MIXED_PRECISION" and quant["group_size"] == 16
+    layers = quant["quantized_layers"]
+    for alias in (PREFIX, "layers.1.block_sparse_moe.experts", "model.layers.1.mlp.experts"):
+        assert layers[alias] == {"quant_algo": "NVFP4", "group_size": 16}
+    config = json.loads((out / "config.json").read_text())
+    assert "quantization_config" not in config["text_config"]
+    block = config["quantization_config"]
+    assert block["quant_method"] == "modelopt_mixed" and block["quant_algo"] == "MIXED_PRECISION"
+    assert block["quantized_layers"] == layers
+    index = json.loads((out / "model.safetensors.index.json").read_text())
+    assert index["weight_map"][f"{PREFIX}.0.w3.weight_scale_2"] == "model-00002-of-00002.safetensors"
+    assert (out / "tokenizer_config.json").is_file()
+
+
+def test_a_recipe_part_the_cast_cannot_honour_is_exit_2(hubkit, base: Path, tmp_path: Path) -> None:
+    result = hubkit(
+        "quantize", "--base", base, "--out", tmp_path / "out", "--recipe", "general/ptq/nvfp4_experts_only-kv_fp8_cast"
+    )
+    assert result.code == 2, result.err
+    assert "cannot honour" in result.err or "calibration" in result.err
+    assert not (tmp_path / "out").exists() and not (tmp_path / ".out.partial").exists()
+
+
+def test_other_modes_on_an_mxfp4_base_are_exit_2(hubkit, base: Path, tmp_path: Path) -> None:
+    result = hubkit("quantize", "--base", base, "--out", tmp_path / "out", "--mode", "layerwise")
+    assert result.code == 2 and "MXFP4" in result.err
