@@ -107,7 +107,8 @@ def build_base(folder: Path, experts: dict[str, torch.Tensor], split: bool = Tru
         "text_config": {"model_type": "kimi_k3", "hidden_size": IN, "quantization_config": block},
     }
     (folder / "config.json").write_text(json.dumps(config))
-    (folder / "tokenizer_config.json").write_text("{}")
+    for name in ("tokenizer_config.json", "generation_config.json", "tokenizer.json"):
+        (folder / name).write_text("{}")
     return folder
 
 

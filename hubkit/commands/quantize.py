@@ -52,12 +52,18 @@ def quantize_command(
         click.echo(json.dumps({"out": str(result.out), "provenance": result.provenance, "validation": validation},
                               default=str))  # fmt: skip
     else:
-        coverage = result.provenance.get("coverage", {})
+        coverage, cast = result.provenance.get("coverage", {}), result.provenance.get("cast")
         click.echo(render_text(result.report))
-        click.echo(
-            f"wrote {result.out}: {coverage.get('experts_without_tokens', 0)} of {coverage.get('experts', 0)} "
-            "experts received no calibration tokens (max-based amax backstop)"
-        )
+        if cast:
+            click.echo(
+                f"wrote {result.out}: {cast['lossless_blocks']} of {cast['blocks']} MXFP4 blocks cast bit for bit, "
+                f"{cast['fallback_blocks']} outside E4M3's window re-quantized from their data"
+            )
+        else:
+            click.echo(
+                f"wrote {result.out}: {coverage.get('experts_without_tokens', 0)} of {coverage.get('experts', 0)} "
+                "experts received no calibration tokens (max-based amax backstop)"
+            )
     return ExitCode.OK if result.report.passed else ExitCode.ARTIFACT_FAILED
 
 

@@ -10,6 +10,7 @@ tensor is copied byte for byte. The numbers match modelopt's Kimi-K3 converter b
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import re
 from collections.abc import Iterable
@@ -331,13 +332,25 @@ def run_cast(base: Path, staging: Path, recipe: CastRecipe, jobs: int, progress:
     return report
 
 
-def quant_config(banks: Iterable[str], version: str) -> dict[str, Any]:
+def exclusions(modules: Iterable[str]) -> list[str]:
+    """modelopt's Kimi-K3 exclusion patterns (with their engine spellings) that name a module of this model:
+    a pattern that matches nothing is a defect validate reports."""
+    names = sorted(set(modules))
+    return [
+        alias
+        for pattern in EXCLUDED
+        for alias in module_aliases(pattern)
+        if any(fnmatch.fnmatchcase(name, alias) or alias.strip("*") in name for name in names)
+    ]
+
+
+def quant_config(banks: Iterable[str], modules: Iterable[str], version: str) -> dict[str, Any]:
     """``hf_quant_config.json`` as modelopt writes it for nvidia/Kimi-K3-NVFP4 (routed experts NVFP4)."""
     layers: dict[str, dict[str, Any]] = {}
     for bank in sorted(banks):
         for alias in module_aliases(bank):
             layers[alias] = {"quant_algo": "NVFP4", "group_size": 16}
-    excluded = [alias for pattern in EXCLUDED for alias in module_aliases(pattern)]
+    excluded = exclusions(modules)
     return {
         "producer": {"name": "modelopt", "version": version},
         "quantization": {
@@ -378,7 +391,8 @@ def write_metadata(base: Path, staging: Path, checkpoint: Checkpoint, report: Ca
             weight_map[name] = shard
     index = {"metadata": {"total_size": report.total_size}, "weight_map": dict(sorted(weight_map.items()))}
     write_json(staging / INDEX, index)
-    hf_quant = quant_config(report.banks, modelopt_version)
+    modules = {m for m in (n.rpartition(".")[0] for n in weight_map) if m + ".weight" not in report.tensors}
+    hf_quant = quant_config(report.banks, modules, modelopt_version)
     write_json(staging / QUANT_CONFIG, hf_quant)
     config = json.loads(checkpoint.read_file(CONFIG))
     for holder in (config, config.get("text_config")):
