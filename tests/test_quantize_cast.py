@@ -203,3 +203,74 @@ def test_a_recipe_part_the_cast_cannot_honour_is_exit_2(hubkit, base: Path, tmp_
 def test_other_modes_on_an_mxfp4_base_are_exit_2(hubkit, base: Path, tmp_path: Path) -> None:
     result = hubkit("quantize", "--base", base, "--out", tmp_path / "out", "--mode", "layerwise")
     assert result.code == 2 and "MXFP4" in result.err
+
+
+@pytest.fixture
+def export(hubkit, base: Path, tmp_path: Path) -> Path:
+    out = tmp_path / "out"
+    result = hubkit("quantize", "--base", base, "--out", out, "--jobs", "2")
+    assert result.code == 0, result.out + result.err
+    return out
+
+
+def _tamper(folder: Path, name: str, change) -> None:
+    """Rewrite the shard holding ``name`` with ``change`` applied to that tensor."""
+    index = json.loads((folder / "model.safetensors.index.json").read_text())
+    shard = folder / index["weight_map"][name]
+    with safe_open(str(shard), framework="pt") as handle:
+        tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
+    change(tensors[name])
+    save_file(tensors, shard, metadata={"format": "pt"})
+
+
+def _flip_low_nibble(row: int, byte: int):
+    def change(tensor: torch.Tensor) -> None:
+        tensor[row, byte] ^= 0x01
+
+    return change
+
+
+def test_validate_base_passes_the_cast_and_names_the_profile(hubkit, export: Path, base: Path) -> None:
+    result = hubkit("validate", export, "--base", base, "--deep", "--format", "json")
+    assert result.code == 0, result.out
+    assert result.json()["profile"] == "modelopt-mixed-nvfp4"
+
+
+@pytest.mark.parametrize("deep", [False, True])
+def test_validate_base_finds_a_changed_lossless_block(hubkit, export: Path, base: Path, deep: bool) -> None:
+    _tamper(export, f"{PREFIX}.1.w3.weight", _flip_low_nibble(2, 5))
+    result = hubkit("validate", export, "--base", base, "--select", "HK705", *(["--deep"] if deep else []))
+    assert result.code == 1 and "HK705" in result.out and f"{PREFIX}.1.w3.weight" in result.out, result.out
+
+
+def test_validate_base_finds_a_changed_block_scale(hubkit, export: Path, base: Path) -> None:
+    def double(tensor: torch.Tensor) -> None:
+        tensor[0, 1] = (tensor[0, 1].float() * 2).to(torch.float8_e4m3fn)
+
+    _tamper(export, f"{PREFIX}.0.w1.weight_scale", double)
+    result = hubkit("validate", export, "--base", base, "--select", "HK705")
+    assert result.code == 1 and f"{PREFIX}.0.w1.weight" in result.out, result.out
+
+
+def test_a_fallback_block_is_not_claimed_exact(hubkit, export: Path, base: Path) -> None:
+    _tamper(export, f"{PREFIX}.0.w2.weight", _flip_low_nibble(3, 0))  # row 3, block 0: outside the window
+    result = hubkit("validate", export, "--base", base, "--select", "HK705", "--deep")
+    assert result.code == 0, result.out
+
+
+def test_only_deep_reads_every_tensor(hubkit, export: Path, base: Path, monkeypatch) -> None:
+    from hubkit.validate.rules import cast
+
+    monkeypatch.setattr(cast, "SAMPLED_TENSORS", 1)  # the first tensor only
+    _tamper(export, f"{PREFIX}.1.w3.weight", _flip_low_nibble(0, 0))
+    assert hubkit("validate", export, "--base", base, "--select", "HK705").code == 0
+    assert hubkit("validate", export, "--base", base, "--select", "HK705", "--deep").code == 1
+
+
+def test_w1_and_w3_with_different_global_scales_are_found(hubkit, export: Path, base: Path) -> None:
+    def halve(tensor: torch.Tensor) -> None:
+        tensor.mul_(0.5)
+
+    _tamper(export, f"{PREFIX}.0.w3.weight_scale_2", halve)
+    result = hubkit("validate", export, "--deep", "--select", "HK704")
+    assert result.code == 1 and f"{PREFIX}.0.w3.weight_scale_2" in result.out, result.out
