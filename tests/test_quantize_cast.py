@@ -151,7 +151,9 @@ def test_cast_is_bit_exact_and_shares_the_fused_scale_across_shards(hubkit, base
         assert tuple(export[module + ".weight_scale"].shape) == (OUT, IN // 16)
         assert float(export[module + ".input_scale"]) == 1.0
         mx = mxfp4_dequantized(source[module + ".weight_packed"], source[module + ".weight_scale"])
-        nv = nvfp4_dequantized(export[module + ".weight"], export[module + ".weight_scale"], export[module + ".weight_scale_2"])
+        nv = nvfp4_dequantized(
+            export[module + ".weight"], export[module + ".weight_scale"], export[module + ".weight_scale_2"]
+        )
         e8m0 = source[module + ".weight_scale"].int()
         kmax = int(e8m0[e8m0 > 0].max())
         lossless = ((e8m0 >= kmax - 17) | (e8m0 == 0)).repeat_interleave(32, dim=-1)

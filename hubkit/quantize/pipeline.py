@@ -544,7 +544,10 @@ def _cast(
     staging, _ = prepare_out(options.out)
     try:
         shards = len({*(_read_json(base / INDEX).get("weight_map") or {"": "model.safetensors"}).values()})
-        with _stage(timings, "cast"), progress_bar(total=shards, desc="cast", unit="shard", enabled=options.progress) as bar:
+        with (
+            _stage(timings, "cast"),
+            progress_bar(total=shards, desc="cast", unit="shard", enabled=options.progress) as bar,
+        ):
             report = run_cast(base, staging, recipe, options.jobs, bar)
         _finish(staging, base, profile.quantization.get("text_model_type"))
         blocks = {name: asdict(count) for name, count in sorted(report.tensors.items())}

@@ -136,7 +136,9 @@ def compare(ctx: Context, pair: CastPair) -> tuple[int, str | None]:
         count = min(per_read, rows - first)
         mx = _read(base, pair.module + ".weight_packed", pair.packed, first * row_bytes, count * row_bytes)
         nv = _read(ctx.checkpoint, pair.module + ".weight", pair.weight, first * row_bytes, count * row_bytes)
-        nv_scale = _read(ctx.checkpoint, pair.module + ".weight_scale", pair.scale, first * 2 * blocks, count * 2 * blocks)
+        nv_scale = _read(
+            ctx.checkpoint, pair.module + ".weight_scale", pair.scale, first * 2 * blocks, count * 2 * blocks
+        )
         for row in range(count):
             e8m0 = e8m0_all[(first + row) * blocks : (first + row + 1) * blocks]
             mx_row = mx[row * row_bytes : (row + 1) * row_bytes]
