@@ -276,3 +276,18 @@ def test_w1_and_w3_with_different_global_scales_are_found(hubkit, export: Path, 
     _tamper(export, f"{PREFIX}.0.w3.weight_scale_2", halve)
     result = hubkit("validate", export, "--deep", "--select", "HK704")
     assert result.code == 1 and f"{PREFIX}.0.w3.weight_scale_2" in result.out, result.out
+
+
+def test_plan_for_an_mxfp4_base_predicts_the_cast(hubkit, base: Path, tmp_path: Path) -> None:
+    from hubkit.checkpoint import load_checkpoint
+
+    result = hubkit("quantize", "--base", base, "--plan", "--jobs", "3", "--format", "json")
+    assert result.code == 0, result.err
+    plan = result.json()
+    assert plan["mode"] == "cast" and plan["shards"] == 2 and plan["mxfp4_modules"] == 6 and plan["jobs"] == 3
+    assert plan["seconds"] > 0 and plan["host_bytes"] > 0
+    out = tmp_path / "out"
+    assert hubkit("quantize", "--base", base, "--out", out).code == 0
+    assert plan["disk_bytes"] == load_checkpoint(str(out)).total_tensor_bytes  # the export's size, exactly
+    text = hubkit("quantize", "--base", base, "--plan")
+    assert text.code == 0 and "cast" in text.out and "MXFP4" in text.out

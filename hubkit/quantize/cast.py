@@ -27,10 +27,10 @@ from hubkit.checkpoint import load_checkpoint
 from hubkit.checkpoint.model import CONFIG, INDEX, QUANT_CONFIG, Checkpoint
 from hubkit.errors import HubkitError
 from hubkit.quantize import interrupts
+from hubkit.quantize.cast_plan import MXFP4_FORMAT
 from hubkit.quantize.shards import Entry, write_safetensors
 from hubkit.records import write_json
 
-MXFP4_FORMAT = "mxfp4-pack-quantized"
 #: The default: experts cast to NVFP4, their inputs at a constant amax of 6 x 448 (input_scale 1.0).
 DEFAULT_RECIPE = "mxfp4-nvfp4-cast"
 E8M0_BIAS = 127
@@ -52,15 +52,6 @@ EXCLUDED = (
 _POSITIVE_ZERO = np.array(
     [(0 if b & 0xF == 8 else b & 0xF) | ((0 if b >> 4 == 8 else b >> 4) << 4) for b in range(256)], dtype=np.uint8
 )
-
-
-def mxfp4_block(config: dict[str, Any]) -> dict[str, Any] | None:
-    """The base's compressed-tensors MXFP4 block (top level or ``text_config``), or None."""
-    for holder in (config, config.get("text_config")):
-        block = holder.get("quantization_config") if isinstance(holder, dict) else None
-        if isinstance(block, dict) and block.get("format") == MXFP4_FORMAT:
-            return block
-    return None
 
 
 @dataclass(frozen=True)

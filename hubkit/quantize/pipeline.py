@@ -32,6 +32,7 @@ from hubkit.errors import HubkitError
 from hubkit.progress import progress_bar
 from hubkit.quantize import interrupts
 from hubkit.quantize.base_revision import SHA, base_revision
+from hubkit.quantize.cast_plan import mxfp4_block
 from hubkit.quantize.folders import MADE_BY, discard, made_by_hubkit, make_owned, remove_owned
 from hubkit.quantize.options import MODES, QuantizeOptions
 from hubkit.quantize.remote import REMOTE_CODE_CONFIGS, require_trust
@@ -257,7 +258,7 @@ def _quantize(options: QuantizeOptions) -> QuantizeResult:
     with _stage(timings, "download"):
         base = base_folder(options.base, options.trust_remote_code)
     revision = base_revision(options.base, base)
-    if options.mode == "cast" or _mxfp4_block(_read_json(base / CONFIG)) is not None:
+    if options.mode == "cast" or mxfp4_block(_read_json(base / CONFIG)) is not None:
         return _cast(options, base, profile, revision, timings)
     int4 = _int4_block(_read_json(base / CONFIG)) is not None
     device = resolve_device(options.device)
@@ -517,12 +518,6 @@ def _publish(
     return QuantizeResult(options.out, report, provenance)
 
 
-def _mxfp4_block(config: dict[str, Any]) -> dict[str, Any] | None:
-    from hubkit.quantize.cast import mxfp4_block
-
-    return mxfp4_block(config)
-
-
 def _cast(
     options: QuantizeOptions, base: Path, profile: Any, revision: dict[str, Any], timings: dict[str, float]
 ) -> QuantizeResult:
@@ -530,7 +525,7 @@ def _cast(
     from hubkit.quantize.cast import DEFAULT_RECIPE, cast_recipe, run_cast
     from hubkit.quantize.recipes import resolve_recipe
 
-    if _mxfp4_block(_read_json(base / CONFIG)) is None:
+    if mxfp4_block(_read_json(base / CONFIG)) is None:
         raise HubkitError(
             "--mode cast needs an MXFP4 base (compressed-tensors mxfp4-pack-quantized); use --mode auto for this one"
         )
