@@ -291,3 +291,33 @@ def test_plan_for_an_mxfp4_base_predicts_the_cast(hubkit, base: Path, tmp_path: 
     assert plan["disk_bytes"] == load_checkpoint(str(out)).total_tensor_bytes  # the export's size, exactly
     text = hubkit("quantize", "--base", base, "--plan")
     assert text.code == 0 and "cast" in text.out and "MXFP4" in text.out
+
+
+def modelopt_cast(packed: torch.Tensor, e8m0: torch.Tensor, kmax: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """NVIDIA's Kimi-K3 converter's documented recipe for one tensor, with modelopt's own functions: dequantize to
+    BF16, per-block amax from ``numeric_utils``, scales pinned to 2^(k_max - 8), requantize with NVFP4QTensor."""
+    from modelopt.torch.quantization.qtensor import MXFP4QTensor, NVFP4QTensor
+    from modelopt.torch.quantization.utils.numeric_utils import mxfp4_to_nvfp4_per_block_amax
+
+    shape = torch.Size((packed.shape[0], packed.shape[1] * 2))
+    bf16 = MXFP4QTensor(shape, torch.bfloat16, packed).dequantize(dtype=torch.bfloat16, scale=e8m0, block_sizes=[32])
+    amax = mxfp4_to_nvfp4_per_block_amax(packed.view(*e8m0.shape, 16), e8m0)
+    scale_2 = torch.tensor(2.0 ** (kmax - 8), dtype=torch.float32)
+    scale = (amax / (6.0 * scale_2)).clamp(min=2.0**-9, max=448.0).to(torch.float8_e4m3fn)
+    q, weight_scale, _ = NVFP4QTensor.quantize(bf16, 16, scale, scale_2, try_tensorrt=False)
+    return q._quantized_data, weight_scale
+
+
+def test_expert_bytes_equal_modelopts_cast_when_the_pair_shares_a_shard(hubkit, tmp_path: Path) -> None:
+    experts = {"0.w1": exponents(-4), "0.w3": exponents(-2, zero=True), "0.w2": exponents(-5, low=-30)}
+    base = build_base(tmp_path / "base", experts, split=False)
+    out = tmp_path / "out"
+    assert hubkit("quantize", "--base", base, "--out", out).code == 0
+    source, export = tensors_of(base), tensors_of(out)
+    for name in experts:
+        module = f"{PREFIX}.{name}"
+        pair = [f"{PREFIX}.0.{p}" for p in ("w1", "w3")] if name != "0.w2" else [module]
+        kmax = max(int(source[m + ".weight_scale"].max()) - 127 for m in pair)
+        weight, scale = modelopt_cast(source[module + ".weight_packed"], source[module + ".weight_scale"], kmax)
+        assert torch.equal(export[module + ".weight"], weight), name
+        assert torch.equal(export[module + ".weight_scale"].view(torch.uint8), scale.view(torch.uint8)), name
