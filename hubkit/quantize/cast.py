@@ -49,9 +49,7 @@ EXCLUDED = (
     "language_model.lm_head", "lm_head", "vision_tower*", "mm_projector*",
 )  # fmt: skip
 # -0 (code 8) becomes +0, as modelopt's quantizer writes it: same value, same bytes as NVIDIA's converter.
-_POSITIVE_ZERO = np.array(
-    [(0 if b & 0xF == 8 else b & 0xF) | ((0 if b >> 4 == 8 else b >> 4) << 4) for b in range(256)], dtype=np.uint8
-)
+_POSITIVE_ZERO = bytes((0 if b & 0xF == 8 else b & 0xF) | ((0 if b >> 4 == 8 else b >> 4) << 4) for b in range(256))
 
 
 @dataclass(frozen=True)
@@ -144,6 +142,9 @@ class CastReport:
             "tensors_with_fallback": sorted(name for name, c in self.tensors.items() if c.fallback),
         }
 
+#: 2^k -> its E4M3 byte for k in [-9, 8] (subnormal below 2^-6).
+_E4M3_POWER = {k: (k + 7) << 3 if k >= -6 else 1 << (k + 9) for k in range(E4M3_KMIN, E4M3_KMAX + 1)}
+
 
 def mxfp4_modules(checkpoint: Checkpoint) -> list[str]:
     """Modules stored as MXFP4 (``weight_packed`` U8 with a U8 ``weight_scale``)."""
@@ -172,6 +173,21 @@ def k_max(e8m0: torch.Tensor) -> int | None:
     return int(nonzero.max()) - E8M0_BIAS if nonzero.numel() else None
 
 
+def block_scale_table(m: int) -> tuple[np.ndarray, np.ndarray]:
+    """E8M0 byte -> the E4M3 byte of its NVFP4 block scale under ``weight_scale_2 = 2^m``, and which bytes are
+    exact: 2^(k_j - m) inside E4M3's window; below it (and for all-zero blocks) modelopt's clamp to 2^-9, which
+    every data-derived amax of such a block reaches (max nibble x 2^k_j / 6 / 2^m < 2^-9)."""
+    table = np.full(256, _E4M3_POWER[E4M3_KMIN], dtype=np.uint8)
+    exact = np.zeros(256, dtype=bool)
+    for byte in range(1, 255):
+        power = byte - E8M0_BIAS - m
+        if power > E4M3_KMAX:
+            table[byte] = 0x7E  # 448, the clamp (only when k_max was not this tensor's largest exponent)
+        elif power >= E4M3_KMIN:
+            table[byte], exact[byte] = _E4M3_POWER[power], True
+    return table, exact
+
+
 def cast_tensor(
     packed: torch.Tensor, e8m0: torch.Tensor, kmax: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, TensorCount]:
@@ -183,25 +199,20 @@ def cast_tensor(
             f"MXFP4 tensor of shape {list(packed.shape)} does not match its scale {list(e8m0.shape)} "
             "(one E8M0 exponent per 32 weights); the base is damaged"
         )
-    if bool((e8m0 == 255).any()):
+    exponents = e8m0.numpy()
+    histogram = np.bincount(exponents.reshape(-1), minlength=256)
+    if histogram[255]:
         raise HubkitError("an MXFP4 block scale is NaN (E8M0 0xFF); the base is damaged")
-    k = e8m0.to(torch.int32) - E8M0_BIAS
-    zero = e8m0 == 0
     m = kmax - E4M3_KMAX
-    lossless = (k >= kmax - (E4M3_KMAX - E4M3_KMIN)) | zero
-    exact = lossless & ~zero
-    # In-window blocks: 2^(k_j - m) exactly. Others: max nibble x 2^k_j, clamped as modelopt clamps.
-    blocks = packed.reshape(*e8m0.shape, 16)
-    magnitude = torch.maximum(blocks & 0x07, (blocks >> 4) & 0x07).amax(dim=-1).long()
-    max_value = torch.tensor([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0])[magnitude]
-    ratio = torch.where(exact, torch.exp2((k - m).float()), max_value * torch.exp2((k - m).float()) / 6.0)
-    scale = ratio.clamp(min=2.0**E4M3_KMIN, max=448.0).to(torch.float8_e4m3fn).repeat_interleave(2, dim=-1)
+    table, exact = block_scale_table(m)
+    scale = torch.from_numpy(np.repeat(table[exponents], 2, axis=-1)).view(torch.float8_e4m3fn)
     scale_2 = torch.tensor(2.0**m, dtype=torch.float32)
-    weight = torch.from_numpy(_POSITIVE_ZERO[packed.numpy()])
-    inexact = ~lossless
-    count = TensorCount(e8m0.numel(), int(lossless.sum()), int(inexact.sum()), int(zero.sum()))
+    nibbles = bytearray(packed.numpy().tobytes().translate(_POSITIVE_ZERO))
+    weight = torch.frombuffer(nibbles, dtype=torch.uint8).reshape(packed.shape)
+    lossless = int(histogram[exact].sum()) + int(histogram[0])
+    count = TensorCount(exponents.size, lossless, exponents.size - lossless, int(histogram[0]))
     if count.fallback:  # requantize the rows holding fallback blocks as modelopt does (their nibbles change)
-        rows = inexact.reshape(-1, e8m0.shape[-1]).any(dim=-1)
+        rows = torch.from_numpy(~exact[exponents] & (exponents > 0)).reshape(-1, e8m0.shape[-1]).any(dim=-1)
         flat_packed = packed.reshape(-1, packed.shape[-1])[rows]
         flat_scale = e8m0.reshape(-1, e8m0.shape[-1])[rows]
         shape = torch.Size((flat_packed.shape[0], flat_packed.shape[1] * 2))
