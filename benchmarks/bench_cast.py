@@ -47,14 +47,20 @@ def make_base(folder: Path, gigabytes: float, shards: int) -> int:
         for expert in range(experts):
             for proj, (out, half) in SHAPES.items():
                 name = PREFIX.format(layer=shard, expert=expert) + f".{proj}"
-                tensors[name + ".weight_packed"] = torch.randint(0, 256, (out, half), dtype=torch.uint8, generator=generator)
-                tensors[name + ".weight_scale"] = torch.randint(115, 127, (out, half // 16), dtype=torch.uint8, generator=generator)
+                tensors[name + ".weight_packed"] = torch.randint(
+                    0, 256, (out, half), dtype=torch.uint8, generator=generator
+                )
+                tensors[name + ".weight_scale"] = torch.randint(
+                    115, 127, (out, half // 16), dtype=torch.uint8, generator=generator
+                )
         file = f"model-{shard + 1:05d}-of-{shards:05d}.safetensors"
         save_file(tensors, folder / file, metadata={"format": "pt"})
         weight_map.update(dict.fromkeys(tensors, file))
     (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
     block = {"format": "mxfp4-pack-quantized", "quant_method": "compressed-tensors"}
-    (folder / "config.json").write_text(json.dumps({"model_type": "kimi_k3", "text_config": {"quantization_config": block}}))
+    (folder / "config.json").write_text(
+        json.dumps({"model_type": "kimi_k3", "text_config": {"quantization_config": block}})
+    )
     return sum(p.stat().st_size for p in folder.glob("*.safetensors"))
 
 
@@ -68,7 +74,11 @@ def reference_shard(job: tuple[str, str]) -> None:
     out: dict[str, torch.Tensor] = {}
     with safe_open(source, framework="pt") as handle:
         keys = list(handle.keys())
-        kmax = {k[: -len(".weight_scale")]: int(handle.get_tensor(k).max()) - 127 for k in keys if k.endswith(".weight_scale")}
+        kmax = {
+            k[: -len(".weight_scale")]: int(handle.get_tensor(k).max()) - 127
+            for k in keys
+            if k.endswith(".weight_scale")
+        }
         for key in keys:
             if key.endswith(".weight_scale"):
                 continue
@@ -80,7 +90,9 @@ def reference_shard(job: tuple[str, str]) -> None:
             parent, proj = module.rsplit(".", 1)
             k = max(kmax[f"{parent}.w1"], kmax[f"{parent}.w3"]) if proj in ("w1", "w3") else kmax[module]
             shape = torch.Size((packed.shape[0], packed.shape[1] * 2))
-            bf16 = MXFP4QTensor(shape, torch.bfloat16, packed).dequantize(dtype=torch.bfloat16, scale=e8m0, block_sizes=[32])
+            bf16 = MXFP4QTensor(shape, torch.bfloat16, packed).dequantize(
+                dtype=torch.bfloat16, scale=e8m0, block_sizes=[32]
+            )
             amax = mxfp4_to_nvfp4_per_block_amax(packed.view(*e8m0.shape, 16), e8m0)
             scale_2 = torch.tensor(2.0 ** (k - 8), dtype=torch.float32)
             scale = (amax / (6.0 * scale_2)).clamp(min=2.0**-9, max=448.0).to(torch.float8_e4m3fn)
@@ -105,7 +117,8 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2)
     args = parser.parse_args()
 
-    import modelopt.torch.export.convert_hf_config  # noqa: F401  imported once before any timing (seconds)
+    # imported once before any timing (it takes seconds)
+    import modelopt.torch.export.convert_hf_config
     import modelopt.torch.quantization.qtensor  # noqa: F401
 
     from hubkit.quantize.cast import CastRecipe, run_cast
@@ -131,14 +144,22 @@ def main() -> None:
         reference_s = timed(reference)
         same = True
         for shard in shards:
-            with safe_open(str(root / "hubkit" / shard.name), "pt") as ours, safe_open(str(root / "reference" / shard.name), "pt") as theirs:
+            with (
+                safe_open(str(root / "hubkit" / shard.name), "pt") as ours,
+                safe_open(str(root / "reference" / shard.name), "pt") as theirs,
+            ):
                 for key in theirs.keys():  # noqa: SIM118
-                    same &= torch.equal(ours.get_tensor(key).reshape(-1).view(torch.uint8), theirs.get_tensor(key).reshape(-1).view(torch.uint8))
+                    same &= torch.equal(
+                        ours.get_tensor(key).reshape(-1).view(torch.uint8),
+                        theirs.get_tensor(key).reshape(-1).view(torch.uint8),
+                    )
         gb = size / 1e9
         print(f"base: {gb:.2f} GB in {args.shards} shards, {args.jobs} jobs")
         print(f"plain copy:          {copy_s:7.2f} s  {gb / copy_s:6.2f} GB/s")
         print(f"hubkit cast:         {hubkit_s:7.2f} s  {gb / hubkit_s:6.2f} GB/s  ({hubkit_s / copy_s:.2f}x the copy)")
-        print(f"NVIDIA's recipe:     {reference_s:7.2f} s  {gb / reference_s:6.2f} GB/s  ({reference_s / copy_s:.2f}x the copy)")
+        print(
+            f"NVIDIA's recipe:     {reference_s:7.2f} s  {gb / reference_s:6.2f} GB/s  ({reference_s / copy_s:.2f}x the copy)"
+        )
         print(f"hubkit / NVIDIA:     {hubkit_s / reference_s:.2f}x the time; expert bytes identical: {same}")
 
 

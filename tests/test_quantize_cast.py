@@ -321,3 +321,15 @@ def test_expert_bytes_equal_modelopts_cast_when_the_pair_shares_a_shard(hubkit, 
         weight, scale = modelopt_cast(source[module + ".weight_packed"], source[module + ".weight_scale"], kmax)
         assert torch.equal(export[module + ".weight"], weight), name
         assert torch.equal(export[module + ".weight_scale"].view(torch.uint8), scale.view(torch.uint8)), name
+
+
+def test_the_card_states_the_lossless_fraction_and_no_calibration(hubkit, export: Path, tmp_path: Path) -> None:
+    manifest = tmp_path / "hubkit.toml"
+    manifest.write_text(
+        '[release]\nrepo = "org/name"\n[base]\nrepo = "org/base"\n[quantize]\nout = "out"\n[card]\nlicense = "other"\n'
+    )
+    result = hubkit("card", "render", export, "--manifest", manifest)
+    assert result.code == 0, result.err
+    blocks = 6 * OUT * IN // 32
+    assert f"Bit-exact cast: {blocks - 1} of {blocks} MXFP4 blocks" in result.out
+    assert "from its native MXFP4" in result.out and "None: the cast is closed-form" in result.out

@@ -142,6 +142,7 @@ class CastReport:
             "tensors_with_fallback": sorted(name for name, c in self.tensors.items() if c.fallback),
         }
 
+
 #: 2^k -> its E4M3 byte for k in [-9, 8] (subnormal below 2^-6).
 _E4M3_POWER = {k: (k + 7) << 3 if k >= -6 else 1 << (k + 9) for k in range(E4M3_KMIN, E4M3_KMAX + 1)}
 

@@ -110,7 +110,9 @@ def cast_plan(base: Checkpoint, jobs: int, host_budget: int | None, free_disk: i
             largest = max(largest, info.nbytes)
     base_bytes = sum(shard_bytes.values())
     scale_growth = sum(
-        t.nbytes for n, t in tensors.items() if n.endswith(".weight_scale") and n.removesuffix(".weight_scale") + ".weight_packed" in tensors
+        t.nbytes
+        for n, t in tensors.items()
+        if n.endswith(".weight_scale") and n.removesuffix(".weight_scale") + ".weight_packed" in tensors
     )
     export_bytes = base_bytes + scale_growth + 8 * modules
     in_flight = sorted(shard_cast.values(), reverse=True)[: max(jobs, 1)]
