@@ -333,3 +333,45 @@ def test_the_card_states_the_lossless_fraction_and_no_calibration(hubkit, export
     blocks = 6 * OUT * IN // 32
     assert f"Bit-exact cast: {blocks - 1} of {blocks} MXFP4 blocks" in result.out
     assert "from its native MXFP4" in result.out and "None: the cast is closed-form" in result.out
+
+
+def test_a_scale_stored_in_another_shard_than_its_nibbles(hubkit, tmp_path: Path) -> None:
+    base = build_base(tmp_path / "base", {"0.w1": exponents(-4), "0.w3": exponents(-3), "0.w2": exponents(-4)}, split=False)
+    index_path = base / "model.safetensors.index.json"
+    index = json.loads(index_path.read_text())
+    moved = f"{PREFIX}.0.w1.weight_scale"
+    shards = [base / f"model-0000{i}-of-00002.safetensors" for i in (1, 2)]
+    with safe_open(str(shards[0]), framework="pt") as one, safe_open(str(shards[1]), framework="pt") as two:
+        first = {k: one.get_tensor(k) for k in one.keys()}  # noqa: SIM118
+        second = {k: two.get_tensor(k) for k in two.keys()}  # noqa: SIM118
+    second[moved] = first.pop(moved)
+    save_file(first, shards[0], metadata={"format": "pt"})
+    save_file(second, shards[1], metadata={"format": "pt"})
+    index["weight_map"][moved] = shards[1].name
+    index_path.write_text(json.dumps(index))
+    out = tmp_path / "out"
+    result = hubkit("quantize", "--base", base, "--out", out)
+    assert result.code == 0, result.out + result.err
+    export = json.loads((out / "model.safetensors.index.json").read_text())["weight_map"]
+    assert export[f"{PREFIX}.0.w1.weight_scale"] == shards[0].name == export[f"{PREFIX}.0.w1.weight"]
+    assert hubkit("validate", out, "--base", base, "--deep").code == 0
+
+
+@pytest.mark.parametrize("damage", ["nan-scale", "shape", "missing-shard"])
+def test_a_damaged_base_is_exit_2_and_leaves_nothing(hubkit, tmp_path: Path, damage: str) -> None:
+    base = build_base(tmp_path / "base", {"0.w1": exponents(-4), "0.w3": exponents(-3), "0.w2": exponents(-4)}, split=False)
+    shard = base / "model-00001-of-00002.safetensors"
+    with safe_open(str(shard), framework="pt") as handle:
+        tensors = {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118
+    if damage == "nan-scale":
+        tensors[f"{PREFIX}.0.w3.weight_scale"][4, 1] = 255
+        save_file(tensors, shard, metadata={"format": "pt"})
+    elif damage == "shape":
+        tensors[f"{PREFIX}.0.w3.weight_scale"] = tensors[f"{PREFIX}.0.w3.weight_scale"][:, :1].contiguous()
+        save_file(tensors, shard, metadata={"format": "pt"})
+    else:
+        (base / "model-00002-of-00002.safetensors").unlink()
+    result = hubkit("quantize", "--base", base, "--out", tmp_path / "out")
+    assert result.code == 2, result.out + result.err
+    assert len(result.err.strip().splitlines()) == 1 and "Traceback" not in result.err
+    assert not (tmp_path / "out").exists() and not (tmp_path / ".out.partial").exists()

@@ -242,21 +242,22 @@ def _data_start(path: Path) -> int:
 
 
 def convert_shard(job: ShardJob, checkpoint: Checkpoint, shard: str) -> CastReport:
-    """Write one output shard: MXFP4 modules cast, every other tensor copied from its byte range."""
+    """Write one output shard: its MXFP4 modules cast (a scale stored in another shard is read from there; the
+    NVFP4 tensors go where the nibbles were), every other tensor copied from its byte range."""
     header = checkpoint.shards[shard]
     start = _data_start(job.source)
     report = CastReport()
     entries: list[Entry] = []
-    cast = {name[: -len(PACKED)] for name in header.tensors if name[: -len(PACKED)] in job.kmax}
     with safe_open(str(job.source), framework="pt", device="cpu") as handle:
         for name, info in header.tensors.items():
             module = name.removesuffix(PACKED).removesuffix(SCALE)
-            if module in cast and name in (module + PACKED, module + SCALE):
-                if name == module + SCALE:
-                    continue
+            if module in job.kmax and name == module + SCALE:
+                continue  # replaced by the NVFP4 scales, written beside the nibbles
+            if module in job.kmax and name == module + PACKED:
                 interrupts.check()
-                packed, e8m0 = handle.get_tensor(name), handle.get_tensor(module + SCALE)
-                weight, scale, scale_2, count = cast_tensor(packed, e8m0, job.kmax[module])
+                weight, scale, scale_2, count = cast_tensor(
+                    handle.get_tensor(name), _scale_of(module, checkpoint, job, shard, handle), job.kmax[module]
+                )
                 report.tensors[module + ".weight"] = count
                 bank = EXPERT_BANK.match(module)
                 report.banks.add(bank.group("bank") if bank else module)
@@ -270,11 +271,17 @@ def convert_shard(job: ShardJob, checkpoint: Checkpoint, shard: str) -> CastRepo
                 continue
             begin, end = info.data_offsets
             entries.append(Entry(name, info.dtype, tuple(info.shape), source=(job.source, start + begin, start + end)))
-    if module_missing := sorted(m for m in cast if m + SCALE not in header.tensors):
-        raise HubkitError(f"{shard}: {module_missing[0]}{SCALE} is not in the same shard as its weights")
     write_safetensors(job.target, entries)
     report.total_size = sum(entry.nbytes for entry in entries)
     return report
+
+
+def _scale_of(module: str, checkpoint: Checkpoint, job: ShardJob, shard: str, handle: Any) -> torch.Tensor:
+    owner = checkpoint.shard_of[module + SCALE]
+    if owner == shard:
+        return handle.get_tensor(module + SCALE)
+    with safe_open(str(job.source.parent / owner), framework="pt", device="cpu") as other:
+        return other.get_tensor(module + SCALE)
 
 
 _DTYPE = {torch.uint8: "U8", torch.float8_e4m3fn: "F8_E4M3", torch.float32: "F32"}
@@ -310,7 +317,14 @@ def run_cast(base: Path, staging: Path, recipe: CastRecipe, jobs: int, progress:
     broken = [h.file for h in checkpoint.shards.values() if h.fatal]
     if broken:
         raise HubkitError(f"the base's shard {broken[0]} cannot be read ({checkpoint.shards[broken[0]].fatal})")
+    weight_map = (checkpoint.document(INDEX) or {}).get("weight_map")
+    listed = {v for v in weight_map.values() if isinstance(v, str)} if isinstance(weight_map, dict) else set()
+    if absent := sorted(listed - set(checkpoint.shards)):
+        raise HubkitError(f"the base's index names {absent[0]}, which is not in the folder; download the base again")
     modules = mxfp4_modules(checkpoint)
+    taken = [m + s for m in modules for s in (".weight", ".weight_scale_2", ".input_scale") if m + s in checkpoint.tensors]
+    if taken:
+        raise HubkitError(f"the base has both {taken[0]} and MXFP4 weights for that module; it is not a clean base")
     if not modules:
         raise HubkitError("the base's config says mxfp4-pack-quantized but no tensor is MXFP4 (weight_packed U8)")
     kmax = shared_kmax(checkpoint, base, modules, jobs)
@@ -386,11 +400,11 @@ def write_metadata(base: Path, staging: Path, checkpoint: Checkpoint, report: Ca
 
     weight_map: dict[str, str] = {}
     for name, shard in checkpoint.shard_of.items():
-        module = name.removesuffix(PACKED).removesuffix(SCALE)
-        if module + ".weight" in report.tensors:
+        module = name.removesuffix(PACKED)
+        if name == module + PACKED and module + ".weight" in report.tensors:
             for suffix in (".weight", ".weight_scale", ".weight_scale_2", ".input_scale"):
                 weight_map[module + suffix] = shard
-        else:
+        elif name.removesuffix(SCALE) + ".weight" not in report.tensors or not name.endswith(SCALE):
             weight_map[name] = shard
     index = {"metadata": {"total_size": report.total_size}, "weight_map": dict(sorted(weight_map.items()))}
     write_json(staging / INDEX, index)
