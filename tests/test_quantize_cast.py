@@ -375,3 +375,44 @@ def test_a_damaged_base_is_exit_2_and_leaves_nothing(hubkit, tmp_path: Path, dam
     assert result.code == 2, result.out + result.err
     assert len(result.err.strip().splitlines()) == 1 and "Traceback" not in result.err
     assert not (tmp_path / "out").exists() and not (tmp_path / ".out.partial").exists()
+
+
+EXPERTS_ONLY_RECIPE = """
+imports:
+  base_disable_all: configs/ptq/units/base_disable_all
+  default_disabled_quantizers: configs/ptq/units/default_disabled_quantizers
+  nvfp4: configs/numerics/nvfp4
+metadata:
+  recipe_type: ptq
+  description: routed experts NVFP4 from MXFP4, constant input amax
+quantize:
+  algorithm:
+    method: max
+  quant_cfg:
+    - $import: base_disable_all
+    - quantizer_name: "*block_sparse_moe.experts.*weight_quantizer"
+      cfg:
+        $import: nvfp4
+    - quantizer_name: "*block_sparse_moe.experts.*input_quantizer"
+      cfg:
+        $import: nvfp4
+        constant_amax: 1344.0
+    - $import: default_disabled_quantizers
+"""
+
+
+def test_a_recipe_file_sets_the_constant_input_amax(hubkit, base: Path, tmp_path: Path) -> None:
+    recipe = tmp_path / "experts.yaml"
+    recipe.write_text(EXPERTS_ONLY_RECIPE)
+    out = tmp_path / "out"
+    result = hubkit("quantize", "--base", base, "--out", out, "--recipe", recipe)
+    assert result.code == 0, result.out + result.err
+    assert float(tensors_of(out)[f"{PREFIX}.0.w1.input_scale"]) == 0.5
+    assert json.loads((out / ".hubkit" / "provenance.json").read_text())["recipe"]["input_amax"] == 1344.0
+
+
+def test_the_published_kimi_k3_recipe_is_refused_for_its_fp8_attention(hubkit, base: Path, tmp_path: Path) -> None:
+    recipe = "models/moonshotai/Kimi-K3/ptq/nvfp4_experts-fp8_pb_attention"
+    result = hubkit("quantize", "--base", base, "--out", tmp_path / "out", "--recipe", recipe)
+    assert result.code == 2 and "self_attn" in result.err and "cannot honour" in result.err, result.err
+    assert not (tmp_path / "out").exists() and not (tmp_path / ".out.partial").exists()
