@@ -336,7 +336,9 @@ def test_the_card_states_the_lossless_fraction_and_no_calibration(hubkit, export
 
 
 def test_a_scale_stored_in_another_shard_than_its_nibbles(hubkit, tmp_path: Path) -> None:
-    base = build_base(tmp_path / "base", {"0.w1": exponents(-4), "0.w3": exponents(-3), "0.w2": exponents(-4)}, split=False)
+    base = build_base(
+        tmp_path / "base", {"0.w1": exponents(-4), "0.w3": exponents(-3), "0.w2": exponents(-4)}, split=False
+    )
     index_path = base / "model.safetensors.index.json"
     index = json.loads(index_path.read_text())
     moved = f"{PREFIX}.0.w1.weight_scale"
@@ -359,7 +361,9 @@ def test_a_scale_stored_in_another_shard_than_its_nibbles(hubkit, tmp_path: Path
 
 @pytest.mark.parametrize("damage", ["nan-scale", "shape", "missing-shard"])
 def test_a_damaged_base_is_exit_2_and_leaves_nothing(hubkit, tmp_path: Path, damage: str) -> None:
-    base = build_base(tmp_path / "base", {"0.w1": exponents(-4), "0.w3": exponents(-3), "0.w2": exponents(-4)}, split=False)
+    base = build_base(
+        tmp_path / "base", {"0.w1": exponents(-4), "0.w3": exponents(-3), "0.w2": exponents(-4)}, split=False
+    )
     shard = base / "model-00001-of-00002.safetensors"
     with safe_open(str(shard), framework="pt") as handle:
         tensors = {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118

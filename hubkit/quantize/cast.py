@@ -322,7 +322,9 @@ def run_cast(base: Path, staging: Path, recipe: CastRecipe, jobs: int, progress:
     if absent := sorted(listed - set(checkpoint.shards)):
         raise HubkitError(f"the base's index names {absent[0]}, which is not in the folder; download the base again")
     modules = mxfp4_modules(checkpoint)
-    taken = [m + s for m in modules for s in (".weight", ".weight_scale_2", ".input_scale") if m + s in checkpoint.tensors]
+    taken = [
+        m + s for m in modules for s in (".weight", ".weight_scale_2", ".input_scale") if m + s in checkpoint.tensors
+    ]
     if taken:
         raise HubkitError(f"the base has both {taken[0]} and MXFP4 weights for that module; it is not a clean base")
     if not modules:
