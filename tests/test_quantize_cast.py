@@ -420,3 +420,12 @@ def test_the_published_kimi_k3_recipe_is_refused_for_its_fp8_attention(hubkit, b
     result = hubkit("quantize", "--base", base, "--out", tmp_path / "out", "--recipe", recipe)
     assert result.code == 2 and "self_attn" in result.err and "cannot honour" in result.err, result.err
     assert not (tmp_path / "out").exists() and not (tmp_path / ".out.partial").exists()
+
+
+def test_a_global_scale_that_is_no_power_of_two_is_decoded_block_by_block(hubkit, export: Path, base: Path) -> None:
+    def scale(tensor: torch.Tensor) -> None:
+        tensor.mul_(1.5)
+
+    _tamper(export, f"{PREFIX}.1.w2.weight_scale_2", scale)
+    result = hubkit("validate", export, "--base", base, "--select", "HK705")
+    assert result.code == 1 and f"{OUT * IN // 32:,} lossless MXFP4 blocks" in result.out, result.out

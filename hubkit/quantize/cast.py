@@ -279,9 +279,11 @@ def convert_shard(job: ShardJob, checkpoint: Checkpoint, shard: str) -> CastRepo
 def _scale_of(module: str, checkpoint: Checkpoint, job: ShardJob, shard: str, handle: Any) -> torch.Tensor:
     owner = checkpoint.shard_of[module + SCALE]
     if owner == shard:
-        return handle.get_tensor(module + SCALE)
+        scale: torch.Tensor = handle.get_tensor(module + SCALE)
+        return scale
     with safe_open(str(job.source.parent / owner), framework="pt", device="cpu") as other:
-        return other.get_tensor(module + SCALE)
+        scale = other.get_tensor(module + SCALE)
+    return scale
 
 
 _DTYPE = {torch.uint8: "U8", torch.float8_e4m3fn: "F8_E4M3", torch.float32: "F32"}

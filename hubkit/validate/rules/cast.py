@@ -57,6 +57,20 @@ class CastPair:
     scale_2: TensorInfo
 
 
+_WIDTH = {"U8": 1, "F8_E4M3": 1, "F32": 4}
+
+
+def _sound(checkpoint: Checkpoint, name: str, tensor: TensorInfo) -> bool:
+    """As many bytes as its shape needs, inside its file (other checks report the rest)."""
+    shard = checkpoint.shards.get(checkpoint.shard_of.get(name, ""))
+    return (
+        shard is not None
+        and shard.fatal is None
+        and tensor.nbytes == tensor.numel * _WIDTH.get(tensor.dtype, 0)
+        and tensor.end <= shard.data_length
+    )
+
+
 def cast_pairs(ctx: Context) -> list[CastPair]:
     """Modules that are MXFP4 in the base and NVFP4 in the export, with shapes that fit each other."""
     base = ctx.base
@@ -79,6 +93,16 @@ def cast_pairs(ctx: Context) -> list[CastPair]:
             and scale.dtype == "F8_E4M3"
             and scale_2.dtype == "F32"
             and scale_2.nbytes == 4
+            and all(
+                _sound(checkpoint, module + suffix, tensor)
+                for checkpoint, suffix, tensor in (
+                    (base, ".weight_packed", packed),
+                    (base, ".weight_scale", e8m0),
+                    (ctx.checkpoint, ".weight", weight),
+                    (ctx.checkpoint, ".weight_scale", scale),
+                    (ctx.checkpoint, ".weight_scale_2", scale_2),
+                )
+            )
         ):
             pairs.append(CastPair(module, packed, e8m0, weight, scale, scale_2))
     return sorted(pairs, key=lambda p: p.module)
@@ -124,23 +148,31 @@ def compare(ctx: Context, pair: CastPair) -> tuple[int, str | None]:
         return 0, f"weight_scale_2 is {scale_2!r}"
     mantissa, exponent = math.frexp(scale_2)
     blocks, row_bytes = pair.e8m0.shape[1], pair.packed.shape[1]
-    e8m0_all = _read(base, pair.module + ".weight_scale", pair.e8m0, 0, rows * blocks)
-    nonzero = [b for b in e8m0_all if b]
-    k_max = (exponent - 1 + 8) if mantissa == 0.5 else (max(nonzero) - 127 if nonzero else 0)
+    per_read = max(1, MAX_READ // max(1, row_bytes))
+
+    def exponents(first: int, count: int) -> bytes:
+        return _read(base, pair.module + ".weight_scale", pair.e8m0, first * blocks, count * blocks)
+
+    if mantissa == 0.5:  # weight_scale_2 = 2^m pins k_max = m + 8
+        k_max = exponent - 1 + 8
+    else:  # not the cast's pinning: the window is the base tensor's own
+        chunks = (exponents(first, min(per_read, rows - first)) for first in range(0, rows, per_read))
+        largest = max((max(chunk, default=0) for chunk in chunks), default=0)
+        k_max = largest - 127 if largest else 0
     m = k_max - 8
     # e8m0 byte -> the E4M3 byte of 2^(k_j - m) where that is exact (the fast path's expectation).
     expected = bytes(E4M3_POWER.get(b - 127 - m, 0xFF) if b else 0x01 for b in range(256))
     differing = 0
-    per_read = max(1, MAX_READ // max(1, row_bytes))
     for first in range(0, rows, per_read):
         count = min(per_read, rows - first)
+        scales = exponents(first, count)
         mx = _read(base, pair.module + ".weight_packed", pair.packed, first * row_bytes, count * row_bytes)
         nv = _read(ctx.checkpoint, pair.module + ".weight", pair.weight, first * row_bytes, count * row_bytes)
         nv_scale = _read(
             ctx.checkpoint, pair.module + ".weight_scale", pair.scale, first * 2 * blocks, count * 2 * blocks
         )
         for row in range(count):
-            e8m0 = e8m0_all[(first + row) * blocks : (first + row + 1) * blocks]
+            e8m0 = scales[row * blocks : (row + 1) * blocks]
             mx_row = mx[row * row_bytes : (row + 1) * row_bytes]
             nv_row = nv[row * row_bytes : (row + 1) * row_bytes]
             scale_row = nv_scale[row * 2 * blocks : (row + 1) * 2 * blocks]
