@@ -431,3 +431,12 @@ def test_a_global_scale_that_is_no_power_of_two_is_decoded_block_by_block(hubkit
     _tamper(export, f"{PREFIX}.1.w2.weight_scale_2", scale)
     result = hubkit("validate", export, "--base", base, "--select", "HK705")
     assert result.code == 1 and f"{OUT * IN // 32:,} lossless MXFP4 blocks" in result.out, result.out
+
+
+def test_mode_cast_needs_an_mxfp4_base(hubkit, base: Path, tmp_path: Path) -> None:
+    config = json.loads((base / "config.json").read_text())
+    del config["text_config"]["quantization_config"]
+    (base / "config.json").write_text(json.dumps(config))
+    result = hubkit("quantize", "--base", base, "--out", tmp_path / "out", "--mode", "cast")
+    assert result.code == 2 and "needs an MXFP4 base" in result.err, result.err
+    assert hubkit("quantize", "--base", base, "--out", tmp_path / "out", "--jobs", "0").code == 2

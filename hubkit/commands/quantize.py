@@ -23,6 +23,7 @@ from hubkit.quantize.options import QuantizeOptions
         "hubkit quantize --base ./Kimi-K2.6 --out ./Kimi-K2.6-NVFP4 --calib calib.jsonl --mode layerwise",
         "torchrun --nproc-per-node 8 -m hubkit quantize --base ./Kimi-K2.6 --out ./OUT --calib calib.jsonl \\",
         "    --mode layerwise",
+        "hubkit quantize --base ./Kimi-K3 --out ./Kimi-K3-NVFP4 --jobs 8      # MXFP4 base: cast, no --calib, no GPU",
     ),
 )
 @click_options(QuantizeOptions)

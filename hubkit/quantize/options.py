@@ -48,7 +48,7 @@ class QuantizeOptions:
     max_cpu_memory: str | None = option(
         "Host memory the plan may count on, e.g. 64GiB (default: what is free here).", None, convert=_size
     )
-    jobs: int = option("Shards converted at once by the MXFP4 cast (memory: about two shards each).", 4,
+    jobs: int = option("Shards converted at once by the MXFP4 cast (memory: about one shard's experts each).", 4,
                        minimum=1, show_default=True)  # fmt: skip
     seed: int = option("Seed of the calibration sample.", 1234, show_default=True)
     trust_remote_code: bool = option(
