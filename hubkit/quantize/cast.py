@@ -29,7 +29,7 @@ from hubkit.errors import HubkitError
 from hubkit.quantize import interrupts
 from hubkit.quantize.cast_plan import MXFP4_FORMAT
 from hubkit.quantize.shards import Entry, write_safetensors
-from hubkit.records import write_json
+from hubkit.records import ensure_folder, write_json
 
 #: The default: experts cast to NVFP4, their inputs at a constant amax of 6 x 448 (input_scale 1.0).
 DEFAULT_RECIPE = "mxfp4-nvfp4-cast"
@@ -271,9 +271,15 @@ def convert_shard(job: ShardJob, checkpoint: Checkpoint, shard: str) -> CastRepo
                 continue
             begin, end = info.data_offsets
             entries.append(Entry(name, info.dtype, tuple(info.shape), source=(job.source, start + begin, start + end)))
+    ensure_folder(job.target.parent)  # a shard the index keeps in a subfolder keeps its place
     write_safetensors(job.target, entries)
     report.total_size = sum(entry.nbytes for entry in entries)
     return report
+
+
+def checkpoint_folder(source: Path, shard: str) -> Path:
+    """The base folder, from one shard's path and its name in the index (which may hold a subfolder)."""
+    return source.parents[len(Path(shard).parts) - 1]
 
 
 def _scale_of(module: str, checkpoint: Checkpoint, job: ShardJob, shard: str, handle: Any) -> torch.Tensor:
@@ -281,7 +287,7 @@ def _scale_of(module: str, checkpoint: Checkpoint, job: ShardJob, shard: str, ha
     if owner == shard:
         scale: torch.Tensor = handle.get_tensor(module + SCALE)
         return scale
-    with safe_open(str(job.source.parent / owner), framework="pt", device="cpu") as other:
+    with safe_open(str(checkpoint_folder(job.source, shard) / owner), framework="pt", device="cpu") as other:
         scale = other.get_tensor(module + SCALE)
     return scale
 
@@ -333,8 +339,7 @@ def run_cast(base: Path, staging: Path, recipe: CastRecipe, jobs: int, progress:
         raise HubkitError("the base's config says mxfp4-pack-quantized but no tensor is MXFP4 (weight_packed U8)")
     kmax = shared_kmax(checkpoint, base, modules, jobs)
     shard_jobs = [
-        (ShardJob(base / shard, staging / Path(shard).name, kmax, recipe.input_scale), shard)
-        for shard in checkpoint.shards
+        (ShardJob(base / shard, staging / shard, kmax, recipe.input_scale), shard) for shard in checkpoint.shards
     ]
 
     def convert(item: tuple[ShardJob, str]) -> CastReport:
