@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from modelopt.torch.quantization.utils.numeric_utils import E2M1_MAX, E4M3_KMAX, E4M3_KMIN, E4M3_MAX, E8M0_BIAS
 from safetensors import safe_open
 
 from hubkit.checkpoint import load_checkpoint
@@ -33,10 +34,8 @@ from hubkit.records import ensure_folder, write_json
 
 #: The default: experts cast to NVFP4, their inputs at a constant amax of 6 x 448 (input_scale 1.0).
 DEFAULT_RECIPE = "mxfp4-nvfp4-cast"
-E8M0_BIAS = 127
-#: E4M3 holds 2^k exactly for k in [-9, 8]: a block is bit-exact when k_max - k_j <= 17.
-E4M3_KMAX, E4M3_KMIN = 8, -9
-NVFP4_AMAX = 6.0 * 448.0
+#: E4M3 holds 2^k exactly for k in [E4M3_KMIN, E4M3_KMAX] = [-9, 8]: a block is bit-exact when k_max - k_j <= 17.
+NVFP4_AMAX: float = E2M1_MAX * E4M3_MAX
 PACKED, SCALE = ".weight_packed", ".weight_scale"
 #: Projections an engine fuses into one GEMM: both get one weight_scale_2.
 FUSED_PAIRS = (("w1", "w3"), ("gate_proj", "up_proj"))
