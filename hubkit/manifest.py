@@ -201,9 +201,11 @@ class QuantizeTable(_Table):
     calib_seq: int = Field(default=512, ge=8)
     batch_size: int = Field(default=1, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    mode: Literal["auto", "resident", "layerwise"] = Field(
-        default="auto", description="resident, layerwise (one decoder layer at a time, resumable), or auto"
+    mode: Literal["auto", "resident", "layerwise", "cast"] = Field(
+        default="auto",
+        description="resident, layerwise (one decoder layer at a time, resumable), cast (an MXFP4 base), or auto",
     )
+    jobs: int = Field(default=4, ge=1, description="shards converted at once by the MXFP4 cast")
     max_gpu_memory: str | None = None
     max_cpu_memory: str | None = None
     seed: int = 1234

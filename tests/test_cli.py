@@ -43,8 +43,8 @@ def test_list_checks_text_and_json(hubkit) -> None:
     text = hubkit("validate", "--list-checks")
     assert text.code == 0 and "HK501" in text.out and "exclusion-matches-nothing" in text.out
     listed = hubkit("validate", "--list-checks", "--format", "json", "--select", "HK7").json()
-    assert [c["code"] for c in listed] == ["HK701", "HK702", "HK703", "HK704"]
-    assert listed[0]["needs"] == ["deep"]
+    assert [c["code"] for c in listed] == ["HK701", "HK702", "HK703", "HK704", "HK705"]
+    assert listed[0]["needs"] == ["deep"] and listed[4]["needs"] == ["base"]
 
 
 def test_explain(hubkit) -> None:

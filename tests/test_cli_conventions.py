@@ -158,8 +158,8 @@ def test_shell_completion_scripts(shell: str, marker: str) -> None:
 @pytest.mark.parametrize(
     ("words", "expected"),
     [
-        ("hubkit validate --profile ", {"kimi-k2-nvfp4", "modelopt-nvfp4"}),
-        ("hubkit quantize --profile ", {"kimi-k2-nvfp4", "modelopt-nvfp4"}),
+        ("hubkit validate --profile ", {"kimi-k2-nvfp4", "modelopt-mixed-nvfp4", "modelopt-nvfp4"}),
+        ("hubkit quantize --profile ", {"kimi-k2-nvfp4", "modelopt-mixed-nvfp4", "modelopt-nvfp4"}),
         ("hubkit release --from ", {"quantize", "card", "validate", "push", "tag", "smoke"}),
     ],
 )
@@ -177,7 +177,10 @@ def test_stages_and_profiles_complete_as_choices(words: str, expected: set[str])
 
 def test_an_unknown_profile_or_stage_lists_the_choices(hubkit, tmp_path: Path) -> None:
     profile = hubkit("validate", tmp_path, "--profile", "kimi")
-    assert profile.code == 2 and "'kimi' is not one of 'kimi-k2-nvfp4', 'modelopt-nvfp4'" in profile.err
+    assert (
+        profile.code == 2
+        and "'kimi' is not one of 'kimi-k2-nvfp4', 'modelopt-mixed-nvfp4', 'modelopt-nvfp4'" in profile.err
+    )
     stage = hubkit("release", tmp_path / "hubkit.toml", "--from", "upload")
     assert stage.code == 2 and "'upload' is not one of 'quantize', 'card'" in stage.err
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from hubkit.quantize.options import QuantizeOptions
         "hubkit quantize --base ./Kimi-K2.6 --out ./Kimi-K2.6-NVFP4 --calib calib.jsonl --mode layerwise",
         "torchrun --nproc-per-node 8 -m hubkit quantize --base ./Kimi-K2.6 --out ./OUT --calib calib.jsonl \\",
         "    --mode layerwise",
+        "hubkit quantize --base ./Kimi-K3 --out ./Kimi-K3-NVFP4 --jobs 8      # MXFP4 base: cast, no --calib, no GPU",
     ),
 )
 @click_options(QuantizeOptions)
@@ -54,23 +56,37 @@ def quantize_command(
         click.echo(json.dumps({"schema": 1, "out": str(result.out), "provenance": result.provenance,
                                "validation": validation}, default=str))  # fmt: skip
     else:
-        coverage = result.provenance.get("coverage", {})
+        coverage, cast = result.provenance.get("coverage", {}), result.provenance.get("cast")
         click.echo(render_text(result.report))
-        click.echo(
-            f"wrote {result.out}: {coverage.get('experts_without_tokens', 0)} of {coverage.get('experts', 0)} "
-            "experts received no calibration tokens (max-based amax backstop)"
-        )
+        if cast:
+            click.echo(
+                f"wrote {result.out}: {cast['lossless_blocks']} of {cast['blocks']} MXFP4 blocks cast bit for bit, "
+                f"{cast['fallback_blocks']} outside E4M3's window re-quantized from their data"
+            )
+        else:
+            click.echo(
+                f"wrote {result.out}: {coverage.get('experts_without_tokens', 0)} of {coverage.get('experts', 0)} "
+                "experts received no calibration tokens (max-based amax backstop)"
+            )
     return ExitCode.OK if result.report.passed else ExitCode.ARTIFACT_FAILED
 
 
 def _plan(values: dict[str, Any], out: Path | None, gpus: str | None, output_format: str) -> int:
     from hubkit.checkpoint import load_checkpoint
+    from hubkit.quantize.cast_plan import cast_plan, mxfp4_block
     from hubkit.quantize.devices import present_gpus
-    from hubkit.quantize.plan import estimate
+    from hubkit.quantize.plan import available_memory, estimate, existing_folder, parse_size
 
+    base = load_checkpoint(values["base"])
+    if mxfp4_block(base.config) is not None:  # the cast: no GPU, no calibration
+        cap = values["max_cpu_memory"]
+        free = shutil.disk_usage(existing_folder(out)).free
+        cast = cast_plan(base, values["jobs"], parse_size(cap) if cap else available_memory(), free)
+        click.echo(json.dumps(cast.as_dict(), indent=2) if output_format == "json" else cast.render())
+        return ExitCode.OK
     tokens = values["calib_size"] * max(len(values["calib"]), 1) * values["calib_seq"]
     plan = estimate(
-        load_checkpoint(values["base"]), gpus or present_gpus(), batch=values["batch_size"], seq=values["calib_seq"],
+        base, gpus or present_gpus(), batch=values["batch_size"], seq=values["calib_seq"],
         tokens=tokens, out=out, max_gpu_memory=values["max_gpu_memory"], max_cpu_memory=values["max_cpu_memory"],
     )  # fmt: skip
     if output_format == "json":  # schemas/quantize-plan.schema.json

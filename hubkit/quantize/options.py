@@ -9,7 +9,7 @@ from hubkit.errors import HubkitError
 from hubkit.options import option
 from hubkit.resources import profile_names
 
-MODES = ("auto", "resident", "layerwise")
+MODES = ("auto", "resident", "layerwise", "cast")
 
 
 def _size(text: str | None) -> str | None:
@@ -41,7 +41,8 @@ class QuantizeOptions:
     device: str = option("Where to calibrate.", "auto", choices=("auto", "cpu", "cuda"), show_default=True)
     mode: str = option(
         "resident: the whole model on the device(s); layerwise: one decoder layer at a time, resumable; "
-        "auto: resident when the plan says it fits with margin.",
+        "cast: an MXFP4 base's experts cast to NVFP4 bit for bit, no data, no GPU; "
+        "auto: cast for an MXFP4 base, else resident when the plan says it fits with margin.",
         "auto", choices=MODES, show_default=True,
     )  # fmt: skip
     max_gpu_memory: str | None = option(
@@ -50,6 +51,8 @@ class QuantizeOptions:
     max_cpu_memory: str | None = option(
         "Host memory the plan may count on, e.g. 64GiB (default: what is free here).", None, convert=_size
     )
+    jobs: int = option("Shards converted at once by the MXFP4 cast (memory: about one shard's experts each).", 4,
+                       minimum=1, show_default=True)  # fmt: skip
     seed: int = option("Seed of the calibration sample.", 1234, show_default=True)
     trust_remote_code: bool = option(
         "Run the modelling code the base ships (auto_map in its config); review that code first.", False

@@ -33,6 +33,7 @@ from hubkit.errors import HubkitError, is_network_error
 from hubkit.progress import download_progress, progress_bar
 from hubkit.quantize import interrupts
 from hubkit.quantize.base_revision import SHA, base_revision
+from hubkit.quantize.cast_plan import mxfp4_block
 from hubkit.quantize.folders import MADE_BY, discard, made_by_hubkit, make_owned, remove_owned
 from hubkit.quantize.options import MODES, QuantizeOptions
 from hubkit.quantize.remote import REMOTE_CODE_CONFIGS, require_trust
@@ -46,6 +47,8 @@ from hubkit.validate.runner import validate
 log = logging.getLogger(__name__)
 DEFAULT_RECIPE = "nvfp4-experts-mse"
 PROVENANCE = f"{RECORD_DIR}/provenance.json"
+#: An MXFP4 cast's block counts per tensor (provenance holds the totals).
+CAST_BLOCKS = f"{RECORD_DIR}/cast-blocks.json"
 STATE = f"{RECORD_DIR}/state.json"
 #: A layerwise run's resume record and scratch, inside its staging folder.
 SCRATCH = f"{RECORD_DIR}/layerwise"
@@ -262,6 +265,8 @@ def _quantize(options: QuantizeOptions) -> QuantizeResult:
     with _stage(timings, "download"):
         base = base_folder(options.base, options.trust_remote_code, options.progress)
     revision = base_revision(options.base, base)
+    if options.mode == "cast" or mxfp4_block(_read_json(base / CONFIG)) is not None:
+        return _cast(options, base, profile, revision, timings)
     int4 = _int4_block(_read_json(base / CONFIG)) is not None
     device = resolve_device(options.device)
     recipe = resolve_recipe(options.recipe or str(profile.quantize.get("recipe", DEFAULT_RECIPE)))
@@ -497,6 +502,13 @@ def _complete(
     provenance["base_format"] = "int4" if int4 else "bf16"
     provenance["base_revision"] = run.base_revision
     provenance["run"] = _run_record(run)
+    return _publish(options, base, staging, provenance, timings)
+
+
+def _publish(
+    options: QuantizeOptions, base: Path, staging: Path, provenance: dict[str, Any], timings: dict[str, float]
+) -> QuantizeResult:
+    """Validate the staged export against its base, record the outcome, rename the folder into ``--out``."""
     write_json(staging / PROVENANCE, provenance)
     with _stage(timings, "validate"):
         report = validate(str(staging), ValidateOptions(profile=options.profile, base=str(base)))
@@ -511,6 +523,54 @@ def _complete(
     remove_owned(options.out, "--out")
     staging.rename(options.out)
     return QuantizeResult(options.out, report, provenance)
+
+
+def _cast(
+    options: QuantizeOptions, base: Path, profile: Any, revision: dict[str, Any], timings: dict[str, float]
+) -> QuantizeResult:
+    """An MXFP4 base: its experts cast to NVFP4 in closed form (``cast.py``); no model, no data, no GPU."""
+    from hubkit.quantize.cast import DEFAULT_RECIPE, cast_recipe, run_cast
+    from hubkit.quantize.recipes import resolve_recipe
+
+    if mxfp4_block(_read_json(base / CONFIG)) is None:
+        raise HubkitError(
+            "--mode cast needs an MXFP4 base (compressed-tensors mxfp4-pack-quantized); use --mode auto for this one"
+        )
+    if options.mode not in ("auto", "cast"):
+        raise HubkitError(f"the base is MXFP4: it is cast to NVFP4 without calibration; drop --mode {options.mode}")
+    if options.calib:
+        log.warning("--calib is not used: an MXFP4 base is cast without calibration data")
+    recipe = cast_recipe(options.recipe, resolve_recipe(options.recipe).quantize if options.recipe else None)
+    run = _Run("cast", f"cast: the base is MXFP4 ({options.jobs} shards at once)", {}, "cpu")
+    run.base_revision = revision
+    staging, _ = prepare_out(options.out)
+    try:
+        shards = len({*(_read_json(base / INDEX).get("weight_map") or {"": "model.safetensors"}).values()})
+        with (
+            _stage(timings, "cast"),
+            progress_bar(total=shards, desc="cast", unit="shard", enabled=options.progress) as bar,
+        ):
+            report = run_cast(base, staging, recipe, options.jobs, bar)
+        _finish(staging, base, profile.quantization.get("text_model_type"))
+        blocks = {name: asdict(count) for name, count in sorted(report.tensors.items())}
+        write_json(staging / CAST_BLOCKS, blocks, indent=None)
+        provenance: dict[str, Any] = {
+            "schema": 1,
+            "base": options.base,
+            "base_format": "mxfp4",
+            "base_revision": revision,
+            "versions": _versions(),
+            "device": "cpu",
+            "recipe": {"name": recipe.name, "builtin": recipe.name == DEFAULT_RECIPE, "input_amax": recipe.input_amax},
+            "cast": {**report.summary(), "per_tensor": CAST_BLOCKS},
+            "timings_s": timings,
+            "run": {**_run_record(run), "jobs": options.jobs},
+            "options": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(options).items()},
+        }
+        return _publish(options, base, staging, provenance, timings)
+    except BaseException:
+        discard(staging)
+        raise
 
 
 def _run_record(run: _Run) -> dict[str, Any]:

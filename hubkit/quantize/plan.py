@@ -279,7 +279,7 @@ def estimate(
     budget = parse_size(max_gpu_memory) if max_gpu_memory else (GPU_MEMORY_GIB[model] * GIB if count else 0)
     # a named GPU target is another machine: its host memory is unknown unless --max-cpu-memory says
     host = parse_size(max_cpu_memory) if max_cpu_memory else (None if count else available_memory())
-    disk = shutil.disk_usage(_existing(out)).free if out is not None or not count else None
+    disk = shutil.disk_usage(existing_folder(out)).free if out is not None or not count else None
     return _plan(base, "cpu" if not count else gpus, count, budget, batch, seq, tokens, disk, host, world)
 
 
@@ -298,7 +298,7 @@ def estimate_here(
     """The plan on this machine: its GPUs (their own memory, capped by ``max_gpu_memory``) or its CPU."""
     host = parse_size(max_cpu_memory) if max_cpu_memory else available_memory()
     if device != "cuda":
-        return _plan(base, "cpu", 0, 0, batch, seq, tokens, shutil.disk_usage(_existing(out)).free, host, world)
+        return _plan(base, "cpu", 0, 0, batch, seq, tokens, shutil.disk_usage(existing_folder(out)).free, host, world)
     import torch
 
     count = torch.cuda.device_count()
@@ -306,7 +306,7 @@ def estimate_here(
     if max_gpu_memory:
         budget = min(budget, parse_size(max_gpu_memory))
     name = torch.cuda.get_device_name(0)
-    free = shutil.disk_usage(_existing(out)).free
+    free = shutil.disk_usage(existing_folder(out)).free
     return _plan(base, f"{count}x{name}", count, budget, batch, seq, tokens, free, host, world)
 
 
@@ -396,7 +396,7 @@ def available_memory() -> int | None:
         return None
 
 
-def _existing(path: Path | None) -> Path:
+def existing_folder(path: Path | None) -> Path:
     """The nearest existing folder at or above ``path`` (for free disk space)."""
     current = (path or Path.cwd()).absolute()
     while not current.exists() and current != current.parent:

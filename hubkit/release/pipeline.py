@@ -427,7 +427,7 @@ class Release:
             base=self._base_ref(), out=self.out, profile=table.profile, recipe=table.recipe, calib=calib,
             calib_size=table.calib_size, calib_seq=table.calib_seq, batch_size=table.batch_size, device=table.device,
             mode=table.mode, max_gpu_memory=table.max_gpu_memory, max_cpu_memory=table.max_cpu_memory,
-            seed=table.seed, keep_intermediate=table.keep_intermediate, progress=self.options.progress,
+            seed=table.seed, keep_intermediate=table.keep_intermediate, jobs=table.jobs, progress=self.options.progress,
             trust_remote_code=self.manifest.base.trust_remote_code,
         )  # fmt: skip
         result = quantize(options)

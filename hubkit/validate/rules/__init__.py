@@ -2,6 +2,7 @@
 
 from hubkit.validate.rules import (  # noqa: F401
     card,
+    cast,
     exclusions,
     files,
     index,

@@ -21,6 +21,8 @@ COALESCE_GAP = 256 * 1024
 MAX_READ = 64 * 1024 * 1024
 #: Findings of one kind listed tensor by tensor before the rest are summed up in one line.
 LISTED_TENSORS = 50
+#: The projections of one expert that engines fuse into one GEMM (gate and up; w1 and w3 in Kimi-K3/DeepSeek-V4).
+FUSED_PAIRS = (("gate_proj", "up_proj"), ("w1", "w3"))
 
 
 @dataclass
@@ -157,7 +159,7 @@ def bad_global_scale(ctx: Context) -> Iterator[Issue]:
 
 @check(
     "HK704", "gate-up-scale-mismatch", Severity.ERROR, needs=["deep"],
-    what="Within one expert, gate_proj and up_proj share weight_scale_2 and input_scale.",
+    what="Within one expert, gate_proj and up_proj (w1 and w3) share weight_scale_2 and input_scale.",
     why="vLLM fuses gate and up and keeps only one of the two scales, so the other projection is mis-scaled.",
 )  # fmt: skip
 def gate_up_scale_mismatch(ctx: Context) -> Iterator[Issue]:
@@ -165,9 +167,10 @@ def gate_up_scale_mismatch(ctx: Context) -> Iterator[Issue]:
     names = ctx.modules.names
     for moe, experts in sorted(expert_groups(ctx).items()):
         for expert, projections in sorted(experts.items()):
-            if "gate_proj" not in projections or "up_proj" not in projections:
+            pair = next(((g, u) for g, u in FUSED_PAIRS if g in projections and u in projections), None)
+            if pair is None:
                 continue
-            gate, up = names[projections["gate_proj"]], names[projections["up_proj"]]
+            gate, up = names[projections[pair[0]]], names[projections[pair[1]]]
             for kind in ("weight_scale_2", "input_scale"):
                 a, b = scalars.get(f"{gate}.{kind}"), scalars.get(f"{up}.{kind}")
                 if a is not None and b is not None and a != b:

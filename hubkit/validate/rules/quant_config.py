@@ -17,6 +17,9 @@ REQUIRED_KEYS: dict[str, type] = {
     "exclude_modules": list,
 }
 
+#: modelopt's quant_algo for an export whose layers differ in format (listed in ``quantized_layers``).
+MIXED = "MIXED_PRECISION"
+
 
 def _quant_issue(ctx: Context, message: str, *path: str | int) -> Issue:
     """A finding about hf_quant_config.json, at the line of ``path`` (or of the nearest parent written)."""
@@ -70,6 +73,8 @@ def quant_config_keys(ctx: Context) -> Iterator[Issue]:
     for key, kind in REQUIRED_KEYS.items():
         if key not in quant:
             yield _quant_issue(ctx, f"quantization.{key} is missing", "quantization")
+        elif key == "kv_cache_quant_algo" and quant[key] is None and quant.get("quant_algo") == MIXED:
+            continue  # modelopt writes null for a mixed-precision export whose KV cache stays unquantized
         elif type(quant[key]) is not kind:
             message = f"quantization.{key} must be a {kind.__name__}, not {type(quant[key]).__name__}"
             yield _quant_issue(ctx, message, "quantization", key)
@@ -99,7 +104,7 @@ def quant_settings(ctx: Context) -> Iterator[Issue]:
 
 @check(
     "HK404", "config-quantization-block", Severity.ERROR, requires=["config"],
-    what="config.json has a top-level quantization_config with quant_method 'modelopt'.",
+    what="config.json has a top-level quantization_config with the profile's quant_method ('modelopt' by default).",
     why="transformers and vLLM read the quantization method from config.json first.",
 )  # fmt: skip
 def config_quantization_block(ctx: Context) -> Iterator[Issue]:
@@ -108,8 +113,8 @@ def config_quantization_block(ctx: Context) -> Iterator[Issue]:
     block = _config_block(ctx)
     if block is None:
         yield Issue("config.json has no quantization_config; copy the block the export wrote", CONFIG)
-    elif block.get("quant_method") != "modelopt":
-        message = f"quantization_config.quant_method is {block.get('quant_method')!r}, expected 'modelopt'"
+    elif block.get("quant_method") != (wanted := ctx.profile.quantization.get("quant_method", "modelopt")):
+        message = f"quantization_config.quant_method is {block.get('quant_method')!r}, expected {wanted!r}"
         yield _config_issue(ctx, message, "quantization_config", "quant_method")
 
 
