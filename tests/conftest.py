@@ -11,7 +11,9 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("HF_HUB_DISABLE_UPDATE_CHECK", "1")
 # The tests' own Hugging Face home (removed when the session ends), so that no test reads or writes the user's
 # cache or finds the user's saved token. One per session, also when a test module imports this one again.
-os.environ["HUBKIT_TEST_HF_HOME"] = os.environ.get("HUBKIT_TEST_HF_HOME") or tempfile.mkdtemp(prefix="hubkit-tests-")
+if not os.environ.get("HUBKIT_TEST_HF_HOME"):
+    os.environ["HUBKIT_TEST_HF_HOME"] = tempfile.mkdtemp(prefix="hubkit-tests-")
+    os.environ["HUBKIT_TEST_HF_HOME_OWNER"] = str(os.getpid())  # a pytest run in a test shares it, never removes it
 os.environ["HF_HOME"] = os.environ["HUBKIT_TEST_HF_HOME"]
 os.environ.pop("HF_HUB_CACHE", None)
 os.environ.pop("HUGGINGFACE_HUB_CACHE", None)
@@ -160,4 +162,5 @@ def codes(result: CliResult) -> set[str]:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    shutil.rmtree(os.environ["HUBKIT_TEST_HF_HOME"], ignore_errors=True)
+    if os.environ.get("HUBKIT_TEST_HF_HOME_OWNER") == str(os.getpid()):
+        shutil.rmtree(os.environ["HUBKIT_TEST_HF_HOME"], ignore_errors=True)

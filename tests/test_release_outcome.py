@@ -53,11 +53,11 @@ def test_an_unknown_code_in_the_manifest_is_a_manifest_error(hubkit, tmp_path: P
     manifest.write_text(
         (TINY_RELEASE / "hubkit.toml").read_text().replace("deep = true", 'deep = true\nignore = ["HK999"]')
     )
+    line = manifest.read_text().splitlines().index('ignore = ["HK999"]') + 1
     result = hubkit("release", manifest, "--dry-run")
     assert result.code == 2
-    assert (
-        "hubkit.toml:28: 'validate.ignore.0': 'HK999' names no check; run 'hubkit validate --list-checks'" in result.err
-    )
+    expected = f"hubkit.toml:{line}: 'validate.ignore.0': 'HK999' names no check; run 'hubkit validate --list-checks'"
+    assert expected in result.err
 
 
 @pytest.mark.slow
@@ -73,7 +73,8 @@ def test_a_stage_that_raises_still_writes_the_summary_and_state(
 
     result = hubkit("release", folder / "hubkit.toml", "--set", override, "--format", "github")
     assert result.code == 2  # an input error: the exit code is the error's, as before
-    assert result.err.startswith("hubkit: error: ") and "card template syntax error" in result.err
+    errors = [line for line in result.err.splitlines() if line.startswith("hubkit: error: ")]  # beside ::group::
+    assert len(errors) == 1 and "card template syntax error" in errors[0]
     for written in (result.out, step_summary.read_text()):
         assert "## hubkit release: FAILED" in written
         assert "- failed at card: " in written and "card template syntax error" in written
