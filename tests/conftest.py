@@ -24,7 +24,7 @@ os.environ.pop("HF_TOKEN_PATH", None)
 import json
 import shutil
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ import pytest
 
 from hubkit.cli import main
 from hubkit.fixtures.kimi import TINY, build_nvfp4_checkpoint
+from hubkit.hub.testserver import HubServer
 
 # A suite launched in the background by a non-interactive shell inherits SIGINT as ignored, and so would every
 # hubkit process it starts; the tests that interrupt a run need Python's own handler (a child gets the default
@@ -117,6 +118,17 @@ def hubkit(capsys: pytest.CaptureFixture[str]) -> Callable[..., CliResult]:
         return CliResult(code, captured.out, captured.err)
 
     return run
+
+
+@pytest.fixture
+def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[HubServer]:
+    """A local Hub-compatible server for one test, with HF_ENDPOINT and HF_TOKEN (its own token) pointing at it."""
+    server = HubServer(tmp_path / "hub-store")
+    server.start()
+    monkeypatch.setenv("HF_ENDPOINT", server.endpoint)
+    monkeypatch.setenv("HF_TOKEN", server.token)
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,16 +16,6 @@ from tests.conftest import copy_of
 
 REPO = "example-org/Kimi-Tiny-NVFP4"  # the example manifest's repo
 EXPORT = "Kimi-Tiny-NVFP4"
-
-
-@pytest.fixture
-def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[HubServer]:
-    server = HubServer(tmp_path / "hub-store")
-    server.start()
-    monkeypatch.setenv("HF_ENDPOINT", server.endpoint)
-    monkeypatch.setenv("HF_TOKEN", server.token)
-    yield server
-    server.stop()
 
 
 def remote_bytes(endpoint: str, token: str, repo: str, path: str) -> bytes:

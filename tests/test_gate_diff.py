@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 
 from tests.conftest import CliResult, read_json, write_json
-from tests.test_push import hub  # noqa: F401  (fixture)
 
 SHARD = "model-00001-of-00001.safetensors"
 INDEX = "model.safetensors.index.json"
@@ -360,7 +359,7 @@ def test_a_metadata_change_is_shown(hubkit: Hubkit, pair: tuple[Path, Path]) -> 
 # ------------------------------------------------------------------------------------------ on the Hub
 
 
-def test_a_hub_repo_against_a_folder(hubkit: Hubkit, hub, pair: tuple[Path, Path]) -> None:  # noqa: F811
+def test_a_hub_repo_against_a_folder(hubkit: Hubkit, hub, pair: tuple[Path, Path]) -> None:
     from hubkit.hub.push import PushOptions, push
 
     a, b = pair

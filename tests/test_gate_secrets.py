@@ -10,7 +10,7 @@ import shutil
 import struct
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -52,16 +52,6 @@ SAMPLES = {
     "huggingface": HF,
     "huggingface-org": "api_org_" + "QwErTyUiOpAsDfGhJkLzXcVbNmQwErTyUi",
 }
-
-
-@pytest.fixture
-def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[HubServer]:
-    server = HubServer(tmp_path / "hub-store")
-    server.start()
-    monkeypatch.setenv("HF_ENDPOINT", server.endpoint)
-    monkeypatch.setenv("HF_TOKEN", server.token)
-    yield server
-    server.stop()
 
 
 def remote_files(hub: HubServer, repo: str) -> set[str]:

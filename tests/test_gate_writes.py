@@ -35,16 +35,6 @@ def temporaries(folder: Path) -> list[str]:
     return [p for p in listing(folder) if p.endswith(".tmp")]
 
 
-@pytest.fixture
-def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[HubServer]:
-    server = HubServer(tmp_path / "hub-store")
-    server.start()
-    monkeypatch.setenv("HF_ENDPOINT", server.endpoint)
-    monkeypatch.setenv("HF_TOKEN", server.token)
-    yield server
-    server.stop()
-
-
 def commits(hub: HubServer) -> int:
     return sum(1 for method, path in hub.faults.requests if method == "POST" and "/commit/" in path)
 

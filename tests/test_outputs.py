@@ -9,7 +9,6 @@ import subprocess
 import sys
 import tomllib
 import zipfile
-from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -39,17 +38,6 @@ def validator(name: str) -> Draft202012Validator:
 def assert_valid(name: str, document: Any) -> None:
     errors = [f"{list(e.absolute_path)}: {e.message}" for e in validator(name).iter_errors(document)]
     assert not errors, errors
-
-
-@pytest.fixture
-def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[HubServer]:
-    server = HubServer(tmp_path / "hub-store")
-    server.start()
-    monkeypatch.setenv("HF_ENDPOINT", server.endpoint)
-    monkeypatch.setenv("HF_TOKEN", server.token)
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
-    yield server
-    server.stop()
 
 
 def broken(tiny: Path) -> Path:

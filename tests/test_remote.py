@@ -8,17 +8,16 @@ import pytest
 
 from hubkit.fixtures.kimi import KimiDims, build_nvfp4_checkpoint, reference_exclusions
 from tests.conftest import read_json, set_exclusions
-from tests.test_push import hub  # noqa: F401  (fixture)
 
 
-def published(hub, folder: Path, repo: str) -> str:  # noqa: F811
+def published(hub, folder: Path, repo: str) -> str:
     from hubkit.hub.push import PushOptions, push
 
     push(PushOptions(folder=folder, repo=repo, progress=False))
     return f"hf://{repo}"
 
 
-def test_validate_a_hub_repo_reads_only_headers(hubkit, hub, tiny: Path) -> None:  # noqa: F811
+def test_validate_a_hub_repo_reads_only_headers(hubkit, hub, tiny: Path) -> None:
     ref = published(hub, tiny, "org/remote")
     hub.bytes_sent = 0
     hub.faults.requests.clear()
@@ -34,19 +33,19 @@ def test_validate_a_hub_repo_reads_only_headers(hubkit, hub, tiny: Path) -> None
     assert any("/resolve/" in path for _, path in hub.faults.requests)
 
 
-def test_validate_remote_deep_reads_scale_ranges(hubkit, hub, tiny: Path) -> None:  # noqa: F811
+def test_validate_remote_deep_reads_scale_ranges(hubkit, hub, tiny: Path) -> None:
     ref = published(hub, tiny, "org/deep")
     assert hubkit("validate", ref, "--deep").code == 0
 
 
-def test_remote_reference_and_revision(hubkit, hub, tiny: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_remote_reference_and_revision(hubkit, hub, tiny: Path, tmp_path: Path) -> None:
     ref = published(hub, tiny, "org/reference")
     assert hubkit("validate", tiny, "--reference", ref).code == 0
     assert hubkit("validate", f"{ref}@no-such-branch").code == 2
     assert hubkit("validate", "hf://org/missing").code == 2
 
 
-def test_remote_finds_a_broken_export(hubkit, hub, tiny: Path) -> None:  # noqa: F811
+def test_remote_finds_a_broken_export(hubkit, hub, tiny: Path) -> None:
     set_exclusions(tiny, [p for p in reference_exclusions(build_dims()) if "layers.2.self_attn" not in p])
     ref = published_without_validation(hub, tiny, "org/broken")
     result = hubkit("validate", ref, "--format", "json")
@@ -59,14 +58,14 @@ def build_dims() -> KimiDims:
     return TINY
 
 
-def published_without_validation(hub, folder: Path, repo: str) -> str:  # noqa: F811
+def published_without_validation(hub, folder: Path, repo: str) -> str:
     from hubkit.hub.push import PushOptions, push
 
     push(PushOptions(folder=folder, repo=repo, validate=False, progress=False))
     return f"hf://{repo}"
 
 
-def test_diff_local_against_hub(hubkit, hub, tiny: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_diff_local_against_hub(hubkit, hub, tiny: Path, tmp_path: Path) -> None:
     ref = published(hub, tiny, "org/diff")
     same = hubkit("diff", tiny, ref, "--format", "json")
     assert same.code == 0 and same.json()["identical"] is True
@@ -85,7 +84,7 @@ def test_diff_local_against_hub(hubkit, hub, tiny: Path, tmp_path: Path) -> None
 
 @pytest.mark.parametrize("dims", [KimiDims(layers=3, experts=4, moe_inter=32, hidden=64, vocab=256, heads=2, q_lora=32, kv_lora=32,
                                             qk_nope=16, qk_rope=16, v_head=16, vision_blocks=1, vt_hidden=32, vt_inter=48, dense_inter=96)])  # fmt: skip
-def test_imported_folder_is_served_without_upload(hub, tmp_path: Path, dims: KimiDims, hubkit) -> None:  # noqa: F811
+def test_imported_folder_is_served_without_upload(hub, tmp_path: Path, dims: KimiDims, hubkit) -> None:
     folder = build_nvfp4_checkpoint(tmp_path / "skeleton", dims, sparse=True)
     hub.store.import_folder("models", "org/imported", folder)
     assert hubkit("validate", "hf://org/imported").code == 0

@@ -28,7 +28,6 @@ from hubkit.validate.options import ValidateOptions
 from hubkit.validate.profiles import choose_profile
 from hubkit.validate.runner import validate
 from tests.conftest import CliResult, read_json, write_json
-from tests.test_push import hub  # noqa: F401  (fixture)
 
 SHARD = "model-00001-of-00001.safetensors"
 INDEX = "model.safetensors.index.json"
@@ -49,7 +48,7 @@ def one_line_exit_2(result: CliResult) -> str:
     return lines[0]
 
 
-def served(hub, folder: Path, repo: str) -> str:  # noqa: F811
+def served(hub, folder: Path, repo: str) -> str:
     """The folder as a Hub repo of the local server, as it is (no validation on the way)."""
     hub.store.import_folder("models", repo, folder)
     return f"hf://{repo}"
@@ -256,7 +255,7 @@ BROKEN_JSON: dict[str, bytes] = {
 @pytest.mark.parametrize("kind", sorted(BROKEN_JSON))
 def test_broken_json_is_one_finding_local_remote_and_in_diff(
     hubkit: Hubkit,
-    hub,  # noqa: F811
+    hub,
     tiny: Path,
     name: str,
     kind: str,
@@ -310,7 +309,7 @@ def test_configs_of_the_wrong_shape_crash_nothing(
 # ------------------------------------------------------------------------ the card is not text
 
 
-def test_a_binary_card_is_one_problem_everywhere(hubkit: Hubkit, tiny: Path, hub) -> None:  # noqa: F811
+def test_a_binary_card_is_one_problem_everywhere(hubkit: Hubkit, tiny: Path, hub) -> None:
     (tiny / "README.md").write_bytes(b"---\nlicense: other\n---\n\x89PNG\r\n\x1a\n\x00\xff\xfe")
     result = hubkit("validate", tiny, "--format", "json")
     assert findings(result) == [("HK901", "README.md")], result.out
