@@ -64,11 +64,7 @@ def read_regular_text(path: Path, *, limit: int, what: str = "file") -> str:
         raise HubkitError(f"{what} {path} is not UTF-8 text (byte {exc.start}); save it as UTF-8") from exc
 
 
-#: The largest of hubkit's own records read back (state, hash cache, markers): far above any real one.
-MAX_RECORD_BYTES = 64 * MiB
-
-
-def read_bounded(path: Path, *, limit: int = MAX_RECORD_BYTES, follow_links: bool = True) -> bytes:
+def read_bounded(path: Path, *, limit: int, follow_links: bool = True) -> bytes:
     """Like :func:`read_regular`, with every refusal an OSError: for reads whose callers take a file that
     cannot be read (a FIFO, a device, an oversize file) as absent, as they already take a missing one."""
     try:

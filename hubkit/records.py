@@ -24,7 +24,7 @@ from typing import IO, Any
 from hubkit.errors import HubkitError
 
 RECORD_DIR = ".hubkit"
-RECORD_LIMIT = 256 * 1024 * 1024  # hubkit's own records are small; a bigger one is not hubkit's
+RECORD_LIMIT = 64 * 1024 * 1024  # hubkit's own records are small; a bigger one is not hubkit's
 _DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from hubkit.checkpoint.model import RECORD_DIR, Checkpoint
 from hubkit.checkpoint.modules import ModuleTable
-from hubkit.reads import MAX_RECORD_BYTES
+from hubkit.records import RECORD_LIMIT
 
 _shape_of = attrgetter("shape")
 _dtype_of = attrgetter("dtype")
@@ -169,7 +169,7 @@ def checkpoint_facts(checkpoint: Checkpoint, modules: ModuleTable | None = None)
 def _record(checkpoint: Checkpoint, path: str) -> dict[str, Any] | None:
     entry = checkpoint.files.get(path)
     # hubkit writes no record as a link, nor one that large
-    if entry is None or entry.problem is not None or entry.is_symlink or entry.size > MAX_RECORD_BYTES:
+    if entry is None or entry.problem is not None or entry.is_symlink or entry.size > RECORD_LIMIT:
         return None
     try:
         data = json.loads(checkpoint.source.read_range(path, 0, entry.size))

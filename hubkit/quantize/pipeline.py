@@ -28,6 +28,7 @@ from typing import Any
 
 from hubkit import __version__
 from hubkit.checkpoint.hub_client import install
+from hubkit.checkpoint.loader import MAX_JSON_BYTES
 from hubkit.checkpoint.model import CONFIG, INDEX, QUANT_CONFIG, RECORD_DIR
 from hubkit.errors import HubkitError, is_network_error
 from hubkit.progress import download_progress, progress_bar
@@ -190,7 +191,7 @@ def staging_folder(out: Path) -> Path:
 def _read_json(path: Path) -> dict[str, Any]:
     """A JSON object of the base's or the export's, or {} when absent or damaged."""
     try:
-        data = json.loads(read_bounded(path))
+        data = json.loads(read_bounded(path, limit=MAX_JSON_BYTES))
     except (OSError, ValueError, RecursionError):
         return {}
     return data if isinstance(data, dict) else {}
