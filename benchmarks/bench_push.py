@@ -51,7 +51,7 @@ def push_benchmark(work: Path, gigabytes: float, shards: int) -> None:
     from huggingface_hub import HfApi, constants
 
     from hubkit.hub.push import PushOptions, push
-    from hubkit.hub.testserver import HubServer
+    from hubkit.hub.server import HubServer
 
     folder = work / "folder"
     total = make_folder(folder, gigabytes, shards)
@@ -83,8 +83,8 @@ def push_benchmark(work: Path, gigabytes: float, shards: int) -> None:
 
 
 def remote_validation_benchmark(work: Path) -> None:
-    from hubkit.fixtures.kimi import KimiDims, build_nvfp4_checkpoint
-    from hubkit.hub.testserver import HubServer
+    from hubkit.testing.kimi import KimiDims, build_nvfp4_checkpoint
+    from hubkit.hub.server import HubServer
     from hubkit.validate.options import ValidateOptions
     from hubkit.validate.runner import validate
 

@@ -74,7 +74,7 @@ def build(work: Path, layers: int) -> Path:
 
 
 def build_here(folder: str, layers: int) -> None:
-    from hubkit.fixtures.tiny_models import calibration_jsonl, int4_base_from, tiny_base
+    from hubkit.quantize.tiny_models import calibration_jsonl, int4_base_from, tiny_base
 
     where = Path(folder)
     where.mkdir()
@@ -205,7 +205,7 @@ def fit(runs: list[Measured]) -> None:
 
 def kimi_plans(work: Path) -> None:
     from hubkit.checkpoint import load_checkpoint
-    from hubkit.fixtures.kimi import KimiDims, int4_base_layout, write_sparse_checkpoint
+    from hubkit.testing.kimi import KimiDims, int4_base_layout, write_sparse_checkpoint
     from hubkit.quantize.plan import estimate
 
     dims = KimiDims()

@@ -44,7 +44,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from hubkit.fixtures.kimi import (  # noqa: E402  (the path above makes a source checkout importable)
+from hubkit.testing.kimi import (  # noqa: E402  (the path above makes a source checkout importable)
     KimiDims,
     build_nvfp4_checkpoint,
     nvfp4_layout,

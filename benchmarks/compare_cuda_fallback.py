@@ -19,7 +19,7 @@ def main() -> None:
     import torch
     from safetensors.torch import load_file
 
-    from hubkit.fixtures.tiny_models import WORDS, tiny_deepseek, tiny_tokenizer
+    from hubkit.quantize.tiny_models import WORDS, tiny_deepseek, tiny_tokenizer
     from hubkit.quantize.pipeline import QuantizeOptions, quantize
 
     if not torch.cuda.is_available():

@@ -38,7 +38,7 @@ def build(folder: Path, smoke: bool = False) -> Path:
     import torch
     import transformers
 
-    from hubkit.fixtures.tiny_models import TINY_TEXT_CONFIG, tiny_tokenizer
+    from hubkit.quantize.tiny_models import TINY_TEXT_CONFIG, tiny_tokenizer
 
     torch.manual_seed(0)
     config = transformers.DeepseekV3Config(**{**TINY_TEXT_CONFIG, **({} if smoke else MEDIUM)})
@@ -82,7 +82,7 @@ def main() -> None:
     args = parser.parse_args()
     if not torch.cuda.is_available() and not args.smoke:
         raise SystemExit("needs a CUDA device (--smoke runs a tiny model on the CPU)")
-    from hubkit.fixtures.tiny_models import WORDS
+    from hubkit.quantize.tiny_models import WORDS
 
     with tempfile.TemporaryDirectory(prefix="hubkit-medium-", dir=args.work) as folder:
         work = Path(folder)

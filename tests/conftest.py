@@ -32,8 +32,8 @@ from typing import Any
 import pytest
 
 from hubkit.cli import main
-from hubkit.fixtures.kimi import TINY, build_nvfp4_checkpoint
-from hubkit.hub.testserver import HubServer
+from hubkit.testing.kimi import TINY, build_nvfp4_checkpoint
+from hubkit.hub.server import HubServer
 
 # A suite launched in the background by a non-interactive shell inherits SIGINT as ignored, and so would every
 # hubkit process it starts; the tests that interrupt a run need Python's own handler (a child gets the default
@@ -62,7 +62,7 @@ def example_project(tmp_path: Path, edit: Callable[[str], str] = lambda text: te
 
 def example_copy(tmp_path: Path) -> Path:
     """The example release's manifest in a fresh folder, with its tiny INT4 base and calibration text built."""
-    from hubkit.fixtures.tiny_models import calibration_jsonl, int4_base_from, tiny_base, tiny_kimi_base
+    from hubkit.quantize.tiny_models import calibration_jsonl, int4_base_from, tiny_base, tiny_kimi_base
 
     folder = tmp_path / "release"
     folder.mkdir()

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from hubkit.checkpoint import load_checkpoint
-from hubkit.fixtures.kimi import KimiDims, build_nvfp4_checkpoint
+from hubkit.testing.kimi import KimiDims, build_nvfp4_checkpoint
 from tests.conftest import REFERENCES, REPO_ROOT, SEED_CARD, codes
 
 EXAMPLE = REPO_ROOT / "examples" / "kimi-k2.7-code-nvfp4"

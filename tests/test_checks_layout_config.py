@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from hubkit.fixtures.kimi import TINY, int4_base_layout, write_checkpoint
+from hubkit.testing.kimi import TINY, int4_base_layout, write_checkpoint
 from tests.conftest import codes, read_json, write_json
 
 
@@ -151,8 +151,8 @@ def test_base_comparison_finds_changed_and_missing_files_and_weights(hubkit, tin
 
 
 def test_base_weight_dropped_by_export(hubkit, tiny: Path, base: Path) -> None:
-    from hubkit.fixtures.kimi import nvfp4_layout
-    from hubkit.fixtures.kimi import write_checkpoint as write
+    from hubkit.testing.kimi import nvfp4_layout
+    from hubkit.testing.kimi import write_checkpoint as write
 
     layout = [s for s in nvfp4_layout(TINY) if ".layers.2.mlp.experts.3." not in s[0]]
     side = {p.name: p.read_bytes() for p in tiny.iterdir() if not p.name.endswith((".safetensors", "index.json"))}

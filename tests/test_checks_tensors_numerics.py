@@ -7,7 +7,7 @@ import struct
 from collections.abc import Callable
 from pathlib import Path
 
-from hubkit.fixtures.kimi import (
+from hubkit.testing.kimi import (
     TINY,
     TensorSpec,
     nvfp4_layout,
@@ -116,7 +116,7 @@ def test_leftovers_and_kv_scales(hubkit, tiny: Path) -> None:
 def _scale_data(broken: dict[str, bytes]) -> Callable[[str, str, tuple[int, ...]], bytes]:
     import random
 
-    from hubkit.fixtures.kimi import plausible_bytes
+    from hubkit.testing.kimi import plausible_bytes
 
     rng = random.Random(1)
 

@@ -54,7 +54,7 @@ def test_debug_after_the_command_shows_the_traceback(hubkit, tiny: Path, monkeyp
 
 
 def test_verbose_logs_the_libraries_through_logging(tmp_path: Path) -> None:
-    from hubkit.hub.testserver import HubServer
+    from hubkit.hub.server import HubServer
 
     with HubServer(tmp_path / "hub") as server:
         env = {**SUBPROCESS_ENV, "HF_ENDPOINT": server.endpoint}

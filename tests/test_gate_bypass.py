@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from hubkit.hub.testserver import HubServer
+from hubkit.hub.server import HubServer
 from tests.conftest import copy_of
 
 REPO = "example-org/Kimi-Tiny-NVFP4"  # the example manifest's repo

@@ -456,7 +456,7 @@ def test_the_previous_card_comes_from_this_endpoint_not_the_shared_cache(tmp_pat
     shared cache (the tests' own HF_HOME, see conftest)."""
     from huggingface_hub import HfApi, constants
 
-    from hubkit.hub.testserver import HubServer
+    from hubkit.hub.server import HubServer
     from hubkit.manifest import load_manifest
     from hubkit.release.pipeline import Release, ReleaseOptions
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from hubkit.fixtures.kimi import KimiDims, build_nvfp4_checkpoint
+from hubkit.testing.kimi import KimiDims, build_nvfp4_checkpoint
 from tests.conftest import REPO_ROOT, SUBPROCESS_ENV, example_copy
 
 EXAMPLE = REPO_ROOT / "examples" / "kimi-k2.7-code-nvfp4"
@@ -112,7 +112,7 @@ def test_trusted_remote_code_runs_and_the_base_is_recorded(
 def test_a_hub_base_records_its_commit_and_untrusted_code_stops_before_the_weights(tmp_path: Path) -> None:
     from huggingface_hub import CommitOperationAdd, HfApi
 
-    from hubkit.hub.testserver import HubServer
+    from hubkit.hub.server import HubServer
 
     base = tmp_path / "base"
     base.mkdir()
@@ -231,7 +231,7 @@ def moe(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A DeepSeek-V3 of a dense layer and an MoE layer, whose MSE calibration takes a while on a CPU (modelopt's
     reference sweep: 126 candidate scales per expert weight)."""
     pytest.importorskip("modelopt")
-    from hubkit.fixtures.tiny_models import calibration_jsonl, tiny_base
+    from hubkit.quantize.tiny_models import calibration_jsonl, tiny_base
 
     work = tmp_path_factory.mktemp("moe")
     base = tiny_base(work / "base", num_hidden_layers=2, n_routed_experts=4)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from hubkit.hub.testserver import HubServer
+from hubkit.hub.server import HubServer
 from tests.conftest import REPO_ROOT, SUBPROCESS_ENV, copy_of
 
 HF = "hf_" + "QwErTyUiOpAsDfGhJkLzXcVbNmQwErTyUi"

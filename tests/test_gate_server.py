@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 import pytest
 
-from hubkit.hub.testserver import HubServer
+from hubkit.hub.server import HubServer
 
 
 @pytest.fixture
@@ -197,7 +197,7 @@ def test_commit_paths_and_branch_names_are_checked(hub: HubServer, root: Path, t
 
 
 def test_every_store_path_is_proven_inside_it(hub: HubServer, root: Path) -> None:
-    from hubkit.hub.testserver import HubError
+    from hubkit.hub.server import HubError
 
     with pytest.raises(HubError):
         hub.store.object_path("../../" + "0" * 58)

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from hubkit.hub.local import CACHE_VERSION
-from hubkit.hub.testserver import HubServer
+from hubkit.hub.server import HubServer
 from tests.conftest import TINY_RELEASE, copy_of
 
 OUT = "Kimi-Tiny-NVFP4"
@@ -431,7 +431,7 @@ def test_an_outside_fault_anywhere_is_exit_2(hubkit, tiny: Path, monkeypatch: py
 @pytest.mark.slow
 def test_quantize_on_a_full_disk_is_exit_2_and_leaves_no_staging(hubkit, tmp_path: Path, small_disk: Path) -> None:
     pytest.importorskip("modelopt")
-    from hubkit.fixtures.tiny_models import calibration_jsonl, tiny_base
+    from hubkit.quantize.tiny_models import calibration_jsonl, tiny_base
 
     base = tiny_base(tmp_path / "base", num_hidden_layers=2)
     calib = calibration_jsonl(tmp_path / "calib.jsonl", samples=4)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from hubkit.hub.testserver import HubServer
+from hubkit.hub.server import HubServer
 from tests.conftest import SUBPROCESS_ENV, copy_of
 
 UPLOAD_LINE = re.compile(
@@ -38,7 +38,7 @@ def hub(tmp_path: Path) -> Iterator[HubServer]:
 @pytest.fixture
 def shards(tmp_path: Path) -> Path:
     """A tiny NVFP4 export in several shards (several commits with ``--batch 2``)."""
-    from hubkit.fixtures.kimi import TINY, nvfp4_layout, write_checkpoint
+    from hubkit.testing.kimi import TINY, nvfp4_layout, write_checkpoint
 
     folder = tmp_path / "export"
     folder.mkdir()
@@ -207,7 +207,7 @@ def test_release_for_github_folds_each_stage_in_a_group(
 @pytest.mark.slow
 def test_a_layerwise_quantize_prints_a_line_per_layer(tmp_path: Path) -> None:
     pytest.importorskip("modelopt")
-    from hubkit.fixtures.tiny_models import calibration_jsonl, tiny_base
+    from hubkit.quantize.tiny_models import calibration_jsonl, tiny_base
 
     base = tiny_base(tmp_path / "base", num_hidden_layers=3)
     calib = calibration_jsonl(tmp_path / "calib.jsonl", samples=8)

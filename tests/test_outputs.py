@@ -17,7 +17,7 @@ import pytest
 from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 
-from hubkit.hub.testserver import HubServer
+from hubkit.hub.server import HubServer
 from tests.conftest import REPO_ROOT, copy_of, example_project, read_json, write_json
 
 SCHEMAS = REPO_ROOT / "schemas"
@@ -210,7 +210,7 @@ def test_quantize_plan_json_carries_its_schema_version(hubkit, tiny: Path) -> No
 @pytest.mark.slow
 def test_quantize_json_matches_the_schema(hubkit, tmp_path: Path) -> None:
     pytest.importorskip("modelopt")
-    from hubkit.fixtures.tiny_models import calibration_jsonl, tiny_base
+    from hubkit.quantize.tiny_models import calibration_jsonl, tiny_base
 
     base, calib = tiny_base(tmp_path / "base"), calibration_jsonl(tmp_path / "calib.jsonl", samples=8)
     args = ["--calib-size", "8", "--calib-seq", "32", "--batch-size", "4", "--device", "cpu", "--format", "json"]

@@ -81,7 +81,7 @@ def test_quantize_plan_against_the_gpus_present_and_the_free_disk(
     import shutil
 
     from hubkit.checkpoint import load_checkpoint
-    from hubkit.fixtures.kimi import KimiDims, int4_base_layout, write_sparse_checkpoint
+    from hubkit.testing.kimi import KimiDims, int4_base_layout, write_sparse_checkpoint
     from hubkit.manifest import load_manifest
     from hubkit.release.preflight import GIB, quantize_needs
 
@@ -215,7 +215,7 @@ def test_local_hub_checks_card_metadata_as_the_hub_does(tmp_path: Path, license:
     """``ModelCard.validate()`` and an upload of README.md, from the real client, against the local server."""
     from huggingface_hub import HfApi
 
-    from hubkit.hub.testserver import HubServer
+    from hubkit.hub.server import HubServer
 
     card = tmp_path / "README.md"
     card.write_text(CARD.format(license=license, extra=extra))

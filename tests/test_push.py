@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from hubkit.hub.testserver import HubServer
+from hubkit.hub.server import HubServer
 
 
 def api(hub: HubServer):
@@ -96,7 +96,7 @@ def test_push_killed_midway_then_rerun_completes_without_reuploading(hub: HubSer
     import sys
     import time
 
-    from hubkit.fixtures.kimi import TINY, nvfp4_layout, write_checkpoint
+    from hubkit.testing.kimi import TINY, nvfp4_layout, write_checkpoint
     from hubkit.hub.push import PushOptions, push
 
     for item in tiny.glob("*.safetensors"):

@@ -13,7 +13,7 @@ transformers = pytest.importorskip("transformers")
 
 from safetensors.torch import load_file  # noqa: E402
 
-from hubkit.fixtures.tiny_models import (  # noqa: E402
+from hubkit.quantize.tiny_models import (  # noqa: E402
     WORDS,
     calibration_jsonl,
     int4_base_from,
@@ -195,7 +195,7 @@ def kimi_base(base: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_kimi_shaped_model_follows_the_reference_precision_split(
     kimi_base: Path, calib: Path, tmp_path: Path, hubkit
 ) -> None:
-    from hubkit.fixtures.kimi import KimiDims, reference_exclusions
+    from hubkit.testing.kimi import KimiDims, reference_exclusions
 
     out = tmp_path / "kimi-nvfp4"
     options = QuantizeOptions(

@@ -117,7 +117,7 @@ def test_the_command_line_refuses_a_malformed_source_before_any_work(hubkit, tmp
 @pytest.mark.slow
 def test_the_command_line_fails_on_a_missing_column_listing_the_columns(hubkit, saved: Path, tmp_path: Path) -> None:
     pytest.importorskip("modelopt")
-    from hubkit.fixtures.tiny_models import tiny_base
+    from hubkit.quantize.tiny_models import tiny_base
 
     base = tiny_base(tmp_path / "base")
     out = tmp_path / "out"
@@ -201,7 +201,7 @@ for spec in sys.argv[1:]:
 
 @pytest.mark.slow
 def test_a_hub_dataset_gives_the_named_config_split_and_column(tmp_path: Path) -> None:
-    from hubkit.hub.testserver import HubServer
+    from hubkit.hub.server import HubServer
 
     with HubServer(tmp_path / "hub") as server:
         server.store.import_folder("datasets", "tester/calib", dataset_repo(tmp_path / "repo"))
@@ -232,7 +232,7 @@ def test_a_hub_dataset_gives_the_named_config_split_and_column(tmp_path: Path) -
 def test_preflight_checks_the_names_a_hub_source_gives(tmp_path: Path) -> None:
     """Online, a record is read as quantize reads it (offline, a Hub dataset stays "not checked": see
     test_preflight)."""
-    from hubkit.hub.testserver import HubServer
+    from hubkit.hub.server import HubServer
 
     specs = ["tester/calib?config=news&split=test&column=body", "tester/calib?config=news&column=title"]
     folder = manifest_with(tmp_path, *specs)

@@ -16,7 +16,7 @@ import pytest
 
 from hubkit import quantize as extra
 from hubkit.errors import HubkitError
-from hubkit.fixtures.kimi import KimiDims, int4_base_layout, write_sparse_checkpoint
+from hubkit.testing.kimi import KimiDims, int4_base_layout, write_sparse_checkpoint
 from hubkit.quantize.folders import made_by_hubkit, make_owned, remove_owned
 
 REPO = Path(__file__).resolve().parent.parent
@@ -86,7 +86,7 @@ def test_hubkit_removes_only_folders_it_made(tmp_path: Path) -> None:
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     pytest.importorskip("torch")
     pytest.importorskip("modelopt")
-    from hubkit.fixtures.tiny_models import calibration_jsonl, tiny_base
+    from hubkit.quantize.tiny_models import calibration_jsonl, tiny_base
 
     work = tmp_path_factory.mktemp("tiny")
     return tiny_base(work / "base", num_hidden_layers=6), calibration_jsonl(work / "calib.jsonl", samples=16)

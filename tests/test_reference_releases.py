@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from hubkit.fixtures.kimi import KimiDims, build_nvfp4_checkpoint
+from hubkit.testing.kimi import KimiDims, build_nvfp4_checkpoint
 from tests.conftest import codes, read_json, set_exclusions
 
 

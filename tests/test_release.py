@@ -31,7 +31,7 @@ def released(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def local_hub(folder: Path):
     from huggingface_hub import HfApi
 
-    from hubkit.hub.testserver import HubServer
+    from hubkit.hub.server import HubServer
 
     server = HubServer(folder / ".hubkit" / "local-hub", user="release")
     server.start()

@@ -322,7 +322,7 @@ def remote(folder: Path) -> dict:
     """What the example's local Hub says of the repo: main's head, the tags, the pull requests' statuses."""
     from huggingface_hub import HfApi
 
-    from hubkit.hub.testserver import HubServer
+    from hubkit.hub.server import HubServer
 
     repo = "example-org/Kimi-Tiny-NVFP4"
     with HubServer(folder / ".hubkit" / "local-hub", user="release") as server:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from hubkit.fixtures.kimi import KimiDims, build_nvfp4_checkpoint, reference_exclusions
+from hubkit.testing.kimi import KimiDims, build_nvfp4_checkpoint, reference_exclusions
 from tests.conftest import read_json, set_exclusions
 
 
@@ -53,7 +53,7 @@ def test_remote_finds_a_broken_export(hubkit, hub, tiny: Path) -> None:
 
 
 def build_dims() -> KimiDims:
-    from hubkit.fixtures.kimi import TINY
+    from hubkit.testing.kimi import TINY
 
     return TINY
 

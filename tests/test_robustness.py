@@ -21,7 +21,7 @@ import pytest
 
 from hubkit.checkpoint import LocalSource, load_checkpoint
 from hubkit.checkpoint.safetensors_header import HeaderLimits, read_shard_header
-from hubkit.fixtures.kimi import TINY, build_nvfp4_checkpoint
+from hubkit.testing.kimi import TINY, build_nvfp4_checkpoint
 from hubkit.validate.context import Context
 from hubkit.validate.engine import all_checks, findings_of
 from hubkit.validate.options import ValidateOptions

@@ -269,7 +269,7 @@ def test_release_smoke_with_vllm_updates_the_card_and_publishes_it(
     pytest.importorskip("modelopt")
     from huggingface_hub import HfApi
 
-    from hubkit.hub.testserver import HubServer
+    from hubkit.hub.server import HubServer
     from hubkit.manifest import load_manifest
     from hubkit.release.pipeline import Release, ReleaseOptions
     from tests.conftest import example_copy

@@ -217,7 +217,7 @@ def test_model_repo_release_keeps_its_work_on_the_data_volume(hubkit, tmp_path: 
     """release.yml's steps on the tiny example: the export, state and Hub cache land on the data volume, the
     records the artifact step uploads exist, and a second run (a fresh checkout) resumes: every stage unchanged."""
     pytest.importorskip("modelopt")
-    from hubkit.fixtures.tiny_models import calibration_jsonl, int4_base_from, tiny_base, tiny_kimi_base
+    from hubkit.quantize.tiny_models import calibration_jsonl, int4_base_from, tiny_base, tiny_kimi_base
 
     repo = init_model_repo(
         hubkit, tmp_path / "model", "--repo", "example-org/Kimi-Tiny-NVFP4", "--base", "example-org/Kimi-Tiny",

@@ -356,7 +356,7 @@ class Release:
                 if endpoint:
                     _restore("HF_ENDPOINT", saved)
             return
-        from hubkit.hub.testserver import HubServer
+        from hubkit.hub.server import HubServer
 
         with contextlib.ExitStack() as stack:
             store = self.store
