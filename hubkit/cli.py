@@ -17,6 +17,7 @@ import click
 from hubkit import __version__, logs
 from hubkit.commands.card import card_group
 from hubkit.commands.diff import diff_command
+from hubkit.commands.hub import hub_group
 from hubkit.commands.init import init_command
 from hubkit.commands.manifest import manifest_group
 from hubkit.commands.push import push_command
@@ -61,6 +62,7 @@ def cli() -> None:
 
 cli.add_command(card_group)
 cli.add_command(diff_command)
+cli.add_command(hub_group)
 cli.add_command(init_command)
 cli.add_command(manifest_group)
 cli.add_command(push_command)
