@@ -83,8 +83,8 @@ def push_benchmark(work: Path, gigabytes: float, shards: int) -> None:
 
 
 def remote_validation_benchmark(work: Path) -> None:
-    from hubkit.testing.kimi import KimiDims, build_nvfp4_checkpoint
     from hubkit.hub.server import HubServer
+    from hubkit.testing.kimi import KimiDims, build_nvfp4_checkpoint
     from hubkit.validate.options import ValidateOptions
     from hubkit.validate.runner import validate
 

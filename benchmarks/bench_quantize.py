@@ -205,8 +205,8 @@ def fit(runs: list[Measured]) -> None:
 
 def kimi_plans(work: Path) -> None:
     from hubkit.checkpoint import load_checkpoint
-    from hubkit.testing.kimi import KimiDims, int4_base_layout, write_sparse_checkpoint
     from hubkit.quantize.plan import estimate
+    from hubkit.testing.kimi import KimiDims, int4_base_layout, write_sparse_checkpoint
 
     dims = KimiDims()
     config = {"text_config": {"hidden_size": dims.hidden, "num_hidden_layers": dims.layers, "n_routed_experts": 384}}

@@ -19,8 +19,8 @@ def main() -> None:
     import torch
     from safetensors.torch import load_file
 
-    from hubkit.quantize.tiny_models import WORDS, tiny_deepseek, tiny_tokenizer
     from hubkit.quantize.pipeline import QuantizeOptions, quantize
+    from hubkit.quantize.tiny_models import WORDS, tiny_deepseek, tiny_tokenizer
 
     if not torch.cuda.is_available():
         raise SystemExit("needs a CUDA device: this compares modelopt's CUDA kernels with hubkit's CPU stand-ins")

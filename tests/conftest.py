@@ -32,8 +32,8 @@ from typing import Any
 import pytest
 
 from hubkit.cli import main
-from hubkit.testing.kimi import TINY, build_nvfp4_checkpoint
 from hubkit.hub.server import HubServer
+from hubkit.testing.kimi import TINY, build_nvfp4_checkpoint
 
 # A suite launched in the background by a non-interactive shell inherits SIGINT as ignored, and so would every
 # hubkit process it starts; the tests that interrupt a run need Python's own handler (a child gets the default

@@ -81,9 +81,9 @@ def test_quantize_plan_against_the_gpus_present_and_the_free_disk(
     import shutil
 
     from hubkit.checkpoint import load_checkpoint
-    from hubkit.testing.kimi import KimiDims, int4_base_layout, write_sparse_checkpoint
     from hubkit.manifest import load_manifest
     from hubkit.release.preflight import GIB, quantize_needs
+    from hubkit.testing.kimi import KimiDims, int4_base_layout, write_sparse_checkpoint
 
     dims = KimiDims()
     config = {

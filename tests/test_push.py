@@ -96,8 +96,8 @@ def test_push_killed_midway_then_rerun_completes_without_reuploading(hub: HubSer
     import sys
     import time
 
-    from hubkit.testing.kimi import TINY, nvfp4_layout, write_checkpoint
     from hubkit.hub.push import PushOptions, push
+    from hubkit.testing.kimi import TINY, nvfp4_layout, write_checkpoint
 
     for item in tiny.glob("*.safetensors"):
         item.unlink()

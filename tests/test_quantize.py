@@ -13,6 +13,7 @@ transformers = pytest.importorskip("transformers")
 
 from safetensors.torch import load_file  # noqa: E402
 
+from hubkit.quantize.pipeline import QuantizeOptions, quantize  # noqa: E402
 from hubkit.quantize.tiny_models import (  # noqa: E402
     WORDS,
     calibration_jsonl,
@@ -20,7 +21,6 @@ from hubkit.quantize.tiny_models import (  # noqa: E402
     tiny_base,
     tiny_kimi_base,
 )
-from hubkit.quantize.pipeline import QuantizeOptions, quantize  # noqa: E402
 from tests.test_quantize_cpu_fallback import decode_nvfp4  # noqa: E402
 
 

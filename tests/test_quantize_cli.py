@@ -16,8 +16,8 @@ import pytest
 
 from hubkit import quantize as extra
 from hubkit.errors import HubkitError
-from hubkit.testing.kimi import KimiDims, int4_base_layout, write_sparse_checkpoint
 from hubkit.quantize.folders import made_by_hubkit, make_owned, remove_owned
+from hubkit.testing.kimi import KimiDims, int4_base_layout, write_sparse_checkpoint
 
 REPO = Path(__file__).resolve().parent.parent
 

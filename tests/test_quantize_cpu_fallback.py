@@ -13,8 +13,8 @@ transformers = pytest.importorskip("transformers")
 
 from safetensors.torch import load_file  # noqa: E402
 
-from hubkit.quantize.tiny_models import tiny_deepseek  # noqa: E402
 from hubkit.quantize import cpu_fallback  # noqa: E402
+from hubkit.quantize.tiny_models import tiny_deepseek  # noqa: E402
 
 E2M1 = torch.tensor([0, 0.5, 1, 1.5, 2, 3, 4, 6, 0, -0.5, -1, -1.5, -2, -3, -4, -6])
 RECIPE = "general/ptq/nvfp4_experts_only_mse-kv_fp8_cast"

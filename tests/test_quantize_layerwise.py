@@ -18,8 +18,8 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("modelopt")
 pytest.importorskip("accelerate")
 
-from hubkit.quantize.tiny_models import calibration_jsonl, int4_base_from, tiny_base, tiny_kimi_base  # noqa: E402
 from hubkit.quantize.pipeline import QuantizeOptions, quantize  # noqa: E402
+from hubkit.quantize.tiny_models import calibration_jsonl, int4_base_from, tiny_base, tiny_kimi_base  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 SIX_LAYERS = {"num_hidden_layers": 6}
