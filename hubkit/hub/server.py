@@ -1,5 +1,8 @@
 """A Hub-compatible HTTP server on 127.0.0.1, for tests and for rehearsing a release offline.
 
+``hubkit hub serve`` runs it from the command line, ``endpoint = "local"`` for one release, and
+``hubkit.testing.HubServer`` in a test.
+
 It speaks the subset of the Hub API that huggingface_hub uses on the classic LFS path: repos, preupload, LFS
 batch (basic and multipart), NDJSON commits (with PRs and parent-commit checks), repo info, paginated trees,
 paths-info, refs, branches, tags, pull requests, resolve with Range, validate-yaml and whoami. It answers as a
