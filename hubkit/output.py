@@ -12,7 +12,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TextIO
+from typing import Any, Literal
 
 import click
 
@@ -112,8 +112,8 @@ class Output:
     def github(self) -> bool:
         return self.format == "github"
 
-    def echo(self, text: str, *, file: TextIO | None = None) -> None:
-        click.echo(text, file=file)
+    def echo(self, text: str) -> None:
+        click.echo(text)
 
     def json(self, value: Any, *, indent: int | None = 2) -> None:
         click.echo(json.dumps(value, indent=indent, default=str))
