@@ -17,6 +17,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from pydantic_core import PydanticCustomError
 
 from hubkit.errors import HubkitError
+from hubkit.output import Problem
 from hubkit.reads import MiB, read_regular
 from hubkit.resources import profile_names
 
@@ -302,8 +303,9 @@ def load_manifest(
 
 def manifest_problems(
     path: Path, overrides: list[str] | tuple[str, ...] = (), *, check_codes: Collection[str] | None = None
-) -> list[str]:
-    """Every schema problem of the manifest at ``path``, each naming the key and line; empty when it is valid.
+) -> list[Problem]:
+    """Every schema problem of the manifest at ``path``, each naming its file, line and key (``str()``: the line
+    ``FILE:LINE: message``); empty when it is valid.
 
     An unreadable file or invalid TOML raises HubkitError (TOML parsing stops at the first error)."""
     text, data, overridden = _read(path, overrides)
@@ -407,38 +409,37 @@ def _apply_override(data: dict[str, Any], override: str) -> tuple[str, ...]:
     return parts
 
 
-def _problems(path: Path, text: str, error: ValidationError, overridden: dict[tuple[str, ...], str]) -> list[str]:
+def _problems(path: Path, text: str, error: ValidationError, overridden: dict[tuple[str, ...], str]) -> list[Problem]:
     return [_problem(path, text, problem, overridden) for problem in error.errors()]
 
 
-def _describe(path: Path, problems: list[str]) -> str:
+def _describe(path: Path, problems: list[Problem]) -> str:
     """Every problem, one per line (a single problem stays one line)."""
     if len(problems) == 1:
-        return problems[0]
-    listed = problems[:MAX_PROBLEMS]
+        return str(problems[0])
+    listed = [str(problem) for problem in problems[:MAX_PROBLEMS]]
     if len(problems) > MAX_PROBLEMS:
         listed.append(f"... and {len(problems) - MAX_PROBLEMS} more")
     return f"{path}: {len(problems)} problems in the manifest:\n  " + "\n  ".join(listed)
 
 
-def _problem(path: Path, text: str, problem: Any, overridden: dict[tuple[str, ...], str]) -> str:
+def _problem(path: Path, text: str, problem: Any, overridden: dict[tuple[str, ...], str]) -> Problem:
     location = [str(part) for part in problem["loc"]]
     key = ".".join(location)
     override = next(  # the --set that made this key, or a table above it, or a key below it
         (arg for parts, arg in overridden.items() if _nested(tuple(location), parts)),
         None,
     )
-    if override is not None:
-        where = f"--set {_shown(override)}"
-    else:
-        line = _line_of(text, location)
-        where = f"{path}:{line}" if line else str(path)
+    origin = None if override is None else f"--set {_shown(override)}"
+    line = None if override is not None else _line_of(text, location)
     kind = problem["type"]
     if kind == "extra_forbidden":
-        return f"{where}: unknown key '{key}'; check the spelling (see 'hubkit init' for every key)"
-    if kind == "missing":
-        return f"{where}: missing key '{key}'; add it to the manifest"
-    return f"{where}: '{key}': {problem['msg']}"
+        message = f"unknown key '{key}'; check the spelling (see 'hubkit init' for every key)"
+    elif kind == "missing":
+        message = f"missing key '{key}'; add it to the manifest"
+    else:
+        message = f"'{key}': {problem['msg']}"
+    return Problem(message, file=str(path), line=line, key=key, origin=origin)
 
 
 def _nested(one: tuple[str, ...], other: tuple[str, ...]) -> bool:

@@ -5,7 +5,8 @@ Otherwise each bar prints a heartbeat line every ``HUBKIT_HEARTBEAT`` seconds (d
 0 turns them off) while it runs, and one when it ends if it ran that long:
 ``hubkit: push: upload 340.2 GB/1.2 TB (12/40 files), 410.0 MB/s, ETA 35m``. A bar made with ``each=True``
 (layers, commits) also prints one after every step. Quiet runs (``enabled=False``) print nothing. With
-``--format github`` each release stage's lines are folded into a ``::group::`` on stderr.
+``--format github`` each release stage's lines are folded into a GitHub group on stderr (``hubkit.output`` writes
+the workflow commands).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from types import TracebackType
 from typing import Any, Protocol
 
 from hubkit.errors import HubkitError
+from hubkit.output import GROUP_END, group_start
 
 HEARTBEAT_ENV = "HUBKIT_HEARTBEAT"
 DEFAULT_HEARTBEAT_S = 30.0
@@ -87,12 +89,12 @@ def stage(name: str) -> Iterator[None]:
     saved = _display
     _display = replace(saved, label=name)
     if saved.groups:
-        _emit(f"::group::stage {name}")
+        _emit(group_start(f"stage {name}"))
     try:
         yield
     finally:
         if saved.groups:
-            _emit("::endgroup::")
+            _emit(GROUP_END)
         _display = saved
 
 

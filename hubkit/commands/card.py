@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -80,7 +79,9 @@ def check_command(readme: Path | None, manifest_path: Path | None, checkpoint: s
     from hubkit.card.check import MAX_CARD_BYTES, CardProblem, check_card, comparable_facts, decode_card, facts_blocker
     from hubkit.card.facts import checkpoint_facts
     from hubkit.checkpoint import load_checkpoint
+    from hubkit.output import Output, Problem
 
+    output = Output(output_format, title="hubkit card check")
     if manifest_path is not None:
         if readme is not None:
             raise HubkitError("name the model card to check: README.md or --manifest hubkit.toml, not both")
@@ -88,9 +89,11 @@ def check_command(readme: Path | None, manifest_path: Path | None, checkpoint: s
         if not readme.exists() and not readme.is_symlink():
             note = f"no model card at {readme} (where {manifest_path} puts it); the release renders and checks it"
             if output_format == "json":
-                click.echo(json.dumps({"schema": 1, "path": str(readme), "passed": True, "problems": [], "note": note}))
+                output.json(
+                    {"schema": 1, "path": str(readme), "passed": True, "problems": [], "note": note}, indent=None
+                )
             else:
-                click.echo(f"::notice title=hubkit card check::{note}" if output_format == "github" else note)
+                output.problem(Problem(note, severity="notice"))
             return ExitCode.OK
     elif readme is None:
         raise HubkitError("name the model card to check: README.md, or --manifest hubkit.toml")
@@ -111,16 +114,15 @@ def check_command(readme: Path | None, manifest_path: Path | None, checkpoint: s
                 problems.append(CardProblem("checkpoint", f"numbers not checked: {checkpoint}: {blocker}"))
         problems += check_card(text, facts)
     if output_format == "json":
-        click.echo(json.dumps({"schema": 1, "path": str(readme), "passed": not problems,
-                               "problems": [p.__dict__ for p in problems]}, indent=2))  # fmt: skip
-    for problem in problems if output_format != "json" else []:
-        where = f"{readme}:{problem.line}" if problem.line else str(readme)
-        if output_format == "github":
-            click.echo(f"::error file={readme},line={problem.line or 1},title=card {problem.kind}::{problem.message}")
-        else:
-            click.echo(f"{where}: {problem.kind}: {problem.message}")
-    if output_format != "json":
-        click.echo(f"{'PASSED' if not problems else 'FAILED'}: {len(problems)} problems in {readme}")
+        output.json({"schema": 1, "path": str(readme), "passed": not problems,
+                     "problems": [p.__dict__ for p in problems]})  # fmt: skip
+        return ExitCode.OK if not problems else ExitCode.ARTIFACT_FAILED
+    for problem in problems:
+        output.problem(
+            Problem(problem.message, file=str(readme), line=problem.line, code=problem.kind),
+            title=f"card {problem.kind}",
+        )
+    output.echo(f"{'PASSED' if not problems else 'FAILED'}: {len(problems)} problems in {readme}")
     return ExitCode.OK if not problems else ExitCode.ARTIFACT_FAILED
 
 

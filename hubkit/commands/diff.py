@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import click
 
 from hubkit.commands._options import examples, format_option
@@ -33,9 +31,14 @@ def diff_command(obj: dict[str, object], /, a: str, b: str, deep: bool, output_f
     sha256. Exit 0 only when both hold the same files with the same bytes (IDENTICAL), 1 when anything differs
     or could not be compared."""
     from hubkit.checkpoint import load_checkpoint
+    from hubkit.output import Output
     from hubkit.validate.diff import diff_checkpoints, render_diff
 
     progress = not obj.get("quiet")
     result = diff_checkpoints(load_checkpoint(a), load_checkpoint(b), deep=deep, progress=progress)
-    click.echo(json.dumps(result, indent=2) if output_format == "json" else render_diff(result))
+    output = Output(output_format, title="hubkit diff")
+    if output_format == "json":
+        output.json(result)
+    else:
+        output.echo(render_diff(result))
     return ExitCode.OK if result["identical"] else ExitCode.ARTIFACT_FAILED

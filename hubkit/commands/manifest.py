@@ -9,7 +9,6 @@ import click
 
 from hubkit.commands._options import examples
 from hubkit.errors import ExitCode, HubkitError
-from hubkit.logs import stderr
 
 
 @click.group(
@@ -40,23 +39,20 @@ def check_command(files: tuple[Path, ...], overrides: tuple[str, ...], output_fo
     Reads nothing but the files: no token, no network. Exit 0 when every file is valid, 2 otherwise.
     """
     from hubkit.manifest import manifest_problems
+    from hubkit.output import Output, Problem
     from hubkit.validate.engine import all_checks
 
     codes = {check.code for check in all_checks()}  # [validate] select/ignore must name checks
+    output = Output(output_format, title="hubkit manifest")
     failed = 0
     for path in files or (Path("hubkit.toml"),):
         try:
             problems = manifest_problems(path, overrides, check_codes=codes)
-        except HubkitError as exc:
-            problems = [str(exc)]
-        for problem in problems:
-            if output_format == "github":  # "FILE:LINE: message" -> an annotation on that line
-                where, _, message = problem.partition(": ")
-                line = where.rpartition(":")[2]
-                click.echo(f"::error file={path},line={line if line.isdigit() else 1},title=hubkit manifest::{message}")
-            else:
-                click.echo(problem, file=stderr())  # an error: shown under -q too
-        click.echo(f"{path}: {'valid' if not problems else f'{len(problems)} problem(s)'}")
+        except HubkitError as exc:  # unreadable, or not TOML: the message names the file
+            problems = [Problem(str(exc))]
+        for problem in problems:  # an annotation on its line, or an error on stderr (shown under -q too)
+            output.problem(problem, file=str(path), to_stderr=True)
+        output.echo(f"{path}: {'valid' if not problems else f'{len(problems)} problem(s)'}")
         failed += bool(problems)
     return ExitCode.USER_ERROR if failed else ExitCode.OK
 

@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from hubkit.commands._options import build, click_options, examples, format_option
-from hubkit.errors import HubkitError, redact
-from hubkit.records import append_text
+from hubkit.errors import redact
 from hubkit.release.options import ReleaseOptions
 
 if TYPE_CHECKING:
@@ -54,16 +51,13 @@ def release_command(obj: dict[str, object], /, manifest: Path, output_format: st
 
 def report(result: ReleaseResult, output_format: str) -> None:
     """The summary on stdout (JSON with ``--format json``), and in ``$GITHUB_STEP_SUMMARY`` with ``github``."""
+    from hubkit.output import Output
     from hubkit.release.summary import render_summary
 
+    output = Output(output_format, title="hubkit release")
     summary = redact(render_summary(result))  # no credential of an endpoint URL, here or in the step summary
     if output_format == "json":
-        click.echo(redact(json.dumps(result.as_dict(), indent=2, default=str)))
+        output.echo(redact(json.dumps(result.as_dict(), indent=2, default=str)))
     else:
-        click.echo(summary)
-    target = os.environ.get("GITHUB_STEP_SUMMARY")
-    if output_format == "github" and target:
-        try:
-            append_text(Path(target), summary + "\n")
-        except HubkitError as exc:  # the release itself is done: say so, keep its exit code
-            logging.getLogger("hubkit").warning("$GITHUB_STEP_SUMMARY: %s", exc)
+        output.echo(summary)
+    output.summary(summary)

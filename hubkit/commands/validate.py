@@ -38,6 +38,7 @@ def validate_command(
     **values: Any,
 ) -> int:
     """Validate the checkpoint at PATH before upload (exit 0 passed, 1 failed, 2 bad input)."""
+    from hubkit.output import Output
     from hubkit.validate.engine import find_check, select_checks
     from hubkit.validate.render import (
         render_check_json,
@@ -47,7 +48,6 @@ def validate_command(
         render_markdown,
         render_sarif,
         render_text,
-        write_github_step_summary,
     )
     from hubkit.validate.runner import validate
 
@@ -69,7 +69,7 @@ def validate_command(
         "markdown": render_markdown,
         "sarif": render_sarif,
     }
-    click.echo(renderers[output_format](report))
-    if output_format == "github":
-        write_github_step_summary(report)
+    output = Output(output_format, title="hubkit validate")
+    output.echo(renderers[output_format](report))
+    output.summary(lambda: render_markdown(report))
     return ExitCode.OK if report.passed else ExitCode.ARTIFACT_FAILED

@@ -51,6 +51,7 @@ from hubkit.hub.remote import (
     same,
     token_user,
 )
+from hubkit.output import Problem
 from hubkit.progress import Bar, progress_bar, terminal_bars
 from hubkit.reads import read_regular
 
@@ -659,8 +660,8 @@ class _Push:
 # ------------------------------------------------------------------------------------------------ reporting
 
 
-def describe(result: PushResult) -> Iterator[str]:
-    """Human lines for a push result."""
+def describe(result: PushResult) -> Iterator[str | Problem]:
+    """Human lines for a push result, and its warnings and errors as problems (text or annotations)."""
     yield f"{'plan for' if result.dry_run else 'pushed to'} {result.repo}@{result.revision}"
     yield f"  new {len(result.new)}, changed {len(result.changed)}, unchanged {len(result.unchanged)}, remote-only {len(result.remote_only)}"
     yield f"  {result.bytes_to_upload:,} bytes to upload in {len(result.commits)} commits; {result.bytes_hashed:,} bytes hashed"
@@ -673,9 +674,9 @@ def describe(result: PushResult) -> Iterator[str]:
     if result.tag:
         yield f"  tag {result.tag}"
     for path in result.remote_only:
-        yield f"  warning: {path} exists only on the remote (use --delete-extra to remove it)"
+        yield Problem(f"{path} exists only on the remote (use --delete-extra to remove it)", severity="warning")
     for mismatch in result.mismatches:
-        yield f"  error: {mismatch}"
+        yield Problem(mismatch)
     if result.verified:
         yield (
             f"VERIFIED: all {len(result.new) + len(result.changed) + len(result.unchanged)} files, as they are now, "
@@ -684,7 +685,10 @@ def describe(result: PushResult) -> Iterator[str]:
     elif result.verified is False:
         yield f"VERIFY FAILED: {len(result.mismatches)} files differ; rerun the push to upload what changed"
     if not result.validated:
-        yield "NOT VALIDATED (--no-validate): run 'hubkit validate' on the folder before relying on these files"
+        yield Problem(
+            "NOT VALIDATED (--no-validate): run 'hubkit validate' on the folder before relying on these files",
+            severity="warning",
+        )
 
 
 def step_summary(result: PushResult | None, failure: str | None = None) -> str:

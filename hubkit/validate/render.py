@@ -12,13 +12,13 @@ from pathlib import Path
 from urllib.parse import quote
 
 from hubkit import __version__
-from hubkit.records import append_text
+from hubkit.output import Level, annotation, counted
 from hubkit.validate.engine import Check, Finding, Report, Severity, all_checks
 
 SCHEMA_VERSION = 1
 #: GitHub shows at most this many annotations of each kind per step.
 GITHUB_ANNOTATION_CAP = 10
-_GITHUB_COMMAND = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "notice"}
+_GITHUB_LEVEL: dict[Severity, Level] = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "notice"}
 
 
 def _counts(report: Report) -> str:
@@ -28,19 +28,40 @@ def _counts(report: Report) -> str:
     )
 
 
+def finding_groups(findings: list[Finding]) -> list[list[Finding]]:
+    """Findings that differ only in their tensor (and so in the shard that stores it), together, in the order
+    first seen: one wrong group size is one row with a count, not 48 near-identical lines."""
+    groups: dict[tuple[object, ...], list[Finding]] = {}
+    for f in findings:
+        file = f.file if f.tensor is None else None
+        groups.setdefault((f.code, f.severity, f.check, f.message, file, f.line), []).append(f)
+    return list(groups.values())
+
+
+def _group_message(group: list[Finding]) -> str:
+    """The message of a group: one finding's with its tensor; several with how many and the first few names."""
+    first = group[0]
+    if len(group) == 1:
+        return first.message + (f" [{first.tensor}]" if first.tensor else "")
+    tensors = [f.tensor for f in group if f.tensor]
+    files = {f.file for f in group}
+    noun = "tensors" if len(files) < 2 else f"tensors in {len(files)} files"
+    return f"{first.message} ({counted(tensors, noun) if len(tensors) == len(group) else f'{len(group)} times'})"
+
+
 def render_text(report: Report) -> str:
-    """Findings grouped by file, then by family; a PASSED / FAILED line last."""
+    """Findings grouped by file, then by family (repeated findings of a check in one row); PASSED / FAILED last."""
     lines = [f"hubkit validate {report.path} (profile {report.profile}, reference {report.reference or 'none'})"]
-    by_file: dict[str, list[Finding]] = defaultdict(list)
-    for finding in report.findings:
-        by_file[finding.file or "(checkpoint)"].append(finding)
+    by_file: dict[str, list[list[Finding]]] = defaultdict(list)
+    for group in finding_groups(report.findings):
+        by_file[group[0].file or "(checkpoint)"].append(group)
     for file in sorted(by_file, key=lambda f: (f == "(checkpoint)", f)):
         lines.append("")
         lines.append(file)
-        for finding in sorted(by_file[file], key=lambda f: (f.code, f.line or 0, f.tensor or "")):
-            where = f" [{finding.tensor}]" if finding.tensor else ""
-            at = f"line {finding.line}: " if finding.line else ""
-            lines.append(f"  {finding.code} {finding.severity.value:<7} {finding.check}: {at}{finding.message}{where}")
+        for group in sorted(by_file[file], key=lambda g: (g[0].code, g[0].line or 0, g[0].tensor or "")):
+            first = group[0]
+            at = f"line {first.line}: " if first.line else ""
+            lines.append(f"  {first.code} {first.severity.value:<7} {first.check}: {at}{_group_message(group)}")
     lines.append("")
     lines.append(f"{'PASSED' if report.passed else 'FAILED'}: {_counts(report)}")
     return "\n".join(lines)
@@ -154,33 +175,25 @@ def render_sarif(report: Report, checks: list[Check] | None = None) -> str:
     return json.dumps(report_sarif(report, checks), indent=2)
 
 
-def _escape_data(text: str) -> str:
-    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
-
-
-def _escape_property(text: str) -> str:
-    return _escape_data(text).replace(":", "%3A").replace(",", "%2C")
-
-
 def render_github(report: Report) -> str:
-    """Workflow annotations, most severe first and within GitHub's per-step caps, then the summary line."""
+    """Workflow annotations (one per group of repeated findings), most severe first and within GitHub's per-step
+    caps, then the summary line."""
     lines = []
     shown: dict[Severity, int] = defaultdict(int)
-    for finding in report.findings:  # already sorted most severe first
-        if shown[finding.severity] >= GITHUB_ANNOTATION_CAP:
+    annotated = 0
+    for group in finding_groups(report.findings):  # already sorted most severe first
+        first = group[0]
+        if shown[first.severity] >= GITHUB_ANNOTATION_CAP:
             continue
-        shown[finding.severity] += 1
-        properties = [f"title={_escape_property(f'{finding.code} {finding.check}')}"]
-        if finding.file:
-            where_file = [f"file={_escape_property(os.path.join(report.path, finding.file))}"]
-            if finding.line:
-                where_file.append(f"line={finding.line}")
-            properties[:0] = where_file
-        where = f" [{finding.tensor}]" if finding.tensor else ""
+        shown[first.severity] += 1
+        annotated += len(group)
+        file = os.path.join(report.path, first.file) if first.file else None
+        title = f"{first.code} {first.check}"
+        line = first.line if file else None
         lines.append(
-            f"::{_GITHUB_COMMAND[finding.severity]} {','.join(properties)}::{_escape_data(finding.message + where)}"
+            annotation(_GITHUB_LEVEL[first.severity], _group_message(group), file=file, line=line, title=title)
         )
-    hidden = len(report.findings) - sum(shown.values())
+    hidden = len(report.findings) - annotated
     if hidden:
         lines.append(f"{hidden} more findings are not annotated; see the step summary or run with --format json")
     lines.append(f"{'PASSED' if report.passed else 'FAILED'}: {_counts(report)}")
@@ -202,9 +215,10 @@ def markdown_escape(text: str) -> str:
     return escaped.replace("@", "@&#8203;")  # a zero-width space: GitHub links no mention in a comment
 
 
-def _example(finding: Finding) -> str:
+def _example(group: list[Finding]) -> str:
+    finding = group[0]
     where = f"{finding.file}:{finding.line}" if finding.file and finding.line else finding.file or "(checkpoint)"
-    message = finding.message + (f" [{finding.tensor}]" if finding.tensor else "")
+    message = _group_message(group)
     if len(message) > MARKDOWN_MESSAGE_CHARS:
         message = message[: MARKDOWN_MESSAGE_CHARS - 1] + "…"
     return f"{markdown_escape(where)}: {markdown_escape(message)}"
@@ -227,20 +241,16 @@ def render_markdown(report: Report) -> str:
         lines += ["", "| code | check | severity | count | first examples |", "| --- | --- | --- | ---: | --- |"]
     for code in sorted(by_check, key=lambda c: (_SEVERITY_ORDER[by_check[c][0].severity], c)):
         group = by_check[code]
-        examples = [_example(f) for f in group[:MARKDOWN_EXAMPLES]]
-        if len(group) > MARKDOWN_EXAMPLES:
-            examples.append(f"and {len(group) - MARKDOWN_EXAMPLES} more")
+        rows = finding_groups(group)
+        examples = [_example(row) for row in rows[:MARKDOWN_EXAMPLES]]
+        unshown = len(group) - sum(map(len, rows[:MARKDOWN_EXAMPLES]))
+        if unshown:
+            examples.append(f"and {unshown} more")
         lines.append(
             f"| {markdown_escape(code)} | {markdown_escape(group[0].check)} | {group[0].severity.value} | "
             f"{len(group)} | {'<br>'.join(examples)} |"
         )
     return "\n".join(lines)
-
-
-def write_github_step_summary(report: Report) -> None:
-    target = os.environ.get("GITHUB_STEP_SUMMARY")
-    if target:
-        append_text(Path(target), render_markdown(report) + "\n")
 
 
 def render_check_table(checks: list[Check]) -> str:

@@ -6,7 +6,7 @@ from hubkit.checkpoint import load_checkpoint
 from hubkit.checkpoint.model import CONFIG
 from hubkit.errors import HubkitError
 from hubkit.validate.context import Context, load_reference
-from hubkit.validate.engine import Report, applicable, findings_of, select_checks
+from hubkit.validate.engine import Report, run_checks, select_checks
 from hubkit.validate.options import ValidateOptions
 from hubkit.validate.profiles import choose_profile
 
@@ -26,7 +26,7 @@ def validate(path: str, options: ValidateOptions | None = None) -> Report:
     context = Context(
         checkpoint, profile, reference, base, deep=options.deep, workers=options.workers, progress=options.progress
     )
-    chosen = applicable(context, select_checks(list(options.select), list(options.ignore)))
-    findings = findings_of(context, chosen)
+    ran = list(run_checks(context, select_checks(list(options.select), list(options.ignore))))  # the applicable ones
+    findings = [finding for _, found in ran for finding in found]
     findings.sort(key=lambda f: (f.severity.rank, f.file or "", f.code, f.line or 0, f.tensor or ""))
-    return Report(path, profile.name, reference.name if reference else None, findings, len(chosen), options.strict)
+    return Report(path, profile.name, reference.name if reference else None, findings, len(ran), options.strict)
