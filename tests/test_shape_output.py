@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import TINY_RELEASE
 
-from hubkit.hub.testserver import HubServer
+from hubkit.hub.server import HubServer
 from hubkit.output import Output, Problem, annotation, escape_data, escape_property
 from hubkit.validate.engine import Finding, Report, Severity
 
