@@ -58,7 +58,7 @@ class Push(Stage):
         if validated is None:  # validation passed, but the export cannot be hashed as push would upload it
             export_snapshot(release, progress=False)  # says why, as push would
             return StageResult(self.name, "failed", detail="nothing is pushed without a passed validation")
-        previous = self._remote_card()
+        previous = self.previous_card()
         result = push(self.options(dry_run=False), validated=validated)
         if not result.passed:
             return StageResult(self.name, "failed", detail="; ".join(result.mismatches[:3]))
@@ -87,7 +87,7 @@ class Push(Stage):
         changed = first_difference(validated, current)
         return None if changed is None else f"the export changed since its last passed validation ({changed})"
 
-    def _remote_card(self) -> str:
+    def previous_card(self) -> str:
         """The card of the previous release on this run's endpoint, read into memory (never from or into the
         shared Hugging Face cache, which knows a repo by its name, not by its endpoint); "" when there is none."""
         from hubkit.checkpoint.hub_client import read_file
@@ -98,6 +98,7 @@ class Push(Stage):
             card = retry.call(
                 "reading the previous card",
                 lambda: read_file(api, release.repo, "README.md", release.revision, limit=CARD_LIMIT),
+                retry_unreachable=False,  # no endpoint, no card to compare with: the push says why
             )
             return card.decode("utf-8", errors="replace") if card is not None else ""
         return ""
