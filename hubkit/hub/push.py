@@ -11,6 +11,8 @@ then validated, then proved unchanged (each file's hash as it is after the valid
 file that changes later, before or during its upload, stops the push instead of being uploaded (``NotValidated``,
 exit 2). ``release`` hands over the content a passed validation recorded instead (``validated=``). Only
 ``--no-validate`` skips this, and the result then says NOT VALIDATED.
+
+``--tag`` tags the pushed commit by one rule, release's tag stage's too (:func:`tag_commit`): a tag is never moved.
 """
 
 from __future__ import annotations

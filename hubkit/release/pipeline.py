@@ -163,6 +163,7 @@ class Release:
         return selected
 
     def stage(self, name: str) -> Stage:
+        """This run's stage ``name`` (a stage that runs another, as smoke runs card, validate and push)."""
         return self.stages[name]
 
     def recorded(self, stage: str) -> dict[str, Any]:
@@ -171,6 +172,7 @@ class Release:
         return stages.get(stage, {}) if isinstance(stages, dict) else {}
 
     def record(self, stage: str, fingerprint: str, outputs: dict[str, Any], seconds: float) -> None:
+        """``stage`` ran: its fingerprint and outputs go into ``state.json`` at once."""
         self.state.setdefault("stages", {})[stage] = {
             "fingerprint": fingerprint,
             "outputs": outputs,
