@@ -475,7 +475,7 @@ def test_the_previous_card_comes_from_this_endpoint_not_the_shared_cache(tmp_pat
     monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{closed.getsockname()[1]}")
     closed.close()
     monkeypatch.setenv("HUBKIT_HUB_TIMEOUT", "2")
-    assert release._remote_card() == ""  # this endpoint has no card to compare with
+    assert release.stage("push").previous_card() == ""  # this endpoint has no card to compare with
 
     with HubServer(tmp_path / "here") as here:
         api = HfApi(endpoint=here.endpoint, token=here.token)
@@ -483,5 +483,5 @@ def test_the_previous_card_comes_from_this_endpoint_not_the_shared_cache(tmp_pat
         api.upload_file(path_or_fileobj=b"the card here", path_in_repo="README.md", repo_id=repo)
         monkeypatch.setenv("HF_ENDPOINT", here.endpoint)
         monkeypatch.setenv("HF_TOKEN", here.token)
-        assert release._remote_card() == "the card here"
+        assert release.stage("push").previous_card() == "the card here"
     assert sorted(cache.rglob("*")) == cached  # nothing written to the shared cache

@@ -11,6 +11,8 @@ then validated, then proved unchanged (each file's hash as it is after the valid
 file that changes later, before or during its upload, stops the push instead of being uploaded (``NotValidated``,
 exit 2). ``release`` hands over the content a passed validation recorded instead (``validated=``). Only
 ``--no-validate`` skips this, and the result then says NOT VALIDATED.
+
+``--tag`` tags the pushed commit by one rule, release's tag stage's too (:func:`tag_commit`): a tag is never moved.
 """
 
 from __future__ import annotations
@@ -61,14 +63,17 @@ __all__ = [
     "PushRefused",
     "PushResult",
     "Snapshot",
+    "TagExists",
     "check_token",
     "content_of",
     "describe",
     "first_change",
     "first_difference",
+    "head_commit",
     "hub_api",
     "push",
     "remote_files",
+    "tag_commit",
 ]
 
 CARD = "README.md"
@@ -270,6 +275,35 @@ def _changed_after_validation(path: str) -> NotValidated:
     )
 
 
+class TagExists(HubkitError):
+    """The tag already names another commit: a tag is never moved (exit 2)."""
+
+    def __init__(self, tag: str, tagged: str | None, commit: str) -> None:
+        super().__init__(
+            f"tag {tag} already names commit {tagged or 'unknown'}, not {commit}, and a tag is never moved; "
+            f"pick a new tag, or delete {tag} on the Hub first"
+        )
+        self.tag, self.tagged, self.commit = tag, tagged, commit
+
+
+def head_commit(api: Any, retry: Retry, repo: str, revision: str) -> str:
+    """The commit id ``revision`` (a branch, a tag or ``refs/pr/N``) names now."""
+    return str(retry.call(f"reading the head of {revision}", lambda: api.model_info(repo, revision=revision).sha))
+
+
+def tag_commit(api: Any, retry: Retry, repo: str, tag: str, commit: str) -> None:
+    """Tag ``commit`` (a commit id) as ``tag``, or find it tagged so already. The one rule: a tag is never moved;
+    one that names another commit is :class:`TagExists`."""
+
+    def tagged() -> str | None:
+        return next((t.target_commit for t in api.list_repo_refs(repo).tags if t.name == tag), None)
+
+    retry.call(f"creating the tag {tag}", lambda: api.create_tag(repo, tag=tag, revision=commit, exist_ok=True))
+    target = retry.call(f"reading the tag {tag}", tagged)
+    if target != commit:
+        raise TagExists(tag, target, commit)
+
+
 def check_token(api: Any, options: PushOptions) -> str:
     """The user the token belongs to; a one-line exit 2 for a missing or rejected token or an endpoint that does
     not answer (release's preflight calls this before any work)."""
@@ -392,11 +426,10 @@ class _Push:
             self._merge(pr_num)
             result.merged = True
         if options.tag and result.passed:
-            tag_target = options.revision if options.atomic or not pr_num else target
-            self.retry.call(
-                "tagging",
-                lambda: api.create_tag(options.repo, tag=options.tag, revision=tag_target, exist_ok=True),
-            )
+            pushed = result.commit
+            if result.merged or pushed is None:  # the branch's head after the merge
+                pushed = head_commit(api, self.retry, options.repo, options.revision)
+            tag_commit(api, self.retry, options.repo, options.tag, pushed)
             result.tag = options.tag
         return result
 
