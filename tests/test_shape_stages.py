@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from hubkit.hub.testserver import HubServer
+from hubkit.hub.server import HubServer
 from tests.conftest import copy_of, example_project
 
 REPO = "example-org/Kimi-Tiny-NVFP4"  # the example manifest's repo
