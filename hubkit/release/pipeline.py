@@ -39,7 +39,7 @@ from hubkit.progress import stage as progress_stage
 from hubkit.reads import read_bounded
 from hubkit.records import check_replaceable_file, load_record, record_folder, write_json, write_text
 from hubkit.release.options import STAGES, ReleaseOptions
-from hubkit.release.preflight import FAILED, Check, PreflightFailed, Subject, preflight
+from hubkit.release.preflight import FAILED, PreflightCheck, PreflightFailed, Subject, preflight
 from hubkit.release.smoke import smoke_availability
 from hubkit.release.workspace import (
     check_outside,
@@ -82,7 +82,7 @@ class ReleaseResult:
     card_diff: str = ""
     endpoint: str = "https://huggingface.co"
     dry_run: bool = False
-    preflight: list[Check] = field(default_factory=list)
+    preflight: list[PreflightCheck] = field(default_factory=list)
     waived: list[str] = field(default_factory=list)  # [validate] ignore
     selected_checks: list[str] = field(default_factory=list)  # [validate] select
 
