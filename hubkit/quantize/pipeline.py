@@ -241,6 +241,8 @@ class Job:
     sources: list[Any] = field(default_factory=list)
     batches: list[list[int]] = field(default_factory=list)
     fingerprint: str = ""
+    #: the hidden folder beside ``--out`` the export is written into
+    staging: Path | None = None
     # what was decided
     mode: str = ""
     reason: str = ""
@@ -327,13 +329,13 @@ def run_calibrated(job: Job, mode: CalibratedMode) -> QuantizeResult:
 
     initialized = _init_distributed(job.dist, job.device)
     try:
-        staging = mode.staging(job)
+        job.staging = staging = mode.staging(job)
         try:
-            coverage, fallback = mode.calibrate(job, staging)
+            coverage, fallback = mode.calibrate(job)
             if job.dist.rank != 0:  # rank 0 writes, validates and reports
                 empty = Report(str(job.options.out), job.profile.name, None, [], 0)
                 return QuantizeResult(job.options.out, empty, {}, primary=False)
-            result = _complete(job, mode, coverage, fallback, staging)
+            result = _complete(job, mode, coverage, fallback)
         except BaseException:
             if job.dist.rank == 0 and not mode.keeps_progress(staging):
                 discard(staging)
@@ -389,22 +391,23 @@ def _fingerprint(job: Job) -> str:
     return digest.hexdigest()
 
 
-def _complete(
-    job: Job, mode: CalibratedMode, coverage: dict[str, Any], fallback: bool, staging: Path
-) -> QuantizeResult:
+def _complete(job: Job, mode: CalibratedMode, coverage: dict[str, Any], fallback: bool) -> QuantizeResult:
     """The finished folder: base side files, dtypes, provenance, validation, then the rename into ``--out``."""
+    staging = job.staging
+    assert staging is not None
     finish(staging, job.base, job.profile.quantization.get("text_model_type"))
     _restore_base_dtypes(staging, job.base)
     provenance = _provenance(job, coverage, fallback)
     provenance["base_format"] = "int4" if job.int4 else "bf16"
     provenance["base_revision"] = job.revision
     provenance["run"] = run_record(job, mode)
-    return publish(job, staging, provenance)
+    return publish(job, provenance)
 
 
-def publish(job: Job, staging: Path, provenance: dict[str, Any]) -> QuantizeResult:
+def publish(job: Job, provenance: dict[str, Any]) -> QuantizeResult:
     """Validate the staged export against its base, record the outcome, rename the folder into ``--out``."""
-    options, timings = job.options, job.timings
+    options, timings, staging = job.options, job.timings, job.staging
+    assert staging is not None
     write_json(staging / PROVENANCE, provenance)
     with stage(timings, "validate"):
         report = validate(str(staging), ValidateOptions(profile=options.profile, base=str(job.base)))

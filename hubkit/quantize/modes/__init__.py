@@ -64,8 +64,8 @@ class CalibratedMode(Mode):
 
         return prepare_out(job.options.out)[0]
 
-    def calibrate(self, job: Job, staging: Path) -> tuple[dict[str, Any], bool]:
-        """Calibrate and export into ``staging``: the expert coverage, and whether the CPU NVFP4 stand-ins ran."""
+    def calibrate(self, job: Job) -> tuple[dict[str, Any], bool]:
+        """Calibrate and export into ``job.staging``: the expert coverage, and whether the CPU NVFP4 stand-ins ran."""
         raise NotImplementedError
 
     def record(self, job: Job) -> dict[str, Any]:
@@ -93,7 +93,9 @@ def register(name: str) -> Callable[[M], M]:
     """Class decorator: register a mode under ``name`` (the ``--mode`` value)."""
 
     def add(cls: M) -> M:
-        if name in _REGISTRY or name == AUTO:
+        if name == AUTO:
+            raise ValueError(f"{AUTO!r} is --mode's own choice, not a mode")
+        if name in _REGISTRY:
             raise ValueError(f"quantize mode {name!r} is registered twice")
         cls.name = name
         _REGISTRY[name] = cls()

@@ -57,7 +57,7 @@ class Cast(Mode):
         recipe = cast_recipe(options.recipe, resolve_recipe(options.recipe).quantize if options.recipe else None)
         job.reason = f"{job.reason} ({options.jobs} shards at once)"
         job.device = "cpu"
-        staging, _ = prepare_out(options.out)
+        job.staging = staging = prepare_out(options.out)[0]
         try:
             shards = len({*(read_json(base / INDEX).get("weight_map") or {"": "model.safetensors"}).values()})
             with (
@@ -85,7 +85,7 @@ class Cast(Mode):
                 "run": {**run_record(job, self), "jobs": options.jobs},
                 "options": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(options).items()},
             }
-            return publish(job, staging, provenance)
+            return publish(job, provenance)
         except BaseException:
             discard(staging)
             raise

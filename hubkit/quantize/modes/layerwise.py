@@ -55,7 +55,7 @@ class Layerwise(CalibratedMode):
             torch.distributed.barrier()
         return staging_folder(job.options.out)
 
-    def calibrate(self, job: Job, staging: Path) -> tuple[dict[str, Any], bool]:
+    def calibrate(self, job: Job) -> tuple[dict[str, Any], bool]:
         import torch
 
         from hubkit.quantize import cpu_fallback
@@ -66,7 +66,8 @@ class Layerwise(CalibratedMode):
         from hubkit.quantize.plan import parse_size
         from hubkit.records import ensure_folder
 
-        options, dist, batches = job.options, job.dist, job.batches
+        options, dist, batches, staging = job.options, job.dist, job.batches, job.staging
+        assert staging is not None
         check_modelopt()
         bound_host_heap()
         place = torch.device(f"cuda:{dist.local_rank}" if job.device == "cuda" else "cpu")

@@ -37,14 +37,15 @@ class Resident(CalibratedMode):
         disk = shape.export_bytes + rewrite_bytes(shape) + (shape.weight_bytes if shape.int4 else 0)
         return Estimate(self.name, device, host, disk, calibration_seconds(shape, kind, tokens), None)
 
-    def calibrate(self, job: Job, staging: Path) -> tuple[dict[str, Any], bool]:
+    def calibrate(self, job: Job) -> tuple[dict[str, Any], bool]:
         """Load (an INT4 base: from its BF16 copy), calibrate, export."""
         import torch
 
         from hubkit.quantize import cpu_fallback
         from hubkit.quantize.pipeline import dequantize_int4, intermediate_folder, stage
 
-        options, timings = job.options, job.timings
+        options, timings, staging = job.options, job.timings, job.staging
+        assert staging is not None
         peaks = job.peak_device_bytes if job.device == "cuda" else None
         with stage(timings, "dequantize"):
             weights = dequantize_int4(job.base, intermediate_folder(options.out)) if job.int4 else job.base
