@@ -203,7 +203,7 @@ def test_quantize_plan_json_carries_its_schema_version(hubkit, tiny: Path) -> No
     for target in ("8xB300", "cpu"):
         plan = hubkit("quantize", "--base", tiny, "--plan", "--gpus", target, "--format", "json")
         assert plan.code == 0, plan.err
-        assert plan.json()["schema"] == 1
+        assert plan.json()["schema"] == 2
         assert_valid("quantize-plan", plan.json())
 
 

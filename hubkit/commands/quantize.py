@@ -73,24 +73,26 @@ def quantize_command(
 
 def _plan(values: dict[str, Any], out: Path | None, gpus: str | None, output_format: str) -> int:
     from hubkit.checkpoint import load_checkpoint
-    from hubkit.quantize.cast_plan import cast_plan, mxfp4_block
+    from hubkit.quantize.cast_plan import cast_plan
     from hubkit.quantize.devices import present_gpus
+    from hubkit.quantize.modes import AUTO, choose
     from hubkit.quantize.plan import available_memory, estimate, existing_folder, parse_size
 
     base = load_checkpoint(values["base"])
-    if mxfp4_block(base.config) is not None:  # the cast: no GPU, no calibration
+    tokens = values["calib_size"] * max(len(values["calib"]), 1) * values["calib_seq"]
+    choice = choose(AUTO, config=base.config, plan=lambda: estimate(
+        base, gpus or present_gpus(), batch=values["batch_size"], seq=values["calib_seq"],
+        tokens=tokens, out=out, max_gpu_memory=values["max_gpu_memory"], max_cpu_memory=values["max_cpu_memory"],
+    ))  # fmt: skip
+    plan = choice.plan
+    if plan is None:  # a mode with a plan of its own: the cast (no GPU, no calibration)
         cap = values["max_cpu_memory"]
         free = shutil.disk_usage(existing_folder(out)).free
         cast = cast_plan(base, values["jobs"], parse_size(cap) if cap else available_memory(), free)
         click.echo(json.dumps(cast.as_dict(), indent=2) if output_format == "json" else cast.render())
         return ExitCode.OK
-    tokens = values["calib_size"] * max(len(values["calib"]), 1) * values["calib_seq"]
-    plan = estimate(
-        base, gpus or present_gpus(), batch=values["batch_size"], seq=values["calib_seq"],
-        tokens=tokens, out=out, max_gpu_memory=values["max_gpu_memory"], max_cpu_memory=values["max_cpu_memory"],
-    )  # fmt: skip
     if output_format == "json":  # schemas/quantize-plan.schema.json
-        click.echo(json.dumps({"schema": 1, **plan.as_dict()}, indent=2))
+        click.echo(json.dumps({"schema": 2, **plan.as_dict()}, indent=2))
     else:
         click.echo(plan.render())
     return ExitCode.OK

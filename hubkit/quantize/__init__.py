@@ -1,7 +1,8 @@
 """NVFP4 post-training quantization with NVIDIA Model Optimizer.
 
-Importing this package imports nothing heavy; its modules other than ``plan``, ``options``, ``folders`` and
-``devices`` import torch and are never on the CLI start-up path. Call ``require_extra()`` before any of them.
+Importing this package imports nothing heavy; its modules other than ``plan``, ``options``, ``folders``,
+``devices`` and ``modes`` (whose modes import torch only when they run) import torch and are never on the CLI
+start-up path. Call ``require_extra()`` before any of them.
 """
 
 from __future__ import annotations

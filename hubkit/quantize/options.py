@@ -7,9 +7,11 @@ from pathlib import Path
 
 from hubkit.errors import HubkitError
 from hubkit.options import option
+from hubkit.quantize import modes
 from hubkit.resources import profile_names
 
-MODES = ("auto", "resident", "layerwise", "cast")
+#: ``auto`` and every registered mode (``modes/``)
+MODES = modes.names()
 
 
 def _size(text: str | None) -> str | None:

@@ -1,8 +1,9 @@
 """``hubkit quantize --plan`` and ``--mode auto``: what a run needs, read from the base's headers alone.
 
-For each mode (``resident``: the whole model on the devices; ``layerwise``: one decoder layer at a time) the plan
-predicts peak device memory, peak host memory, disk, and calibration time per layer. The model is simple and its
-coefficients are fitted to measured runs (``benchmarks/bench_quantize.py`` prints predicted against measured):
+For each planned mode (``modes/``: ``resident``, the whole model on the devices; ``layerwise``, one decoder layer at
+a time) the plan predicts peak device memory, peak host memory, disk, and calibration time per layer; each mode's
+``estimate`` holds its formula. The model is simple and its coefficients, here, are fitted to measured runs
+(``benchmarks/bench_quantize.py`` prints predicted against measured):
 
 - resident, device: the BF16 weights times ``RESIDENT_FACTOR`` (calibration and export temporaries: the MSE
   scale sweep and the whole quantized state dict being built), plus the calibration activations;
@@ -16,11 +17,12 @@ coefficients are fitted to measured runs (``benchmarks/bench_quantize.py`` print
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import re
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +34,6 @@ from hubkit.errors import HubkitError
 GPU_MEMORY_GIB = {"B300": 268, "B200": 178, "H200": 139, "H100": 79}
 GIB = 1024**3
 MIB = 1024**2
-MODES = ("resident", "layerwise")
 #: ``--mode auto`` picks resident only when its predicted peak is at most this share of the budget.
 MARGIN = 0.85
 #: The export's shard limit (modelopt's ``export_hf_checkpoint`` default).
@@ -164,8 +165,8 @@ class Plan:
     host_budget: int | None
     free_disk: int | None
     tokens: int
-    resident: Estimate
-    layerwise: Estimate
+    #: per planned mode (``modes.planned()``), in order
+    estimates: dict[str, Estimate]
     smallest: dict[str, dict[str, int | None]] = field(default_factory=dict)
 
     world: int = 1
@@ -175,18 +176,29 @@ class Plan:
         return self.devices == 0
 
     def estimate(self, mode: str) -> Estimate:
-        return self.resident if mode == "resident" else self.layerwise
+        """The estimate of a planned mode; any other name is refused."""
+        if mode not in self.estimates:
+            raise HubkitError(f"the plan has no estimate for mode {mode!r}; it plans {', '.join(self.estimates)}")
+        return self.estimates[mode]
+
+    def budget(self, mode: str) -> int:
+        """The GPU memory ``mode`` may use: every device for a mode that spans them, else one."""
+        from hubkit.quantize.modes import get
+
+        return self.device_budget * (self.devices if get(mode).spans_devices else 1)
 
     def fits(self, mode: str, margin: float = 1.0) -> tuple[bool, str]:
         """Whether ``mode`` fits this target (within ``margin`` of each budget), and the first reason it does not."""
+        from hubkit.quantize.modes import get
+
         est = self.estimate(mode)
         if self.on_cpu:
             if self.host_budget is not None and est.host_bytes > self.host_budget * margin:
                 return False, f"needs {_gib(est.host_bytes)} of memory, {_gib(self.host_budget)} available"
         else:
-            budget = self.device_budget * (self.devices if mode == "resident" else 1)
+            budget = self.budget(mode)
             if est.device_bytes > budget * margin:
-                where = f"{self.devices} GPU(s)" if mode == "resident" else "one GPU"
+                where = f"{self.devices} GPU(s)" if get(mode).spans_devices else "one GPU"
                 return False, f"needs {_gib(est.device_bytes)} of GPU memory, {_gib(budget)} on {where}"
             if self.host_budget is not None and est.host_bytes > self.host_budget * margin:
                 return False, f"needs {_gib(est.host_bytes)} of host memory, {_gib(self.host_budget)} available"
@@ -207,21 +219,16 @@ class Plan:
         return f"{self.devices} x {_gib(self.device_budget)} of GPU memory"
 
     def as_dict(self) -> dict[str, Any]:
-        resident = self.resident
         result: dict[str, Any] = {
             "target": self.target,
-            "gpus": self.target,
             "gpu_memory_gib": round(self.devices * self.device_budget / GIB, 1),
-            "gpu_needed_gib": round(resident.device_bytes / GIB, 1),
             "bf16_weights_gib": round(self.shape.weight_bytes / GIB, 1),
             "largest_layer_gib": round(self.shape.largest_layer / GIB, 2),
             "layers": len(self.shape.layer_bytes),
             "export_gib": round(self.shape.export_bytes / GIB, 1),
             "free_disk_gib": None if self.free_disk is None else round(self.free_disk / GIB, 1),
             "tokens": self.tokens,
-            "fits_gpus": None if self.on_cpu else self.fits("resident")[0],
-            "min_gpus": resident.devices_needed,
-            "modes": {mode: {**self.estimate(mode).as_dict(), "fits": self.fits(mode)[0]} for mode in MODES},
+            "modes": {mode: {**est.as_dict(), "fits": self.fits(mode)[0]} for mode, est in self.estimates.items()},
             "smallest_gpu_set": self.smallest,
             "layerwise_processes": self.world,
         }
@@ -235,19 +242,21 @@ class Plan:
             f"{self.tokens:,} calibration tokens",
             f"Target: {self.target}" + ("" if self.on_cpu else f" ({_gib(self.device_budget)} per GPU)"),
         ]
-        for mode in MODES:
-            est = self.estimate(mode)
+        from hubkit.quantize.modes import get
+
+        for mode, est in self.estimates.items():
             fits, why = self.fits(mode)
-            where = " per GPU" if mode == "layerwise" else ""
+            spans = get(mode).spans_devices
+            where = "" if spans else " per GPU"
             device = "" if self.on_cpu else f"GPU {_gib(est.device_bytes)}{where}, "
             seconds = est.seconds_per_layer
             timing = "" if seconds is None else f", ~{seconds:,.{1 if seconds < 10 else 0}f} s per layer"
-            ranks = f" (torchrun, {self.world} processes)" if mode == "layerwise" and self.world > 1 else ""
+            ranks = "" if spans or self.world == 1 else f" (torchrun, {self.world} processes)"
             lines.append(
                 f"  {mode}{ranks}: {device}host {_gib(est.host_bytes)}, disk {_gib(est.disk_bytes)}{timing}: "
                 + ("fits" if fits else f"does NOT fit ({why})")
             )
-        for mode in MODES:
+        for mode in self.estimates:
             sets = self.smallest.get(mode, {})
             text = ", ".join(f"{n}x{gpu}" if n else f"no {gpu} set" for gpu, n in sets.items())
             lines.append(f"  smallest GPU set, {mode}: {text}")
@@ -322,59 +331,40 @@ def _plan(
     host_budget: int | None,
     world: int,
 ) -> Plan:
+    from hubkit.quantize.modes import planned
+
     shape = shape_of(base)
     tokens = tokens if tokens is not None else batch * seq
     kind = "cuda" if count else "cpu"
-    resident = _resident(shape, kind, tokens, batch, seq)
-    layerwise = _layerwise(shape, kind, tokens, batch, seq, world)
-    smallest = {
-        "resident": {gpu: _count(resident.device_bytes, gib) for gpu, gib in GPU_MEMORY_GIB.items()},
-        "layerwise": {gpu: (1 if layerwise.device_bytes <= gib * GIB else None) for gpu, gib in GPU_MEMORY_GIB.items()},
-    }
-    if count:
-        resident = Estimate(
-            **{**asdict(resident), "devices_needed": _count(resident.device_bytes, device_budget / GIB)}
-        )
-        fits_one = layerwise.device_bytes <= device_budget
-        layerwise = Estimate(**{**asdict(layerwise), "devices_needed": 1 if fits_one else None})
-    return Plan(shape, target, count, device_budget, host_budget, free, tokens, resident, layerwise, smallest, world)
+    estimates, smallest = {}, {}
+    for mode in planned():
+        est = mode.estimate(shape, kind, tokens, batch, seq, world)
+        smallest[mode.name] = {gpu: _devices(mode.spans_devices, est, gib * GIB) for gpu, gib in GPU_MEMORY_GIB.items()}
+        if count:
+            est = dataclasses.replace(est, devices_needed=_devices(mode.spans_devices, est, device_budget))
+        estimates[mode.name] = est
+    return Plan(shape, target, count, device_budget, host_budget, free, tokens, estimates, smallest, world)
 
 
-def _count(need: int, per_gpu_gib: float) -> int | None:
-    return max(1, math.ceil(need / (per_gpu_gib * GIB))) if per_gpu_gib else None
+def _devices(spans: bool, est: Estimate, per_gpu: float) -> int | None:
+    """GPUs of ``per_gpu`` bytes a mode needs: enough to hold it for a mode that spans them, else one that does."""
+    if spans:
+        return max(1, math.ceil(est.device_bytes / per_gpu)) if per_gpu else None
+    return 1 if est.device_bytes <= per_gpu else None
 
 
-def _activations(shape: Shape, tokens: int, batch: int, seq: int) -> int:
+def activation_bytes(shape: Shape, tokens: int, batch: int, seq: int) -> int:
+    """Cached hidden states of ``tokens`` tokens, plus one batch's attention temporaries."""
     return int(tokens * shape.hidden * 2 * ACTIVATION_OVERHEAD) + batch * seq * shape.hidden * 4 * 8
 
 
-def _resident(shape: Shape, kind: str, tokens: int, batch: int, seq: int) -> Estimate:
-    factor = RESIDENT_FACTOR_CPU if kind == "cpu" else RESIDENT_FACTOR_CUDA
-    device = int(shape.weight_bytes * factor) + batch * seq * shape.hidden * 4 * 8
-    host = PROCESS_BYTES + (device if kind == "cpu" else 2 * shape.largest_layer)
-    disk = shape.export_bytes + _rewrite(shape) + (shape.weight_bytes if shape.int4 else 0)
-    return Estimate("resident", device, host, disk, _seconds(shape, kind, tokens), None)
-
-
-def _rewrite(shape: Shape) -> int:
+def rewrite_bytes(shape: Shape) -> int:
     """A shard being written beside the finished ones (safetensors writes a temporary file, then renames it)."""
     return min(shape.export_bytes, SHARD_BYTES)
 
 
-def _layerwise(shape: Shape, kind: str, tokens: int, batch: int, seq: int, world: int) -> Estimate:
-    factor = LAYER_FACTOR_CPU if kind == "cpu" else LAYER_FACTOR_CUDA
-    share = math.ceil(tokens / max(world, 1))
-    device = shape.rest_bytes + int(shape.largest_layer * factor) + _activations(shape, share, batch, seq)
-    export_layer = shape.export_bytes * shape.largest_layer // max(shape.weight_bytes, 1)
-    # every process of a torchrun job reads and dequantizes the layer it calibrates on the host
-    host = world * (PROCESS_BYTES + (device if kind == "cpu" else 2 * shape.largest_layer + export_layer))
-    scratch = _rewrite(shape) + world * share * shape.hidden * 2 * 2  # the open shard; two layers' inputs
-    disk = shape.export_bytes + scratch
-    seconds = _seconds(shape, kind, share)
-    return Estimate("layerwise", device, host, disk, seconds, None)
-
-
-def _seconds(shape: Shape, kind: str, tokens: int) -> float | None:
+def calibration_seconds(shape: Shape, kind: str, tokens: int) -> float | None:
+    """Calibration seconds per layer with ``tokens`` tokens through the largest layer."""
     if not shape.layer_bytes:
         return None
     compute = SECONDS_PER_GIB_KTOK[kind] * shape.largest_layer / GIB * max(tokens, 1) / 1000

@@ -37,7 +37,7 @@ from hubkit.manifest import calibration_location
 from hubkit.progress import stage as progress_stage
 from hubkit.records import load_record
 from hubkit.release.options import ReleaseOptions
-from hubkit.release.preflight import FAILED, Check, PreflightFailed, Subject, preflight
+from hubkit.release.preflight import FAILED, PreflightCheck, PreflightFailed, Subject, preflight
 from hubkit.release.stages import NAMES, STAGES, Stage, StageResult
 from hubkit.release.stages.push import push_options
 from hubkit.release.workspace import (
@@ -71,7 +71,7 @@ class ReleaseResult:
     card_diff: str = ""
     endpoint: str = "https://huggingface.co"
     dry_run: bool = False
-    preflight: list[Check] = field(default_factory=list)
+    preflight: list[PreflightCheck] = field(default_factory=list)
     waived: list[str] = field(default_factory=list)  # [validate] ignore
     selected_checks: list[str] = field(default_factory=list)  # [validate] select
 

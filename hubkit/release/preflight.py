@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 import shutil
 import subprocess
 from collections.abc import Callable, Iterator
@@ -36,7 +35,7 @@ GIB = 1024**3
 
 
 @dataclass(frozen=True)
-class Check:
+class PreflightCheck:
     """One preflight result: its subject, ok / warning / not checked / failed, and what was found."""
 
     name: str
@@ -77,16 +76,16 @@ class Subject:
 class PreflightFailed(HubkitError):
     """Some preflight checks failed: every failure, one per line, each saying what to do."""
 
-    def __init__(self, checks: list[Check]) -> None:
+    def __init__(self, checks: list[PreflightCheck]) -> None:
         failed = [c for c in checks if c.status == FAILED]
         lines = "\n  ".join(f"{c.name}: {c.detail}" for c in failed)
         super().__init__(f"preflight: {len(failed)} of {len(checks)} checks failed; nothing was run:\n  {lines}")
         self.checks = checks
 
 
-def preflight(subject: Subject) -> list[Check]:
+def preflight(subject: Subject) -> list[PreflightCheck]:
     """Run every check that applies to the stages that will run; none stops the others."""
-    checks: list[Check] = []
+    checks: list[PreflightCheck] = []
     for family in (_inputs, _extras, _recipe, _calibration, _gpus, _disk, _card, _hub, _smoke):
         checks.extend(family(subject))
     return checks
@@ -95,7 +94,7 @@ def preflight(subject: Subject) -> list[Check]:
 # ------------------------------------------------------------------------------------------- input paths
 
 
-def _inputs(subject: Subject) -> Iterator[Check]:
+def _inputs(subject: Subject) -> Iterator[PreflightCheck]:
     manifest, stages = subject.manifest, subject.stages
     if {"quantize", "validate"} & set(stages):
         yield _base_input(subject)
@@ -114,34 +113,36 @@ def _inputs(subject: Subject) -> Iterator[Check]:
         try:
             found = load_reference(subject.reference)
         except HubkitError as exc:
-            yield Check("validate reference", FAILED, f"{exc}; fix [validate] reference")
+            yield PreflightCheck("validate reference", FAILED, f"{exc}; fix [validate] reference")
         else:
-            yield Check(
+            yield PreflightCheck(
                 "validate reference", OK, f"{subject.reference}: {len(found.exclude_modules)} exclusion patterns"
             )
 
 
-def _base_input(subject: Subject) -> Check:
+def _base_input(subject: Subject) -> PreflightCheck:
     table = subject.manifest.base
     if table.path:
         folder = subject.root / table.path
         if not folder.is_dir():
-            return Check(
+            return PreflightCheck(
                 "base", FAILED,
                 f"[base] path {folder} does not exist; put the base model there, or remove 'path' to read "
                 f"[base] repo {table.repo} from the Hub",
             )  # fmt: skip
         if not (folder / "config.json").is_file():
-            return Check("base", FAILED, f"[base] path {folder} holds no config.json; name the base model's folder")
+            return PreflightCheck(
+                "base", FAILED, f"[base] path {folder} holds no config.json; name the base model's folder"
+            )
     try:
         base = subject.base_checkpoint()
     except HubkitError as exc:
-        return Check("base", FAILED, f"cannot read the base {subject.base}: {exc}")
+        return PreflightCheck("base", FAILED, f"cannot read the base {subject.base}: {exc}")
     size = sum(entry.size for entry in base.files.values())
-    return Check("base", OK, f"{subject.base}: {len(base.shards)} shards, {size / GIB:,.1f} GiB")
+    return PreflightCheck("base", OK, f"{subject.base}: {len(base.shards)} shards, {size / GIB:,.1f} GiB")
 
 
-def _remote_code(subject: Subject) -> Check | None:
+def _remote_code(subject: Subject) -> PreflightCheck | None:
     """A base that ships modelling code (auto_map) is quantized only with ``[base] trust_remote_code = true``."""
     from hubkit.quantize.remote import REMOTE_CODE_CONFIGS, listed, refusal, remote_code
 
@@ -154,11 +155,11 @@ def _remote_code(subject: Subject) -> Check | None:
         return None
     if subject.manifest.base.trust_remote_code:
         files = listed(list(dict.fromkeys(f for found in named.values() for f in found)))
-        return Check("base remote code", OK, f"trusted ([base] trust_remote_code = true): {files}")
-    return Check("base remote code", FAILED, refusal(named) or "")
+        return PreflightCheck("base remote code", OK, f"trusted ([base] trust_remote_code = true): {files}")
+    return PreflightCheck("base remote code", FAILED, refusal(named) or "")
 
 
-def _readable(name: str, path: Path, fix: str, limit: int | None = None) -> Check:
+def _readable(name: str, path: Path, fix: str, limit: int | None = None) -> PreflightCheck:
     """Whether ``path`` is a regular file this process can read (and, with ``limit``, no larger than that)."""
     try:
         with open_regular(path, what=name) as stream:
@@ -167,34 +168,34 @@ def _readable(name: str, path: Path, fix: str, limit: int | None = None) -> Chec
     except HubkitError as exc:
         cause = exc.__cause__
         message = f"cannot read {path} ({cause.strerror or cause})" if isinstance(cause, OSError) else str(exc)
-        return Check(name, FAILED, f"{message}; {fix}")
+        return PreflightCheck(name, FAILED, f"{message}; {fix}")
     except OSError as exc:
-        return Check(name, FAILED, f"cannot read {path} ({exc.strerror or exc}); {fix}")
+        return PreflightCheck(name, FAILED, f"cannot read {path} ({exc.strerror or exc}); {fix}")
     if limit is not None and size > limit:
-        return Check(name, FAILED, f"{name} {path} is {size:,} bytes, over hubkit's limit of {limit:,}; {fix}")
-    return Check(name, OK, str(path))
+        return PreflightCheck(name, FAILED, f"{name} {path} is {size:,} bytes, over hubkit's limit of {limit:,}; {fix}")
+    return PreflightCheck(name, OK, str(path))
 
 
 # ------------------------------------------------------------------------------------------- quantize
 
 
-def _extras(subject: Subject) -> Iterator[Check]:
+def _extras(subject: Subject) -> Iterator[PreflightCheck]:
     if "quantize" not in subject.stages:
         return
     from hubkit.quantize import EXTRA_MODULES, INSTALL, missing_extra
 
     missing = missing_extra()
     if missing:
-        yield Check(
+        yield PreflightCheck(
             "quantize extra",
             FAILED,
             f"the quantize stage needs {', '.join(missing)}, from the quantize extra: {INSTALL}",
         )
     else:
-        yield Check("quantize extra", OK, f"{', '.join(EXTRA_MODULES)} importable")
+        yield PreflightCheck("quantize extra", OK, f"{', '.join(EXTRA_MODULES)} importable")
 
 
-def _recipe(subject: Subject) -> Iterator[Check]:
+def _recipe(subject: Subject) -> Iterator[PreflightCheck]:
     if "quantize" not in subject.stages:
         return
     from hubkit.quantize.pipeline import DEFAULT_RECIPE
@@ -208,85 +209,93 @@ def _recipe(subject: Subject) -> Iterator[Check]:
     from hubkit.quantize import missing_extra
 
     if missing_extra():
-        yield Check("recipe", NOT_CHECKED, f"{name}: modelopt loads recipes, and the quantize extra is missing")
+        yield PreflightCheck(
+            "recipe", NOT_CHECKED, f"{name}: modelopt loads recipes, and the quantize extra is missing"
+        )
         return
     from hubkit.quantize.recipes import resolve_recipe
 
     try:
         recipe = resolve_recipe(name)
     except HubkitError as exc:
-        yield Check("recipe", FAILED, f"{exc}; fix [quantize] recipe")
+        yield PreflightCheck("recipe", FAILED, f"{exc}; fix [quantize] recipe")
     else:
-        yield Check("recipe", OK, f"{recipe.name} loads with modelopt")
+        yield PreflightCheck("recipe", OK, f"{recipe.name} loads with modelopt")
 
 
-def _calibration(subject: Subject) -> Iterator[Check]:
+def _calibration(subject: Subject) -> Iterator[PreflightCheck]:
     if "quantize" not in subject.stages:
         return
     from hubkit.manifest import calibration_location
     from hubkit.quantize.calibration import CalibrationSource
 
     if not subject.manifest.quantize.calib:
-        yield Check("calibration", FAILED, 'no calibration data; add [quantize] calib = ["FILE_OR_HUB_DATASET"]')
+        yield PreflightCheck(
+            "calibration", FAILED, 'no calibration data; add [quantize] calib = ["FILE_OR_HUB_DATASET"]'
+        )
     for spec in subject.manifest.quantize.calib:
         local = subject.root / calibration_location(spec)
         name = f"calibration {spec}"
         try:
             source = CalibrationSource.parse(str(subject.root / spec) if local.exists() else spec)
         except HubkitError as exc:
-            yield Check(name, FAILED, f"{exc}; fix [quantize] calib")
+            yield PreflightCheck(name, FAILED, f"{exc}; fix [quantize] calib")
             continue
         if source.kind in ("jsonl", "txt", "parquet"):
             found = _readable(name, local, "fix [quantize] calib or the file's permissions")
         elif source.kind == "disk":
-            found = Check(name, OK, f"{local}: a dataset saved with datasets.save_to_disk")
+            found = PreflightCheck(name, OK, f"{local}: a dataset saved with datasets.save_to_disk")
         else:
             found = _hub_dataset(name, source.location)
         named = source.config or source.split or source.column
         yield _first_record(name, source, found) if found.status == OK and (named or source.kind == "hub") else found
 
 
-def _first_record(name: str, source: CalibrationSource, found: Check) -> Check:
+def _first_record(name: str, source: CalibrationSource, found: PreflightCheck) -> PreflightCheck:
     """``found``, once the source's first record is read as quantize reads it: the config, split and text
     column it names exist. Not checked without ``datasets`` (the quantize extra says so) or without the Hub."""
     from hubkit.quantize import missing_extra
 
     if source.kind in ("parquet", "disk", "hub") and "datasets" in missing_extra():
-        return Check(name, NOT_CHECKED, f"{found.detail}; its config, split and column need datasets to check")
+        return PreflightCheck(name, NOT_CHECKED, f"{found.detail}; its config, split and column need datasets to check")
     try:
         source.records(1)
     except HubkitError as exc:
         if exc.__cause__ is not None and is_network_error(exc.__cause__):
-            return Check(name, NOT_CHECKED, f"{found.detail}; cannot reach it to read a record ({exc})")
-        return Check(name, FAILED, f"{exc}; fix [quantize] calib")
+            return PreflightCheck(name, NOT_CHECKED, f"{found.detail}; cannot reach it to read a record ({exc})")
+        return PreflightCheck(name, FAILED, f"{exc}; fix [quantize] calib")
     return found
 
 
-def _hub_dataset(name: str, dataset: str) -> Check:
+def _hub_dataset(name: str, dataset: str) -> PreflightCheck:
     """A Hub dataset, looked up where ``datasets`` will fetch it."""
     from huggingface_hub import HfApi
     from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 
     if is_offline():
-        return Check(name, NOT_CHECKED, "a Hub dataset, and HF_HUB_OFFLINE is set (offline: cannot resolve it)")
+        return PreflightCheck(
+            name, NOT_CHECKED, "a Hub dataset, and HF_HUB_OFFLINE is set (offline: cannot resolve it)"
+        )
     install()
     api = HfApi()
     try:
         info = api.dataset_info(dataset, timeout=HUB_TIMEOUT_S)
     except RepositoryNotFoundError:
-        return Check(
+        return PreflightCheck(
             name,
             FAILED,
             f"no dataset {dataset} on {api.endpoint} (or it is private: set HF_TOKEN); fix [quantize] calib",
         )
     except HfHubHTTPError as exc:
         status = exc.response.status_code if exc.response is not None else None
-        return Check(name, NOT_CHECKED, f"{api.endpoint} answered HTTP {status} for the dataset {dataset}")
+        return PreflightCheck(name, NOT_CHECKED, f"{api.endpoint} answered HTTP {status} for the dataset {dataset}")
     except Exception as exc:
         if not is_network_error(exc):
             raise
-        return Check(name, NOT_CHECKED, f"cannot reach {api.endpoint} to look up the dataset ({type(exc).__name__})")
-    return Check(name, OK, f"Hub dataset {info.id} at {str(info.sha)[:12]}")
+        return PreflightCheck(
+            name, NOT_CHECKED, f"cannot reach {api.endpoint} to look up the dataset ({type(exc).__name__})"
+        )
+    return PreflightCheck(name, OK, f"Hub dataset {info.id} at {str(info.sha)[:12]}")
 
 
 def visible_gpus() -> list[str]:
@@ -321,29 +330,35 @@ class QuantizeNeeds:
     host_budget: int | None  # None: unknown here
     disk: int  # the export plus scratch (resident on an INT4 base: plus a BF16 copy of the base)
     smallest: str  # the smallest GPU sets that fit this mode, e.g. "14xB300, 47xH100"
+    uses_gpu: bool = True  # False: the mode runs on the CPU wherever it is (the cast)
 
 
-def quantize_needs(base: Checkpoint, gpus: str, table: QuantizeTable) -> QuantizeNeeds:
-    """The plan of ``hubkit quantize --plan`` for ``base`` on ``gpus`` (``8xB300``) with this machine as the
-    host; the one call into it. The release runs quantize in one process."""
-    from hubkit.quantize.plan import available_memory, estimate
+def quantize_needs(base: Checkpoint, gpus: str, table: QuantizeTable, out: Path | None = None) -> QuantizeNeeds:
+    """What the release's quantize stage needs on ``gpus`` (``8xB300`` or ``cpu``) with this machine as the host
+    and ``out``'s volume as its disk, in the mode quantize will take: ``modes.choose`` decides, as it does for
+    ``hubkit quantize``; the plan is the one of ``hubkit quantize --plan``. The release runs quantize in one
+    process."""
+    from hubkit.quantize.cast_plan import cast_plan
+    from hubkit.quantize.modes import AUTO, choose
+    from hubkit.quantize.plan import available_memory, estimate, existing_folder, parse_size
 
-    plan = estimate(
+    host = parse_size(table.max_cpu_memory) if table.max_cpu_memory else available_memory()
+    choice = choose(table.mode, config=base.config, plan=lambda: dataclasses.replace(estimate(
         base, gpus, batch=table.batch_size, seq=table.calib_seq,
-        tokens=table.calib_size * max(len(table.calib), 1) * table.calib_seq,
+        tokens=table.calib_size * max(len(table.calib), 1) * table.calib_seq, out=out,
         max_gpu_memory=table.max_gpu_memory, max_cpu_memory=table.max_cpu_memory, world=1,
-    )  # fmt: skip
-    host = plan.host_budget if table.max_cpu_memory else available_memory()
-    plan = dataclasses.replace(plan, host_budget=host)
-    if table.mode == "auto":
-        mode, why = plan.choose()
-        reason = f"mode auto chose {why}"
-    else:
-        mode, reason = table.mode, f'[quantize] mode = "{table.mode}"'
+    ), host_budget=host))  # fmt: skip
+    mode, plan = choice.mode.name, choice.plan
+    reason = f"mode auto chose {choice.reason}" if table.mode == AUTO else f'[quantize] mode = "{table.mode}"'
+    if plan is None:  # a mode with a plan of its own: the cast
+        free = shutil.disk_usage(existing_folder(out)).free
+        cast = cast_plan(base, table.jobs, host, free)
+        return QuantizeNeeds(mode, reason, 0, 0, cast.host_bytes, host, cast.export_bytes, "no GPU set", False)
     needs = plan.estimate(mode)
-    budget = plan.device_budget * (plan.devices if mode == "resident" else 1)
     sets = ", ".join(f"{n}x{gpu}" for gpu, n in plan.smallest.get(mode, {}).items() if n) or "no GPU set"
-    return QuantizeNeeds(mode, reason, needs.device_bytes, budget, needs.host_bytes, host, needs.disk_bytes, sets)
+    return QuantizeNeeds(
+        mode, reason, needs.device_bytes, plan.budget(mode), needs.host_bytes, host, needs.disk_bytes, sets
+    )
 
 
 def _gpu_target(names: list[str]) -> str | None:
@@ -354,62 +369,79 @@ def _gpu_target(names: list[str]) -> str | None:
     return f"{len(names)}x{model}" if model else None
 
 
-def _gpus(subject: Subject) -> Iterator[Check]:
+def _gpus(subject: Subject) -> Iterator[PreflightCheck]:
     if "quantize" not in subject.stages:
         return
     device = subject.manifest.quantize.device
+    try:
+        base = subject.base_checkpoint()
+    except HubkitError:
+        base = None  # the base check says why; the checks below say what they could not check
+    here = None
+    if base is not None:
+        try:  # the mode quantize will take, and whether it needs a GPU at all
+            here = quantize_needs(base, "cpu", subject.manifest.quantize, subject.out)
+        except HubkitError as exc:
+            yield PreflightCheck("quantize mode", FAILED, f"{exc}; fix [quantize]")
+            return
+    if here is not None and not here.uses_gpu:
+        yield PreflightCheck("GPUs", OK, f"none needed: {here.reason}")
+        yield from _memory(subject, "cpu", here)
+        return
     if device == "cpu":
-        yield Check("GPUs", OK, 'none needed: [quantize] device = "cpu" (meant for tiny models)')
-        yield from _memory(subject, "cpu")
+        yield PreflightCheck("GPUs", OK, 'none needed: [quantize] device = "cpu" (meant for tiny models)')
+        yield from _memory(subject, "cpu", here)
         return
     names = visible_gpus()
     if not names:
         if device == "cuda":
-            yield Check("GPUs", FAILED, "no NVIDIA GPU is visible (nvidia-smi lists none) and [quantize] device = "
+            yield PreflightCheck("GPUs", FAILED, "no NVIDIA GPU is visible (nvidia-smi lists none) and [quantize] device = "
                         "\"cuda\"; run on a GPU runner, or set device = \"cpu\" for a tiny model")  # fmt: skip
         else:
-            yield Check("GPUs", WARNING, "no NVIDIA GPU is visible: quantize will run on the CPU (device = \"auto\"), "
+            yield PreflightCheck("GPUs", WARNING, "no NVIDIA GPU is visible: quantize will run on the CPU (device = \"auto\"), "
                         "which suits tiny models only; set device = \"cuda\" to require GPUs")  # fmt: skip
             yield from _memory(subject, "cpu")
         return
     target = _gpu_target(names)
     if target is None:
-        yield Check("GPUs", NOT_CHECKED, f"{len(names)}x {names[0]}: the quantize plan knows no such GPU model")
+        yield PreflightCheck(
+            "GPUs", NOT_CHECKED, f"{len(names)}x {names[0]}: the quantize plan knows no such GPU model"
+        )
         return
     try:
-        needs = quantize_needs(subject.base_checkpoint(), target, subject.manifest.quantize)
+        needs = quantize_needs(subject.base_checkpoint(), target, subject.manifest.quantize, subject.out)
     except HubkitError as exc:
-        yield Check("GPUs", NOT_CHECKED, f"{target} visible; the base cannot be read for the plan ({exc})")
+        yield PreflightCheck("GPUs", NOT_CHECKED, f"{target} visible; the base cannot be read for the plan ({exc})")
         return
     need, have = needs.device_bytes / GIB, needs.device_budget / GIB
     where = "over all of them" if needs.mode == "resident" else "on one"
     if needs.device_bytes > needs.device_budget:
         other = ', or set [quantize] mode = "layerwise"' if needs.mode == "resident" else ""
-        yield Check("GPUs", FAILED, f"the quantize plan's {needs.mode} run needs {need:,.1f} GiB of GPU memory "
+        yield PreflightCheck("GPUs", FAILED, f"the quantize plan's {needs.mode} run needs {need:,.1f} GiB of GPU memory "
                     f"{where} and {target} has {have:,.1f} GiB: run on {needs.smallest}{other}; "
                     "see 'hubkit quantize --base ... --plan'")  # fmt: skip
     else:
-        yield Check("GPUs", OK, f"{target}: {have:,.1f} GiB, the quantize plan's {needs.mode} run needs "
+        yield PreflightCheck("GPUs", OK, f"{target}: {have:,.1f} GiB, the quantize plan's {needs.mode} run needs "
                     f"{need:,.1f} GiB {where}; {needs.reason}")  # fmt: skip
     yield from _memory(subject, target, needs)
 
 
-def _memory(subject: Subject, target: str, needs: QuantizeNeeds | None = None) -> Iterator[Check]:
+def _memory(subject: Subject, target: str, needs: QuantizeNeeds | None = None) -> Iterator[PreflightCheck]:
     """This machine's memory against the quantize plan's host needs (on ``cpu`` the host is the device)."""
     if needs is None:
         try:
-            needs = quantize_needs(subject.base_checkpoint(), target, subject.manifest.quantize)
+            needs = quantize_needs(subject.base_checkpoint(), target, subject.manifest.quantize, subject.out)
         except HubkitError as exc:
-            yield Check("host memory", NOT_CHECKED, f"the base cannot be read for the plan ({exc})")
+            yield PreflightCheck("host memory", NOT_CHECKED, f"the base cannot be read for the plan ({exc})")
             return
     if needs.host_budget is None:
-        yield Check("host memory", NOT_CHECKED, "this machine's available memory cannot be read")
+        yield PreflightCheck("host memory", NOT_CHECKED, "this machine's available memory cannot be read")
     elif needs.host_bytes > needs.host_budget:
-        yield Check("host memory", FAILED, f"the quantize plan's {needs.mode} run needs {needs.host_bytes / GIB:,.1f}"
+        yield PreflightCheck("host memory", FAILED, f"the quantize plan's {needs.mode} run needs {needs.host_bytes / GIB:,.1f}"
                     f" GiB of host memory and {needs.host_budget / GIB:,.1f} GiB is available: free memory or run on "
                     "a larger host")  # fmt: skip
     else:
-        yield Check("host memory", OK, f"{needs.host_budget / GIB:,.1f} GiB available, the quantize plan's "
+        yield PreflightCheck("host memory", OK, f"{needs.host_budget / GIB:,.1f} GiB available, the quantize plan's "
                     f"{needs.mode} run needs {needs.host_bytes / GIB:,.1f} GiB")  # fmt: skip
 
 
@@ -419,15 +451,16 @@ def _existing(path: Path) -> Path:
     return path
 
 
-def _disk(subject: Subject) -> Iterator[Check]:
+def _disk(subject: Subject) -> Iterator[PreflightCheck]:
     if "quantize" not in subject.stages:
         return
     try:
         base = subject.base_checkpoint()
         names = visible_gpus()
-        needs = quantize_needs(base, _gpu_target(names) or "1xB300", subject.manifest.quantize)  # disk: any target
+        target = _gpu_target(names) or "1xB300"  # disk: any target
+        needs = quantize_needs(base, target, subject.manifest.quantize, subject.out)
     except HubkitError as exc:
-        yield Check("disk", NOT_CHECKED, f"the base cannot be read for the plan ({exc})")
+        yield PreflightCheck("disk", NOT_CHECKED, f"the base cannot be read for the plan ({exc})")
         return
     out_volume = _existing(subject.out.parent)
     wanted: dict[Path, list[tuple[str, int]]] = {
@@ -447,10 +480,10 @@ def _disk(subject: Subject) -> Iterator[Check]:
         free = shutil.disk_usage(volume).free
         what = " + ".join(f"{label} {size / GIB:,.1f} GiB" for label, size in parts)
         if need > free:
-            yield Check("disk", FAILED, f"{volume} has {free / GIB:,.1f} GiB free and the release needs {what}; "
+            yield PreflightCheck("disk", FAILED, f"{volume} has {free / GIB:,.1f} GiB free and the release needs {what}; "
                         "free space there, or point [quantize] out (or HF_HOME) at a larger volume")  # fmt: skip
         else:
-            yield Check("disk", OK, f"{volume}: {free / GIB:,.1f} GiB free for {what}")
+            yield PreflightCheck("disk", OK, f"{volume}: {free / GIB:,.1f} GiB free for {what}")
 
 
 # ------------------------------------------------------------------------------------------- card, Hub, smoke
@@ -490,22 +523,12 @@ def hub_validate_yaml(endpoint: str, content: str) -> list[str]:
     return []
 
 
-def _shortened(message: str, shown: int = 8) -> str:
-    """A Hub message with its long list of allowed values cut to the first few."""
-
-    def cut(found: re.Match[str]) -> str:
-        items = found[1].split(", ")
-        return found[0] if len(items) <= shown else f"[{', '.join(items[:shown])}, ... ({len(items)} in all)]"
-
-    return re.sub(r"\[([^\[\]]*)\]", cut, message)
-
-
-def _card(subject: Subject) -> Iterator[Check]:
+def _card(subject: Subject) -> Iterator[PreflightCheck]:
     if "card" not in subject.stages:
         return
     manifest = subject.manifest
     if manifest.card is None:
-        yield Check("card", FAILED, "the manifest has no [card] table; add one with at least 'license'")
+        yield PreflightCheck("card", FAILED, "the manifest has no [card] table; add one with at least 'license'")
         return
     template = manifest.card.template
     if template and not (subject.root / template).is_dir() and not Path(template).is_dir():
@@ -513,31 +536,33 @@ def _card(subject: Subject) -> Iterator[Check]:
 
         known = sorted(p.name for p in data_dir("templates").iterdir() if (p / "card.md.j2").is_file())
         if template not in known:
-            yield Check("card template", FAILED, f"'{template}' is neither a folder nor one of {', '.join(known)}; "
+            yield PreflightCheck("card template", FAILED, f"'{template}' is neither a folder nor one of {', '.join(known)}; "
                         "fix [card] template")  # fmt: skip
     from hubkit.card.check import check_front_matter
 
     content = card_front_matter(manifest, _hub_datasets(subject))
     problems = [p.message for p in check_front_matter(content)]
     if problems:
-        yield Check("card front matter", FAILED, "; ".join(problems) + "; fix [card]")
+        yield PreflightCheck("card front matter", FAILED, "; ".join(problems) + "; fix [card]")
     endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
     if is_offline():
-        yield Check("card metadata (Hub)", NOT_CHECKED, "HF_HUB_OFFLINE is set (offline: the Hub cannot check it)")
+        yield PreflightCheck(
+            "card metadata (Hub)", NOT_CHECKED, "HF_HUB_OFFLINE is set (offline: the Hub cannot check it)"
+        )
         return
     try:
         errors = hub_validate_yaml(endpoint, content)
     except Exception as exc:
         if not is_network_error(exc) and type(exc).__module__.split(".")[0] != "huggingface_hub":
             raise
-        yield Check("card metadata (Hub)", NOT_CHECKED, f"{endpoint}/api/validate-yaml did not answer ({exc})")
+        yield PreflightCheck("card metadata (Hub)", NOT_CHECKED, f"{endpoint}/api/validate-yaml did not answer ({exc})")
         return
     if errors:
-        yield Check(
+        yield PreflightCheck(
             "card metadata (Hub)", FAILED, f"{endpoint} rejects the card's metadata: {'; '.join(errors)}; fix [card]"
         )
     elif not problems:
-        yield Check(
+        yield PreflightCheck(
             "card metadata (Hub)", OK, f"{endpoint}/api/validate-yaml accepts it (license {manifest.card.license})"
         )
 
@@ -557,28 +582,28 @@ def _hub_datasets(subject: Subject) -> list[str]:
     return named
 
 
-def _hub(subject: Subject) -> Iterator[Check]:
+def _hub(subject: Subject) -> Iterator[PreflightCheck]:
     if not {"push", "tag"} & set(subject.stages) or subject.check_token is None:
         return
     endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
     try:
         user = subject.check_token()
     except HubkitError as exc:
-        yield Check("Hub", FAILED, str(exc))
+        yield PreflightCheck("Hub", FAILED, str(exc))
     else:
-        yield Check("Hub", OK, f"{endpoint} accepts the token (user {user})")
+        yield PreflightCheck("Hub", OK, f"{endpoint} accepts the token (user {user})")
 
 
-def _smoke(subject: Subject) -> Iterator[Check]:
+def _smoke(subject: Subject) -> Iterator[PreflightCheck]:
     smoke = subject.manifest.smoke
     if "smoke" not in subject.stages or not smoke.enabled:
         return
     available, why = smoke_availability(subject.manifest)
     if available:
-        yield Check("smoke", OK, why)
+        yield PreflightCheck("smoke", OK, why)
     elif smoke.required:
-        yield Check("smoke", FAILED, f"[smoke] required = true, and it cannot run here: {why}")
+        yield PreflightCheck("smoke", FAILED, f"[smoke] required = true, and it cannot run here: {why}")
     else:
-        yield Check(
+        yield PreflightCheck(
             "smoke", WARNING, f"the smoke stage will be skipped: {why} (set [smoke] required = true to fail instead)"
         )

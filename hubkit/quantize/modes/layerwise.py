@@ -1,0 +1,116 @@
+"""``layerwise``: one decoder layer at a time from the base's own shards (``quantize/layerwise.py``), resumable
+after a kill, and data-parallel under ``torchrun``."""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hubkit.errors import HubkitError
+from hubkit.quantize.modes import CalibratedMode, register
+from hubkit.quantize.plan import (
+    LAYER_FACTOR_CPU,
+    LAYER_FACTOR_CUDA,
+    PROCESS_BYTES,
+    Estimate,
+    Shape,
+    activation_bytes,
+    calibration_seconds,
+    rewrite_bytes,
+)
+
+if TYPE_CHECKING:
+    from hubkit.quantize.pipeline import Job
+
+log = logging.getLogger(__name__)
+
+
+@register("layerwise")
+class Layerwise(CalibratedMode):
+    order = 20
+    spans_devices = False
+
+    def estimate(self, shape: Shape, kind: str, tokens: int, batch: int, seq: int, world: int) -> Estimate:
+        factor = LAYER_FACTOR_CPU if kind == "cpu" else LAYER_FACTOR_CUDA
+        share = math.ceil(tokens / max(world, 1))
+        device = shape.rest_bytes + int(shape.largest_layer * factor) + activation_bytes(shape, share, batch, seq)
+        export_layer = shape.export_bytes * shape.largest_layer // max(shape.weight_bytes, 1)
+        # every process of a torchrun job reads and dequantizes the layer it calibrates on the host
+        host = world * (PROCESS_BYTES + (device if kind == "cpu" else 2 * shape.largest_layer + export_layer))
+        scratch = rewrite_bytes(shape) + world * share * shape.hidden * 2 * 2  # the open shard; two layers' inputs
+        disk = shape.export_bytes + scratch
+        return Estimate(self.name, device, host, disk, calibration_seconds(shape, kind, share), None)
+
+    def staging(self, job: Job) -> Path:
+        """Rank 0 prepares the staging folder (or finds the run to resume); the other processes wait for it."""
+        import torch
+
+        from hubkit.quantize.pipeline import prepare_out, staging_folder
+
+        if job.dist.rank == 0:
+            prepare_out(job.options.out, job.fingerprint)
+        if torch.distributed.is_initialized():
+            torch.distributed.barrier()
+        return staging_folder(job.options.out)
+
+    def calibrate(self, job: Job) -> tuple[dict[str, Any], bool]:
+        import torch
+
+        from hubkit.quantize import cpu_fallback
+        from hubkit.quantize.coverage import ExpertCoverage
+        from hubkit.quantize.folders import MADE_BY
+        from hubkit.quantize.layerwise import BaseWeights, LayerwiseRun, Skeleton, bound_host_heap, check_modelopt
+        from hubkit.quantize.pipeline import SCRATCH, read_record, stage
+        from hubkit.quantize.plan import parse_size
+        from hubkit.records import ensure_folder
+
+        options, dist, batches, staging = job.options, job.dist, job.batches, job.staging
+        assert staging is not None
+        check_modelopt()
+        bound_host_heap()
+        place = torch.device(f"cuda:{dist.local_rank}" if job.device == "cuda" else "cpu")
+        groups = [batches[i : i + options.batch_size] for i in range(0, len(batches), options.batch_size)]
+        mine = groups[dist.rank :: dist.world]
+        if not mine:
+            raise HubkitError(
+                f"{len(groups)} calibration batches cannot feed {dist.world} processes; pass more --calib"
+            )
+        with stage(job.timings, "layers"), cpu_fallback.active(force=job.device == "cpu") as fallback:
+            skeleton = Skeleton(job.base, BaseWeights(job.base, job.int4), place, options.trust_remote_code)
+            text = getattr(skeleton.model.config, "text_config", None) or skeleton.model.config
+            experts = getattr(text, "n_routed_experts", None) or getattr(text, "num_local_experts", None) or 0
+            coverage = ExpertCoverage(int(experts), int(getattr(text, "num_experts_per_tok", 1)), limit=len(mine))
+            scratch = staging / SCRATCH
+            ensure_folder(scratch)
+            run = LayerwiseRun(
+                skeleton, job.recipe.quantize, mine, staging, scratch, read_record(staging / MADE_BY).get("fingerprint", ""),
+                parse_size(options.shard_size), coverage, progress=options.progress, rank=dist.rank, world=dist.world,
+            )  # fmt: skip
+            torch.manual_seed(options.seed)
+            run.run()
+            job.resumed_layers, job.layer_seconds, job.peak_device_bytes = (
+                run.resumed_layers,
+                run.layer_seconds,
+                run.peak_device_bytes,
+            )
+            summary = coverage.reduced().summary()
+            summary["tokens"] = sum(len(b) for b in batches)
+            if dist.rank == 0:  # keep only the record that every layer is done, for a rerun after a crash from here on
+                for item in scratch.iterdir():
+                    if item.name != "state.json":
+                        item.unlink()
+        return summary, fallback
+
+    def record(self, job: Job) -> dict[str, Any]:
+        return {"resumed_layers": job.resumed_layers, "layer_seconds": job.layer_seconds}
+
+    def keeps_progress(self, staging: Path) -> bool:
+        """Committed layers stay for a rerun of the same command to resume."""
+        from hubkit.quantize.pipeline import SCRATCH
+
+        if (staging / SCRATCH / "state.json").is_file():
+            log.warning("progress kept in %s: rerun the same command to resume (or delete that folder)", staging)
+            return True
+        return False
