@@ -114,6 +114,7 @@ def release(manifest: str | Path = "hubkit.toml", options: ReleaseOptions | None
     from hubkit.manifest import load_manifest
     from hubkit.release.options import ReleaseOptions
     from hubkit.release.pipeline import Release
+    from hubkit.validate.options import check_codes
 
     options = options if options is not None else ReleaseOptions(progress=False)
-    return Release(load_manifest(Path(manifest), options.overrides), options).run()
+    return Release(load_manifest(Path(manifest), options.overrides, check_codes=check_codes()), options).run()

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hubkit.options import option
+from hubkit.options import Options, option
 
 STAGES = ("quantize", "card", "validate", "push", "tag", "smoke")
 
 
 @dataclass(frozen=True)
-class ReleaseOptions:
+class ReleaseOptions(Options):
     dry_run: bool = option("Print the plan (stages and what would be uploaded); change nothing.", False)
     first: str | None = option("Start at this stage.", None, flag="--from", choices=STAGES)
     last: str | None = option("Stop after this stage.", None, flag="--until", choices=STAGES)

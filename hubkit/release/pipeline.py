@@ -418,17 +418,15 @@ class Release:
         return outcome
 
     def _quantize(self) -> StageResult:
+        from hubkit.options import from_manifest
         from hubkit.quantize.options import QuantizeOptions
         from hubkit.quantize.pipeline import quantize
 
         table = self.manifest.quantize
         calib = tuple(str(self.root / c) if (self.root / calibration_location(c)).exists() else c for c in table.calib)
-        options = QuantizeOptions(
-            base=self._base_ref(), out=self.out, profile=table.profile, recipe=table.recipe, calib=calib,
-            calib_size=table.calib_size, calib_seq=table.calib_seq, batch_size=table.batch_size, device=table.device,
-            mode=table.mode, max_gpu_memory=table.max_gpu_memory, max_cpu_memory=table.max_cpu_memory,
-            seed=table.seed, keep_intermediate=table.keep_intermediate, jobs=table.jobs, progress=self.options.progress,
-            trust_remote_code=self.manifest.base.trust_remote_code,
+        options = from_manifest(
+            QuantizeOptions, self.manifest, base=self._base_ref(), out=self.out, calib=calib,
+            progress=self.options.progress,
         )  # fmt: skip
         result = quantize(options)
         self.state = self._load_state()
@@ -504,7 +502,7 @@ class Release:
 
     def _reference(self) -> str | None:
         """``[validate] reference``: a path relative to the manifest's folder, or a Hub repo (``hf://``)."""
-        reference = self.manifest.validate_.reference
+        reference: str | None = self.manifest.validate_.reference
         if reference and not reference.startswith("hf://") and (self.root / reference).exists():
             return str(self.root / reference)
         return reference
@@ -513,6 +511,7 @@ class Release:
         return StageResult("validate", "would run", detail=f"validate {self.out}")
 
     def _run_validate(self) -> StageResult:
+        from hubkit.options import from_manifest
         from hubkit.records import write_json, write_text
         from hubkit.validate.engine import Severity
         from hubkit.validate.options import ValidateOptions
@@ -526,14 +525,11 @@ class Release:
             snapshot = None  # OUT cannot be published as it is: validated, but nothing is recorded as pushable
         report = validate(
             str(self.out),
-            ValidateOptions(
-                profile=table.profile,
+            from_manifest(
+                ValidateOptions,
+                self.manifest,
                 reference=self._reference(),
                 base=self._base_ref(),
-                deep=table.deep,
-                select=tuple(table.select),
-                ignore=tuple(table.ignore),
-                strict=table.strict,
                 progress=self.options.progress,
             ),
         )
@@ -562,12 +558,11 @@ class Release:
 
     def _push_options(self, dry_run: bool) -> Any:
         from hubkit.hub.options import PushOptions
+        from hubkit.options import from_manifest
 
-        release, table = self.manifest.release, self.manifest.push
-        return PushOptions(
-            folder=self.out, repo=release.repo, revision=release.revision, atomic=release.atomic and not dry_run,
-            private=release.private, batch=str(table.batch), include=tuple(table.include), exclude=tuple(table.exclude),
-            delete_extra=table.delete_extra, dry_run=dry_run, validate=False, progress=self.options.progress,
+        return from_manifest(
+            PushOptions, self.manifest, folder=self.out, atomic=self.manifest.release.atomic and not dry_run,
+            dry_run=dry_run, validate=False, progress=self.options.progress,
         )  # fmt: skip
 
     def _fingerprint_push(self) -> str:
