@@ -14,6 +14,7 @@ Adding an option (or a manifest key) is one edit: a field with ``option(...)`` i
 from __future__ import annotations
 
 import dataclasses
+import functools
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -28,7 +29,8 @@ DECLARATION = "hubkit.option"
 CHECK_CODES = "check_codes"
 
 T = TypeVar("T")
-#: A field's check: (value, context) -> the value, normalised; raises ValueError saying what is wrong.
+#: A field's check: (value, context) -> the value, normalised; raises ValueError saying what is wrong. A sequence
+#: field's check is given each item.
 Check = Callable[[Any, Mapping[str, Any]], Any]
 
 
@@ -77,22 +79,20 @@ def cli_fields(cls: type) -> list[tuple[dataclasses.Field[Any], Option]]:
 
 
 def check_value(spec: Option, value: Any, context: Mapping[str, Any] | None = None) -> Any:
-    """``value`` checked against its declaration (bounds, choices, check), normalised; ValueError if wrong.
-
-    The one place a value is judged: the CLI, the manifest and the Python API all call it."""
+    """``value`` (each item of a sequence) checked against its declaration: choices, bounds, then its check,
+    which may normalise it; a ValueError says what is wrong. The one place a value is judged: the command line,
+    the manifest and the Python API all call it."""
+    if isinstance(value, tuple | list):
+        return type(value)(check_value(spec, item, context) for item in value)
     if value is None:
         return None
-    items = value if isinstance(value, tuple | list) else (value,)
-    if spec.choices is not None:
-        for item in items:
-            if item not in spec.choices:
-                raise ValueError(f"'{item}' is not one of {', '.join(spec.choices)}")
-    for item in items:
-        if isinstance(item, int) and not isinstance(item, bool):
-            if spec.minimum is not None and item < spec.minimum:
-                raise ValueError(f"{item} is less than the minimum {spec.minimum}")
-            if spec.maximum is not None and item > spec.maximum:
-                raise ValueError(f"{item} is more than the maximum {spec.maximum}")
+    if spec.choices is not None and value not in spec.choices:
+        raise ValueError(f"'{value}' is not one of {', '.join(spec.choices)}")
+    if isinstance(value, int) and not isinstance(value, bool):
+        if spec.minimum is not None and value < spec.minimum:
+            raise ValueError(f"{value} is less than the minimum {spec.minimum}")
+        if spec.maximum is not None and value > spec.maximum:
+            raise ValueError(f"{value} is more than the maximum {spec.maximum}")
     return spec.check(value, context or {}) if spec.check is not None else value
 
 
@@ -100,7 +100,7 @@ class Options:
     """The base of every options dataclass: constructing one checks each declared field (:func:`check_value`)."""
 
     def __post_init__(self) -> None:
-        hints = typing.get_type_hints(type(self))
+        hints = _type_hints(type(self))
         for field, spec in declared(type(self)):
             value = getattr(self, field.name)
             if isinstance(value, list) and typing.get_origin(hints[field.name]) is tuple:
@@ -111,6 +111,11 @@ class Options:
                 raise HubkitError(f"{spec.name(field.name) if spec.cli else field.name}: {exc}") from None
             if checked is not getattr(self, field.name):
                 object.__setattr__(self, field.name, checked)
+
+
+@functools.cache
+def _type_hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
 
 
 def from_manifest(cls: type[T], manifest: Any, **given: Any) -> T:
@@ -137,7 +142,7 @@ def table_model(name: str, cls: type, table: str, *, doc: str | None = None) -> 
         if spec.table != table:
             continue
         kind = spec.toml_type or _toml_type(hints[field.name], spec.choices)
-        if spec.check is not None or spec.choices is not None:
+        if spec.check is not None:
 
             def check(value: Any, info: ValidationInfo, spec: Option = spec) -> Any:
                 try:
@@ -145,7 +150,10 @@ def table_model(name: str, cls: type, table: str, *, doc: str | None = None) -> 
                 except ValueError as exc:
                     raise PydanticCustomError("option", "{problem}", {"problem": str(exc)}) from None
 
-            kind = typing.Annotated[kind, AfterValidator(check)]
+            if typing.get_origin(kind) is list:  # each item, so that a problem names its item (select.0)
+                kind = list[typing.Annotated[typing.get_args(kind)[0], AfterValidator(check)]]  # type: ignore[misc]
+            else:
+                kind = typing.Annotated[kind, AfterValidator(check)]
         bounds = {"ge": spec.minimum, "le": spec.maximum}
         given: dict[str, Any] = {key: bound for key, bound in bounds.items() if bound is not None}
         if isinstance(field.default, tuple):

@@ -40,14 +40,13 @@ def calibration_location(spec: str) -> str:
     return spec.partition("?")[0]
 
 
-def _calib_sources(sources: Any, _context: Mapping[str, Any]) -> Any:
-    """Each calibration source well formed (its qualifiers), before any work."""
-    for spec in sources:
-        try:
-            calibration_qualifiers(spec)
-        except ValueError as exc:
-            raise ValueError(f"{exc}; the form is SOURCE?config=NAME&split=NAME&column=NAME") from None
-    return sources
+def _calib_source(spec: str, _context: Mapping[str, Any]) -> str:
+    """A calibration source well formed (its qualifiers), before any work."""
+    try:
+        calibration_qualifiers(spec)
+    except ValueError as exc:
+        raise ValueError(f"{exc}; the form is SOURCE?config=NAME&split=NAME&column=NAME") from None
+    return spec
 
 
 @dataclass(frozen=True)
@@ -65,7 +64,7 @@ class QuantizeOptions(Options):
     calib: tuple[str, ...] = option(
         "Calibration source: .jsonl/.txt/.parquet file, saved dataset, Hub dataset (repeatable); "
         "SOURCE?config=NAME&split=NAME&column=NAME names a dataset's config, split and text column (quote it).",
-        (), check=_calib_sources, table="quantize",
+        (), check=_calib_source, table="quantize",
     )  # fmt: skip
     calib_size: int = option("Samples per source.", 512, minimum=1, show_default=True, table="quantize")
     calib_seq: int = option("Tokens per sample.", 512, minimum=8, show_default=True, table="quantize")

@@ -12,19 +12,16 @@ from hubkit.options import CHECK_CODES, Options, option
 from hubkit.resources import profile_names
 
 
-def check_selectors(selectors: Any, context: Mapping[str, Any]) -> Any:
-    """``--select``/``--ignore`` entries and ``[validate] select/ignore``: each a check code or prefix (``HK702``,
-    ``HK7``), upper-cased; with the known codes in ``context``, each must name a check. The one rule for all."""
+def check_selector(selector: str, context: Mapping[str, Any]) -> str:
+    """A ``--select``/``--ignore`` entry or a ``[validate] select/ignore`` item: a check code or prefix (``HK702``,
+    ``HK7``), upper-cased; with the known codes in ``context``, it must name a check. The one rule for all."""
+    code = selector.strip().upper()
+    if not re.fullmatch(r"HK\d{0,3}", code):
+        raise ValueError(f"'{selector}' is not a check code or prefix such as HK702 or HK7")
     codes = context.get(CHECK_CODES)
-    normalised = []
-    for selector in selectors:
-        code = selector.strip().upper()
-        if not re.fullmatch(r"HK\d{0,3}", code):
-            raise ValueError(f"'{selector}' is not a check code or prefix such as HK702 or HK7")
-        if codes is not None and not any(known.startswith(code) for known in codes):
-            raise ValueError(f"'{selector}' names no check; run 'hubkit validate --list-checks' for the codes")
-        normalised.append(code)
-    return type(selectors)(normalised)
+    if codes is not None and not any(known.startswith(code) for known in codes):
+        raise ValueError(f"'{selector}' names no check; run 'hubkit validate --list-checks' for the codes")
+    return code
 
 
 def comma_list(text: str | None) -> tuple[str, ...]:
@@ -48,10 +45,10 @@ class ValidateOptions(Options):
     )
     select: tuple[str, ...] = option(
         "Only these codes or prefixes, comma-separated (HK2,HK501).", (), convert=comma_list,
-        check=check_selectors, table="validate",
+        check=check_selector, table="validate",
     )  # fmt: skip
     ignore: tuple[str, ...] = option(
-        "Skip these codes or prefixes, comma-separated.", (), convert=comma_list, check=check_selectors,
+        "Skip these codes or prefixes, comma-separated.", (), convert=comma_list, check=check_selector,
         table="validate",
     )  # fmt: skip
     strict: bool = option("Warnings fail the validation too.", False, table="validate")
