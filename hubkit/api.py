@@ -3,6 +3,9 @@
     from hubkit.api import ValidateOptions, validate
     report = validate("Kimi-K2.7-NVFP4", ValidateOptions(deep=True))
 
+The options dataclasses are the ones the CLI flags and the manifest tables are derived from (``hubkit.options``):
+constructing one checks its values as ``hubkit quantize``/``validate``/``push`` and ``hubkit.toml`` do.
+
 Each name is imported on first use (PEP 562), so ``from hubkit.api import validate`` costs what ``hubkit
 validate`` costs and nothing imports torch until ``quantize`` runs (it needs the ``quantize`` extra). The API has its own module because ``hubkit.validate``,
 ``hubkit.release`` and ``hubkit.card`` are subpackages: ``from hubkit import validate`` would give the subpackage
