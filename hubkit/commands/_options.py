@@ -56,11 +56,9 @@ def click_options(cls: type) -> Callable[[F], F]:
                 elif spec.minimum is not None or spec.maximum is not None:
                     kind = click.IntRange(spec.minimum, spec.maximum)
                 kwargs["type"] = kind
-            if spec.convert is not None:  # the converter gets the text as typed (None when absent)
-                if not required:
-                    kwargs["default"] = None
-                kwargs["callback"] = lambda _ctx, _param, value, name=field.name, spec=spec: _checked(name, spec, value)
-            elif spec.check is not None:
+            if spec.convert is not None and not required:  # the converter gets the text as typed (None when absent)
+                kwargs["default"] = None
+            if spec.convert is not None or spec.check is not None:
                 kwargs["callback"] = lambda _ctx, _param, value, name=field.name, spec=spec: _checked(name, spec, value)
             command = click.option(*decls, field.name, **kwargs)(command)
         return command

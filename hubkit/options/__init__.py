@@ -130,13 +130,13 @@ def from_manifest(cls: type[T], manifest: Any, **given: Any) -> T:
     return cls(**values, **given)
 
 
-def table_model(name: str, cls: type, table: str, *, doc: str | None = None) -> Any:
+def table_model(name: str, cls: type, table: str) -> Any:
     """The pydantic model of the manifest table ``table``: one key per field of ``cls`` declared in it, with the
     field's type (strict: ``"32"`` is no integer, ``1`` no boolean), default, bounds, choices, help and check."""
     from pydantic import AfterValidator, ConfigDict, Field, ValidationInfo, create_model
     from pydantic_core import PydanticCustomError
 
-    hints = typing.get_type_hints(cls)
+    hints = _type_hints(cls)
     fields: dict[str, Any] = {}
     for field, spec in declared(cls):
         if spec.table != table:
@@ -162,7 +162,7 @@ def table_model(name: str, cls: type, table: str, *, doc: str | None = None) -> 
             given["default"] = field.default
         fields[field.name] = (kind, Field(description=spec.help, **given))
     config = ConfigDict(extra="forbid", frozen=True, strict=True)
-    model: Any = create_model(name, __config__=config, __doc__=doc, **fields)
+    model: Any = create_model(name, __config__=config, **fields)
     return model
 
 
