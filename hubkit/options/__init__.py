@@ -14,7 +14,6 @@ Adding an option (or a manifest key) is one edit: a field with ``option(...)`` i
 from __future__ import annotations
 
 import dataclasses
-import functools
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -100,7 +99,7 @@ class Options:
     """The base of every options dataclass: constructing one checks each declared field (:func:`check_value`)."""
 
     def __post_init__(self) -> None:
-        hints = _type_hints(type(self))
+        hints = typing.get_type_hints(type(self))
         for field, spec in declared(type(self)):
             value = getattr(self, field.name)
             if isinstance(value, list) and typing.get_origin(hints[field.name]) is tuple:
@@ -111,11 +110,6 @@ class Options:
                 raise HubkitError(f"{spec.name(field.name) if spec.cli else field.name}: {exc}") from None
             if checked is not getattr(self, field.name):
                 object.__setattr__(self, field.name, checked)
-
-
-@functools.cache
-def _type_hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
 
 
 def from_manifest(cls: type[T], manifest: Any, **given: Any) -> T:
@@ -136,7 +130,7 @@ def table_model(name: str, cls: type, table: str) -> Any:
     from pydantic import AfterValidator, ConfigDict, Field, ValidationInfo, create_model
     from pydantic_core import PydanticCustomError
 
-    hints = _type_hints(cls)
+    hints = typing.get_type_hints(cls)
     fields: dict[str, Any] = {}
     for field, spec in declared(cls):
         if spec.table != table:
