@@ -3,6 +3,9 @@
     from hubkit.api import ValidateOptions, validate
     report = validate("Kimi-K2.7-NVFP4", ValidateOptions(deep=True))
 
+The options dataclasses are the ones the CLI flags and the manifest tables are derived from (``hubkit.options``):
+constructing one checks its values as ``hubkit quantize``/``validate``/``push`` and ``hubkit.toml`` do.
+
 Each name is imported on first use (PEP 562), so ``from hubkit.api import validate`` costs what ``hubkit
 validate`` costs and nothing imports torch until ``quantize`` runs (it needs the ``quantize`` extra). The API has its own module because ``hubkit.validate``,
 ``hubkit.release`` and ``hubkit.card`` are subpackages: ``from hubkit import validate`` would give the subpackage
@@ -114,6 +117,7 @@ def release(manifest: str | Path = "hubkit.toml", options: ReleaseOptions | None
     from hubkit.manifest import load_manifest
     from hubkit.release.options import ReleaseOptions
     from hubkit.release.pipeline import Release
+    from hubkit.validate.options import check_codes
 
     options = options if options is not None else ReleaseOptions(progress=False)
-    return Release(load_manifest(Path(manifest), options.overrides), options).run()
+    return Release(load_manifest(Path(manifest), options.overrides, check_codes=check_codes()), options).run()

@@ -17,10 +17,18 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from pydantic_core import PydanticCustomError
 
 from hubkit.errors import HubkitError
+from hubkit.options import CHECK_CODES, table_model
+from hubkit.options.push import PushOptions
+from hubkit.options.quantize import CALIB_QUALIFIERS as CALIB_QUALIFIERS
+from hubkit.options.quantize import QuantizeOptions
+from hubkit.options.quantize import calibration_location as calibration_location
+from hubkit.options.quantize import calibration_qualifiers as calibration_qualifiers
+from hubkit.options.validate import ValidateOptions
 from hubkit.output import Problem
 from hubkit.reads import MiB, read_regular
-from hubkit.resources import profile_names
 
+#: What ``hubkit init`` writes where only the user knows the value; ``manifest check`` reports any left.
+PLACEHOLDER = "CHANGE-ME"
 #: At most this many manifest problems are listed; the rest are counted.
 MAX_PROBLEMS = 20
 #: The largest manifest read: a real one is a few KiB (a pull request controls the file `manifest check` reads).
@@ -52,84 +60,9 @@ def _repo_id(value: str) -> str:
 REPO_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$"
 RepoId = Annotated[str, AfterValidator(_repo_id), WithJsonSchema({"type": "string", "pattern": REPO_ID_PATTERN})]
 
-#: The validation context key under which ``load_manifest`` passes the codes of hubkit's checks.
-CHECK_CODES = "check_codes"
-
-
-def _check_selector(value: str, info: ValidationInfo) -> str:
-    """A ``[validate] select/ignore`` entry: a check code or prefix (``HK702``, ``HK7``) that names a check."""
-    selector = value.strip().upper()
-    if not re.fullmatch(r"HK\d{0,3}", selector):
-        raise PydanticCustomError(
-            "check_code", "'{value}' is not a check code or prefix such as HK702 or HK7", {"value": value}
-        )
-    codes = (info.context or {}).get(CHECK_CODES)
-    if codes is not None and not any(code.startswith(selector) for code in codes):
-        raise PydanticCustomError(
-            "check_code",
-            "'{value}' names no check; run 'hubkit validate --list-checks' for the codes",
-            {"value": value},
-        )
-    return selector
-
-
-CheckSelector = Annotated[str, AfterValidator(_check_selector)]
-
-
-def _profile(value: str | None) -> str | None:
-    known = profile_names()
-    if value is not None and value not in known:
-        raise PydanticCustomError(
-            "profile", "unknown profile '{value}'; profiles: {known}", {"value": value, "known": ", ".join(known)}
-        )
-    return value
-
-
-Profile = Annotated[str | None, AfterValidator(_profile)]
-
-
-#: What a calibration source may name after its location, as llm-compressor's dataset arguments do
-#: (``dataset_config_name``, ``splits``, ``text_column``): ``SOURCE?config=NAME&split=NAME&column=NAME``.
-CALIB_QUALIFIERS = ("config", "split", "column")
-
-
-def calibration_qualifiers(spec: str) -> tuple[str, dict[str, str]]:
-    """(location, {qualifier: value}) of a calibration source ``SOURCE[?config=NAME&split=NAME&column=NAME]``;
-    a ValueError says what is wrong. ``?`` always starts the qualifiers."""
-    location, mark, query = spec.partition("?")
-    if not mark:
-        return spec, {}
-    if not location:
-        raise ValueError(f"'{spec}' names no source before '?'")
-    qualifiers: dict[str, str] = {}
-    for part in query.split("&"):
-        key, equals, value = part.partition("=")
-        if key not in CALIB_QUALIFIERS or not equals or not value:
-            raise ValueError(f"'{part}' in '{spec}' is not config=NAME, split=NAME or column=NAME")
-        if key in qualifiers:
-            raise ValueError(f"'{spec}' names {key} twice")
-        qualifiers[key] = value
-    return location, qualifiers
-
-
-def calibration_location(spec: str) -> str:
-    """The file, folder or dataset name of a calibration source, without its qualifiers."""
-    return spec.partition("?")[0]
-
-
-def _calib_source(value: str) -> str:
-    try:
-        calibration_qualifiers(value)
-    except ValueError as exc:
-        raise PydanticCustomError("calib", "{problem}", {"problem": str(exc)}) from None
-    return value
-
-
-CalibSource = Annotated[str, AfterValidator(_calib_source)]
-
 
 class _Table(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class ReleaseTable(_Table):
@@ -189,46 +122,16 @@ class CardTable(_Table):
     sections: list[str] = Field(default_factory=list, description="Markdown files appended as sections")
 
 
-class QuantizeTable(_Table):
-    out: str = Field(description="folder of the export, relative to the manifest")
-    recipe: str | None = None
-    profile: Profile = None
-    calib: list[CalibSource] = Field(
-        default_factory=list,
-        description="calibration sources: .jsonl/.txt/.parquet files, saved datasets, Hub datasets; "
-        "SOURCE?config=NAME&split=NAME&column=NAME names a dataset's config, split and text column",
-    )
-    calib_size: int = Field(default=512, ge=1)
-    calib_seq: int = Field(default=512, ge=8)
-    batch_size: int = Field(default=1, ge=1)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    mode: Literal["auto", "resident", "layerwise", "cast"] = Field(
-        default="auto",
-        description="resident, layerwise (one decoder layer at a time, resumable), cast (an MXFP4 base), or auto",
-    )
-    jobs: int = Field(default=4, ge=1, description="shards converted at once by the MXFP4 cast")
-    max_gpu_memory: str | None = None
-    max_cpu_memory: str | None = None
-    seed: int = 1234
-    keep_intermediate: bool = False
+class QuantizeTable(table_model("QuantizeTable", QuantizeOptions, "quantize")):  # type: ignore[misc]
+    """How the release quantizes: the keys of ``hubkit quantize`` (``hubkit.options.quantize``)."""
 
 
-class ValidateTable(_Table):
-    profile: Profile = None
-    reference: str | None = None
-    deep: bool = False
-    strict: bool = False
-    select: list[CheckSelector] = Field(default_factory=list, description="only these check codes or prefixes")
-    ignore: list[CheckSelector] = Field(
-        default_factory=list, description="waive these check codes or prefixes (shown in the summary)"
-    )
+class ValidateTable(table_model("ValidateTable", ValidateOptions, "validate")):  # type: ignore[misc]
+    """How the release validates: the keys of ``hubkit validate`` (``hubkit.options.validate``)."""
 
 
-class PushTable(_Table):
-    batch: str | int = "16"
-    include: list[str] = Field(default_factory=list)
-    exclude: list[str] = Field(default_factory=list)
-    delete_extra: bool = False
+class PushTable(table_model("PushTable", PushOptions, "push")):  # type: ignore[misc]
+    """How the release uploads: the keys of ``hubkit push`` (``hubkit.options.push``)."""
 
 
 def _for_runner(runner: str) -> Any:
@@ -274,7 +177,7 @@ class Manifest(_Table):
     push: PushTable = Field(default_factory=PushTable)
     smoke: SmokeTable = Field(default_factory=SmokeTable)
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=True)
 
     @property
     def path(self) -> Path | None:
@@ -312,10 +215,35 @@ def manifest_problems(
     try:
         Manifest.model_validate(data, context={CHECK_CODES: check_codes})
     except ValidationError as exc:
-        return _problems(path, text, exc, overridden)
+        problems = _problems(path, text, exc, overridden)
     except RecursionError as exc:
         raise HubkitError(f"{path}: values nested too deeply; fix the file") from exc
-    return []
+    else:
+        problems = []
+    return problems + _placeholders(path, text, data, overridden)
+
+
+def _placeholders(path: Path, text: str, data: Any, overridden: dict[tuple[str, ...], str]) -> list[Problem]:
+    """A problem for each value that still holds a placeholder ``hubkit init`` wrote."""
+    found = []
+    for location, value in _values(data, ()):
+        if isinstance(value, str) and PLACEHOLDER in value:
+            problem = {
+                "loc": location,
+                "type": "placeholder",
+                "msg": f"'{value}' is a placeholder 'hubkit init' left; fill it in",
+            }
+            found.append(_problem(path, text, problem, overridden))
+    return found
+
+
+def _values(data: Any, location: tuple[str, ...]) -> list[tuple[tuple[str, ...], Any]]:
+    """(key parts, value) of every value in ``data``, tables and arrays opened."""
+    if isinstance(data, dict):
+        return [found for key, value in data.items() for found in _values(value, (*location, str(key)))]
+    if isinstance(data, list):
+        return [found for index, value in enumerate(data) for found in _values(value, (*location, str(index)))]
+    return [(location, data)]
 
 
 def manifest_json_schema() -> dict[str, Any]:
@@ -409,8 +337,26 @@ def _apply_override(data: dict[str, Any], override: str) -> tuple[str, ...]:
     return parts
 
 
+#: The members of a union as pydantic names them after the key (``push.batch.str``, ``push.batch.int``).
+UNION_MEMBERS = {"str": "string", "int": "integer", "float": "number", "bool": "boolean"}
+
+
 def _problems(path: Path, text: str, error: ValidationError, overridden: dict[tuple[str, ...], str]) -> list[Problem]:
-    return [_problem(path, text, problem, overridden) for problem in error.errors()]
+    """One problem per key: a value that fits no member of a union is one problem naming every member."""
+    errors: list[Any] = []
+    unions: dict[tuple[Any, ...], list[str]] = {}
+    for problem in error.errors():
+        *key, member = problem["loc"]
+        if member in UNION_MEMBERS and problem["type"].endswith("_type"):
+            if tuple(key) not in unions:
+                errors.append({**problem, "loc": tuple(key)})
+            unions.setdefault(tuple(key), []).append(UNION_MEMBERS[member])
+        else:
+            errors.append(problem)
+    for problem in errors:
+        if problem["loc"] in unions:
+            problem["msg"] = f"Input should be a valid {' or '.join(unions[problem['loc']])}"
+    return [_problem(path, text, problem, overridden) for problem in errors]
 
 
 def _describe(path: Path, problems: list[Problem]) -> str:
@@ -433,7 +379,9 @@ def _problem(path: Path, text: str, problem: Any, overridden: dict[tuple[str, ..
     origin = None if override is None else f"--set {_shown(override)}"
     line = None if override is not None else _line_of(text, location)
     kind = problem["type"]
-    if kind == "extra_forbidden":
+    if kind == "extra_forbidden" and len(location) == 1 and isinstance(problem.get("input"), dict):
+        message = f"unknown table '[{key}]'; check the spelling (see 'hubkit init' for every table)"
+    elif kind == "extra_forbidden":
         message = f"unknown key '{key}'; check the spelling (see 'hubkit init' for every key)"
     elif kind == "missing":
         message = f"missing key '{key}'; add it to the manifest"
@@ -450,6 +398,11 @@ def _nested(one: tuple[str, ...], other: tuple[str, ...]) -> bool:
 def _line_of(text: str, location: list[str]) -> int | None:
     """The line that sets ``location`` (``card.serve.tensor_parallel_size`` -> its table, then its key)."""
     lines = text.splitlines()
+    if len(location) == 1:  # a table's own header ([name], [name.sub], [[name]]) when it has one
+        header = re.compile(r"^\s*\[{1,2}\s*" + re.escape(location[0]) + r"\s*[\].]")
+        for number, line in enumerate(lines, 1):
+            if header.match(line):
+                return number
     table_line = 0
     while location and location[-1].isdigit():  # an item of a list: the line of the list's key
         location = location[:-1]

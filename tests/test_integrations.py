@@ -132,7 +132,9 @@ def test_pre_commit_hooks_run_their_commands(hubkit, tmp_path: Path, tiny: Path)
     repo = tmp_path / "model"
     assert hubkit("init", repo, "--repo", "org/Tiny-NVFP4", "--base", "org/Tiny").code == 0
     staged = ["hubkit.toml", ".github/workflows/ci.yml", "README.md", "docs/README.md", "Tiny-NVFP4/README.md"]
-    manifest = (repo / "hubkit.toml").read_text()
+    assert run_hook("hubkit-manifest", repo, staged).returncode == 2  # the base revision is still CHANGE-ME
+    manifest = (repo / "hubkit.toml").read_text().replace('"CHANGE-ME"', f'"{"0" * 40}"')
+    (repo / "hubkit.toml").write_text(manifest)
     assert run_hook("hubkit-manifest", repo, staged).returncode == 0
     broken_manifest(repo / "hubkit.toml")
     assert run_hook("hubkit-manifest", repo, staged).returncode == 2

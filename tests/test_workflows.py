@@ -76,6 +76,13 @@ def init_model_repo(hubkit, folder: Path, *args: str) -> Path:
     return folder
 
 
+def pin_base(repo: Path) -> Path:
+    """Fill in the base revision ``init`` leaves as a placeholder (``manifest check`` reports it until then)."""
+    manifest = repo / "hubkit.toml"
+    manifest.write_text(manifest.read_text().replace('revision = "CHANGE-ME"', f'revision = "{"0" * 40}"'))
+    return repo
+
+
 # ----------------------------------------------------------------------------------------- offline checks
 
 
@@ -165,9 +172,9 @@ def test_expression_evaluation_matches_github() -> None:
 
 
 def test_model_repo_ci_checks_the_manifest_and_the_card_without_a_token(hubkit, tmp_path: Path, tiny: Path) -> None:
-    repo = init_model_repo(
+    repo = pin_base(init_model_repo(
         hubkit, tmp_path / "model", "--repo", "org/Tiny-NVFP4", "--base", "org/Tiny", "--action", ACTION
-    )
+    ))  # fmt: skip
     env = hubkit_on_path(tmp_path / "bin")
     installs: list[dict[str, str]] = []
 
@@ -278,9 +285,9 @@ def test_action_passes_inputs_through_the_environment_only() -> None:
 
 def test_action_runs_the_given_command_with_shell_like_splitting(hubkit, tmp_path: Path) -> None:
     """The action's 'Run hubkit' step, with the install step's output pointing at the Python under test."""
-    repo = init_model_repo(
+    repo = pin_base(init_model_repo(
         hubkit, tmp_path / "model", "--repo", "org/Tiny-NVFP4", "--base", "org/Tiny", "--action", ACTION
-    )
+    ))  # fmt: skip
     (repo / "odd name.toml").write_text((repo / "hubkit.toml").read_text())
     run_step = next(s for s in action_steps() if s.get("name") == "Run hubkit")
     env = hubkit_on_path(tmp_path / "bin")

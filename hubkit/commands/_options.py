@@ -1,5 +1,5 @@
-"""Click options generated from a library's options dataclass (see ``hubkit.options``), and the one
-``--format`` option every command shares."""
+"""Click options generated from an options dataclass (see ``hubkit.options``), and the one ``--format`` option
+every command shares."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from typing import Any, TypeVar
 import click
 
 from hubkit import progress
-from hubkit.options import cli_fields
+from hubkit.errors import HubkitError
+from hubkit.options import CHECK_CODES, Option, check_value, cli_fields
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
@@ -37,7 +38,7 @@ def click_options(cls: type) -> Callable[[F], F]:
     def decorate(command: F) -> F:
         for field, spec in reversed(cli_fields(cls)):
             annotation = hints[field.name]
-            decls = [d for d in (spec.short, spec.flag or "--" + field.name.replace("_", "-")) if d]
+            decls = [d for d in (spec.short, spec.name(field.name)) if d]
             kwargs: dict[str, Any] = {"help": spec.help, "show_default": spec.show_default}
             required = field.default is dataclasses.MISSING
             if required:  # no default at all: Click counts an explicit default=None as a value given
@@ -55,15 +56,28 @@ def click_options(cls: type) -> Callable[[F], F]:
                 elif spec.minimum is not None or spec.maximum is not None:
                     kind = click.IntRange(spec.minimum, spec.maximum)
                 kwargs["type"] = kind
-            if spec.convert is not None:  # the converter gets the text as typed (None when absent)
-                convert = spec.convert
-                if not required:
-                    kwargs["default"] = None
-                kwargs["callback"] = lambda _ctx, _param, value, convert=convert: convert(value)
+            if spec.convert is not None and not required:  # the converter gets the text as typed (None when absent)
+                kwargs["default"] = None
+            if spec.convert is not None or spec.check is not None:
+                kwargs["callback"] = lambda _ctx, _param, value, name=field.name, spec=spec: _checked(name, spec, value)
             command = click.option(*decls, field.name, **kwargs)(command)
         return command
 
     return decorate
+
+
+def _checked(name: str, spec: Option, value: Any) -> Any:
+    """A command-line value converted and checked as every other source's is (see ``hubkit.options``)."""
+    if spec.convert is not None:
+        value = spec.convert(value)
+    if not value:
+        return value
+    from hubkit.validate.options import check_codes
+
+    try:
+        return check_value(spec, value, {CHECK_CODES: check_codes()})
+    except ValueError as exc:
+        raise HubkitError(f"{spec.name(name)}: {exc}") from None
 
 
 def build(cls: type[T], values: dict[str, Any], **extra: Any) -> T:

@@ -40,9 +40,9 @@ def check_command(files: tuple[Path, ...], overrides: tuple[str, ...], output_fo
     """
     from hubkit.manifest import manifest_problems
     from hubkit.output import Output, Problem
-    from hubkit.validate.engine import all_checks
+    from hubkit.validate.options import check_codes
 
-    codes = {check.code for check in all_checks()}  # [validate] select/ignore must name checks
+    codes = check_codes()  # [validate] select/ignore must name checks
     output = Output(output_format, title="hubkit manifest")
     failed = 0
     for path in files or (Path("hubkit.toml"),):

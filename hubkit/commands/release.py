@@ -33,11 +33,10 @@ def release_command(obj: dict[str, object], /, manifest: Path, output_format: st
     """Run quantize -> card -> validate -> push -> tag -> smoke as MANIFEST says (default hubkit.toml)."""
     from hubkit.manifest import load_manifest
     from hubkit.release.pipeline import Release, exit_code
-    from hubkit.validate.engine import all_checks
+    from hubkit.validate.options import check_codes
 
     options = build(ReleaseOptions, values, progress=not obj.get("quiet"))
-    codes = {check.code for check in all_checks()}
-    release = Release(load_manifest(manifest, options.overrides, check_codes=codes), options)
+    release = Release(load_manifest(manifest, options.overrides, check_codes=check_codes()), options)
     try:
         result = release.run()
     except BaseException:

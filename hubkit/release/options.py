@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hubkit.options import option
-
-STAGES = ("quantize", "card", "validate", "push", "tag", "smoke")
+from hubkit.options import Options, option
+from hubkit.release.stages import NAMES as STAGES
 
 
 @dataclass(frozen=True)
-class ReleaseOptions:
+class ReleaseOptions(Options):
     dry_run: bool = option("Print the plan (stages and what would be uploaded); change nothing.", False)
     first: str | None = option("Start at this stage.", None, flag="--from", choices=STAGES)
     last: str | None = option("Stop after this stage.", None, flag="--until", choices=STAGES)

@@ -107,7 +107,7 @@ class Release:
             raise HubkitError("the manifest has no file location")
         self.manifest, self.options = manifest, options
         self.root = manifest.path.parent
-        self.out = (self.root / manifest.quantize.out).resolve()
+        self.out: Path = (self.root / manifest.quantize.out).resolve()
         #: where the previous export waits while quantize makes the new one, restored if quantize fails
         self.previous = self.out.parent / f".{self.out.name}.previous"
         self.store = self.root / LOCAL_STORE
@@ -354,7 +354,7 @@ class Release:
 
     def reference(self) -> str | None:
         """``[validate] reference``: a path relative to the manifest's folder, or a Hub repo (``hf://``)."""
-        reference = self.manifest.validate_.reference
+        reference: str | None = self.manifest.validate_.reference
         if reference and not reference.startswith("hf://") and (self.root / reference).exists():
             return str(self.root / reference)
         return reference

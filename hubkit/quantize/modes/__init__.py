@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from hubkit.errors import HubkitError
+from hubkit.options.quantize import MODES as DECLARED_MODES
 
 if TYPE_CHECKING:
     from hubkit.quantize.pipeline import Job, QuantizeResult
@@ -177,3 +178,11 @@ def choose(
 
 for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")
+
+# The --mode choices are declared with the other options (below this layer, in ``hubkit.options.quantize``) so
+# that the CLI, the manifest and its schema list them; a module here without its name there fails at import.
+if set(names()) != set(DECLARED_MODES):
+    raise ImportError(
+        f"quantize modes {sorted(names())} differ from --mode's declared choices {sorted(DECLARED_MODES)}: "
+        "add the new mode's name to MODES in hubkit/options/quantize.py"
+    )

@@ -108,10 +108,9 @@ def push_options(manifest: Manifest, *, out: Path, progress: bool, dry_run: bool
     """The manifest's ``[release]`` and ``[push]`` tables as the options of ``push`` (release validates and
     tags in stages of its own)."""
     from hubkit.hub.options import PushOptions
+    from hubkit.options import from_manifest
 
-    release, table = manifest.release, manifest.push
-    return PushOptions(
-        folder=out, repo=release.repo, revision=release.revision, atomic=release.atomic and not dry_run,
-        private=release.private, batch=str(table.batch), include=tuple(table.include), exclude=tuple(table.exclude),
-        delete_extra=table.delete_extra, dry_run=dry_run, validate=False, progress=progress,
+    return from_manifest(
+        PushOptions, manifest, folder=out, atomic=manifest.release.atomic and not dry_run, dry_run=dry_run,
+        validate=False, progress=progress,
     )  # fmt: skip

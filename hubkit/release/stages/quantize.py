@@ -84,17 +84,12 @@ class Quantize(Stage):
 
 def quantize_options(manifest: Manifest, *, root: Path, out: Path, base: str, progress: bool) -> QuantizeOptions:
     """The manifest's ``[quantize]`` table (and ``[base] trust_remote_code``) as the options of ``quantize``."""
+    from hubkit.options import from_manifest
     from hubkit.quantize.options import QuantizeOptions
 
     table = manifest.quantize
     calib = tuple(str(root / c) if (root / calibration_location(c)).exists() else c for c in table.calib)
-    return QuantizeOptions(
-        base=base, out=out, profile=table.profile, recipe=table.recipe, calib=calib,
-        calib_size=table.calib_size, calib_seq=table.calib_seq, batch_size=table.batch_size, device=table.device,
-        mode=table.mode, max_gpu_memory=table.max_gpu_memory, max_cpu_memory=table.max_cpu_memory,
-        seed=table.seed, keep_intermediate=table.keep_intermediate, jobs=table.jobs, progress=progress,
-        trust_remote_code=manifest.base.trust_remote_code,
-    )  # fmt: skip
+    return from_manifest(QuantizeOptions, manifest, base=base, out=out, calib=calib, progress=progress)
 
 
 def calibration_fingerprint(path: Path, location: str) -> Any:

@@ -64,13 +64,10 @@ class Validate(Stage):
 
 def validate_options(manifest: Manifest, *, reference: str | None, base: str, progress: bool) -> ValidateOptions:
     """The manifest's ``[validate]`` table as the options of ``validate``."""
+    from hubkit.options import from_manifest
     from hubkit.validate.options import ValidateOptions
 
-    table = manifest.validate_
-    return ValidateOptions(
-        profile=table.profile, reference=reference, base=base, deep=table.deep, select=tuple(table.select),
-        ignore=tuple(table.ignore), strict=table.strict, progress=progress,
-    )  # fmt: skip
+    return from_manifest(ValidateOptions, manifest, reference=reference, base=base, progress=progress)
 
 
 def export_snapshot(release: Release, progress: bool) -> Snapshot:
