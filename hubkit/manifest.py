@@ -17,27 +17,15 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from pydantic_core import PydanticCustomError
 
 from hubkit.errors import HubkitError
-from hubkit.reads import MiB, read_regular
+from hubkit.hub_ids import repo_id_problem
+from hubkit.reads import read_regular
 from hubkit.resources import profile_names
+from hubkit.sizes import MiB
 
 #: At most this many manifest problems are listed; the rest are counted.
 MAX_PROBLEMS = 20
 #: The largest manifest read: a real one is a few KiB (a pull request controls the file `manifest check` reads).
 MAX_MANIFEST_BYTES = 1 * MiB
-
-
-def repo_id_problem(value: str) -> str | None:
-    """Why ``value`` is not a Hub repo id of the form ORG/NAME (huggingface_hub's own rules), or None."""
-    from huggingface_hub.errors import HFValidationError
-    from huggingface_hub.utils import validate_repo_id  # type: ignore[attr-defined]
-
-    if value.count("/") != 1:
-        return f"'{value}' is not a Hub repo id of the form ORG/NAME"
-    try:
-        validate_repo_id(value)
-    except HFValidationError as exc:
-        return f"{str(exc).rstrip('.')} (a Hub repo id is ORG/NAME)"
-    return None
 
 
 def _repo_id(value: str) -> str:

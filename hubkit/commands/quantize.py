@@ -75,7 +75,8 @@ def _plan(values: dict[str, Any], out: Path | None, gpus: str | None, output_for
     from hubkit.checkpoint import load_checkpoint
     from hubkit.quantize.cast_plan import cast_plan, mxfp4_block
     from hubkit.quantize.devices import present_gpus
-    from hubkit.quantize.plan import available_memory, estimate, existing_folder, parse_size
+    from hubkit.quantize.plan import available_memory, estimate, existing_folder
+    from hubkit.sizes import parse_size
 
     base = load_checkpoint(values["base"])
     if mxfp4_block(base.config) is not None:  # the cast: no GPU, no calibration

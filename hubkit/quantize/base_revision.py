@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from hubkit.errors import HubkitError
-from hubkit.reads import MiB, read_regular
+from hubkit.reads import read_regular
+from hubkit.sizes import MiB
 
 SHA = re.compile(r"^[0-9a-f]{40}$")
 #: Files identified by name and size only.

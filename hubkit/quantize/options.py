@@ -8,14 +8,13 @@ from pathlib import Path
 from hubkit.errors import HubkitError
 from hubkit.options import option
 from hubkit.resources import profile_names
+from hubkit.sizes import parse_size
 
 MODES = ("auto", "resident", "layerwise", "cast")
 
 
 def _size(text: str | None) -> str | None:
     """A size as typed (``250GiB``), checked now so a typo fails before any work."""
-    from hubkit.quantize.plan import parse_size
-
     if text is not None:
         parse_size(text)
     return text

@@ -446,7 +446,7 @@ def _layerwise(
     from hubkit.quantize import cpu_fallback
     from hubkit.quantize.coverage import ExpertCoverage
     from hubkit.quantize.layerwise import BaseWeights, LayerwiseRun, Skeleton, bound_host_heap, check_modelopt
-    from hubkit.quantize.plan import parse_size
+    from hubkit.sizes import parse_size
 
     check_modelopt()
     bound_host_heap()

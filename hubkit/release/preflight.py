@@ -12,7 +12,6 @@ import dataclasses
 import os
 import re
 import shutil
-import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,8 +19,10 @@ from typing import TYPE_CHECKING
 
 from hubkit.checkpoint.hub_client import install, is_offline
 from hubkit.errors import HubkitError, is_network_error
+from hubkit.gpus import gpu_set, visible_gpus
 from hubkit.reads import open_regular
 from hubkit.release.smoke import smoke_availability
+from hubkit.sizes import GiB as GIB
 
 if TYPE_CHECKING:
     from hubkit.checkpoint.model import Checkpoint
@@ -32,7 +33,6 @@ OK, WARNING, NOT_CHECKED, FAILED = "ok", "warning", "not checked", "failed"
 
 #: Seconds to wait for the Hub in a preflight request.
 HUB_TIMEOUT_S = 30
-GIB = 1024**3
 
 
 @dataclass(frozen=True)
@@ -289,26 +289,6 @@ def _hub_dataset(name: str, dataset: str) -> Check:
     return Check(name, OK, f"Hub dataset {info.id} at {str(info.sha)[:12]}")
 
 
-def visible_gpus() -> list[str]:
-    """Names of the NVIDIA GPUs this process may use (``nvidia-smi``, within ``CUDA_VISIBLE_DEVICES``)."""
-    if shutil.which("nvidia-smi") is None:
-        return []
-    try:
-        listed = subprocess.run(
-            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True, timeout=60
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return []
-    names = [line.strip() for line in listed.stdout.splitlines() if line.strip()] if listed.returncode == 0 else []
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None:
-        entries = [e for e in visible.split(",") if e.strip()]
-        if any(e.strip().startswith("-") for e in entries):
-            entries = entries[: next(i for i, e in enumerate(entries) if e.strip().startswith("-"))]
-        names = names[: len(entries)]
-    return names
-
-
 @dataclass(frozen=True)
 class QuantizeNeeds:
     """What the quantize plan says the manifest's run needs on a GPU set (``auto`` resolved to its mode)."""
@@ -350,8 +330,7 @@ def _gpu_target(names: list[str]) -> str | None:
     """``8xB300`` for the GPUs named, when the plan knows their model."""
     from hubkit.quantize.plan import GPU_MEMORY_GIB
 
-    model = next((m for m in GPU_MEMORY_GIB if names and m in names[0].upper()), None)
-    return f"{len(names)}x{model}" if model else None
+    return gpu_set(names, GPU_MEMORY_GIB)
 
 
 def _gpus(subject: Subject) -> Iterator[Check]:
