@@ -8,6 +8,7 @@ local Hub-compatible server all ask here, each wording its own answer (a manifes
 from __future__ import annotations
 
 import re
+from typing import TypeGuard
 
 #: The repo types the Hub knows.
 REPO_TYPES = ("model", "dataset", "space")
@@ -38,7 +39,7 @@ def is_repo_id(value: str) -> bool:
     return repo_id_problem(value) is None
 
 
-def is_revision(value: object) -> bool:
+def is_revision(value: object) -> TypeGuard[str]:
     """Whether ``value`` names a branch, a tag, ``refs/pr/N`` or a commit by git's rules for ref names."""
     return (
         isinstance(value, str)

@@ -401,8 +401,7 @@ def test_shard_writer_never_writes_through_a_planted_pending_file(tmp_path: Path
 
 
 def test_quantize_made_by_record_linked_is_refused(tmp_path: Path) -> None:
-    from hubkit.quantize.folders import MADE_BY, made_by_hubkit
-    from hubkit.records import WriteRefused
+    from hubkit.records import MADE_BY, WriteRefused, made_by_hubkit
 
     outside = tmp_path / "record.json"
     outside.write_text('{"made_by": "hubkit quantize"}')

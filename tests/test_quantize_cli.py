@@ -17,7 +17,8 @@ import pytest
 from hubkit import quantize as extra
 from hubkit.errors import HubkitError
 from hubkit.fixtures.kimi import KimiDims, int4_base_layout, write_sparse_checkpoint
-from hubkit.quantize.folders import made_by_hubkit, make_owned, remove_owned
+from hubkit.quantize.folders import make_owned, remove_owned
+from hubkit.records import made_by_hubkit
 
 REPO = Path(__file__).resolve().parent.parent
 

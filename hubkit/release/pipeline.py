@@ -37,7 +37,16 @@ from hubkit.errors import ExitCode, HubkitError, Terminated, outside_fault, reda
 from hubkit.manifest import calibration_location
 from hubkit.progress import stage as progress_stage
 from hubkit.reads import read_bounded
-from hubkit.records import check_replaceable_file, load_record, record_folder, write_json, write_text
+from hubkit.records import (
+    STATE,
+    check_replaceable_file,
+    load_record,
+    read_state,
+    record_folder,
+    write_json,
+    write_state,
+    write_text,
+)
 from hubkit.release.options import STAGES, ReleaseOptions
 from hubkit.release.preflight import FAILED, Check, PreflightFailed, Subject, preflight
 from hubkit.release.smoke import smoke_availability
@@ -46,15 +55,12 @@ from hubkit.release.workspace import (
     check_replaceable,
     exclusive,
     has_files,
-    read_record,
-    write_record,
 )
 
 if TYPE_CHECKING:
     from hubkit.hub.push import Snapshot
     from hubkit.manifest import Manifest
 
-STATE = ".hubkit/state.json"
 VALIDATED = ".hubkit/validated.json"
 LOCAL_ENDPOINT = "local"
 LOCAL_STORE = ".hubkit/local-hub"
@@ -180,7 +186,7 @@ class Release:
     def _save_state(self) -> None:
         if self.options.dry_run or not self.out.is_dir():
             return
-        write_record(self.out, self.state)
+        write_state(self.out, self.state)
 
     def _selected_stages(self) -> list[str]:
         for name in (self.options.first, self.options.last, *self.options.skip):
@@ -222,10 +228,10 @@ class Release:
             "stage": failed.name, "message": failed.detail, "at": datetime.now(UTC).isoformat(timespec="seconds"),
         }  # fmt: skip
         with contextlib.suppress(OSError, HubkitError):  # the failure is reported even where this is not written
-            if self.out.is_dir() and has_files(self.out) and read_record(self.out) is None:
+            if self.out.is_dir() and has_files(self.out) and read_state(self.out) is None:
                 return  # not hubkit's folder (it was refused): hubkit writes nothing into it
             self.out.mkdir(parents=True, exist_ok=True)
-            write_record(self.out, self.state)
+            write_state(self.out, self.state)
 
     def _forget_after(self, stage: str) -> None:
         """A stage ran again: everything after it must run again too."""
@@ -267,7 +273,7 @@ class Release:
             check_replaceable(self.previous, "the previous export's place")
         if self.manifest.release.endpoint == LOCAL_ENDPOINT and self.store.exists():
             entries = {p.name for p in self.store.iterdir()} if self.store.is_dir() else {"?"}
-            if read_record(self.store) is None and not entries <= STORE_ENTRIES:
+            if read_state(self.store) is None and not entries <= STORE_ENTRIES:
                 raise HubkitError(
                     f"the local Hub store {self.store} holds files that hubkit did not make; move them away"
                 )
@@ -363,8 +369,8 @@ class Release:
             if self.options.dry_run and not store.is_dir():  # a dry run writes nothing: an empty Hub of its own
                 store = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="hubkit-dry-run-")))
             server = HubServer(store, user="release")  # its token is random, for this run only
-            if store == self.store and not self.options.dry_run and read_record(store) is None:
-                write_record(store, {"what": "local Hub store"})
+            if store == self.store and not self.options.dry_run and read_state(store) is None:
+                write_state(store, {"what": "local Hub store"})
             saved_endpoint, saved_token = os.environ.get("HF_ENDPOINT"), os.environ.get("HF_TOKEN")
             server.start()
             os.environ["HF_ENDPOINT"], os.environ["HF_TOKEN"] = server.endpoint, server.token
@@ -696,7 +702,7 @@ class Release:
 
         if not self.out.is_dir():  # smoke alone (--from smoke) on a new folder: it is hubkit's from the start
             self.out.mkdir(parents=True)
-            write_record(self.out, self.state)
+            write_state(self.out, self.state)
         record = run_smoke(self.manifest, self.out)
         write_json(record_folder(self.out) / "smoke.json", record)
         if not record["ok"]:
