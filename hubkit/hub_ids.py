@@ -1,8 +1,9 @@
 """The Hub's naming rules, checked once: repo ids (ORG/NAME), repo types, and branch, tag and revision names.
 
 The repo id rules are huggingface_hub's ``validate_repo_id`` with the namespace required and ASCII only (the Hub
-refuses other letters); revision names follow git's rules for ref names. The manifest, ``hubkit push`` and the
-local Hub-compatible server all ask here, each wording its own answer (a manifest problem, an exit 2, an HTTP 400).
+refuses other letters); revision names follow git's rules for ref names. The manifest, ``hf://`` references,
+``hubkit push`` and the local Hub-compatible server all ask here, each wording its own answer (a manifest problem,
+an exit 2, an HTTP 400).
 """
 
 from __future__ import annotations

@@ -116,8 +116,9 @@ def test_no_gpu_and_an_unknown_gpu_name_the_way_out(tmp_path: Path, monkeypatch:
     ["org/Kimi-K2.7-NVFP4", "a/b", "org/x_y", "noslash", "a/b/c", "org/-x", "org/x.", "org/a--b", "org/a..b",
      "org/x.git", 'org/x"y', "org/" + "x" * 97, "org/ünï", ""],
 )  # fmt: skip
-def test_the_three_repo_id_checks_agree(repo: str) -> None:
-    """The manifest, ``hubkit push`` and the local Hub apply one rule (they were three)."""
+def test_the_repo_id_checks_agree(repo: str) -> None:
+    """The manifest, ``hf://`` references, ``hubkit push`` and the local Hub apply one rule (they were four)."""
+    from hubkit.checkpoint.hub_source import parse_hub_ref
     from hubkit.hub.push import check_repo_id
     from hubkit.hub.testserver import HubError
     from hubkit.hub.testserver import check_repo_id as server_check
@@ -134,7 +135,12 @@ def test_the_three_repo_id_checks_agree(repo: str) -> None:
         served = True
     except HubError:
         served = False
-    assert valid == pushed == served
+    try:
+        parse_hub_ref(f"hf://{repo}@main")
+        referenced = True
+    except HubkitError:
+        referenced = False
+    assert valid == pushed == served == referenced
 
 
 def test_revision_names_follow_git() -> None:
