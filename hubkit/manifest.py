@@ -17,6 +17,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from pydantic_core import PydanticCustomError
 
 from hubkit.errors import HubkitError
+from hubkit.hub_ids import repo_id_problem
 from hubkit.options import CHECK_CODES, table_model
 from hubkit.options.push import PushOptions
 from hubkit.options.quantize import CALIB_QUALIFIERS as CALIB_QUALIFIERS
@@ -25,7 +26,8 @@ from hubkit.options.quantize import calibration_location as calibration_location
 from hubkit.options.quantize import calibration_qualifiers as calibration_qualifiers
 from hubkit.options.validate import ValidateOptions
 from hubkit.output import Problem
-from hubkit.reads import MiB, read_regular
+from hubkit.reads import read_regular
+from hubkit.sizes import MiB
 
 #: What ``hubkit init`` writes where only the user knows the value; ``manifest check`` reports any left.
 PLACEHOLDER = "CHANGE-ME"
@@ -33,20 +35,6 @@ PLACEHOLDER = "CHANGE-ME"
 MAX_PROBLEMS = 20
 #: The largest manifest read: a real one is a few KiB (a pull request controls the file `manifest check` reads).
 MAX_MANIFEST_BYTES = 1 * MiB
-
-
-def repo_id_problem(value: str) -> str | None:
-    """Why ``value`` is not a Hub repo id of the form ORG/NAME (huggingface_hub's own rules), or None."""
-    from huggingface_hub.errors import HFValidationError
-    from huggingface_hub.utils import validate_repo_id  # type: ignore[attr-defined]
-
-    if value.count("/") != 1:
-        return f"'{value}' is not a Hub repo id of the form ORG/NAME"
-    try:
-        validate_repo_id(value)
-    except HFValidationError as exc:
-        return f"{str(exc).rstrip('.')} (a Hub repo id is ORG/NAME)"
-    return None
 
 
 def _repo_id(value: str) -> str:

@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 from hubkit.errors import HubkitError
 from hubkit.output import GROUP_END, group_start
+from hubkit.sizes import human_size
 
 HEARTBEAT_ENV = "HUBKIT_HEARTBEAT"
 DEFAULT_HEARTBEAT_S = 30.0
@@ -126,15 +127,6 @@ class _SilentBar:
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         return None
-
-
-def human_size(count: float) -> str:
-    """Bytes in decimal units, as the Hub shows them: ``340.2 GB``."""
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if abs(count) < 1000 or unit == "TB":
-            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
-        count /= 1000
-    raise AssertionError("unreachable")
 
 
 def human_duration(seconds: float) -> str:

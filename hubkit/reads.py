@@ -14,7 +14,6 @@ from typing import BinaryIO
 
 from hubkit.errors import HubkitError
 
-MiB = 1024 * 1024
 _KINDS = {stat.S_IFDIR: "a folder", stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a device", stat.S_IFBLK: "a device"}
 
 

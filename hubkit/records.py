@@ -6,6 +6,11 @@ a folder in its place is refused (exit 2), never replaced or written through. hu
 (``.hubkit/``) is never a link. On any failure (a full disk, a read-only folder) the temporary file is removed and
 the target is left as it was.
 
+hubkit's ownership records live here too: a folder is hubkit's to replace or delete only when its record says
+hubkit made it. ``.hubkit/state.json`` is that record (and the run's state) for a finished folder;
+``.hubkit/made-by.json`` marks a folder quantize is still making. Both carry ``made_by`` in one shape; the shapes
+earlier versions wrote still count (:func:`says_hubkit_made`).
+
 The standard library has no such write (``tempfile`` follows a planted ``.hubkit`` link, ``Path.write_text``
 writes through a planted file link), and no maintained package refuses non-regular targets, so it is here.
 """
@@ -21,9 +26,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from hubkit import __version__
 from hubkit.errors import HubkitError
 
 RECORD_DIR = ".hubkit"
+#: The state record's file name, inside a record folder (a layerwise run keeps its own in its scratch folder).
+STATE_FILE = "state.json"
+#: hubkit's record of a folder it made, and that folder's run state (quantize's status, the release's stages).
+STATE = f"{RECORD_DIR}/{STATE_FILE}"
+#: The record of a folder quantize is still making (a staging folder, a BF16 intermediate).
+MADE_BY = f"{RECORD_DIR}/made-by.json"
 RECORD_LIMIT = 64 * 1024 * 1024  # hubkit's own records are small; a bigger one is not hubkit's
 _DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
@@ -203,3 +215,47 @@ def append_text(target: Path, text: str) -> None:
             stream.flush()
         except OSError as exc:
             raise _failed(target, exc) from exc
+
+
+def made_by() -> dict[str, Any]:
+    """The ``made_by`` entry of every ownership record hubkit writes."""
+    return {"tool": "hubkit", "version": __version__}
+
+
+def says_hubkit_made(record: Any) -> bool:
+    """Whether ``record`` says hubkit made its folder: ``made_by`` as :func:`made_by` writes it, or a shape an
+    earlier version wrote (``made_by = "hubkit quantize"``; a state record with ``status`` or ``stages`` only)."""
+    if not isinstance(record, dict):
+        return False
+    mark = record.get("made_by")
+    return (
+        (isinstance(mark, dict) and mark.get("tool") == "hubkit")
+        or mark == "hubkit quantize"
+        or "status" in record
+        or "stages" in record
+    )
+
+
+def read_state(folder: Path) -> dict[str, Any] | None:
+    """hubkit's state record of ``folder``, or None when there is none, it is damaged or not hubkit's; a link in
+    place of the record or of ``.hubkit`` is refused (exit 2)."""
+    record = load_record(folder / STATE)
+    return record if says_hubkit_made(record) else None
+
+
+def write_state(folder: Path, record: dict[str, Any]) -> None:
+    """Write ``record`` (``made_by`` added when missing) as ``folder``'s state record, whole or not at all."""
+    record_folder(folder)
+    record.setdefault("made_by", made_by())
+    write_json(folder / STATE, record)
+
+
+def mark_made(folder: Path, purpose: str, **details: Any) -> None:
+    """Record that hubkit is making ``folder`` (for ``purpose``: ``staging``, ...), with ``details`` kept in it."""
+    record_folder(folder)
+    write_json(folder / MADE_BY, {"made_by": made_by(), "purpose": purpose, **details})
+
+
+def made_by_hubkit(folder: Path) -> bool:
+    """Whether hubkit's own record in ``folder`` (its made-by or its state record) says hubkit made it."""
+    return any(says_hubkit_made(load_record(folder / name)) for name in (MADE_BY, STATE))

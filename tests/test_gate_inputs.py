@@ -272,15 +272,14 @@ def test_records_in_a_users_folder_are_never_waited_on(tmp_path: Path) -> None:
     """hubkit's own records (state, hash cache, markers) are read back from folders a user controls."""
     from hubkit.checkpoint.source import LocalSource
     from hubkit.hub.local import HashCache
-    from hubkit.quantize.folders import made_by_hubkit
-    from hubkit.release.workspace import read_record
+    from hubkit.records import made_by_hubkit, read_state
 
     (tmp_path / ".hubkit").mkdir()
     fifo(tmp_path / ".hubkit" / "state.json")
     fifo(tmp_path / ".hubkit" / "hashes.json")
     fifo(tmp_path / ".hubkit" / "made-by.json")
     # Each is read without waiting: it counts as absent, or it is refused with one line (never followed).
-    for read, absent in ((lambda: read_record(tmp_path), None), (lambda: HashCache(tmp_path).entries, {}),
+    for read, absent in ((lambda: read_state(tmp_path), None), (lambda: HashCache(tmp_path).entries, {}),
                          (lambda: made_by_hubkit(tmp_path), False)):  # fmt: skip
         try:
             assert finishes(read) == absent

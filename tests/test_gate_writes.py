@@ -338,7 +338,8 @@ def test_release_on_a_full_disk_is_exit_2_and_leaves_its_records_whole(
 
 def test_layerwise_state_of_the_wrong_shape_is_started_over(tmp_path: Path) -> None:
     pytest.importorskip("torch")
-    from hubkit.quantize.layerwise import STATE, LayerwiseRun
+    from hubkit.quantize.layerwise import LayerwiseRun
+    from hubkit.records import STATE_FILE as STATE
 
     run = LayerwiseRun(None, {}, [], tmp_path, tmp_path, "fp", 1, None)  # type: ignore[arg-type]
     good = {
@@ -365,7 +366,8 @@ def test_layerwise_state_of_the_wrong_shape_is_started_over(tmp_path: Path) -> N
 
 def test_layerwise_state_and_scratch_links_are_refused(tmp_path: Path) -> None:
     pytest.importorskip("torch")
-    from hubkit.quantize.layerwise import STATE, LayerwiseRun, _save_atomic
+    from hubkit.quantize.layerwise import LayerwiseRun, _save_atomic
+    from hubkit.records import STATE_FILE as STATE
     from hubkit.records import WriteRefused
 
     outside = tmp_path / "outside"
@@ -401,8 +403,7 @@ def test_shard_writer_never_writes_through_a_planted_pending_file(tmp_path: Path
 
 
 def test_quantize_made_by_record_linked_is_refused(tmp_path: Path) -> None:
-    from hubkit.quantize.folders import MADE_BY, made_by_hubkit
-    from hubkit.records import WriteRefused
+    from hubkit.records import MADE_BY, WriteRefused, made_by_hubkit
 
     outside = tmp_path / "record.json"
     outside.write_text('{"made_by": "hubkit quantize"}')

@@ -16,7 +16,8 @@ import pytest
 
 from hubkit import quantize as extra
 from hubkit.errors import HubkitError
-from hubkit.quantize.folders import made_by_hubkit, make_owned, remove_owned
+from hubkit.quantize.folders import make_owned, remove_owned
+from hubkit.records import made_by_hubkit
 from hubkit.testing.kimi import KimiDims, int4_base_layout, write_sparse_checkpoint
 
 REPO = Path(__file__).resolve().parent.parent

@@ -40,9 +40,9 @@ def test_safetensors_written_one_tensor_at_a_time_equal_save_file(tmp_path: Path
 
 
 def _header(tensor: torch.Tensor) -> tuple[str, tuple[int, ...]]:
-    from hubkit.quantize.shards import _NAMES
+    from hubkit.quantize.shards import DTYPE_NAMES
 
-    return _NAMES[tensor.dtype], tuple(tensor.shape)
+    return DTYPE_NAMES[tensor.dtype], tuple(tensor.shape)
 
 
 @pytest.mark.parametrize(("seed", "limit"), [(0, 400), (1, 900), (2, 2_000), (3, 150), (4, 10**9)])

@@ -9,7 +9,7 @@ from typing import Any
 
 from hubkit.card.facts import approx
 from hubkit.checkpoint.model import CONFIG, QUANT_CONFIG, Checkpoint
-from hubkit.reads import MiB
+from hubkit.sizes import MiB
 
 #: The largest model card read: a rendered card is at most 1 MiB of body, a hand-written one far less.
 MAX_CARD_BYTES = 16 * MiB

@@ -25,8 +25,9 @@ from hubkit.card.sandbox import render_template
 from hubkit.checkpoint.model import Checkpoint
 from hubkit.errors import HubkitError
 from hubkit.manifest import Manifest
-from hubkit.reads import MiB, read_regular_text
+from hubkit.reads import read_regular_text
 from hubkit.resources import data_dir
+from hubkit.sizes import MiB
 
 DEFAULT_TEMPLATE = "nvfp4"
 ENTRY = "card.md.j2"

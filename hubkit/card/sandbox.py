@@ -26,7 +26,8 @@ import jinja2.sandbox
 from jinja2.loaders import split_template_path
 
 from hubkit.errors import HubkitError
-from hubkit.reads import MiB, read_regular_text
+from hubkit.reads import read_regular_text
+from hubkit.sizes import MiB
 
 #: The largest template file read (a card template is a few KiB).
 MAX_TEMPLATE_BYTES = 1 * MiB

@@ -2,8 +2,9 @@
 
 from hubkit.checkpoint.loader import load_checkpoint
 from hubkit.checkpoint.model import Checkpoint, JsonDocument, UnreadableFile
-from hubkit.checkpoint.safetensors_header import DTYPE_BITS, HeaderLimits, ShardHeader, TensorInfo
+from hubkit.checkpoint.safetensors_header import HeaderLimits, ShardHeader, TensorInfo
 from hubkit.checkpoint.source import CheckpointSource, FileEntry, LocalSource, list_folder, open_source
+from hubkit.dtypes import DTYPE_BITS
 
 __all__ = [
     "DTYPE_BITS",

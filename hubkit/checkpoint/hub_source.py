@@ -10,14 +10,12 @@ from pathlib import Path
 from hubkit.checkpoint.hub_client import hf_api, list_tree, read_range
 from hubkit.checkpoint.source import HUB_SCHEME, FileEntry
 from hubkit.errors import HubkitError, is_network_error, redact
+from hubkit.hub_ids import is_repo_id
 from hubkit.reads import check_token_file
 
 
 def parse_hub_ref(ref: str) -> tuple[str, str | None]:
     """``hf://ORG/NAME[@REV]`` -> (repo id, revision or None); anything else is a one-line HubkitError."""
-    from huggingface_hub.errors import HFValidationError
-    from huggingface_hub.utils import validate_repo_id  # type: ignore[attr-defined]  # public, not re-exported
-
     body = ref.removeprefix(HUB_SCHEME)
     repo, at, revision = body.partition("@")
     usage = f"{ref} is not hf://ORG/NAME[@REVISION]"
@@ -25,12 +23,8 @@ def parse_hub_ref(ref: str) -> tuple[str, str | None]:
         raise HubkitError(usage)
     if at and not revision.strip():
         raise HubkitError(f"{usage}: the revision after '@' is empty")
-    try:
-        validate_repo_id(repo)  # the Hub's own rule for names: letters, digits, '-', '_', '.', no '..'
-    except HFValidationError:
-        raise HubkitError(
-            f"{usage}: '{repo}' is not a Hub repo id (letters, digits, '-', '_' and '.'; no '..')"
-        ) from None
+    if not is_repo_id(repo):
+        raise HubkitError(f"{usage}: '{repo}' is not a Hub repo id (letters, digits, '-', '_' and '.'; no '..')")
     return repo, revision or None
 
 

@@ -10,6 +10,7 @@ from typing import Any
 from hubkit.checkpoint.json_text import JsonProblem, decode_json, key_line
 from hubkit.checkpoint.safetensors_header import ShardHeader, TensorInfo
 from hubkit.checkpoint.source import CheckpointSource, FileEntry
+from hubkit.records import RECORD_DIR as RECORD_DIR  # hubkit's own records: expected, never validated, never uploaded
 
 CONFIG = "config.json"
 QUANT_CONFIG = "hf_quant_config.json"
@@ -18,8 +19,6 @@ TOKENIZER_CONFIG = "tokenizer_config.json"
 INDEX = "model.safetensors.index.json"
 JSON_FILES = (CONFIG, QUANT_CONFIG, GENERATION_CONFIG, TOKENIZER_CONFIG, INDEX)
 
-#: hubkit's own record folder inside a checkpoint: expected, never validated, never uploaded.
-RECORD_DIR = ".hubkit"
 
 _offsets_of = attrgetter("data_offsets")
 

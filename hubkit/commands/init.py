@@ -10,8 +10,9 @@ import click
 
 from hubkit.commands._options import examples
 from hubkit.errors import ExitCode, HubkitError
-from hubkit.reads import MiB, read_regular
+from hubkit.reads import read_regular
 from hubkit.records import check_replaceable_file, replacing
+from hubkit.sizes import MiB
 
 #: The largest existing file --force reads to compare and back up (each file init writes is a few KiB).
 MAX_EDITED_BYTES = 1 * MiB
@@ -52,7 +53,7 @@ def init_command(folder: Path, repo: str | None, base: str | None, action: str |
     """Write FOLDER/hubkit.toml and the CI and release workflows for a new model."""
     if action is not None and not ACTION_REF.match(action):
         raise HubkitError(f"--action {action!r} is not OWNER/REPO@SHA with a full 40-character commit SHA; pin it so")
-    from hubkit.manifest import repo_id_problem
+    from hubkit.hub_ids import repo_id_problem
 
     for flag, value in (("--repo", repo), ("--base", base)):
         problem = repo_id_problem(value) if value is not None else None

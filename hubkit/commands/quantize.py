@@ -76,7 +76,8 @@ def _plan(values: dict[str, Any], out: Path | None, gpus: str | None, output_for
     from hubkit.quantize.cast_plan import cast_plan
     from hubkit.quantize.devices import present_gpus
     from hubkit.quantize.modes import AUTO, choose
-    from hubkit.quantize.plan import available_memory, estimate, existing_folder, parse_size
+    from hubkit.quantize.plan import available_memory, estimate, existing_folder
+    from hubkit.sizes import parse_size
 
     base = load_checkpoint(values["base"])
     tokens = values["calib_size"] * max(len(values["calib"]), 1) * values["calib_seq"]

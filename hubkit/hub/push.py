@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
-import re
 import threading
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -53,9 +52,11 @@ from hubkit.hub.remote import (
     same,
     token_user,
 )
+from hubkit.hub_ids import is_repo_id
 from hubkit.output import Problem
 from hubkit.progress import Bar, progress_bar, terminal_bars
 from hubkit.reads import read_regular
+from hubkit.sizes import size_or_none
 
 __all__ = [
     "NotValidated",
@@ -78,9 +79,6 @@ __all__ = [
 
 CARD = "README.md"
 SMALL_FILE = 10 * 1024 * 1024
-UNITS = {"KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
-# huggingface_hub's repo id rules (validate_repo_id), with the namespace required: ORG/NAME
-REPO_ID = re.compile(r"(?!.*(--|\.\.))[A-Za-z0-9_.-]{1,96}/[A-Za-z0-9_.-]{1,96}")
 
 
 class BranchMoved(HubkitError):
@@ -94,10 +92,13 @@ class BatchLimit:
 
     @classmethod
     def parse(cls, text: str) -> BatchLimit:
-        found = re.fullmatch(r"(\d+)\s*([KMGT]B)?", text.strip().upper())
-        if not found or int(found[1]) <= 0:
-            raise HubkitError(f"--batch {text!r} is not a file count (8) or a size (40GB)")
-        return cls(bytes=int(found[1]) * UNITS[found[2]]) if found[2] else cls(files=int(found[1]))
+        """A file count (``8``) or a size with its unit (``40GB``, ``40GiB``), as every size option takes it."""
+        text = text.strip()
+        count = int(text) if text.isascii() and text.isdigit() else None
+        size = None if count is not None or not text.upper().endswith("B") else size_or_none(text)
+        if not (count or size):
+            raise HubkitError(f"--batch {text!r} is not a file count (8) or a size (40GB, 40GiB)")
+        return cls(files=count) if count else cls(bytes=size)
 
 
 @dataclass
@@ -161,8 +162,7 @@ def first_difference(expected: Mapping[str, str], actual: Mapping[str, str]) -> 
 
 def check_repo_id(repo: str) -> None:
     """ORG/NAME, checked before anything is read or sent."""
-    parts = repo.split("/")
-    if not REPO_ID.fullmatch(repo) or repo.endswith(".git") or any(p[0] in ".-" or p[-1] in ".-" for p in parts):
+    if not is_repo_id(repo):
         raise HubkitError(f"--repo {repo!r} is not a repo id of the form ORG/NAME (e.g. my-org/Kimi-K2-NVFP4)")
 
 

@@ -47,14 +47,15 @@ from typing import IO, Any, NoReturn
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from hubkit.errors import HubkitError
+from hubkit.hub_ids import REPO_TYPES, is_repo_id, is_revision
 from hubkit.reads import read_regular
 from hubkit.records import ensure_folder, replacing, write_json
+from hubkit.sizes import MiB
 
 LFS_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".model", ".tiktoken", ".gguf", ".h5", ".msgpack")
 LFS_THRESHOLD = 10 * 1024 * 1024
 GITATTRIBUTES = b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n*.bin filter=lfs diff=lfs merge=lfs -text\n"
 TREE_PAGE = 50
-MiB = 1024 * 1024
 MAX_BODY = 128 * MiB  # an API request's body (JSON, an NDJSON commit with its inline files)
 MAX_OBJECT = 1024**4  # the largest LFS object an upload may announce
 MAX_RECORD = 256 * MiB  # the largest store record (repo.json, a commit) the server reads back
@@ -62,12 +63,10 @@ DRAIN_LIMIT = 256 * MiB  # an early answer reads this much of an unread body at 
 MAX_TICKETS = 100_000  # upload addresses handed out and not used yet (the oldest are forgotten first)
 SOCKET_TIMEOUT_S = 120.0  # a client that sends nothing for this long is disconnected
 PIECE = MiB
-KINDS = {"model": "models", "dataset": "datasets", "space": "spaces"}
-_NAME = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,94}[A-Za-z0-9_])?")
+KINDS = {kind: f"{kind}s" for kind in REPO_TYPES}
 _SHA1 = re.compile(r"[0-9a-f]{40}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _TICKET = re.compile(r"[A-Za-z0-9_-]{32}")
-_REF_FORBIDDEN = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]|\.\.|//|@\{|/\.|\.lock(?:/|$)")
 _PATH_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f\\]")
 logger = logging.getLogger(__name__)
 
@@ -102,12 +101,7 @@ class HubError(Exception):
 
 def check_repo_id(repo: str) -> str:
     """ORG/NAME by the Hub's rules (huggingface_hub's ``validate_repo_id``, the namespace required, ASCII only)."""
-    parts = repo.split("/")
-    if (
-        len(parts) != 2
-        or not all(_NAME.fullmatch(part) and "--" not in part and ".." not in part for part in parts)
-        or repo.endswith(".git")
-    ):
+    if not is_repo_id(repo):
         raise HubError(
             400,
             f"Invalid repo id {repo[:200]!r}: ORG/NAME, each of letters, digits, '-', '_' and '.' (no '--' or '..', "
@@ -125,14 +119,7 @@ def check_kind(kind: Any) -> str:
 
 def check_revision(revision: Any) -> str:
     """A branch, tag, ``refs/pr/N`` or commit id, by git's rules for ref names."""
-    if (
-        not isinstance(revision, str)
-        or not 0 < len(revision) <= 255
-        or _REF_FORBIDDEN.search(revision)
-        or revision.startswith(("/", ".", "-"))
-        or revision.endswith(("/", "."))
-        or revision == "@"
-    ):
+    if not is_revision(revision):
         raise HubError(400, f"Invalid rev id: {str(revision)[:200]!r}", "RevisionNotFound")
     return revision
 

@@ -9,6 +9,15 @@ from typing import Any
 
 from hubkit.options import Options, option
 from hubkit.resources import profile_names
+from hubkit.sizes import size_or_none
+
+
+def _size(value: str, context: Mapping[str, Any]) -> str:
+    """A size as typed (``250GiB``), checked now so a typo fails before any work."""
+    if size_or_none(value) is None:
+        raise ValueError(f"{value!r} is not a size; write it like 80GiB, 250GB or 512MiB")
+    return value
+
 
 #: ``auto`` and each mode of ``hubkit/quantize/modes/`` (which checks at import that the two agree)
 MODES = ("auto", "resident", "layerwise", "cast")
@@ -80,11 +89,13 @@ class QuantizeOptions(Options):
         "auto", choices=MODES, show_default=True, table="quantize",
     )  # fmt: skip
     max_gpu_memory: str | None = option(
-        "Cap per GPU, e.g. 250GiB: the device map of a resident run, and the plan's budget.", None, table="quantize"
-    )
+        "Cap per GPU, e.g. 250GiB: the device map of a resident run, and the plan's budget.", None, check=_size,
+        table="quantize",
+    )  # fmt: skip
     max_cpu_memory: str | None = option(
-        "Host memory the plan may count on, e.g. 64GiB (default: what is free here).", None, table="quantize"
-    )
+        "Host memory the plan may count on, e.g. 64GiB (default: what is free here).", None, check=_size,
+        table="quantize",
+    )  # fmt: skip
     jobs: int = option("Shards converted at once by the MXFP4 cast (memory: about one shard's experts each).", 4,
                        minimum=1, show_default=True, table="quantize")  # fmt: skip
     seed: int = option("Seed of the calibration sample.", 1234, show_default=True, table="quantize")

@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from hubkit.errors import HubkitError
-from hubkit.reads import MiB, read_regular
+from hubkit.reads import read_regular
+from hubkit.records import RECORD_DIR
+from hubkit.sizes import MiB
 
 SHA = re.compile(r"^[0-9a-f]{40}$")
 #: Files identified by name and size only.
@@ -38,7 +40,7 @@ def fingerprint(folder: Path) -> str:
     digest = hashlib.sha256()
     for item in sorted(folder.rglob("*")):
         relative = item.relative_to(folder).as_posix()
-        if relative.split("/", 1)[0] in (".git", ".hubkit", ".cache") or not item.is_file():
+        if relative.split("/", 1)[0] in (".git", RECORD_DIR, ".cache") or not item.is_file():
             continue
         size = item.stat().st_size
         digest.update(f"{relative}\0{size}\0".encode())

@@ -12,7 +12,8 @@ from typing import Any
 
 from hubkit.errors import HubkitError
 from hubkit.manifest import CALIB_QUALIFIERS, calibration_qualifiers
-from hubkit.reads import MiB, open_regular
+from hubkit.reads import open_regular
+from hubkit.sizes import MiB
 
 #: Known Hub datasets: (config, split, field holding the text or the chat messages).
 HUB_DATASETS = {

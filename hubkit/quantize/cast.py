@@ -29,7 +29,7 @@ from hubkit.checkpoint.model import CONFIG, INDEX, QUANT_CONFIG, Checkpoint
 from hubkit.errors import HubkitError
 from hubkit.quantize import interrupts
 from hubkit.quantize.cast_plan import MXFP4_FORMAT
-from hubkit.quantize.shards import Entry, write_safetensors
+from hubkit.quantize.shards import DTYPE_NAMES, Entry, write_safetensors
 from hubkit.records import ensure_folder, write_json
 
 #: The default: experts cast to NVFP4, their inputs at a constant amax of 6 x 448 (input_scale 1.0).
@@ -266,7 +266,9 @@ def convert_shard(job: ShardJob, checkpoint: Checkpoint, shard: str) -> CastRepo
                     (".weight_scale_2", scale_2),
                     (".input_scale", torch.tensor(job.input_scale, dtype=torch.float32)),
                 ):
-                    entries.append(Entry(module + suffix, _DTYPE[tensor.dtype], tuple(tensor.shape), tensor=tensor))
+                    entries.append(
+                        Entry(module + suffix, DTYPE_NAMES[tensor.dtype], tuple(tensor.shape), tensor=tensor)
+                    )
                 continue
             begin, end = info.data_offsets
             entries.append(Entry(name, info.dtype, tuple(info.shape), source=(job.source, start + begin, start + end)))
@@ -289,9 +291,6 @@ def _scale_of(module: str, checkpoint: Checkpoint, job: ShardJob, shard: str, ha
     with safe_open(str(checkpoint_folder(job.source, shard) / owner), framework="pt", device="cpu") as other:
         scale = other.get_tensor(module + SCALE)
     return scale
-
-
-_DTYPE = {torch.uint8: "U8", torch.float8_e4m3fn: "F8_E4M3", torch.float32: "F32"}
 
 
 def shared_kmax(checkpoint: Checkpoint, base: Path, modules: list[str], jobs: int) -> dict[str, int]:

@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from hubkit.checkpoint.model import Checkpoint
+from hubkit.sizes import GiB as GIB
+from hubkit.sizes import binary_size
 
 MXFP4_FORMAT = "mxfp4-pack-quantized"
-GIB = 1024**3
 #: The process with torch, safetensors and modelopt imported.
 PROCESS_BYTES = 610 * 1024**2
 #: Temporaries of one tensor's cast (int32 exponents, float scales, the output) / its packed bytes.
@@ -52,10 +53,10 @@ class CastPlan:
 
     def fits(self) -> tuple[bool, str]:
         if self.host_budget is not None and self.host_bytes > self.host_budget:
-            return False, f"needs {_gib(self.host_bytes)} of memory, {_gib(self.host_budget)} available"
+            return False, f"needs {binary_size(self.host_bytes)} of memory, {binary_size(self.host_budget)} available"
         if self.free_disk is not None and self.export_bytes > self.free_disk:
-            return False, f"needs {_gib(self.export_bytes)} of disk, {_gib(self.free_disk)} free"
-        return True, f"needs {_gib(self.host_bytes)} of memory and {_gib(self.export_bytes)} of disk"
+            return False, f"needs {binary_size(self.export_bytes)} of disk, {binary_size(self.free_disk)} free"
+        return True, f"needs {binary_size(self.host_bytes)} of memory and {binary_size(self.export_bytes)} of disk"
 
     def as_dict(self) -> dict[str, Any]:
         fits, why = self.fits()
@@ -80,16 +81,12 @@ class CastPlan:
         fits, why = self.fits()
         return "\n".join(
             [
-                f"Base: MXFP4, {self.shards} shards, {self.modules:,} MXFP4 modules, {_gib(self.base_bytes)}",
-                f"  cast ({self.jobs} jobs): host {_gib(self.host_bytes)}, disk {_gib(self.export_bytes)}, "
+                f"Base: MXFP4, {self.shards} shards, {self.modules:,} MXFP4 modules, {binary_size(self.base_bytes)}",
+                f"  cast ({self.jobs} jobs): host {binary_size(self.host_bytes)}, disk {binary_size(self.export_bytes)}, "
                 f"~{self.seconds:,.1f} s (I/O-bound): " + ("fits" if fits else f"does NOT fit ({why})"),
                 "--mode auto: cast: the base is MXFP4 (no calibration, no GPU)",
             ]
         )
-
-
-def _gib(size: int) -> str:
-    return f"{size / GIB:,.1f} GiB" if size >= GIB else f"{size / 1024**2:,.1f} MiB"
 
 
 def cast_plan(base: Checkpoint, jobs: int, host_budget: int | None, free_disk: int | None) -> CastPlan:

@@ -1,31 +1,27 @@
 """Which accelerators a run has: the GPUs present (for ``--plan``), and the process's place in a ``torchrun`` job.
 
-Importing this module imports nothing heavy; torch is imported only when a GPU is asked about.
+Importing this module imports nothing heavy; the GPUs present are found as everywhere else (``hubkit.gpus``).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from dataclasses import dataclass
 
 from hubkit.errors import HubkitError
+from hubkit.gpus import gpu_set, visible_gpus
 from hubkit.quantize.plan import GPU_MEMORY_GIB
 
 
 def present_gpus() -> str:
     """The GPUs visible here as ``COUNTxMODEL`` (e.g. ``8xB300``), for ``--plan`` without ``--gpus``."""
-    if importlib.util.find_spec("torch") is None:
-        raise HubkitError("no GPU is visible here (torch is not installed); name the target with --gpus 8xB300")
-    import torch
-
-    if not torch.cuda.is_available():
+    names = visible_gpus()
+    if not names:
         raise HubkitError("no GPU is visible here; name the target with --gpus, e.g. --gpus 8xB300 or --gpus cpu")
-    name = torch.cuda.get_device_name(0).upper()
-    model = next((m for m in GPU_MEMORY_GIB if m in name), None)
-    if model is None:
-        raise HubkitError(f"unknown GPU {name!r}; name the target with --gpus, e.g. --gpus 8xB300")
-    return f"{torch.cuda.device_count()}x{model}"
+    target = gpu_set(names, GPU_MEMORY_GIB)
+    if target is None:
+        raise HubkitError(f"unknown GPU {names[0]!r}; name the target with --gpus, e.g. --gpus 8xB300")
+    return target
 
 
 @dataclass(frozen=True)

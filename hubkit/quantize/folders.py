@@ -2,7 +2,8 @@
 
 Every folder quantize creates (the staging folder beside ``--out``, the BF16 intermediate of a resident run on an
 INT4 base) gets ``.hubkit/made-by.json`` the moment it is created; a finished export carries hubkit's
-``.hubkit/state.json``. A folder without either is someone else's: quantize refuses to touch it and says which.
+``.hubkit/state.json`` (both records are ``hubkit.records``'). A folder without either is someone else's: quantize
+refuses to touch it and says which.
 """
 
 from __future__ import annotations
@@ -11,13 +12,8 @@ import contextlib
 import shutil
 from pathlib import Path
 
-from hubkit import __version__
-from hubkit.checkpoint.model import RECORD_DIR
 from hubkit.errors import HubkitError
-from hubkit.records import load_record, record_folder, write_json
-
-MADE_BY = f"{RECORD_DIR}/made-by.json"
-STATE = f"{RECORD_DIR}/state.json"
+from hubkit.records import RECORD_DIR, made_by_hubkit, mark_made
 
 
 def make_owned(folder: Path, purpose: str) -> Path:
@@ -27,23 +23,13 @@ def make_owned(folder: Path, purpose: str) -> Path:
     except OSError as exc:
         raise HubkitError(f"cannot create {folder}: {exc.strerror or exc}; free space or fix its permissions") from exc
     try:
-        record_folder(folder)
-        write_json(folder / MADE_BY, {"made_by": "hubkit quantize", "purpose": purpose, "hubkit": __version__})
+        mark_made(folder, purpose)
     except BaseException:  # a folder without its record is nobody's: a rerun would refuse it, so it goes
         for empty in (folder / RECORD_DIR, folder):
             with contextlib.suppress(OSError):
                 empty.rmdir()
         raise
     return folder
-
-
-def made_by_hubkit(folder: Path) -> bool:
-    """Whether hubkit's own record in ``folder`` says hubkit made it (a staging folder, or an export)."""
-    for record in (folder / MADE_BY, folder / STATE):
-        data = load_record(record)  # a link in place of a record, or of .hubkit, is refused (exit 2)
-        if isinstance(data, dict) and (data.get("made_by") == "hubkit quantize" or "status" in data):
-            return True
-    return False
 
 
 def remove_owned(folder: Path, role: str) -> None:

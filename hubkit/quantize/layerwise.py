@@ -53,23 +53,17 @@ from hubkit.checkpoint.modules import is_int4_side_tensor
 from hubkit.errors import HubkitError
 from hubkit.progress import progress_bar
 from hubkit.quantize import interrupts
-from hubkit.quantize.shards import ShardWriter
-from hubkit.records import check_replaceable_file, load_record, replacing, write_json
+from hubkit.quantize.shards import TORCH_DTYPES, ShardWriter
+from hubkit.records import STATE_FILE, check_replaceable_file, load_record, replacing, write_json
 
 log = logging.getLogger(__name__)
 #: modelopt releases whose layerwise and export internals this module was checked against.
 CHECKED_MODELOPT_VERSIONS = ("0.47",)
-STATE = "state.json"
 _WRITER_NUMBERS = ("max_bytes", "open_size", "total_size")
 _PART = re.compile(r"__part_\d{5,}\.safetensors")
 _PENDING = re.compile(r"pending-[\w.-]+\.safetensors")
 OUTPUT_META = "output_meta.pt"
 KV_CACHE_MAX_BOUND = 448  # modelopt's export: KV-cache scale = amax / 448 for FP8 and NVFP4 KV caches
-_TORCH_DTYPES = {
-    "F64": torch.float64, "F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16, "I64": torch.int64,
-    "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool,
-    "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2,
-}  # fmt: skip
 _INT4_PARTS = (".weight_packed", ".weight_scale", ".weight_shape", ".weight_zero_point", ".weight_g_idx")
 
 
@@ -136,7 +130,7 @@ class BaseWeights:
         """Dtype and shape of ``name`` as the model receives it (an INT4 weight: BF16, eight values per int32)."""
         info = self.info.get(name)
         if info is not None:
-            return _TORCH_DTYPES[str(info.dtype)], tuple(info.shape)
+            return TORCH_DTYPES[str(info.dtype)], tuple(info.shape)
         packed = self.info[name.removesuffix(".weight") + ".weight_packed"]
         rows, words = packed.shape
         return torch.bfloat16, (rows, words * 8)
@@ -657,7 +651,7 @@ class LayerwiseRun:
     def _load_state(self, total: int) -> dict[str, Any]:
         """The state of a killed run of the same inputs to resume, or {} (start over) when there is none or it is
         not in the shape this class writes: a damaged or tampered record never skips a layer."""
-        state = load_record(self.scratch / STATE)
+        state = load_record(self.scratch / STATE_FILE)
         if not isinstance(state, dict) or state.get("fingerprint") != self.fingerprint or state.get("layers") != total:
             return {}
         if not _resumable(state, total):
@@ -715,7 +709,7 @@ class LayerwiseRun:
         self._inputs_file(index).unlink(missing_ok=True)
 
     def _record(self, state: dict[str, Any]) -> None:
-        write_json(self.scratch / STATE, state, indent=None)
+        write_json(self.scratch / STATE_FILE, state, indent=None)
 
     # -- measurement ---------------------------------------------------------------------------------------------
 

@@ -36,12 +36,24 @@ from hubkit.progress import download_progress
 from hubkit.quantize import interrupts
 from hubkit.quantize.base_revision import SHA, base_revision
 from hubkit.quantize.devices import Distributed
-from hubkit.quantize.folders import MADE_BY, discard, made_by_hubkit, make_owned, remove_owned
+from hubkit.quantize.folders import discard, make_owned, remove_owned
 from hubkit.quantize.modes import CalibratedMode, Mode, choose
 from hubkit.quantize.options import MODES, QuantizeOptions
 from hubkit.quantize.remote import REMOTE_CODE_CONFIGS, require_trust
 from hubkit.reads import read_bounded
-from hubkit.records import load_record, replacing, write_bytes, write_json, write_text
+from hubkit.records import (
+    MADE_BY,
+    STATE,
+    STATE_FILE,
+    load_record,
+    made_by_hubkit,
+    mark_made,
+    replacing,
+    write_bytes,
+    write_json,
+    write_state,
+    write_text,
+)
 from hubkit.validate.engine import Report, Severity
 from hubkit.validate.options import ValidateOptions
 from hubkit.validate.profiles import DEFAULT_PROFILE, load_profiles
@@ -55,7 +67,6 @@ DEFAULT_RECIPE = "nvfp4-experts-mse"
 PROVENANCE = f"{RECORD_DIR}/provenance.json"
 #: An MXFP4 cast's block counts per tensor (provenance holds the totals).
 CAST_BLOCKS = f"{RECORD_DIR}/cast-blocks.json"
-STATE = f"{RECORD_DIR}/state.json"
 #: A layerwise run's resume record and scratch, inside its staging folder.
 SCRATCH = f"{RECORD_DIR}/layerwise"
 #: Files of the base that an export must carry unchanged.
@@ -184,8 +195,7 @@ def prepare_out(out: Path, fingerprint: str | None = None) -> tuple[Path, bool]:
     remove_owned(staging, "an earlier run's staging folder")  # an interrupted earlier run: start again
     make_owned(staging, "staging")
     if fingerprint is not None:
-        record = read_record(staging / MADE_BY)
-        write_json(staging / MADE_BY, {**record, "fingerprint": fingerprint})
+        mark_made(staging, "staging", fingerprint=fingerprint)
     return staging, False
 
 
@@ -355,8 +365,7 @@ def _resumable(out: Path, fingerprint: str) -> bool:
     """Whether the staging folder beside ``out`` holds committed layers of a layerwise run of these inputs."""
     staging = staging_folder(out)
     return (
-        read_record(staging / MADE_BY).get("fingerprint") == fingerprint
-        and (staging / SCRATCH / "state.json").is_file()
+        read_record(staging / MADE_BY).get("fingerprint") == fingerprint and (staging / SCRATCH / STATE_FILE).is_file()
     )
 
 
@@ -415,7 +424,7 @@ def publish(job: Job, provenance: dict[str, Any]) -> QuantizeResult:
     provenance["timings_s"] = timings
     write_json(staging / PROVENANCE, provenance)
     status = "complete" if report.passed else "failed-validation"
-    write_json(staging / STATE, {"status": status, "errors": report.count(Severity.ERROR)}, indent=None)
+    write_state(staging, {"status": status, "errors": report.count(Severity.ERROR)})
     if (staging / SCRATCH).exists():  # inside hubkit's own staging folder
         shutil.rmtree(staging / SCRATCH)
     (staging / MADE_BY).unlink()  # from here on hubkit's state.json is the record that hubkit made the folder

@@ -29,11 +29,13 @@ from typing import Any
 from hubkit.checkpoint.model import Checkpoint
 from hubkit.checkpoint.modules import is_int4_side_tensor
 from hubkit.errors import HubkitError
+from hubkit.sizes import GiB as GIB
+from hubkit.sizes import MiB as MIB
+from hubkit.sizes import binary_size as _gib
+from hubkit.sizes import parse_size
 
 #: Usable memory per GPU in GiB (what the driver reports, not the marketing figure).
 GPU_MEMORY_GIB = {"B300": 268, "B200": 178, "H200": 139, "H100": 79}
-GIB = 1024**3
-MIB = 1024**2
 #: ``--mode auto`` picks resident only when its predicted peak is at most this share of the budget.
 MARGIN = 0.85
 #: The export's shard limit (modelopt's ``export_hf_checkpoint`` default).
@@ -58,17 +60,6 @@ ACTIVATION_OVERHEAD = 1.5
 SECONDS_PER_GIB_KTOK = {"cpu": 66.0, "cuda": 5.3 / 4.0 / 16.384}
 #: Per layer, per layer of the model: the whole-model bookkeeping each layer pays for (loader, export scans).
 SECONDS_PER_LAYER_PER_LAYER = 0.01
-
-
-def parse_size(text: str) -> int:
-    """``80GiB``, ``250GB``, ``512MiB`` or plain bytes -> bytes (GB decimal and GiB binary, as huggingface_hub)."""
-    found = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B)?\s*", text, re.IGNORECASE)
-    if not found:
-        raise HubkitError(f"{text!r} is not a size; write it like 80GiB, 250GB or 512MiB")
-    number, unit = float(found[1]), (found[2] or "B").upper()
-    scale = {"B": 1, "KB": 1000, "MB": 1000**2, "GB": 1000**3, "TB": 1000**4,
-             "KIB": 1024, "MIB": 1024**2, "GIB": 1024**3, "TIB": 1024**4}[unit]  # fmt: skip
-    return int(number * scale)
 
 
 def parse_gpus(spec: str) -> tuple[int, str]:
@@ -262,11 +253,6 @@ class Plan:
             lines.append(f"  smallest GPU set, {mode}: {text}")
         lines.append(f"--mode auto: {self.choose()[1]}")
         return "\n".join(lines)
-
-
-def _gib(size: int) -> str:
-    """A size for people: GiB from 1 GiB up, MiB below."""
-    return f"{size / GIB:,.1f} GiB" if size >= GIB else f"{size / MIB:,.1f} MiB"
 
 
 def estimate(

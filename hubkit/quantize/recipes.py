@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from hubkit.errors import HubkitError
-from hubkit.reads import MiB, read_regular
+from hubkit.reads import read_regular
+from hubkit.sizes import MiB
 
 #: The largest recipe file read (a recipe is a page of YAML).
 MAX_RECIPE_BYTES = 1 * MiB

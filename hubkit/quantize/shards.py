@@ -29,18 +29,16 @@ from typing import IO, Any
 import torch
 from huggingface_hub import get_torch_storage_size
 
+from hubkit.dtypes import LIBRARY_NAMES, tensor_bytes
 from hubkit.records import replacing, write_text
 
 #: What ``save_pretrained`` writes into every shard's header.
 METADATA = {"format": "pt"}
 WEIGHTS = "model.safetensors"
 INDEX = "model.safetensors.index.json"
-_DTYPES = {
-    "F64": torch.float64, "F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16, "I64": torch.int64,
-    "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool,
-    "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2,
-}  # fmt: skip
-_NAMES = {dtype: name for name, dtype in _DTYPES.items()}
+#: torch's dtype for each safetensors dtype name, and the name of each torch dtype.
+TORCH_DTYPES = {name: getattr(torch, attr) for name, attr in LIBRARY_NAMES.items()}
+DTYPE_NAMES = {dtype: name for name, dtype in TORCH_DTYPES.items()}
 CHUNK = 16 * 1024**2
 
 
@@ -49,7 +47,7 @@ def _dtype_rank() -> dict[str, int]:
     """The order in which safetensors lays out dtypes in a file (ties broken by name), read from safetensors."""
     from safetensors.torch import save
 
-    probe = save({f"t{i:02d}": torch.zeros(1, dtype=d) for i, d in enumerate(_DTYPES.values())})
+    probe = save({f"t{i:02d}": torch.zeros(1, dtype=d) for i, d in enumerate(TORCH_DTYPES.values())})
     (length,) = struct.unpack("<Q", probe[:8])
     header = json.loads(probe[8 : 8 + length])
     order = [entry["dtype"] for key, entry in header.items() if key != "__metadata__"]
@@ -72,7 +70,7 @@ class Entry:
         count = 1
         for size in self.shape:
             count *= size
-        return count * torch.empty((), dtype=_DTYPES[self.dtype]).element_size()
+        return tensor_bytes(self.dtype, count)
 
     def write_to(self, handle: IO[bytes]) -> None:
         if self.tensor is not None:
@@ -167,7 +165,7 @@ class ShardWriter:
     def _entry(self, key: str, headers: dict[str, tuple[int, dict[str, Any]]]) -> Entry:
         if key in self._memory:
             tensor = self._memory[key]
-            return Entry(key, _NAMES[tensor.dtype], tuple(tensor.shape), tensor=tensor)
+            return Entry(key, DTYPE_NAMES[tensor.dtype], tuple(tensor.shape), tensor=tensor)
         path = self.scratch / self.where[key]
         if path.name not in headers:
             headers[path.name] = _header(path)
@@ -190,7 +188,8 @@ class ShardWriter:
         if unsaved:
             name = f"pending-{tag}.safetensors"
             write_safetensors(
-                self.scratch / name, [Entry(k, _NAMES[v.dtype], tuple(v.shape), tensor=v) for k, v in unsaved.items()]
+                self.scratch / name,
+                [Entry(k, DTYPE_NAMES[v.dtype], tuple(v.shape), tensor=v) for k, v in unsaved.items()],
             )
             self.where.update(dict.fromkeys(unsaved, name))
         self._memory = {}

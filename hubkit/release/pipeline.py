@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 from hubkit.errors import ExitCode, HubkitError, Terminated, outside_fault, redact
 from hubkit.manifest import calibration_location
 from hubkit.progress import stage as progress_stage
-from hubkit.records import load_record
+from hubkit.records import STATE, load_record, read_state, write_state
 from hubkit.release.options import ReleaseOptions
 from hubkit.release.preflight import FAILED, PreflightCheck, PreflightFailed, Subject, preflight
 from hubkit.release.stages import NAMES, STAGES, Stage, StageResult
@@ -45,8 +45,6 @@ from hubkit.release.workspace import (
     check_replaceable,
     exclusive,
     has_files,
-    read_record,
-    write_record,
 )
 
 if TYPE_CHECKING:
@@ -55,7 +53,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Release", "ReleaseOptions", "ReleaseResult", "StageResult", "exit_code", "failure_reason"]
 
-STATE = ".hubkit/state.json"
 LOCAL_ENDPOINT = "local"
 LOCAL_STORE = ".hubkit/local-hub"
 #: What a local Hub store that hubkit made holds (stores made before hubkit recorded them hold only these).
@@ -144,7 +141,7 @@ class Release:
     def save_state(self) -> None:
         if self.options.dry_run or not self.out.is_dir():
             return
-        write_record(self.out, self.state)
+        write_state(self.out, self.state)
 
     def _selected_stages(self) -> list[str]:
         for name in (self.options.first, self.options.last, *self.options.skip):
@@ -192,10 +189,10 @@ class Release:
             "stage": failed.name, "message": failed.detail, "at": datetime.now(UTC).isoformat(timespec="seconds"),
         }  # fmt: skip
         with contextlib.suppress(OSError, HubkitError):  # the failure is reported even where this is not written
-            if self.out.is_dir() and has_files(self.out) and read_record(self.out) is None:
+            if self.out.is_dir() and has_files(self.out) and read_state(self.out) is None:
                 return  # not hubkit's folder (it was refused): hubkit writes nothing into it
             self.out.mkdir(parents=True, exist_ok=True)
-            write_record(self.out, self.state)
+            write_state(self.out, self.state)
 
     def _forget_after(self, stage: str) -> None:
         """A stage ran again: everything after it must run again too."""
@@ -237,7 +234,7 @@ class Release:
             check_replaceable(self.previous, "the previous export's place")
         if self.manifest.release.endpoint == LOCAL_ENDPOINT and self.store.exists():
             entries = {p.name for p in self.store.iterdir()} if self.store.is_dir() else {"?"}
-            if read_record(self.store) is None and not entries <= STORE_ENTRIES:
+            if read_state(self.store) is None and not entries <= STORE_ENTRIES:
                 raise HubkitError(
                     f"the local Hub store {self.store} holds files that hubkit did not make; move them away"
                 )
@@ -333,8 +330,8 @@ class Release:
             if self.options.dry_run and not store.is_dir():  # a dry run writes nothing: an empty Hub of its own
                 store = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="hubkit-dry-run-")))
             server = HubServer(store, user="release")  # its token is random, for this run only
-            if store == self.store and not self.options.dry_run and read_record(store) is None:
-                write_record(store, {"what": "local Hub store"})
+            if store == self.store and not self.options.dry_run and read_state(store) is None:
+                write_state(store, {"what": "local Hub store"})
             saved_endpoint, saved_token = os.environ.get("HF_ENDPOINT"), os.environ.get("HF_TOKEN")
             server.start()
             os.environ["HF_ENDPOINT"], os.environ["HF_TOKEN"] = server.endpoint, server.token

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
-import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,8 +18,10 @@ from typing import TYPE_CHECKING
 
 from hubkit.checkpoint.hub_client import install, is_offline
 from hubkit.errors import HubkitError, is_network_error
+from hubkit.gpus import gpu_set, visible_gpus
 from hubkit.reads import open_regular
 from hubkit.release.smoke import smoke_availability
+from hubkit.sizes import GiB as GIB
 
 if TYPE_CHECKING:
     from hubkit.checkpoint.model import Checkpoint
@@ -31,7 +32,6 @@ OK, WARNING, NOT_CHECKED, FAILED = "ok", "warning", "not checked", "failed"
 
 #: Seconds to wait for the Hub in a preflight request.
 HUB_TIMEOUT_S = 30
-GIB = 1024**3
 
 
 @dataclass(frozen=True)
@@ -298,26 +298,6 @@ def _hub_dataset(name: str, dataset: str) -> PreflightCheck:
     return PreflightCheck(name, OK, f"Hub dataset {info.id} at {str(info.sha)[:12]}")
 
 
-def visible_gpus() -> list[str]:
-    """Names of the NVIDIA GPUs this process may use (``nvidia-smi``, within ``CUDA_VISIBLE_DEVICES``)."""
-    if shutil.which("nvidia-smi") is None:
-        return []
-    try:
-        listed = subprocess.run(
-            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True, timeout=60
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return []
-    names = [line.strip() for line in listed.stdout.splitlines() if line.strip()] if listed.returncode == 0 else []
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None:
-        entries = [e for e in visible.split(",") if e.strip()]
-        if any(e.strip().startswith("-") for e in entries):
-            entries = entries[: next(i for i, e in enumerate(entries) if e.strip().startswith("-"))]
-        names = names[: len(entries)]
-    return names
-
-
 @dataclass(frozen=True)
 class QuantizeNeeds:
     """What the quantize plan says the manifest's run needs on a GPU set (``auto`` resolved to its mode)."""
@@ -340,7 +320,8 @@ def quantize_needs(base: Checkpoint, gpus: str, table: QuantizeTable, out: Path 
     process."""
     from hubkit.quantize.cast_plan import cast_plan
     from hubkit.quantize.modes import AUTO, choose
-    from hubkit.quantize.plan import available_memory, estimate, existing_folder, parse_size
+    from hubkit.quantize.plan import available_memory, estimate, existing_folder
+    from hubkit.sizes import parse_size
 
     host = parse_size(table.max_cpu_memory) if table.max_cpu_memory else available_memory()
     choice = choose(table.mode, config=base.config, plan=lambda: dataclasses.replace(estimate(
@@ -365,8 +346,7 @@ def _gpu_target(names: list[str]) -> str | None:
     """``8xB300`` for the GPUs named, when the plan knows their model."""
     from hubkit.quantize.plan import GPU_MEMORY_GIB
 
-    model = next((m for m in GPU_MEMORY_GIB if names and m in names[0].upper()), None)
-    return f"{len(names)}x{model}" if model else None
+    return gpu_set(names, GPU_MEMORY_GIB)
 
 
 def _gpus(subject: Subject) -> Iterator[PreflightCheck]:

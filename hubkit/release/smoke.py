@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hubkit.gpus import visible_gpus
 from hubkit.records import record_folder, replacing
 
 if TYPE_CHECKING:
@@ -80,8 +81,8 @@ def smoke_availability(manifest: Manifest) -> tuple[bool, str]:
             f"vLLM is not installed on this runner: {INSTALL_VLLM}, name its environment with [smoke] environment, "
             'or run vLLM\'s image with [smoke] runner = "docker"'
         )
-    if shutil.which("nvidia-smi") is None:
-        return False, "no NVIDIA GPU on this runner (nvidia-smi not found); run on a GPU runner"
+    if not visible_gpus():
+        return False, "no NVIDIA GPU on this runner (nvidia-smi lists none, or is not installed); run on a GPU runner"
     where = f"image {image_of(manifest)}" if smoke.runner == "docker" else _vllm_executable(manifest)
     return True, f"vLLM ({where}) and a GPU are available"
 
@@ -130,7 +131,7 @@ def run_smoke(manifest: Manifest, out: Path) -> dict[str, Any]:
             version = _version(port)
         finally:
             _stop(process, plan)
-    gpu = _gpu_name()
+    gpu = next(iter(visible_gpus()), "an unknown GPU")
     ok = all(a.strip() for a in answers)
     where = f" in {plan.image}" if plan.image else ""
     return {
@@ -179,13 +180,3 @@ def _version(port: int) -> str:
             return str(json.loads(response.read()).get("version", "unknown"))
     except (OSError, ValueError):
         return "unknown"
-
-
-def _gpu_name() -> str:
-    try:
-        listed = subprocess.run(
-            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True, timeout=60
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return "an unknown GPU"
-    return listed.stdout.split("\n")[0].strip() or "an unknown GPU"

@@ -1,8 +1,8 @@
 """What a release may touch: hubkit's record of the folders it made, and the lock on the output folder.
 
-hubkit deletes or overwrites a folder only when hubkit's own record inside it, ``.hubkit/state.json``, says
-hubkit made it; any other folder is refused with exit 2 before any work. The lock keeps two releases off the
-same output folder: a second run exits 2 naming the pid that holds it.
+hubkit deletes or overwrites a folder only when hubkit's own record inside it, ``.hubkit/state.json`` (kept by
+``hubkit.records``), says hubkit made it; any other folder is refused with exit 2 before any work. The lock keeps
+two releases off the same output folder: a second run exits 2 naming the pid that holds it.
 """
 
 from __future__ import annotations
@@ -14,36 +14,9 @@ import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-from hubkit import __version__
 from hubkit.errors import HubkitError
-from hubkit.records import load_record, record_folder, write_json
-
-RECORD = ".hubkit"
-STATE = f"{RECORD}/state.json"
-#: Keys of ``state.json`` that only hubkit writes: ``made_by`` (every folder hubkit makes now), ``status``
-#: (the record ``hubkit quantize`` writes into its export) and ``stages`` (the release pipeline's record).
-RECORD_KEYS = frozenset({"made_by", "status", "stages"})
-
-
-def made_by() -> dict[str, Any]:
-    """The ``made_by`` entry hubkit writes into the record of a folder it makes."""
-    return {"tool": "hubkit", "version": __version__}
-
-
-def read_record(folder: Path) -> dict[str, Any] | None:
-    """hubkit's record inside ``folder``, or None when there is none or it is damaged; a link in place of the
-    record or of ``.hubkit`` is refused (exit 2)."""
-    data = load_record(folder / STATE)
-    return data if isinstance(data, dict) and RECORD_KEYS & data.keys() else None
-
-
-def write_record(folder: Path, record: dict[str, Any]) -> None:
-    """Write ``record`` (with ``made_by``) as ``folder``'s record, whole or not at all."""
-    record_folder(folder)
-    record.setdefault("made_by", made_by())
-    write_json(folder / STATE, record)
+from hubkit.records import STATE, read_state
 
 
 def has_files(folder: Path) -> bool:
@@ -59,7 +32,7 @@ def check_replaceable(folder: Path, role: str) -> None:
         return
     if not folder.is_dir():
         raise HubkitError(f"{role} {folder} is a file, not a folder; name a folder that hubkit may create")
-    if has_files(folder) and read_record(folder) is None:
+    if has_files(folder) and read_state(folder) is None:
         raise HubkitError(
             f"{role} {folder} holds files that hubkit did not make (it has no hubkit record {STATE}); "
             "hubkit never deletes or overwrites them: name a new or empty folder, or move those files away"

@@ -19,6 +19,7 @@ from hubkit.checkpoint.model import RECORD_DIR, Checkpoint, UnreadableFile
 from hubkit.checkpoint.safetensors_header import ShardHeader, TensorInfo
 from hubkit.checkpoint.source import FileEntry
 from hubkit.progress import progress_bar
+from hubkit.sizes import MiB
 from hubkit.validate.content_diff import (
     MAX_CHANGES,
     MAX_GROUPS,
@@ -33,7 +34,6 @@ from hubkit.validate.exclusions import group_names, read_exclusions
 from hubkit.validate.profiles import choose_profile
 
 SETTINGS = ("quant_algo", "group_size", "kv_cache_quant_algo")
-MiB = 1024 * 1024
 #: Files up to this size (weights excepted) are read whole and compared by content; larger ones by sha256.
 MAX_CONTENT_BYTES = 64 * MiB
 #: Bytes read at a time while hashing, and files hashed at once.

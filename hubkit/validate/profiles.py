@@ -13,8 +13,9 @@ from typing import Any
 
 from hubkit.checkpoint.model import Checkpoint
 from hubkit.errors import HubkitError
-from hubkit.reads import MiB, read_regular_text
+from hubkit.reads import read_regular_text
 from hubkit.resources import data_dir
+from hubkit.sizes import MiB
 
 DEFAULT_PROFILE = "modelopt-nvfp4"
 #: The largest profile file read (a profile is a page of TOML).

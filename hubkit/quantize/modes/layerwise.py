@@ -20,6 +20,7 @@ from hubkit.quantize.plan import (
     calibration_seconds,
     rewrite_bytes,
 )
+from hubkit.records import MADE_BY, STATE_FILE
 
 if TYPE_CHECKING:
     from hubkit.quantize.pipeline import Job
@@ -60,11 +61,10 @@ class Layerwise(CalibratedMode):
 
         from hubkit.quantize import cpu_fallback
         from hubkit.quantize.coverage import ExpertCoverage
-        from hubkit.quantize.folders import MADE_BY
         from hubkit.quantize.layerwise import BaseWeights, LayerwiseRun, Skeleton, bound_host_heap, check_modelopt
         from hubkit.quantize.pipeline import SCRATCH, read_record, stage
-        from hubkit.quantize.plan import parse_size
         from hubkit.records import ensure_folder
+        from hubkit.sizes import parse_size
 
         options, dist, batches, staging = job.options, job.dist, job.batches, job.staging
         assert staging is not None
@@ -99,7 +99,7 @@ class Layerwise(CalibratedMode):
             summary["tokens"] = sum(len(b) for b in batches)
             if dist.rank == 0:  # keep only the record that every layer is done, for a rerun after a crash from here on
                 for item in scratch.iterdir():
-                    if item.name != "state.json":
+                    if item.name != STATE_FILE:
                         item.unlink()
         return summary, fallback
 
@@ -110,7 +110,7 @@ class Layerwise(CalibratedMode):
         """Committed layers stay for a rerun of the same command to resume."""
         from hubkit.quantize.pipeline import SCRATCH
 
-        if (staging / SCRATCH / "state.json").is_file():
+        if (staging / SCRATCH / STATE_FILE).is_file():
             log.warning("progress kept in %s: rerun the same command to resume (or delete that folder)", staging)
             return True
         return False

@@ -11,9 +11,10 @@ from typing import TYPE_CHECKING, Any
 
 from hubkit.errors import HubkitError
 from hubkit.manifest import calibration_location
-from hubkit.reads import MiB, open_regular
+from hubkit.reads import open_regular
 from hubkit.release.stages.base import Stage, StageResult, fingerprint, folder_fingerprint
 from hubkit.release.workspace import check_replaceable, has_files
+from hubkit.sizes import MiB
 
 if TYPE_CHECKING:
     from hubkit.manifest import Manifest

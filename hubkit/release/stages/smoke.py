@@ -3,10 +3,9 @@ again, which may now say where the release was validated, and publishes just tha
 
 from __future__ import annotations
 
-from hubkit.records import record_folder, write_json
+from hubkit.records import record_folder, write_json, write_state
 from hubkit.release.smoke import smoke_availability
 from hubkit.release.stages.base import Stage, StageResult, fingerprint
-from hubkit.release.workspace import write_record
 
 #: The stages a passed smoke test runs again, in order.
 AFTER_SMOKE = ("card", "validate", "push")
@@ -41,7 +40,7 @@ class Smoke(Stage):
             return StageResult(self.name, "skipped", detail=f"skipped: {why}")
         if not self.out.is_dir():  # smoke alone (--from smoke) on a new folder: it is hubkit's from the start
             self.out.mkdir(parents=True)
-            write_record(self.out, release.state)
+            write_state(self.out, release.state)
         record = run_smoke(self.manifest, self.out)
         write_json(record_folder(self.out) / "smoke.json", record)
         if not record["ok"]:

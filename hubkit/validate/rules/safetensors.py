@@ -6,7 +6,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from operator import attrgetter, itemgetter, sub
 
-from hubkit.checkpoint.safetensors_header import DEFAULT_LIMITS, DTYPE_BITS, ShardHeader
+from hubkit.checkpoint.safetensors_header import DEFAULT_LIMITS, ShardHeader
+from hubkit.dtypes import DTYPE_BITS
 from hubkit.validate.context import Context
 from hubkit.validate.engine import Issue, Severity, check
 
