@@ -728,16 +728,8 @@ def step_summary(result: PushResult | None, failure: str | None = None) -> str:
     """Markdown for GitHub's job summary (``$GITHUB_STEP_SUMMARY``)."""
     if result is None:
         return f"### hubkit push failed\n\n{failure}\n"
-    if result.dry_run:
-        outcome = "plan only (dry run)"
-    elif result.verified:
-        outcome = "✅ VERIFIED"
-    elif result.verified is False:
-        outcome = "❌ VERIFY FAILED"
-    else:
-        outcome = "pushed, not verified (--no-verify)"
-    if not result.validated:
-        outcome += ", ⚠️ NOT VALIDATED (--no-validate)"
+    mark = "" if result.dry_run or result.verified is None else "✅ " if result.verified else "❌ "
+    outcome = mark + result.outcome.replace("NOT VALIDATED", "⚠️ NOT VALIDATED (--no-validate)")
     rows = [
         ("Outcome", outcome),
         ("Repo", f"`{result.repo}` @ `{result.revision}`"),
