@@ -112,6 +112,13 @@ def test_without_matplotlib_the_card_says_the_pictures_were_not_drawn(export: Pa
     assert not (export / COVERAGE_PICTURE).exists()
 
 
+def test_a_printed_card_writes_no_picture(hubkit, export: Path) -> None:
+    result = hubkit("card", "render", export, "--manifest", MANIFEST)
+    assert result.code == 0, result.err
+    assert "expert-coverage" not in result.out and "not drawn" not in result.out
+    assert not (export / "assets").exists()
+
+
 def test_a_provenance_without_per_router_counts_shows_no_picture(tmp_path: Path) -> None:
     export = build_nvfp4_checkpoint(tmp_path / "export", files={".hubkit/provenance.json": provenance(None)})
     done = render(export)
