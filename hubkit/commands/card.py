@@ -34,9 +34,14 @@ def card_group() -> None:
 @click.argument("checkpoint")
 @click.option("--manifest", "manifest_path", type=click.Path(path_type=Path), help="Release manifest (hubkit.toml).")
 @click.option("--template", help="Template name (nvfp4) or a folder holding card.md.j2.")
-@click.option("-o", "--output", type=click.Path(path_type=Path), help="Write here instead of printing.")
+@click.option(
+    "-o", "--output", type=click.Path(path_type=Path), help="Write here instead of printing (its pictures beside it)."
+)
 def render_command(checkpoint: str, manifest_path: Path | None, template: str | None, output: Path | None) -> int:
-    """Render the card of CHECKPOINT from its facts, its provenance record and the manifest."""
+    """Render the card of CHECKPOINT from its facts, its provenance record and the manifest.
+
+    With -o, its pictures (an expert-coverage heatmap, with the plots extra) are drawn beside it, in assets/; a
+    card printed writes nothing and shows none."""
     from hubkit.card.render import render_card
     from hubkit.checkpoint import load_checkpoint
     from hubkit.manifest import load_manifest
@@ -46,7 +51,8 @@ def render_command(checkpoint: str, manifest_path: Path | None, template: str | 
         raise HubkitError(f"manifest {path} not found; pass --manifest FILE (see examples/)")
     if output is not None:
         check_replaceable_file(output)  # a link, a FIFO, a device or a folder is refused before any work
-    text = render_card(load_checkpoint(checkpoint), load_manifest(path), template)
+    pictures = output.parent if output is not None else None
+    text = render_card(load_checkpoint(checkpoint), load_manifest(path), template, pictures)
     if output is None:
         click.echo(text, nl=False)
     else:

@@ -1,7 +1,9 @@
-"""The card stage: the model card (README.md) rendered into OUT from the export and the manifest's ``[card]``."""
+"""The card stage: the model card (README.md) and its pictures rendered into OUT from the export and the
+manifest's ``[card]``."""
 
 from __future__ import annotations
 
+from hubkit.card.pictures import COVERAGE_PICTURE, plots_installed
 from hubkit.records import check_replaceable_file, write_text
 from hubkit.release.stages.base import Stage, StageResult, card_text, fingerprint
 
@@ -12,7 +14,8 @@ class Card(Stage):
     def fingerprint(self) -> str:
         card = self.manifest.card.model_dump() if self.manifest.card else None
         quantized = self.release.recorded("quantize").get("fingerprint")
-        return fingerprint(card, quantized, (self.out / "README.md").is_file())
+        pictures = plots_installed(), (self.out / COVERAGE_PICTURE).is_file()
+        return fingerprint(card, quantized, (self.out / "README.md").is_file(), pictures)
 
     def plan(self) -> StageResult:
         readme = self.out / "README.md"
@@ -26,7 +29,7 @@ class Card(Stage):
 
         readme = self.out / "README.md"
         check_replaceable_file(readme)  # a link, a FIFO or a folder in its place is refused, never written through
-        text = render_card(load_checkpoint(str(self.out)), self.manifest)
+        text = render_card(load_checkpoint(str(self.out)), self.manifest, pictures=self.out)
         if card_text(readme) != text:
             write_text(readme, text)  # whole or not at all
         return StageResult(self.name, "ran", outputs={"bytes": len(text)})
