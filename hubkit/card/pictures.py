@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from hubkit.errors import HubkitError
-from hubkit.reads import MiB, read_regular
+from hubkit.reads import read_regular
 from hubkit.records import write_bytes
+from hubkit.sizes import MiB
 
 log = logging.getLogger(__name__)
 
