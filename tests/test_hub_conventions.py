@@ -37,7 +37,9 @@ def test_commit_message_and_description_reach_the_hubs_history(hubkit, hub: HubS
     history = [c for c in api(hub).list_repo_commits("org/tiny") if c.title != "initial commit"][::-1]
     count = len(history)
     assert count > 1
-    assert [c.title for c in history] == [f"Release v1 of Kimi-Tiny (commit {n} of {count})" for n in range(1, count + 1)]
+    assert [c.title for c in history] == [
+        f"Release v1 of Kimi-Tiny (commit {n} of {count})" for n in range(1, count + 1)
+    ]
     assert {c.message for c in history} == {"Made by the nightly job."}
 
 
@@ -218,5 +220,7 @@ def test_release_rerun_summary_tells_this_run(hubkit, released_example: Path, tm
     assert "127.0.0.1" not in rerun.out and "http://" not in rerun.out.split("| stage |")[0]
     changed = hubkit("release", folder / "hubkit.toml", "--set", "card.evaluation_note=Scores soon.")
     assert changed.code == 0, changed.err
-    assert re.search(r"- push: 1 file uploaded, \d+\.\d kB in 1 commit, [\d.]+ [kMG]?B/s; commit", changed.out), changed.out
+    assert re.search(r"- push: 1 file uploaded, \d+\.\d kB in 1 commit, [\d.]+ [kMG]?B/s; commit", changed.out), (
+        changed.out
+    )
     assert "127.0.0.1" not in changed.out
