@@ -241,7 +241,10 @@ class Release:
 
     def _run_stages(self) -> ReleaseResult:
         with self._endpoint():
-            self.result.endpoint = redact(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+            local = self.manifest.release.endpoint == LOCAL_ENDPOINT  # a server that stops with the run: no link
+            self.result.endpoint = (
+                LOCAL_ENDPOINT if local else redact(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+            )
             self._preflight()
             self._each_stage()
             if any(c.status == FAILED for c in self.result.preflight):  # a dry run plans first, then says so
