@@ -150,7 +150,7 @@ def test_hub_checks_against_an_endpoint_that_refuses_are_not_checked(
     found = preflight(result)
     for name in HUB_CHECKS:
         assert found[name]["status"] == "not checked", found
-        assert "no answer from the Hub" in found[name]["detail"] and "Connection refused" in found[name]["detail"]
+        assert "cannot reach the Hub" in found[name]["detail"] and "Connection refused" in found[name]["detail"]
     assert found["Hub"]["detail"].startswith(f"cannot check the token at {endpoint}: ")
 
 

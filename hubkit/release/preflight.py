@@ -43,7 +43,7 @@ def _unasked(exc: BaseException) -> str | None:
     if is_offline():
         return "HF_HUB_OFFLINE is set (offline)"
     fault = classify(exc)
-    return f"no answer from the Hub ({fault.detail})" if fault is not None and fault.transient else None
+    return f"cannot reach the Hub ({fault.detail})" if fault is not None and fault.transient else None
 
 
 @dataclass(frozen=True)
