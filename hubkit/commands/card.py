@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from hubkit.commands._options import examples
+from hubkit.commands._options import examples, format_option
 from hubkit.errors import ExitCode, HubkitError
 from hubkit.reads import read_regular
 from hubkit.records import check_replaceable_file, write_text
@@ -77,9 +77,7 @@ def render_command(checkpoint: str, manifest_path: Path | None, template: str | 
     help="Check the card where this manifest puts it ([quantize] out/README.md); none there yet is a note, exit 0.",
 )
 @click.option("--checkpoint", help="Check the stated numbers against this checkpoint.")
-@click.option(
-    "--format", "output_format", type=click.Choice(["text", "json", "github"]), default="text", show_default=True
-)
+@format_option("text", "json", "github")
 def check_command(readme: Path | None, manifest_path: Path | None, checkpoint: str | None, output_format: str) -> int:
     """Check README.md: front matter, sections, and (with --checkpoint) every derivable number."""
     from hubkit.card.check import MAX_CARD_BYTES, CardProblem, check_card, comparable_facts, decode_card, facts_blocker

@@ -42,7 +42,8 @@ class PushOptions(Options):
     private: bool = option("Create the repo private.", False, table="release")
     tag: str | None = option("Tag the pushed revision.", None)
     batch: str = option(
-        "Files per commit (8) or bytes per commit (40GB).", "16", show_default=True, check=_batch_text,
+        "How much one commit holds: a number of files (such as 8) or a size (such as 40GiB); default 16 files.",
+        "16", metavar="FILES|SIZE", check=_batch_text,
         table="push", toml_type=str | int,
     )  # fmt: skip
     include: tuple[str, ...] = option("Only files matching this glob (repeatable).", (), table="push")

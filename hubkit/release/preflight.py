@@ -34,6 +34,18 @@ OK, WARNING, NOT_CHECKED, FAILED = "ok", "warning", "not checked", "failed"
 HUB_TIMEOUT_S = 30
 
 
+def _unasked(exc: BaseException) -> str | None:
+    """Why the Hub could not be asked, when a failed Hub request's ``exc`` (or what it wraps) says so: offline
+    mode, a connection refused or timed out, a transient answer (5xx, 429). None when the Hub answered no (a 404,
+    a rejected token) or the failure is not the network's: the check then fails."""
+    from hubkit.hub.remote import classify
+
+    if is_offline():
+        return "HF_HUB_OFFLINE is set (offline)"
+    fault = classify(exc)
+    return f"cannot reach the Hub ({fault.detail})" if fault is not None and fault.transient else None
+
+
 @dataclass(frozen=True)
 class PreflightCheck:
     """One preflight result: its subject, ok / warning / not checked / failed, and what was found."""
@@ -113,7 +125,11 @@ def _inputs(subject: Subject) -> Iterator[PreflightCheck]:
         try:
             found = load_reference(subject.reference)
         except HubkitError as exc:
-            yield PreflightCheck("validate reference", FAILED, f"{exc}; fix [validate] reference")
+            unasked = _unasked(exc) if subject.reference.startswith("hf://") else None
+            if unasked:
+                yield PreflightCheck("validate reference", NOT_CHECKED, f"{subject.reference}: {unasked}")
+            else:
+                yield PreflightCheck("validate reference", FAILED, f"{exc}; fix [validate] reference")
         else:
             yield PreflightCheck(
                 "validate reference", OK, f"{subject.reference}: {len(found.exclude_modules)} exclusion patterns"
@@ -137,6 +153,9 @@ def _base_input(subject: Subject) -> PreflightCheck:
     try:
         base = subject.base_checkpoint()
     except HubkitError as exc:
+        unasked = _unasked(exc) if subject.base.startswith("hf://") else None
+        if unasked:
+            return PreflightCheck("base", NOT_CHECKED, f"cannot read the base {subject.base}: {unasked}")
         return PreflightCheck("base", FAILED, f"cannot read the base {subject.base}: {exc}")
     size = sum(entry.size for entry in base.files.values())
     return PreflightCheck("base", OK, f"{subject.base}: {len(base.shards)} shards, {size / GIB:,.1f} GiB")
@@ -261,7 +280,7 @@ def _first_record(name: str, source: CalibrationSource, found: PreflightCheck) -
     try:
         source.records(1)
     except HubkitError as exc:
-        if exc.__cause__ is not None and is_network_error(exc.__cause__):
+        if (exc.__cause__ is not None and is_network_error(exc.__cause__)) or (source.kind == "hub" and _unasked(exc)):
             return PreflightCheck(name, NOT_CHECKED, f"{found.detail}; cannot reach it to read a record ({exc})")
         return PreflightCheck(name, FAILED, f"{exc}; fix [quantize] calib")
     return found
@@ -569,7 +588,11 @@ def _hub(subject: Subject) -> Iterator[PreflightCheck]:
     try:
         user = subject.check_token()
     except HubkitError as exc:
-        yield PreflightCheck("Hub", FAILED, str(exc))
+        unasked = _unasked(exc)
+        if unasked:
+            yield PreflightCheck("Hub", NOT_CHECKED, f"cannot check the token at {endpoint}: {unasked}")
+        else:
+            yield PreflightCheck("Hub", FAILED, str(exc))
     else:
         yield PreflightCheck("Hub", OK, f"{endpoint} accepts the token (user {user})")
 
