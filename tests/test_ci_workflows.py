@@ -88,6 +88,8 @@ def test_model_repo_ci_checks_the_card_where_the_manifest_puts_it(hubkit, tmp_pa
     repo = init_model_repo(
         hubkit, tmp_path / "model", "--repo", "org/Tiny-NVFP4", "--base", "org/Tiny", "--action", ACTION
     )
+    manifest = repo / "hubkit.toml"  # the base revision init leaves as a placeholder: manifest check reports it
+    manifest.write_text(manifest.read_text().replace('revision = "CHANGE-ME"', f'revision = "{"0" * 40}"'))
     env = hubkit_on_path(tmp_path / "bin")
     (tmp_path / "runner").mkdir()
 
