@@ -208,3 +208,21 @@ def test_library_warnings_reach_the_terminal_only_with_verbose(capsys: pytest.Ca
 
     shown, err = library_output(logs.Settings(), capsys)  # each command's setting ends with it
     assert shown == [] and "logged by" not in err
+
+
+def test_a_hub_that_cannot_be_asked_stops_a_real_run_before_any_stage(
+    hubkit, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The token check says "not checked", never "failed"; but a real run that pushes or tags does not start
+    without a Hub to push to (hours of quantization would be wasted), while a dry run only reports it."""
+    from tests.conftest import example_project
+
+    monkeypatch.setenv("HF_TOKEN", "hf_anything")
+    folder = example_project(tmp_path, lambda t: t.replace('endpoint = "local"', 'endpoint = "http://127.0.0.1:9"'))
+    run = hubkit("release", folder / "hubkit.toml", "--from", "tag", "--until", "tag")
+    assert run.code == 2, run.err
+    assert "not checked: Hub: cannot check the token at http://127.0.0.1:9: cannot reach the Hub" in run.out + run.err
+    assert "push and tag need the Hub: rerun when it answers" in run.err and "Traceback" not in run.err
+    assert "failed: Hub" not in run.out + run.err
+    dry = hubkit("release", folder / "hubkit.toml", "--from", "tag", "--until", "tag", "--dry-run")
+    assert dry.code == 0, dry.err

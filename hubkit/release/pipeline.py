@@ -37,7 +37,7 @@ from hubkit.manifest import calibration_location
 from hubkit.progress import stage as progress_stage
 from hubkit.records import STATE, load_record, read_state, write_state
 from hubkit.release.options import ReleaseOptions
-from hubkit.release.preflight import FAILED, PreflightCheck, PreflightFailed, Subject, preflight
+from hubkit.release.preflight import FAILED, PreflightCheck, PreflightFailed, Subject, blocking, preflight
 from hubkit.release.stages import NAMES, STAGES, Stage, StageResult
 from hubkit.release.stages.push import push_options
 from hubkit.release.workspace import (
@@ -304,7 +304,7 @@ class Release:
             check_token=self._check_token,
         )  # fmt: skip
         self.result.preflight = preflight(subject)
-        if not self.options.dry_run and any(c.status == FAILED for c in self.result.preflight):
+        if not self.options.dry_run and blocking(self.result.preflight):
             raise PreflightFailed(self.result.preflight)
 
     def _check_token(self) -> str:

@@ -89,10 +89,25 @@ class PreflightFailed(HubkitError):
     """Some preflight checks failed: every failure, one per line, each saying what to do."""
 
     def __init__(self, checks: list[PreflightCheck]) -> None:
-        failed = [c for c in checks if c.status == FAILED]
-        lines = "\n  ".join(f"{c.name}: {c.detail}" for c in failed)
-        super().__init__(f"preflight: {len(failed)} of {len(checks)} checks failed; nothing was run:\n  {lines}")
+        stopping = blocking(checks)
+        lines = "\n  ".join(
+            f"{c.name}: {c.detail}" if c.status == FAILED else f"{c.name}: {c.detail}; {HUB_NEEDED}" for c in stopping
+        )
+        super().__init__(
+            f"preflight: {len(stopping)} of {len(checks)} checks stop the run; nothing was run:\n  {lines}"
+        )
         self.checks = checks
+
+
+#: Why a Hub that could not be asked stops a real run (not a dry run): push and tag need it, and finding that
+#: out after hours of quantization wastes them.
+HUB_NEEDED = "push and tag need the Hub: rerun when it answers, or stop before them with --until validate"
+
+
+def blocking(checks: list[PreflightCheck]) -> list[PreflightCheck]:
+    """The checks that stop a real run: every failure, and a Hub that could not be asked (it stays "not
+    checked": nothing was found wrong, but the stages that need it cannot run)."""
+    return [c for c in checks if c.status == FAILED or (c.name == "Hub" and c.status == NOT_CHECKED)]
 
 
 def preflight(subject: Subject) -> list[PreflightCheck]:
