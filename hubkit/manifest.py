@@ -279,6 +279,7 @@ def _values(data: Any, location: tuple[str, ...]) -> list[tuple[tuple[str, ...],
 def manifest_json_schema() -> dict[str, Any]:
     """The JSON Schema of ``hubkit.toml``, generated from the pydantic model (for editors: taplo, Even Better TOML)."""
     schema = Manifest.model_json_schema(by_alias=True)
+    schema["properties"]["quantize"] = {"$ref": "#/$defs/QuantizeTable"}  # TOML has no null: a table, or none
     schema["title"] = "hubkit release manifest (hubkit.toml)"
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
 
