@@ -214,3 +214,13 @@ def test_a_symlinked_export_resolves_to_its_folder(hubkit, project: Path) -> Non
     result = hubkit("release", project / "hubkit.toml", "--dry-run", "--format", "json")
     assert result.code == 0, result.err
     assert result.json()["out"] == str((project / "real-export").resolve())
+
+
+def test_init_writes_a_manifest_that_releases_an_export(hubkit, tmp_path: Path) -> None:
+    from hubkit.manifest import load_manifest
+
+    result = hubkit("init", tmp_path / "model", "--repo", "org/M-NVFP4", "--base", "org/M", "--export", "ptq out")
+    assert result.code == 0, result.err
+    manifest = load_manifest(tmp_path / "model" / "hubkit.toml")
+    assert manifest.release.export == "ptq out" and manifest.quantize is None
+    assert "[quantize]" not in (tmp_path / "model" / "hubkit.toml").read_text()
