@@ -18,6 +18,11 @@ before the error goes on, so the outcome is always reported.
 
 A run holds the lock of OUT from start to end, and replaces OUT (or the local Hub store) only when hubkit's
 record says hubkit made it (see ``hubkit.release.workspace``); anything else is refused before any work.
+
+OUT is ``[quantize] out``, or ``[release] export``: an export made elsewhere (modelopt's ``hf_ptq.py``, ...),
+released where it is. Its quantize stage is skipped ("export made elsewhere"), and the run writes only its card
+(README.md, where the export has none of its own) and its records (``.hubkit/``) there: ownership gates
+deletion, never a release.
 """
 
 from __future__ import annotations
