@@ -147,14 +147,25 @@ def test_release_from_card_on_an_export_made_elsewhere(hubkit, project: Path) ->
 
 
 def test_the_exports_own_card_is_kept_and_pushed(hubkit, project: Path) -> None:
+    from hubkit.testing.kimi import write_card
+
     readme = project / "export" / "README.md"
-    readme.write_text("# My own card\n\nWritten by hand.\n")
+    readme.write_text("# My own card\n\nWritten by hand, without front matter.\n")
     before = user_files(project / "export")
     result = hubkit("release", project / "hubkit.toml", "--format", "json")
-    assert result.code in (0, 1), result.err
+    assert result.code == 1  # hubkit's card checks hold for the export's own card too
+    assert statuses(result)["card"] == "skipped" and statuses(result)["validate"] == "failed"
+    assert user_files(project / "export") == before
+
+    write_card(project / "export")
+    readme.write_text(readme.read_text() + "\nWritten by hand.\n")
+    before = user_files(project / "export")
+    result = hubkit("release", project / "hubkit.toml", "--format", "json")
+    assert result.code == 0, result.err + result.out
     card = next(s for s in result.json()["stages"] if s["name"] == "card")
     assert card["status"] == "skipped" and "kept the export's own README.md" in card["detail"]
     assert user_files(project / "export") == before
+    assert hub_files(project)["README.md"] == readme.read_bytes()
 
 
 def test_a_failing_validation_stops_before_push_and_deletes_nothing(hubkit, project: Path) -> None:
@@ -224,3 +235,11 @@ def test_init_writes_a_manifest_that_releases_an_export(hubkit, tmp_path: Path) 
     manifest = load_manifest(tmp_path / "model" / "hubkit.toml")
     assert manifest.release.export == "ptq out" and manifest.quantize is None
     assert "[quantize]" not in (tmp_path / "model" / "hubkit.toml").read_text()
+
+
+def test_an_export_that_holds_the_manifest_is_refused(hubkit, project: Path) -> None:
+    manifest = project / "hubkit.toml"
+    manifest.write_text(manifest.read_text().replace('export = "export"', 'export = "."'))
+    result = hubkit("release", manifest, "--dry-run")
+    assert result.code == 2
+    assert "the release publishes that folder as it is" in result.err

@@ -234,7 +234,8 @@ class Release:
             return self._run_stages()
 
     def _check_inputs_outside_out(self) -> None:
-        """The export folder is replaced on each quantize run: none of the release's inputs may live in it."""
+        """The export folder is replaced on each quantize run (or published as it is): none of the release's
+        inputs may live in it."""
         assert self.manifest.path is not None
         inputs = {"manifest": self.manifest.path.resolve()}
         if self.manifest.release.endpoint == LOCAL_ENDPOINT:
@@ -247,7 +248,10 @@ class Release:
                 inputs["calibration source"] = (self.root / source).resolve()
         for section in self.manifest.card.sections if self.manifest.card else []:
             inputs["card section"] = (self.root / section).resolve()
-        check_outside(self.out, inputs, self.role)
+        if self.manifest.made_elsewhere:
+            check_outside(self.out, inputs, self.role, "the release publishes that folder as it is")
+        else:
+            check_outside(self.out, inputs, self.role)
 
     def _check_workspace(self) -> None:
         """Before any work: every folder this run may replace is hubkit's (or absent, or empty); an export made

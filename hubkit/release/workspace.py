@@ -62,13 +62,14 @@ def check_export(folder: Path, role: str) -> None:
         raise HubkitError(f"{role} {folder} is empty; name the folder that holds the export to release")
 
 
-def check_outside(folder: Path, inputs: dict[str, Path], role: str) -> None:
+def check_outside(
+    folder: Path, inputs: dict[str, Path], role: str, why: str = "hubkit replaces that folder on each run"
+) -> None:
     """Refuse (exit 2) an output folder that holds one of the release's inputs, or lies inside one."""
     for name, path in inputs.items():
         if path == folder or folder in path.parents:
             raise HubkitError(
-                f"{role} {folder} holds the {name} {path}, and hubkit replaces that folder on each run; "
-                "name a folder of its own for the export"
+                f"{role} {folder} holds the {name} {path}, and {why}; name a folder of its own for the export"
             )
         if path in folder.parents:
             raise HubkitError(f"{role} {folder} lies inside the {name} {path}; name a folder outside it")
