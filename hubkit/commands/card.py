@@ -134,7 +134,7 @@ def card_of_manifest(manifest_path: Path) -> Path:
     """Where the release puts the model card of ``manifest_path``: ``[quantize] out``/README.md, beside it."""
     from hubkit.manifest import load_manifest
 
-    card: Path = manifest_path.parent / load_manifest(manifest_path).quantize.out / "README.md"
+    card: Path = manifest_path.parent / load_manifest(manifest_path).export / "README.md"
     if any(ord(character) < 32 or ord(character) == 127 for character in str(card)):
         raise HubkitError(f"{manifest_path}: [quantize] out has a control character; name a plain folder")
     return card

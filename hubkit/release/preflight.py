@@ -71,6 +71,13 @@ class Subject:
     check_token: Callable[[], str] | None = None  # the push stage's token check (the user it belongs to)
     _base: Checkpoint | HubkitError | None = field(default=None, repr=False)
 
+    @property
+    def quantize(self) -> QuantizeTable:
+        """The ``[quantize]`` table, for the checks of a quantize stage that will run (an export made elsewhere
+        has none, and its quantize stage never runs)."""
+        assert self.manifest.quantize is not None, "quantize checks run only where the quantize stage will"
+        return self.manifest.quantize
+
     def base_checkpoint(self) -> Checkpoint:
         """The base's headers (read once; a HubkitError says why they cannot be read)."""
         if self._base is None:
@@ -235,7 +242,7 @@ def _recipe(subject: Subject) -> Iterator[PreflightCheck]:
     from hubkit.quantize.pipeline import DEFAULT_RECIPE
     from hubkit.validate.profiles import DEFAULT_PROFILE, load_profiles
 
-    table = subject.manifest.quantize
+    table = subject.quantize
     profile = load_profiles()[table.profile or DEFAULT_PROFILE]
     name = table.recipe or str(profile.quantize.get("recipe", DEFAULT_RECIPE))
     if table.recipe and Path(table.recipe).suffix in (".yaml", ".yml"):
@@ -263,11 +270,11 @@ def _calibration(subject: Subject) -> Iterator[PreflightCheck]:
     from hubkit.manifest import calibration_location
     from hubkit.quantize.calibration import CalibrationSource
 
-    if not subject.manifest.quantize.calib:
+    if not subject.quantize.calib:
         yield PreflightCheck(
             "calibration", FAILED, 'no calibration data; add [quantize] calib = ["FILE_OR_HUB_DATASET"]'
         )
-    for spec in subject.manifest.quantize.calib:
+    for spec in subject.quantize.calib:
         local = subject.root / calibration_location(spec)
         name = f"calibration {spec}"
         try:
@@ -386,7 +393,7 @@ def _gpu_target(names: list[str]) -> str | None:
 def _gpus(subject: Subject) -> Iterator[PreflightCheck]:
     if "quantize" not in subject.stages:
         return
-    device = subject.manifest.quantize.device
+    device = subject.quantize.device
     try:
         base = subject.base_checkpoint()
     except HubkitError:
@@ -394,7 +401,7 @@ def _gpus(subject: Subject) -> Iterator[PreflightCheck]:
     here = None
     if base is not None:
         try:  # the mode quantize will take, and whether it needs a GPU at all
-            here = quantize_needs(base, "cpu", subject.manifest.quantize, subject.out)
+            here = quantize_needs(base, "cpu", subject.quantize, subject.out)
         except HubkitError as exc:
             yield PreflightCheck("quantize mode", FAILED, f"{exc}; fix [quantize]")
             return
@@ -423,7 +430,7 @@ def _gpus(subject: Subject) -> Iterator[PreflightCheck]:
         )
         return
     try:
-        needs = quantize_needs(subject.base_checkpoint(), target, subject.manifest.quantize, subject.out)
+        needs = quantize_needs(subject.base_checkpoint(), target, subject.quantize, subject.out)
     except HubkitError as exc:
         yield PreflightCheck("GPUs", NOT_CHECKED, f"{target} visible; the base cannot be read for the plan ({exc})")
         return
@@ -444,7 +451,7 @@ def _memory(subject: Subject, target: str, needs: QuantizeNeeds | None = None) -
     """This machine's memory against the quantize plan's host needs (on ``cpu`` the host is the device)."""
     if needs is None:
         try:
-            needs = quantize_needs(subject.base_checkpoint(), target, subject.manifest.quantize, subject.out)
+            needs = quantize_needs(subject.base_checkpoint(), target, subject.quantize, subject.out)
         except HubkitError as exc:
             yield PreflightCheck("host memory", NOT_CHECKED, f"the base cannot be read for the plan ({exc})")
             return
@@ -472,7 +479,7 @@ def _disk(subject: Subject) -> Iterator[PreflightCheck]:
         base = subject.base_checkpoint()
         names = visible_gpus()
         target = _gpu_target(names) or "1xB300"  # disk: any target
-        needs = quantize_needs(base, target, subject.manifest.quantize, subject.out)
+        needs = quantize_needs(base, target, subject.quantize, subject.out)
     except HubkitError as exc:
         yield PreflightCheck("disk", NOT_CHECKED, f"the base cannot be read for the plan ({exc})")
         return
@@ -586,7 +593,7 @@ def _hub_datasets(subject: Subject) -> list[str]:
     from hubkit.quantize.calibration import CalibrationSource
 
     named = []
-    for spec in subject.manifest.quantize.calib:
+    for spec in subject.manifest.quantize.calib if subject.manifest.quantize else []:
         local = subject.root / spec
         try:
             if CalibrationSource.parse(str(local) if local.exists() else spec).kind == "hub":
