@@ -9,24 +9,24 @@ from pathlib import Path
 import pytest
 
 from hubkit.checkpoint import load_checkpoint
-from hubkit.fixtures.kimi import KimiDims, build_nvfp4_checkpoint
-from tests.conftest import REFERENCES, REPO_ROOT, SEED_CARD, codes
+from hubkit.fixtures.kimi import KimiDims, build_nvfp4_checkpoint, write_files
+from tests.conftest import REPO_ROOT, SEED_CARD, codes, linked_copy
 
 EXAMPLE = REPO_ROOT / "examples" / "kimi-k2.7-code-nvfp4"
 SEED = SEED_CARD
 
 
 @pytest.fixture(scope="module")
-def release(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def release(kimi_k26_skeleton: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Full-scale Kimi skeleton with the real K2.6 configs and the example's provenance record."""
     files = {
-        "config.json": json.loads((REFERENCES / "nvidia--Kimi-K2.6-NVFP4.config.json").read_text()),
-        "hf_quant_config.json": json.loads((REFERENCES / "nvidia--Kimi-K2.6-NVFP4.hf_quant_config.json").read_text()),
         ".hubkit/provenance.json": json.loads((EXAMPLE / "provenance.json").read_text()),
         ".hubkit/smoke.json": json.loads((EXAMPLE / "smoke.json").read_text()),
         "README.md": "placeholder\n",
     }
-    return build_nvfp4_checkpoint(tmp_path_factory.mktemp("k27") / "ckpt", KimiDims(), sparse=True, files=files)
+    folder = linked_copy(kimi_k26_skeleton, tmp_path_factory.mktemp("k27") / "ckpt")
+    write_files(folder, files)
+    return folder
 
 
 def render(hubkit, checkpoint: Path, *extra: str) -> str:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import SUBPROCESS_ENV, example_project
+from tests.conftest import SUBPROCESS_ENV, example_project, linked_copy
 
 SYSTEM_PATH = os.environ.get("PATH", "")
 
@@ -76,22 +76,16 @@ def test_every_missing_input_is_reported_at_once(hubkit, tmp_path: Path, monkeyp
 
 
 def test_quantize_plan_against_the_gpus_present_and_the_free_disk(
-    hubkit, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    hubkit, kimi_int4_skeleton: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import shutil
 
     from hubkit.checkpoint import load_checkpoint
-    from hubkit.fixtures.kimi import KimiDims, int4_base_layout, write_sparse_checkpoint
     from hubkit.manifest import load_manifest
     from hubkit.release.preflight import GIB, quantize_needs
 
-    dims = KimiDims()
-    config = {
-        "architectures": ["KimiK25ForConditionalGeneration"],
-        "text_config": {"hidden_size": dims.hidden, "num_hidden_layers": dims.layers},
-    }
     folder = example_project(tmp_path, lambda t: t.replace('device = "cpu"', 'device = "auto"'))
-    write_sparse_checkpoint(folder / "base", int4_base_layout(dims), files={"config.json": config})
+    linked_copy(kimi_int4_skeleton, folder / "base")
     (folder / "calib.jsonl").write_text('{"text": "hello"}\n')
     manifest = folder / "hubkit.toml"
 

@@ -21,7 +21,7 @@ from hubkit.fixtures.tiny_models import (  # noqa: E402
     tiny_kimi_base,
 )
 from hubkit.quantize.pipeline import QuantizeOptions, quantize  # noqa: E402
-from tests.test_quantize_cpu_fallback import decode_nvfp4  # noqa: E402
+from tests.conftest import decode_nvfp4  # noqa: E402
 
 
 @pytest.fixture(scope="module")

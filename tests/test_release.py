@@ -12,20 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TINY_RELEASE, example_copy
+from tests.conftest import TINY_RELEASE, copy_of, example_copy
 
 pytest.importorskip("modelopt")
 
 
-@pytest.fixture(scope="module")
-def released(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from hubkit.manifest import load_manifest
-    from hubkit.release.pipeline import Release, ReleaseOptions
-
-    folder = example_copy(tmp_path_factory.mktemp("example"))
-    result = Release(load_manifest(folder / "hubkit.toml"), ReleaseOptions(progress=False)).run()
-    assert result.passed, result.as_dict()
-    return folder
+@pytest.fixture
+def released(released_example: Path, tmp_path: Path) -> Path:
+    """A copy of the example released once per session (conftest), that a test may release again."""
+    return copy_of(released_example, tmp_path)
 
 
 def local_hub(folder: Path):
