@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from hubkit.checkpoint import load_checkpoint
+from hubkit.cli import main
 from hubkit.fixtures.kimi import KimiDims, build_nvfp4_checkpoint, write_files
 from tests.conftest import REPO_ROOT, SEED_CARD, codes, linked_copy
 
@@ -27,6 +28,16 @@ def release(kimi_k26_skeleton: Path, tmp_path_factory: pytest.TempPathFactory) -
     folder = linked_copy(kimi_k26_skeleton, tmp_path_factory.mktemp("k27") / "ckpt")
     write_files(folder, files)
     return folder
+
+
+@pytest.fixture(scope="module")
+def card(release: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The card of ``release``, rendered once for the tests that only read it."""
+    out = tmp_path_factory.mktemp("card") / "README.md"
+    with pytest.raises(SystemExit) as exit_:
+        main(["card", "render", str(release), "--manifest", str(EXAMPLE / "hubkit.toml"), "-o", str(out)])
+    assert not exit_.value.code
+    return out.read_text()
 
 
 def render(hubkit, checkpoint: Path, *extra: str) -> str:
@@ -70,8 +81,7 @@ def _plain(text: str) -> str:
     return re.sub(r"\s+", " ", text.replace("ร—", "×").replace("โ†’", "→"))
 
 
-def test_golden_card_states_what_the_seed_card_states(hubkit, release: Path) -> None:
-    card = render(hubkit, release)
+def test_golden_card_states_what_the_seed_card_states(card: str) -> None:
     seed = _plain(SEED.read_text(encoding="utf-8", errors="replace"))
     for fact in SEED_FACTS:
         assert _plain(fact) in _plain(card), fact
@@ -135,9 +145,9 @@ def test_missing_fact_names_the_fact(hubkit, release: Path, tmp_path: Path) -> N
         (lambda t: t.replace("~32B activated", "~37B activated"), "params"),
     ],
 )
-def test_card_check_refuses(hubkit, release: Path, tmp_path: Path, edit, message: str) -> None:
+def test_card_check_refuses(hubkit, release: Path, card: str, tmp_path: Path, edit, message: str) -> None:
     readme = tmp_path / "README.md"
-    readme.write_text(edit(render(hubkit, release)))
+    readme.write_text(edit(card))
     result = hubkit("card", "check", readme, "--checkpoint", release)
     assert result.code == 1
     assert message in result.out

@@ -125,6 +125,7 @@ def test_quantize_plan_against_the_gpus_present_and_the_free_disk(
     assert hidden["GPUs"]["status"] == "warning" and "quantize will run on the CPU" in hidden["GPUs"]["detail"]
 
 
+@pytest.mark.slow
 def test_hub_dataset_names_are_not_checked_offline_and_the_rest_passes(hubkit, tmp_path: Path) -> None:
     pytest.importorskip("modelopt")
     from tests.conftest import example_copy

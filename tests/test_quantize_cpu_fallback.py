@@ -59,6 +59,7 @@ def test_modelopt_refuses_nvfp4_calibration_on_cpu_without_the_fallback(tmp_path
         quantize(model)
 
 
+@pytest.mark.slow
 def test_exported_experts_dequantize_close_to_the_bf16_weights(exported) -> None:
     _, tensors, original = exported
     expert = "model.layers.1.mlp.experts.3.gate_proj"
@@ -74,6 +75,7 @@ def test_exported_experts_dequantize_close_to_the_bf16_weights(exported) -> None
     assert (swapped - reference).norm() / reference.norm() > 0.5
 
 
+@pytest.mark.slow
 def test_only_routed_experts_are_nvfp4_and_gate_up_share_scales(exported) -> None:
     _, tensors, _ = exported
     packed = {name.rsplit(".", 1)[0] for name, t in tensors.items() if t.dtype == torch.uint8}
