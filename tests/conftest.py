@@ -197,6 +197,29 @@ def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[HubServer]:
 
 
 @pytest.fixture(scope="session")
+def shared_hub(tiny_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubServer]:
+    """A local Hub for the whole session holding the tiny export as ``org/tiny``; tests only read it (a test that
+    writes, or counts requests, starts its own: ``hub``)."""
+    from hubkit.hub.push import PushOptions, push
+
+    folder = tmp_path_factory.mktemp("shared-hub")
+    with HubServer(folder / "store") as server, pytest.MonkeyPatch.context() as env:
+        env.setenv("HF_ENDPOINT", server.endpoint)
+        env.setenv("HF_TOKEN", server.token)
+        push(PushOptions(folder=shutil.copytree(tiny_template, folder / "tiny"), repo="org/tiny", progress=False))
+        env.undo()
+        yield server
+
+
+@pytest.fixture
+def read_only_hub(shared_hub: HubServer, monkeypatch: pytest.MonkeyPatch) -> HubServer:
+    """:func:`shared_hub`, with HF_ENDPOINT and HF_TOKEN pointing at it for one test."""
+    monkeypatch.setenv("HF_ENDPOINT", shared_hub.endpoint)
+    monkeypatch.setenv("HF_TOKEN", shared_hub.token)
+    return shared_hub
+
+
+@pytest.fixture(scope="session")
 def tiny_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A valid tiny Kimi-shaped NVFP4 export with real data, built once per session."""
     return build_nvfp4_checkpoint(tmp_path_factory.mktemp("template") / "tiny", TINY)
