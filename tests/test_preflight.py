@@ -75,6 +75,7 @@ def test_every_missing_input_is_reported_at_once(hubkit, tmp_path: Path, monkeyp
     assert not (folder / "Kimi-Tiny-NVFP4").exists()  # no stage ran
 
 
+@pytest.mark.slow
 def test_quantize_plan_against_the_gpus_present_and_the_free_disk(
     hubkit, kimi_int4_skeleton: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
