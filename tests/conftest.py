@@ -203,11 +203,11 @@ def shared_hub(tiny_template: Path, tmp_path_factory: pytest.TempPathFactory) ->
     from hubkit.hub.push import PushOptions, push
 
     folder = tmp_path_factory.mktemp("shared-hub")
-    with HubServer(folder / "store") as server, pytest.MonkeyPatch.context() as env:
-        env.setenv("HF_ENDPOINT", server.endpoint)
-        env.setenv("HF_TOKEN", server.token)
-        push(PushOptions(folder=shutil.copytree(tiny_template, folder / "tiny"), repo="org/tiny", progress=False))
-        env.undo()
+    with HubServer(folder / "store") as server:
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv("HF_ENDPOINT", server.endpoint)
+            env.setenv("HF_TOKEN", server.token)
+            push(PushOptions(folder=shutil.copytree(tiny_template, folder / "tiny"), repo="org/tiny", progress=False))
         yield server
 
 
