@@ -15,8 +15,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO_ROOT
-from tests.github_actions import JobRun, run_job, run_steps
-from tests.test_workflows import ACTION, hubkit_on_path, init_model_repo, install_stand_in
+from tests.github_actions import ACTION, JobRun, hubkit_on_path, init_model_repo, install_stand_in, run_job, run_steps
 
 #: The first major of each action that runs on Node 24 (GitHub's runners drop Node 20).
 NODE24_MAJORS = {
