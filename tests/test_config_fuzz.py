@@ -112,6 +112,7 @@ def originals(tiny_template: Path) -> Originals:
     return Originals({name: (tiny_template / name).read_bytes() for name in FILES})
 
 
+@pytest.mark.slow  # waits out a timeout by design, or fuzzes for seconds: the full suite runs it
 @settings(
     max_examples=int(os.environ.get("HUBKIT_FUZZ_EXAMPLES", "120")),
     deadline=None,

@@ -163,6 +163,7 @@ def test_push_against_a_server_that_never_answers_ends_within_the_timeout(silent
     assert took < 20
 
 
+@pytest.mark.slow  # waits out a timeout by design, or fuzzes for seconds: the full suite runs it
 def test_a_stalled_range_read_ends_within_the_timeout(hubkit, serve, monkeypatch: pytest.MonkeyPatch) -> None:
     """The server lists the files, then never answers the read of one."""
     stalled = threading.Event()
@@ -183,6 +184,7 @@ def test_a_stalled_range_read_ends_within_the_timeout(hubkit, serve, monkeypatch
     assert time.monotonic() - start < 10  # 3 tries of 0.5 s, 1 + 2 s apart
 
 
+@pytest.mark.slow  # waits out a timeout by design, or fuzzes for seconds: the full suite runs it
 def test_a_retry_after_of_a_day_is_waited_no_longer_than_the_timeout(serve) -> None:
     """The listing is answered 429 with ``Retry-After: 86400`` once; the client waits the timeout, not a day."""
 
@@ -342,6 +344,7 @@ def test_an_oversized_api_answer_is_refused(hubkit, serve) -> None:
     assert server.sent < 32 * MiB
 
 
+@pytest.mark.slow  # waits out a timeout by design, or fuzzes for seconds: the full suite runs it
 def test_an_answer_that_drips_is_cut_off(hubkit, serve, monkeypatch: pytest.MonkeyPatch) -> None:
     """The listing comes a byte at a time, each within the read timeout: the whole answer has a deadline too."""
 

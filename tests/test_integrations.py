@@ -128,6 +128,7 @@ def test_pre_commit_hooks_are_valid_for_pre_commit() -> None:
     assert set(hooks()) == {"hubkit-manifest", "hubkit-card", "hubkit-validate"}
 
 
+@pytest.mark.slow  # waits out a timeout by design, or fuzzes for seconds: the full suite runs it
 def test_pre_commit_hooks_run_their_commands(hubkit, tmp_path: Path, tiny: Path) -> None:
     repo = tmp_path / "model"
     assert hubkit("init", repo, "--repo", "org/Tiny-NVFP4", "--base", "org/Tiny").code == 0

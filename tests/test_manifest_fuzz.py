@@ -97,6 +97,7 @@ def quiet_hub(monkeypatch) -> None:
     monkeypatch.setenv("HF_TOKEN", "hf_fuzz")
 
 
+@pytest.mark.slow  # waits out a timeout by design, or fuzzes for seconds: the full suite runs it
 @settings(
     max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
 )
