@@ -262,6 +262,7 @@ class Job:
     resumed_layers: list[int] = field(default_factory=list)
     layer_seconds: list[float] = field(default_factory=list)
     peak_device_bytes: dict[str, int] = field(default_factory=dict)
+    held_input_bytes: int = 0  # layerwise: the most captured layer inputs held at once
 
 
 def quantize(options: QuantizeOptions) -> QuantizeResult:
@@ -418,6 +419,7 @@ def publish(job: Job, provenance: dict[str, Any]) -> QuantizeResult:
     options, timings, staging = job.options, job.timings, job.staging
     assert staging is not None
     write_json(staging / PROVENANCE, provenance)
+    interrupts.kill_point("provenance-written")
     with stage(timings, "validate"):
         report = validate(str(staging), ValidateOptions(profile=options.profile, base=str(job.base)))
     report.path = str(options.out)
@@ -425,11 +427,15 @@ def publish(job: Job, provenance: dict[str, Any]) -> QuantizeResult:
     write_json(staging / PROVENANCE, provenance)
     status = "complete" if report.passed else "failed-validation"
     write_state(staging, {"status": status, "errors": report.count(Severity.ERROR)})
+    interrupts.kill_point("state-written")
     if (staging / SCRATCH).exists():  # inside hubkit's own staging folder
         shutil.rmtree(staging / SCRATCH)
+    interrupts.kill_point("scratch-removed")
     (staging / MADE_BY).unlink()  # from here on hubkit's state.json is the record that hubkit made the folder
+    interrupts.kill_point("made-by-removed")
     remove_owned(options.out, "--out")
     staging.rename(options.out)
+    interrupts.kill_point("renamed")
     return QuantizeResult(options.out, report, provenance)
 
 

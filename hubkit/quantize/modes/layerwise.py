@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -59,7 +60,7 @@ class Layerwise(CalibratedMode):
     def calibrate(self, job: Job) -> tuple[dict[str, Any], bool]:
         import torch
 
-        from hubkit.quantize import cpu_fallback
+        from hubkit.quantize import cpu_fallback, interrupts
         from hubkit.quantize.coverage import ExpertCoverage
         from hubkit.quantize.layerwise import BaseWeights, LayerwiseRun, Skeleton, bound_host_heap, check_modelopt
         from hubkit.quantize.pipeline import SCRATCH, read_record, stage
@@ -95,16 +96,22 @@ class Layerwise(CalibratedMode):
                 run.layer_seconds,
                 run.peak_device_bytes,
             )
+            job.held_input_bytes = run.held_input_bytes
             summary = coverage.reduced().summary()
             summary["tokens"] = sum(len(b) for b in batches)
             if dist.rank == 0:  # keep only the record that every layer is done, for a rerun after a crash from here on
                 for item in scratch.iterdir():
                     if item.name != STATE_FILE:
-                        item.unlink()
+                        shutil.rmtree(item) if item.is_dir() and not item.is_symlink() else item.unlink()
+                        interrupts.kill_point("scratch-item-removed")
         return summary, fallback
 
     def record(self, job: Job) -> dict[str, Any]:
-        return {"resumed_layers": job.resumed_layers, "layer_seconds": job.layer_seconds}
+        return {
+            "resumed_layers": job.resumed_layers,
+            "layer_seconds": job.layer_seconds,
+            "held_input_bytes": job.held_input_bytes,
+        }
 
     def keeps_progress(self, staging: Path) -> bool:
         """Committed layers stay for a rerun of the same command to resume."""
