@@ -121,3 +121,53 @@ def test_the_kill_hook_is_inert_when_unset(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setenv(KILL_AT, "layer-done:2")
     interrupts.kill_point("layer-files")  # another point
     interrupts.kill_point("layer-done")  # its first time: not yet
+
+
+@pytest.mark.slow
+def test_the_plan_counts_the_inputs_the_loop_holds_at_once(base: Path, calib: Path, reference: Path) -> None:
+    from hubkit.checkpoint import load_checkpoint
+    from hubkit.quantize.plan import activation_bytes, shape_of
+
+    provenance = json.loads((reference / ".hubkit" / "provenance.json").read_text())
+    held = provenance["run"]["held_input_bytes"]
+    shape = shape_of(load_checkpoint(str(base)))
+    cached = activation_bytes(shape, provenance["coverage"]["tokens"], batch=0, seq=0)  # the cached inputs alone
+    assert held > 1.5 * provenance["coverage"]["tokens"] * shape.hidden * 2  # more than one layer's hidden states
+    assert held <= cached < 2 * held
+
+
+def test_the_plan_counts_fused_experts_stacking_while_a_layer_loads() -> None:
+    from hubkit.quantize.modes import get
+    from hubkit.quantize.plan import LAYER_FACTOR_CUDA, Shape
+
+    layer = 1000 * 1024**2
+    shape = Shape([layer] * 4, 0, 0, False, 0, 8, [layer * 95 // 100] * 4)  # experts: 95 % of a layer
+    assert shape.largest_loading == layer + layer * 95 // 100
+    assert get("layerwise").estimate(shape, "cuda", 0, 0, 0, 1).device_bytes >= shape.largest_loading
+    assert shape.largest_loading > layer * LAYER_FACTOR_CUDA  # what the plan counted before
+
+
+def test_shape_counts_each_layers_routed_experts(base: Path) -> None:
+    from hubkit.checkpoint import load_checkpoint
+    from hubkit.quantize.plan import shape_of
+
+    checkpoint = load_checkpoint(str(base))
+    shape = shape_of(checkpoint)
+    routed = [0] * len(shape.layer_bytes)
+    for name, tensor in checkpoint.tensors.items():
+        if ".mlp.experts." in name:
+            routed[int(name.split(".layers.")[1].split(".")[0])] += tensor.nbytes
+    assert shape.expert_bytes == routed and routed[0] == 0 < routed[-1]  # layer 0 is dense, shared experts apart
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads Linux's /proc")
+def test_base_tensors_do_not_keep_their_shard_mapped(base: Path) -> None:
+    """A tensor read from the base owns its memory: a view into the shard's mapping would keep every page of the
+    shard read so far resident for as long as it lives (the embeddings live the whole run)."""
+    from hubkit.quantize.layerwise import BaseWeights
+
+    weights = BaseWeights(base, int4=False)
+    tensors = weights.read(weights.names())
+    shards = {str((base / shard).resolve()) for shard in weights.shard_of.values()}
+    mapped = {line.split(maxsplit=5)[-1].strip() for line in Path("/proc/self/maps").read_text().splitlines()}
+    assert tensors and not shards & mapped

@@ -150,6 +150,8 @@ class BaseWeights:
         for shard, parts in wanted.items():
             with safe_open(str(self.folder / shard), framework="pt") as handle:
                 for part in parts:
+                    # a copy: a view into the shard's mapping would keep every page of it read so far resident for
+                    # as long as the tensor lives (the embeddings live the whole run): RSS grew with depth
                     raw[part] = handle.get_tensor(part).clone()
                     interrupts.check()
         if self.dequantizer is None:

@@ -37,7 +37,8 @@ class Layerwise(CalibratedMode):
     def estimate(self, shape: Shape, kind: str, tokens: int, batch: int, seq: int, world: int) -> Estimate:
         factor = LAYER_FACTOR_CPU if kind == "cpu" else LAYER_FACTOR_CUDA
         share = math.ceil(tokens / max(world, 1))
-        device = shape.rest_bytes + int(shape.largest_layer * factor) + activation_bytes(shape, share, batch, seq)
+        layer = max(int(shape.largest_layer * factor), shape.largest_loading)  # calibrating, or loading
+        device = shape.rest_bytes + layer + activation_bytes(shape, share, batch, seq)
         export_layer = shape.export_bytes * shape.largest_layer // max(shape.weight_bytes, 1)
         # every process of a torchrun job reads and dequantizes the layer it calibrates on the host
         host = world * (PROCESS_BYTES + (device if kind == "cpu" else 2 * shape.largest_layer + export_layer))
