@@ -3,6 +3,10 @@
     from hubkit.api import ValidateOptions, validate
     report = validate("Kimi-K2.7-NVFP4", ValidateOptions(deep=True))
 
+    from hubkit.api import PushOptions, push
+    result = push(PushOptions(Path("Kimi-K2.7-NVFP4"), repo="my-org/Kimi-K2.7-NVFP4", token=token,
+                              endpoint="https://huggingface.co", commit_message="Release v1"))
+
 The options dataclasses are the ones the CLI flags and the manifest tables are derived from (``hubkit.options``):
 constructing one checks its values as ``hubkit quantize``/``validate``/``push`` and ``hubkit.toml`` do.
 

@@ -6,7 +6,9 @@ anything here (``hubkit --help`` stays fast). ``-q`` also points ``sys.stderr`` 
 command: that silences what no setting reaches (modelopt's plain ``print``s and its warnings, a library's own
 tqdm bars), while hubkit's
 log handler keeps the real stream for errors and the CLI reports its one-line errors after the command. A
-command that writes problems to stderr itself writes them to ``stderr()``, the real stream.
+command that writes problems to stderr itself writes them to ``stderr()``, the real stream. The warnings of the
+libraries in ``LIBRARY_WARNINGS`` (raised in their modules, or logged by their loggers) are for the libraries'
+callers, not hubkit's users: they are shown from ``-v`` on.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import contextlib
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TextIO
@@ -31,12 +34,16 @@ LOG_LEVELS = (logging.ERROR, logging.WARNING, logging.INFO, logging.DEBUG)
 LIBRARY_ENV: dict[str, tuple[str | None, str | None, str | None, str | None]] = {
     "HF_HUB_DISABLE_PROGRESS_BARS": ("1", None, None, None),
     "HF_HUB_VERBOSITY": ("error", None, "info", "debug"),
-    "TRANSFORMERS_VERBOSITY": ("error", None, "info", "debug"),
+    "TRANSFORMERS_VERBOSITY": ("error", "error", "info", "debug"),
     "TRANSFORMERS_NO_ADVISORY_WARNINGS": ("1", None, None, None),
     "DATASETS_VERBOSITY": ("error", None, "info", "debug"),
     "TQDM_DISABLE": ("1", None, None, None),
     "LOGURU_LEVEL": ("ERROR", "WARNING", "INFO", "DEBUG"),
 }
+
+#: Libraries whose deprecation notices and other warnings reach the terminal only with ``-v``: the warnings
+#: raised in their modules, and their loggers' records below ERROR.
+LIBRARY_WARNINGS = ("modelopt", "transformers")
 
 
 @dataclass
@@ -94,24 +101,28 @@ def session() -> Iterator[Settings]:
     global _session
     outer, root = _session, logging.getLogger()
     saved_level, saved_handlers, saved_factory = root.level, root.handlers[:], logging.getLogRecordFactory()
+    saved_library_levels = {name: logging.getLogger(name).level for name in LIBRARY_WARNINGS}
     logging.setLogRecordFactory(_redacting(saved_factory))
     _session = _Session(sys.stderr, {name: os.environ.get(name) for name in LIBRARY_ENV})
-    configure(_session.settings)
-    try:
-        yield _session.settings
-    finally:
-        current, _session = _session, outer
-        sys.stderr = current.stderr
-        if current.null is not None:
-            current.null.close()
-        for name, value in current.environment.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-        root.handlers[:] = saved_handlers
-        root.setLevel(saved_level)
-        logging.setLogRecordFactory(saved_factory)
+    with warnings.catch_warnings():  # the filters that configure adds end with the session
+        configure(_session.settings)
+        try:
+            yield _session.settings
+        finally:
+            current, _session = _session, outer
+            sys.stderr = current.stderr
+            if current.null is not None:
+                current.null.close()
+            for name, value in current.environment.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+            root.handlers[:] = saved_handlers
+            root.setLevel(saved_level)
+            for name, library_level in saved_library_levels.items():
+                logging.getLogger(name).setLevel(library_level)
+            logging.setLogRecordFactory(saved_factory)
 
 
 def configure(settings: Settings) -> None:
@@ -133,6 +144,7 @@ def configure(settings: Settings) -> None:
         _session.handler.setFormatter(_Format())
         root.handlers[:] = [_session.handler]
     root.setLevel(LOG_LEVELS[level])
+    _library_warnings(shown=level >= VERBOSE)
     if level == QUIET and _session.null is None:
         _session.null = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 - closed when the session ends
         sys.stderr = _session.null
@@ -140,6 +152,13 @@ def configure(settings: Settings) -> None:
         sys.stderr = _session.stderr
         _session.null.close()
         _session.null = None
+
+
+def _library_warnings(shown: bool) -> None:
+    """The warnings of ``LIBRARY_WARNINGS``: each shown once per place it is raised (deprecations too), or none."""
+    warnings.filterwarnings("default" if shown else "ignore", module=rf"({'|'.join(LIBRARY_WARNINGS)})(\.|$)")
+    for name in LIBRARY_WARNINGS:
+        logging.getLogger(name).setLevel(logging.NOTSET if shown else logging.ERROR)
 
 
 def stderr() -> TextIO:

@@ -60,6 +60,11 @@ class ReleaseTable(_Table):
     revision: str = "main"
     tag: str | None = None
     atomic: bool = True
+    export: str | None = Field(
+        default=None,
+        description="an export made elsewhere (a folder, relative to the manifest) to release instead of quantizing; "
+        "hubkit writes only its card and its records there",
+    )
 
 
 class BaseTable(_Table):
@@ -156,10 +161,29 @@ class SmokeTable(_Table):
     timeout_s: int = Field(default=3600, ge=60)
 
 
+def _quantize_or_export(table: Any, info: ValidationInfo) -> Any:
+    """Exactly one of ``[quantize]`` (hubkit makes the export) and ``[release] export`` (it was made elsewhere)."""
+    release = info.data.get("release")
+    export = release.export if isinstance(release, ReleaseTable) else None
+    if table is not None and export is not None:
+        raise PydanticCustomError(
+            "quantize_or_export", "[release] export names an export made elsewhere, and [quantize] would make "
+            "one; remove the [quantize] table or [release] export", {},
+        )  # fmt: skip
+    if table is None and export is None and release is not None:
+        raise PydanticCustomError(
+            "quantize_missing", "missing; add a [quantize] table, or set [release] export to release an export "
+            "made elsewhere", {},
+        )  # fmt: skip
+    return table
+
+
 class Manifest(_Table):
     release: ReleaseTable
     base: BaseTable
-    quantize: QuantizeTable
+    quantize: Annotated[QuantizeTable | None, AfterValidator(_quantize_or_export)] = Field(
+        default=None, validate_default=True
+    )
     card: CardTable | None = None
     validate_: ValidateTable = Field(default_factory=ValidateTable, alias="validate")
     push: PushTable = Field(default_factory=PushTable)
@@ -170,6 +194,24 @@ class Manifest(_Table):
     @property
     def path(self) -> Path | None:
         return getattr(self, "_path", None)
+
+    @property
+    def made_elsewhere(self) -> bool:
+        """Whether the release publishes an export made elsewhere (``[release] export``) rather than quantizing."""
+        return self.release.export is not None
+
+    @property
+    def export(self) -> str:
+        """The export's folder, relative to the manifest: ``[release] export`` or ``[quantize] out``."""
+        if self.release.export is not None:
+            return self.release.export
+        assert self.quantize is not None  # the schema requires one of them
+        return str(self.quantize.out)
+
+    @property
+    def export_key(self) -> str:
+        """The manifest key that names the export's folder, for messages."""
+        return "[release] export" if self.made_elsewhere else "[quantize] out"
 
 
 def load_manifest(
@@ -237,6 +279,7 @@ def _values(data: Any, location: tuple[str, ...]) -> list[tuple[tuple[str, ...],
 def manifest_json_schema() -> dict[str, Any]:
     """The JSON Schema of ``hubkit.toml``, generated from the pydantic model (for editors: taplo, Even Better TOML)."""
     schema = Manifest.model_json_schema(by_alias=True)
+    schema["properties"]["quantize"] = {"$ref": "#/$defs/QuantizeTable"}  # TOML has no null: a table, or none
     schema["title"] = "hubkit release manifest (hubkit.toml)"
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
 

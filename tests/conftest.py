@@ -1,4 +1,9 @@
-"""Shared test fixtures: tiny real checkpoints built in code, the reference files, a CLI runner."""
+"""Shared test fixtures: tiny real checkpoints built in code, the reference files, a CLI runner.
+
+What many tests build is built once per session (the example's inputs, the released example, the full-scale
+skeletons, the tiny export) and never changed: a test that changes one works on a copy (:func:`copy_of`,
+:func:`linked_copy`, the ``tiny`` fixture).
+"""
 
 from __future__ import annotations
 
@@ -21,19 +26,29 @@ os.environ.pop("HF_XET_CACHE", None)
 os.environ.pop("HF_ASSETS_CACHE", None)
 os.environ.pop("HF_TOKEN_PATH", None)
 
+import functools
 import json
 import shutil
 import signal
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from hubkit.cli import main
 from hubkit.hub.server import HubServer
-from hubkit.testing.kimi import TINY, build_nvfp4_checkpoint
+from hubkit.testing.kimi import TINY, KimiDims, build_nvfp4_checkpoint, int4_base_layout, write_sparse_checkpoint
+
+if TYPE_CHECKING:
+    import torch
+
+# Test modules import the helpers below as ``tests.conftest`` while pytest loads this file as ``conftest``: one
+# module object for both names, so that it runs once and its caches are built once.
+if __name__ == "conftest":
+    sys.modules.setdefault("tests.conftest", sys.modules[__name__])
 
 # A suite launched in the background by a non-interactive shell inherits SIGINT as ignored, and so would every
 # hubkit process it starts; the tests that interrupt a run need Python's own handler (a child gets the default
@@ -60,16 +75,27 @@ def example_project(tmp_path: Path, edit: Callable[[str], str] = lambda text: te
     return folder
 
 
-def example_copy(tmp_path: Path) -> Path:
-    """The example release's manifest in a fresh folder, with its tiny INT4 base and calibration text built."""
+@functools.cache
+def _example_inputs() -> Path:
+    """The example's tiny INT4 base and calibration text, built once per session (see :func:`example_copy`)."""
     from hubkit.quantize.tiny_models import calibration_jsonl, int4_base_from, tiny_base, tiny_kimi_base
 
+    folder = Path(tempfile.mkdtemp(prefix="hubkit-example-inputs-"))
+    deepseek = tiny_base(folder / "work" / "deepseek")
+    int4_base_from(tiny_kimi_base(folder / "work" / "kimi", deepseek), folder / "base")
+    calibration_jsonl(folder / "calib.jsonl")
+    return folder
+
+
+def example_copy(tmp_path: Path) -> Path:
+    """The example release's manifest in a fresh folder, with its tiny INT4 base and calibration text (copies of
+    the ones built once per session, so a test may change them)."""
+    inputs = _example_inputs()
     folder = tmp_path / "release"
     folder.mkdir()
     shutil.copy(TINY_RELEASE / "hubkit.toml", folder / "hubkit.toml")
-    deepseek = tiny_base(tmp_path / "work" / "deepseek")
-    int4_base_from(tiny_kimi_base(tmp_path / "work" / "kimi", deepseek), folder / "base")
-    calibration_jsonl(folder / "calib.jsonl")
+    shutil.copytree(inputs / "base", folder / "base")
+    shutil.copy(inputs / "calib.jsonl", folder / "calib.jsonl")
     return folder
 
 
@@ -90,6 +116,45 @@ def released_example(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def copy_of(folder: Path, tmp_path: Path) -> Path:
     """A copy of a released folder (its export, records and local Hub) that a test may change."""
     return Path(shutil.copytree(folder, tmp_path / "copy", symlinks=True))
+
+
+@pytest.fixture(scope="session")
+def kimi_k26_skeleton(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The real nvidia/Kimi-K2.6-NVFP4 configs over a full-scale skeleton whose tensors follow them (sparse shards:
+    a few MB on disk), built once per session; never changed: a test that changes it works on a
+    :func:`linked_copy`."""
+    files = {
+        "config.json": read_json(REFERENCES / "nvidia--Kimi-K2.6-NVFP4.config.json"),
+        "hf_quant_config.json": read_json(REFERENCES / "nvidia--Kimi-K2.6-NVFP4.hf_quant_config.json"),
+    }
+    return build_nvfp4_checkpoint(tmp_path_factory.mktemp("k26") / "ckpt", KimiDims(), sparse=True, files=files)
+
+
+@pytest.fixture(scope="session")
+def kimi_int4_skeleton(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The full-scale INT4 base of Kimi-K2.x as a sparse skeleton with the config keys the quantize plan reads,
+    built once per session; never changed: a test that changes it works on a :func:`linked_copy`."""
+    dims = KimiDims()
+    config = {
+        "architectures": ["KimiK25ForConditionalGeneration"],
+        "text_config": {"hidden_size": dims.hidden, "num_hidden_layers": dims.layers, "n_routed_experts": 384},
+    }
+    folder = tmp_path_factory.mktemp("kimi-int4") / "kimi"
+    return write_sparse_checkpoint(folder, int4_base_layout(dims), files={"config.json": config})
+
+
+def linked_copy(source: Path, target: Path) -> Path:
+    """A copy of a checkpoint folder that shares its shards by hard link (cheap for the full-scale skeletons): a
+    test may replace or add any other file, never write into a shard."""
+    target.mkdir(parents=True)
+    for item in source.iterdir():
+        if item.suffix == ".safetensors":
+            os.link(item, target / item.name)
+        elif item.is_dir():
+            shutil.copytree(item, target / item.name)
+        else:
+            shutil.copy(item, target / item.name)
+    return target
 
 
 @dataclass
@@ -129,6 +194,29 @@ def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[HubServer]:
     monkeypatch.setenv("HF_TOKEN", server.token)
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def shared_hub(tiny_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubServer]:
+    """A local Hub for the whole session holding the tiny export as ``org/tiny``; tests only read it (a test that
+    writes, or counts requests, starts its own: ``hub``)."""
+    from hubkit.hub.push import PushOptions, push
+
+    folder = tmp_path_factory.mktemp("shared-hub")
+    with HubServer(folder / "store") as server:
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv("HF_ENDPOINT", server.endpoint)
+            env.setenv("HF_TOKEN", server.token)
+            push(PushOptions(folder=shutil.copytree(tiny_template, folder / "tiny"), repo="org/tiny", progress=False))
+        yield server
+
+
+@pytest.fixture
+def read_only_hub(shared_hub: HubServer, monkeypatch: pytest.MonkeyPatch) -> HubServer:
+    """:func:`shared_hub`, with HF_ENDPOINT and HF_TOKEN pointing at it for one test."""
+    monkeypatch.setenv("HF_ENDPOINT", shared_hub.endpoint)
+    monkeypatch.setenv("HF_TOKEN", shared_hub.token)
+    return shared_hub
 
 
 @pytest.fixture(scope="session")
@@ -173,6 +261,19 @@ def codes(result: CliResult) -> set[str]:
     return {f["code"] for f in result.json()["findings"]}
 
 
+def decode_nvfp4(packed: torch.Tensor, scale: torch.Tensor, scale_2: torch.Tensor) -> torch.Tensor:
+    """Dequantize an exported NVFP4 weight by hand: element 2k is the low nibble, 2k+1 the high nibble."""
+    import torch
+
+    e2m1 = torch.tensor([0, 0.5, 1, 1.5, 2, 3, 4, 6, 0, -0.5, -1, -1.5, -2, -3, -4, -6])
+    nibbles = torch.stack([packed & 0x0F, packed >> 4], dim=-1).reshape(packed.shape[0], -1).long()
+    values = e2m1[nibbles]
+    blocks = values.reshape(packed.shape[0], -1, 16) * scale.float().unsqueeze(-1) * scale_2.float()
+    return blocks.reshape(packed.shape[0], -1)
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
+    if _example_inputs.cache_info().currsize:
+        shutil.rmtree(_example_inputs(), ignore_errors=True)
     if os.environ.get("HUBKIT_TEST_HF_HOME_OWNER") == str(os.getpid()):
         shutil.rmtree(os.environ["HUBKIT_TEST_HF_HOME"], ignore_errors=True)

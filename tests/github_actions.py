@@ -5,13 +5,16 @@ stand-in: ``${{ }}`` expressions are evaluated (literals, contexts, ``! == != &&
 layered workflow -> job -> step, ``GITHUB_OUTPUT``/``GITHUB_PATH``/``GITHUB_STEP_SUMMARY`` are real files, and
 each script runs as ``bash --noprofile --norc -eo pipefail``. ``uses:`` steps are not run: the caller says what
 stands in for each (for hubkit's action: the hubkit under test on PATH), and their evaluated ``with:`` is kept.
+The scratch model repo the workflow tests share (``init_model_repo``, ``hubkit_on_path``) is made here too.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import stat
 import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +22,9 @@ from typing import Any
 
 import yaml
 
+#: The action a scratch model repo's workflows use (``hubkit init --action``); a stand-in runs in its place.
+ACTION = "acme/hubkit@0123456789abcdef0123456789abcdef01234567"
+REPO_ROOT = Path(__file__).resolve().parent.parent
 EXPRESSION = re.compile(r"\$\{\{(.*?)\}\}", re.S)
 TOKEN = re.compile(r"\s*(?:(?P<string>'(?:[^']|'')*')|(?P<number>\d+(?:\.\d+)?)|(?P<op>==|!=|&&|\|\||[!()])"
                    r"|(?P<name>[A-Za-z_][A-Za-z0-9_.-]*(?:\(\))?))")  # fmt: skip
@@ -221,3 +227,30 @@ def run_job(
         environment |= {k: substitute(v, contexts) for k, v in layer.items()}
     environment |= env_overrides or {}
     return run_steps(job["steps"], workdir, contexts, environment, stand_ins or {}, runner_temp)
+
+
+def hubkit_on_path(bin_dir: Path) -> dict[str, str]:
+    """An environment whose ``hubkit`` (and ``nvidia-smi``, which only logs GPU facts) are the ones under test."""
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    scripts = {
+        "hubkit": f'#!/bin/sh\nexec "{sys.executable}" -m hubkit "$@"\n',
+        "nvidia-smi": "#!/bin/sh\necho 'nvidia-smi stand-in: no GPU on this test machine'\n",
+    }
+    for name, text in scripts.items():
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(stat.S_IRWXU)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "HF_TOKEN", "HF_OIDC"))}
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    return env
+
+
+def install_stand_in(installs: list[dict[str, str]]) -> Callable[[dict[str, str], dict[str, str]], None]:
+    """The stand-in for hubkit's action: record its inputs; hubkit is already on PATH (``hubkit_on_path``)."""
+    return lambda arguments, env: installs.append(arguments)
+
+
+def init_model_repo(hubkit, folder: Path, *args: str) -> Path:
+    result = hubkit("init", folder, *args)
+    assert result.code == 0, result.err
+    return folder

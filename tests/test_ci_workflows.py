@@ -15,8 +15,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO_ROOT
-from tests.github_actions import JobRun, run_job, run_steps
-from tests.test_workflows import ACTION, hubkit_on_path, init_model_repo, install_stand_in
+from tests.github_actions import ACTION, JobRun, hubkit_on_path, init_model_repo, install_stand_in, run_job, run_steps
 
 #: The first major of each action that runs on Node 24 (GitHub's runners drop Node 20).
 NODE24_MAJORS = {
@@ -88,6 +87,8 @@ def test_model_repo_ci_checks_the_card_where_the_manifest_puts_it(hubkit, tmp_pa
     repo = init_model_repo(
         hubkit, tmp_path / "model", "--repo", "org/Tiny-NVFP4", "--base", "org/Tiny", "--action", ACTION
     )
+    manifest = repo / "hubkit.toml"  # the base revision init leaves as a placeholder: manifest check reports it
+    manifest.write_text(manifest.read_text().replace('revision = "CHANGE-ME"', f'revision = "{"0" * 40}"'))
     env = hubkit_on_path(tmp_path / "bin")
     (tmp_path / "runner").mkdir()
 

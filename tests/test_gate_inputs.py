@@ -289,6 +289,7 @@ def test_records_in_a_users_folder_are_never_waited_on(tmp_path: Path) -> None:
         finishes(lambda: LocalSource(tmp_path).read_range(".hubkit/state.json", 0, 10))
 
 
+@pytest.mark.slow
 def test_a_fifo_card_section_fails_the_preflight(tmp_path: Path) -> None:
     manifest = _project_with_section(tmp_path, fifo)
     result = run_hubkit("release", manifest, "--dry-run", "--until", "card", "--format", "json")

@@ -81,6 +81,7 @@ def test_sdist_carries_what_the_tests_read(dists: dict[str, Path]) -> None:
     assert not any(name.startswith(("examples/tiny-release/base/", ".venv/")) for name in names)
 
 
+@pytest.mark.slow
 def test_tests_run_from_the_unpacked_sdist(dists: dict[str, Path], tmp_path: Path) -> None:
     """The sdist is self-sufficient: a sample of its tests passes from the unpacked tree with nothing but the
     tree on PYTHONPATH (the whole suite was run the same way; see the README)."""

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import SUBPROCESS_ENV, example_project
+from tests.conftest import SUBPROCESS_ENV, example_project, linked_copy
 
 SYSTEM_PATH = os.environ.get("PATH", "")
 
@@ -75,23 +75,18 @@ def test_every_missing_input_is_reported_at_once(hubkit, tmp_path: Path, monkeyp
     assert not (folder / "Kimi-Tiny-NVFP4").exists()  # no stage ran
 
 
+@pytest.mark.slow
 def test_quantize_plan_against_the_gpus_present_and_the_free_disk(
-    hubkit, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    hubkit, kimi_int4_skeleton: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import shutil
 
     from hubkit.checkpoint import load_checkpoint
     from hubkit.manifest import load_manifest
     from hubkit.release.preflight import GIB, quantize_needs
-    from hubkit.testing.kimi import KimiDims, int4_base_layout, write_sparse_checkpoint
 
-    dims = KimiDims()
-    config = {
-        "architectures": ["KimiK25ForConditionalGeneration"],
-        "text_config": {"hidden_size": dims.hidden, "num_hidden_layers": dims.layers},
-    }
     folder = example_project(tmp_path, lambda t: t.replace('device = "cpu"', 'device = "auto"'))
-    write_sparse_checkpoint(folder / "base", int4_base_layout(dims), files={"config.json": config})
+    linked_copy(kimi_int4_skeleton, folder / "base")
     (folder / "calib.jsonl").write_text('{"text": "hello"}\n')
     manifest = folder / "hubkit.toml"
 
@@ -131,6 +126,7 @@ def test_quantize_plan_against_the_gpus_present_and_the_free_disk(
     assert hidden["GPUs"]["status"] == "warning" and "quantize will run on the CPU" in hidden["GPUs"]["detail"]
 
 
+@pytest.mark.slow
 def test_hub_dataset_names_are_not_checked_offline_and_the_rest_passes(hubkit, tmp_path: Path) -> None:
     pytest.importorskip("modelopt")
     from tests.conftest import example_copy

@@ -428,7 +428,11 @@ def test_file_changing_at_every_try_ends_in_exit_1_saying_rerun(hub: HubServer, 
         {"fail_commits": 3, "fail_commit_status": 503},  # the client never retries a commit: hubkit does
         {"fail_uploads": 1, "fail_upload_status": 503},  # the client retries uploads itself
         # the exit 3: drops outlasting the client's own retries (~23 s) surfaced as a RuntimeError
-        pytest.param({"drop_upload_after_bytes": 1000, "drop_uploads": 6}, id="drops-outlasting-client-retries"),
+        pytest.param(
+            {"drop_upload_after_bytes": 1000, "drop_uploads": 6},
+            id="drops-outlasting-client-retries",
+            marks=pytest.mark.slow,
+        ),
     ],
 )
 def test_transient_faults_are_retried(hub: HubServer, tiny: Path, fault: dict[str, int]) -> None:

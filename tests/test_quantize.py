@@ -21,7 +21,7 @@ from hubkit.quantize.tiny_models import (  # noqa: E402
     tiny_base,
     tiny_kimi_base,
 )
-from tests.test_quantize_cpu_fallback import decode_nvfp4  # noqa: E402
+from tests.conftest import decode_nvfp4  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +43,7 @@ def result(base: Path, calib: Path, tmp_path_factory: pytest.TempPathFactory):
     return quantize(options)
 
 
+@pytest.mark.slow
 def test_export_validates_against_its_base(result, base: Path, hubkit) -> None:
     assert result.report.passed, result.report.findings
     assert {f.code for f in result.report.findings} <= {"HK107"}  # only the card, rendered later
@@ -52,6 +53,7 @@ def test_export_validates_against_its_base(result, base: Path, hubkit) -> None:
     assert json.loads((result.out / ".hubkit" / "state.json").read_text())["status"] == "complete"
 
 
+@pytest.mark.slow
 def test_only_routed_experts_are_nvfp4_close_to_bf16(result, base: Path) -> None:
     tensors = load_file(result.out / "model.safetensors")
     original = load_file(base / "model.safetensors")
@@ -74,6 +76,7 @@ def test_only_routed_experts_are_nvfp4_close_to_bf16(result, base: Path) -> None
     )
 
 
+@pytest.mark.slow
 def test_coverage_and_provenance_are_recorded(result) -> None:
     provenance = json.loads((result.out / ".hubkit" / "provenance.json").read_text())
     coverage = provenance["coverage"]
@@ -154,6 +157,7 @@ def test_calibration_from_a_dataset_saved_on_disk(base: Path, tmp_path: Path) ->
     assert len(tokens) == 4 and all(0 < len(t) <= 8 for t in tokens)
 
 
+@pytest.mark.slow
 def test_int4_pack_quantized_base_end_to_end(base: Path, calib: Path, tmp_path: Path, hubkit) -> None:
     int4 = int4_base_from(base, tmp_path / "int4-base")
     assert "model.layers.1.mlp.experts.0.gate_proj.weight_packed" in load_file(int4 / "model.safetensors")
@@ -192,6 +196,7 @@ def kimi_base(base: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tiny_kimi_base(tmp_path_factory.mktemp("kimi") / "tiny-kimi", base)
 
 
+@pytest.mark.slow
 def test_kimi_shaped_model_follows_the_reference_precision_split(
     kimi_base: Path, calib: Path, tmp_path: Path, hubkit
 ) -> None:

@@ -18,7 +18,6 @@ from hubkit import quantize as extra
 from hubkit.errors import HubkitError
 from hubkit.quantize.folders import make_owned, remove_owned
 from hubkit.records import made_by_hubkit
-from hubkit.testing.kimi import KimiDims, int4_base_layout, write_sparse_checkpoint
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -165,19 +164,8 @@ def test_an_interrupted_layerwise_run_keeps_its_progress_for_a_rerun(
 # -- --plan and --mode auto --------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def kimi_skeleton(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    dims = KimiDims()
-    config = {
-        "architectures": ["KimiK25ForConditionalGeneration"],
-        "text_config": {"hidden_size": dims.hidden, "num_hidden_layers": dims.layers, "n_routed_experts": 384},
-    }
-    folder = tmp_path_factory.mktemp("kimi-int4") / "kimi"
-    return write_sparse_checkpoint(folder, int4_base_layout(dims), files={"config.json": config})
-
-
-def test_plan_for_kimi_states_the_smallest_gpu_set_per_mode(hubkit, kimi_skeleton: Path) -> None:
-    b300 = hubkit("quantize", "--base", kimi_skeleton, "--plan", "--gpus", "8xB300", "--format", "json").json()
+def test_plan_for_kimi_states_the_smallest_gpu_set_per_mode(hubkit, kimi_int4_skeleton: Path) -> None:
+    b300 = hubkit("quantize", "--base", kimi_int4_skeleton, "--plan", "--gpus", "8xB300", "--format", "json").json()
     assert 1800 < b300["bf16_weights_gib"] < 2000 and 500 < b300["export_gib"] < 580
     resident, layerwise = b300["modes"]["resident"], b300["modes"]["layerwise"]
     assert resident["device_gib"] > 1.8 * b300["bf16_weights_gib"]  # weights plus calibration/export temporaries
@@ -187,11 +175,11 @@ def test_plan_for_kimi_states_the_smallest_gpu_set_per_mode(hubkit, kimi_skeleto
     assert b300["smallest_gpu_set"]["layerwise"] == {"B300": 1, "B200": 1, "H200": 1, "H100": 1}
     assert b300["smallest_gpu_set"]["resident"]["B300"] == 14 and b300["smallest_gpu_set"]["resident"]["H100"] == 47
     assert 500 < layerwise["disk_gib"] < 600 < resident["disk_gib"]  # no BF16 copy of the base in layerwise
-    text = hubkit("quantize", "--base", kimi_skeleton, "--plan", "--gpus", "1xH100").out
+    text = hubkit("quantize", "--base", kimi_int4_skeleton, "--plan", "--gpus", "1xH100").out
     # two layers of inputs (262,144 tokens) and a layer loading with its experts stacked: 79.1 GiB, over one H100
     assert "smallest GPU set, layerwise: 1xB300, 1xB200, 1xH200, no H100 set" in text
     assert "--mode auto: layerwise" in text
-    assert hubkit("quantize", "--base", kimi_skeleton, "--plan", "--gpus", "8xA100").code == 2
+    assert hubkit("quantize", "--base", kimi_int4_skeleton, "--plan", "--gpus", "8xA100").code == 2
 
 
 def test_auto_picks_resident_when_it_fits_with_margin(hubkit, tiny: tuple[Path, Path]) -> None:

@@ -15,17 +15,9 @@ from safetensors.torch import load_file  # noqa: E402
 
 from hubkit.quantize import cpu_fallback  # noqa: E402
 from hubkit.quantize.tiny_models import tiny_deepseek  # noqa: E402
+from tests.conftest import decode_nvfp4  # noqa: E402
 
-E2M1 = torch.tensor([0, 0.5, 1, 1.5, 2, 3, 4, 6, 0, -0.5, -1, -1.5, -2, -3, -4, -6])
 RECIPE = "general/ptq/nvfp4_experts_only_mse-kv_fp8_cast"
-
-
-def decode_nvfp4(packed: torch.Tensor, scale: torch.Tensor, scale_2: torch.Tensor) -> torch.Tensor:
-    """Dequantize an exported NVFP4 weight by hand: element 2k is the low nibble, 2k+1 the high nibble."""
-    codes = torch.stack([packed & 0x0F, packed >> 4], dim=-1).reshape(packed.shape[0], -1).long()
-    values = E2M1[codes]
-    blocks = values.reshape(packed.shape[0], -1, 16) * scale.float().unsqueeze(-1) * scale_2.float()
-    return blocks.reshape(packed.shape[0], -1)
 
 
 def quantize(model: torch.nn.Module) -> None:
@@ -67,6 +59,7 @@ def test_modelopt_refuses_nvfp4_calibration_on_cpu_without_the_fallback(tmp_path
         quantize(model)
 
 
+@pytest.mark.slow
 def test_exported_experts_dequantize_close_to_the_bf16_weights(exported) -> None:
     _, tensors, original = exported
     expert = "model.layers.1.mlp.experts.3.gate_proj"
@@ -82,6 +75,7 @@ def test_exported_experts_dequantize_close_to_the_bf16_weights(exported) -> None
     assert (swapped - reference).norm() / reference.norm() > 0.5
 
 
+@pytest.mark.slow
 def test_only_routed_experts_are_nvfp4_and_gate_up_share_scales(exported) -> None:
     _, tensors, _ = exported
     packed = {name.rsplit(".", 1)[0] for name, t in tensors.items() if t.dtype == torch.uint8}

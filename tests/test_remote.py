@@ -33,14 +33,13 @@ def test_validate_a_hub_repo_reads_only_headers(hubkit, hub, tiny: Path) -> None
     assert any("/resolve/" in path for _, path in hub.faults.requests)
 
 
-def test_validate_remote_deep_reads_scale_ranges(hubkit, hub, tiny: Path) -> None:
-    ref = published(hub, tiny, "org/deep")
-    assert hubkit("validate", ref, "--deep").code == 0
+def test_validate_remote_deep_reads_scale_ranges(hubkit, read_only_hub) -> None:
+    assert hubkit("validate", "hf://org/tiny", "--deep").code == 0
 
 
-def test_remote_reference_and_revision(hubkit, hub, tiny: Path, tmp_path: Path) -> None:
-    ref = published(hub, tiny, "org/reference")
-    assert hubkit("validate", tiny, "--reference", ref).code == 0
+def test_remote_reference_and_revision(hubkit, read_only_hub, tiny_template: Path) -> None:
+    ref = "hf://org/tiny"
+    assert hubkit("validate", tiny_template, "--reference", ref).code == 0
     assert hubkit("validate", f"{ref}@no-such-branch").code == 2
     assert hubkit("validate", "hf://org/missing").code == 2
 
@@ -65,9 +64,9 @@ def published_without_validation(hub, folder: Path, repo: str) -> str:
     return f"hf://{repo}"
 
 
-def test_diff_local_against_hub(hubkit, hub, tiny: Path, tmp_path: Path) -> None:
-    ref = published(hub, tiny, "org/diff")
-    same = hubkit("diff", tiny, ref, "--format", "json")
+def test_diff_local_against_hub(hubkit, read_only_hub, tiny_template: Path, tmp_path: Path) -> None:
+    ref = "hf://org/tiny"
+    same = hubkit("diff", tiny_template, ref, "--format", "json")
     assert same.code == 0 and same.json()["identical"] is True
     other = build_nvfp4_checkpoint(tmp_path / "other", build_dims(), exclusions=reference_exclusions(build_dims())[:-3])
     quant = read_json(other / "hf_quant_config.json")

@@ -542,3 +542,19 @@ def test_hk307_shard_not_indexed(hubkit: Hubkit, tiny: Path) -> None:
     assert [f["file"] for f in found] == [extra]
     assert [(f["file"], f["tensor"]) for f in findings_of(result, "HK303")] == [(extra, "extra.scale")]
     assert not {c for c in codes(result) if c.startswith("HK2")}  # the extra file itself is well formed
+
+
+def test_a_sub_byte_tensor_that_ends_mid_byte_is_a_finding(tmp_path: Path) -> None:
+    """An F4 tensor of 3 elements is 12 bits: the safetensors library refuses the file ("slice does not end up
+    at a byte boundary"), so hubkit must not call it sound (found by the header fuzzer)."""
+    from safetensors import safe_open
+
+    from hubkit.api import ValidateOptions, validate
+
+    shard = tmp_path / "model.safetensors"
+    write_shard(shard, {"w": {"dtype": "F4", "shape": [3], "data_offsets": [0, 2]}}, b"\x00\x00")
+    with pytest.raises(Exception, match="byte boundary"), safe_open(str(shard), "np") as handle:
+        handle.get_tensor("w")
+    report = validate(str(tmp_path), ValidateOptions(select=("HK2",)))
+    found = [f for f in report.findings if f.code == "HK206"]
+    assert found and "12 bits, not a whole number of bytes" in found[0].message, report.findings

@@ -9,20 +9,27 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import stat
 import subprocess
 import sys
 import tomllib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 import yaml
 
 from tests.conftest import REPO_ROOT, TINY_RELEASE
-from tests.github_actions import JobRun, evaluate, run_job, run_steps, substitute
-
-ACTION = "acme/hubkit@0123456789abcdef0123456789abcdef01234567"
+from tests.github_actions import (
+    ACTION,
+    JobRun,
+    evaluate,
+    hubkit_on_path,
+    init_model_repo,
+    install_stand_in,
+    run_job,
+    run_steps,
+    substitute,
+)
 
 
 def offline_checks(workflows: Sequence[Path], actions: Sequence[Path] = ()) -> None:
@@ -47,33 +54,6 @@ def offline_checks(workflows: Sequence[Path], actions: Sequence[Path] = ()) -> N
             uses = re.match(r"^\s*(?:- )?uses:\s*(\S+)", line)
             if uses and not uses.group(1).startswith("./"):
                 assert re.fullmatch(r"[^@\s]+@[0-9a-f]{40}", uses.group(1)), f"{path.name}: unpinned action: {line}"
-
-
-def hubkit_on_path(bin_dir: Path) -> dict[str, str]:
-    """An environment whose ``hubkit`` (and ``nvidia-smi``, which only logs GPU facts) are the ones under test."""
-    bin_dir.mkdir(parents=True, exist_ok=True)
-    scripts = {
-        "hubkit": f'#!/bin/sh\nexec "{sys.executable}" -m hubkit "$@"\n',
-        "nvidia-smi": "#!/bin/sh\necho 'nvidia-smi stand-in: no GPU on this test machine'\n",
-    }
-    for name, text in scripts.items():
-        (bin_dir / name).write_text(text)
-        (bin_dir / name).chmod(stat.S_IRWXU)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "HF_TOKEN", "HF_OIDC"))}
-    env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-    return env
-
-
-def install_stand_in(installs: list[dict[str, str]]) -> Callable[[dict[str, str], dict[str, str]], None]:
-    """The stand-in for hubkit's action: record its inputs; hubkit is already on PATH (``hubkit_on_path``)."""
-    return lambda arguments, env: installs.append(arguments)
-
-
-def init_model_repo(hubkit, folder: Path, *args: str) -> Path:
-    result = hubkit("init", folder, *args)
-    assert result.code == 0, result.err
-    return folder
 
 
 def pin_base(repo: Path) -> Path:

@@ -21,6 +21,7 @@ from hubkit.card.facts import (
     read_smoke,
     recipe_words,
 )
+from hubkit.card.pictures import draw_pictures
 from hubkit.card.sandbox import render_template
 from hubkit.checkpoint.model import Checkpoint
 from hubkit.errors import HubkitError
@@ -100,8 +101,11 @@ def front_matter(manifest: Manifest, facts: dict[str, Any], hub_datasets: list[s
     return ModelCardData(**data)
 
 
-def render_card(checkpoint: Checkpoint, manifest: Manifest, template: str | None = None) -> str:
-    """The README.md of a release; byte-identical for the same inputs."""
+def render_card(
+    checkpoint: Checkpoint, manifest: Manifest, template: str | None = None, pictures: Path | None = None
+) -> str:
+    """The README.md of a release; byte-identical for the same inputs. ``pictures``: the folder the card goes to;
+    its pictures are drawn there (``assets/``, see ``hubkit.card.pictures``), and without it none is shown."""
     card = manifest.card
     if card is None:
         raise HubkitError("the manifest has no [card] table; add one with at least 'license'")
@@ -134,6 +138,7 @@ def render_card(checkpoint: Checkpoint, manifest: Manifest, template: str | None
         "license_text": card.license_text or card.license_name or card.license,
         "serve_command": serve_command(manifest.release.repo, manifest, facts),
         "extra_sections": [_read_section(base_dir / s) for s in card.sections],
+        "pictures": draw_pictures(provenance, pictures).context() if pictures is not None else None,
     }
     body = render_template(folders, entry, context)
     metadata = front_matter(manifest, facts, hub_datasets).to_yaml()

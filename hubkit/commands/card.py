@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from hubkit.commands._options import examples
+from hubkit.commands._options import examples, format_option
 from hubkit.errors import ExitCode, HubkitError
 from hubkit.reads import read_regular
 from hubkit.records import check_replaceable_file, write_text
@@ -34,9 +34,14 @@ def card_group() -> None:
 @click.argument("checkpoint")
 @click.option("--manifest", "manifest_path", type=click.Path(path_type=Path), help="Release manifest (hubkit.toml).")
 @click.option("--template", help="Template name (nvfp4) or a folder holding card.md.j2.")
-@click.option("-o", "--output", type=click.Path(path_type=Path), help="Write here instead of printing.")
+@click.option(
+    "-o", "--output", type=click.Path(path_type=Path), help="Write here instead of printing (its pictures beside it)."
+)
 def render_command(checkpoint: str, manifest_path: Path | None, template: str | None, output: Path | None) -> int:
-    """Render the card of CHECKPOINT from its facts, its provenance record and the manifest."""
+    """Render the card of CHECKPOINT from its facts, its provenance record and the manifest.
+
+    With -o, its pictures (an expert-coverage heatmap, with the plots extra) are drawn beside it, in assets/; a
+    card printed writes nothing and shows none."""
     from hubkit.card.render import render_card
     from hubkit.checkpoint import load_checkpoint
     from hubkit.manifest import load_manifest
@@ -46,7 +51,8 @@ def render_command(checkpoint: str, manifest_path: Path | None, template: str | 
         raise HubkitError(f"manifest {path} not found; pass --manifest FILE (see examples/)")
     if output is not None:
         check_replaceable_file(output)  # a link, a FIFO, a device or a folder is refused before any work
-    text = render_card(load_checkpoint(checkpoint), load_manifest(path), template)
+    pictures = output.parent if output is not None else None
+    text = render_card(load_checkpoint(checkpoint), load_manifest(path), template, pictures)
     if output is None:
         click.echo(text, nl=False)
     else:
@@ -71,9 +77,7 @@ def render_command(checkpoint: str, manifest_path: Path | None, template: str | 
     help="Check the card where this manifest puts it ([quantize] out/README.md); none there yet is a note, exit 0.",
 )
 @click.option("--checkpoint", help="Check the stated numbers against this checkpoint.")
-@click.option(
-    "--format", "output_format", type=click.Choice(["text", "json", "github"]), default="text", show_default=True
-)
+@format_option("text", "json", "github")
 def check_command(readme: Path | None, manifest_path: Path | None, checkpoint: str | None, output_format: str) -> int:
     """Check README.md: front matter, sections, and (with --checkpoint) every derivable number."""
     from hubkit.card.check import MAX_CARD_BYTES, CardProblem, check_card, comparable_facts, decode_card, facts_blocker
@@ -130,7 +134,7 @@ def card_of_manifest(manifest_path: Path) -> Path:
     """Where the release puts the model card of ``manifest_path``: ``[quantize] out``/README.md, beside it."""
     from hubkit.manifest import load_manifest
 
-    card: Path = manifest_path.parent / load_manifest(manifest_path).quantize.out / "README.md"
+    card: Path = manifest_path.parent / load_manifest(manifest_path).export / "README.md"
     if any(ord(character) < 32 or ord(character) == 127 for character in str(card)):
         raise HubkitError(f"{manifest_path}: [quantize] out has a control character; name a plain folder")
     return card

@@ -37,6 +37,7 @@ PLACEHOLDER_ACTION = (
     epilog=examples(
         "hubkit init --repo my-org/Kimi-K2.6-NVFP4 --base moonshotai/Kimi-K2.6",
         "hubkit init ./release --repo my-org/M-NVFP4 --base org/M --action OWNER/hubkit@COMMIT_SHA",
+        "hubkit init --repo my-org/M-NVFP4 --base org/M --export out   # release an hf_ptq.py export as it is",
         "hubkit init --force                  # rewrite; an edited manifest is kept as hubkit.toml.bak",
     ),
 )
@@ -48,8 +49,15 @@ PLACEHOLDER_ACTION = (
     metavar="OWNER/REPO@SHA",
     help="hubkit's GitHub Action for the workflows, pinned by commit SHA (a marked placeholder when absent).",
 )
+@click.option(
+    "--export",
+    metavar="PATH",
+    help="Release an export made elsewhere (its folder, relative to FOLDER) as it is: [release] export, no [quantize].",
+)
 @click.option("--force", is_flag=True, help="Overwrite files that exist (an edited one is kept as FILE.bak).")
-def init_command(folder: Path, repo: str | None, base: str | None, action: str | None, force: bool) -> int:
+def init_command(
+    folder: Path, repo: str | None, base: str | None, action: str | None, export: str | None, force: bool
+) -> int:
     """Write FOLDER/hubkit.toml and the CI and release workflows for a new model."""
     if action is not None and not ACTION_REF.match(action):
         raise HubkitError(f"--action {action!r} is not OWNER/REPO@SHA with a full 40-character commit SHA; pin it so")
@@ -61,7 +69,9 @@ def init_command(folder: Path, repo: str | None, base: str | None, action: str |
             raise HubkitError(f"{flag}: {problem}")
     if folder.exists() and not folder.is_dir():
         raise HubkitError(f"{folder} is a file; name a folder for the new model (created when missing)")
-    texts = render_files(folder, repo, base, action)
+    if export is not None and not export.strip():
+        raise HubkitError("--export: name the export's folder, relative to FOLDER")
+    texts = render_files(folder, repo, base, action, export)
     existing = [target for target in texts if target.exists() or target.is_symlink()]
     if existing and not force:
         raise HubkitError(f"{', '.join(map(str, existing))} already exist; pass --force to overwrite")
@@ -77,7 +87,9 @@ def init_command(folder: Path, repo: str | None, base: str | None, action: str |
     return ExitCode.OK
 
 
-def render_files(folder: Path, repo: str | None, base: str | None, action: str | None = None) -> dict[Path, str]:
+def render_files(
+    folder: Path, repo: str | None, base: str | None, action: str | None = None, export: str | None = None
+) -> dict[Path, str]:
     """Each file ``init`` writes, with its text.
 
     The manifest stays a Jinja template because its comments are written for people and belong beside the
@@ -98,6 +110,7 @@ def render_files(folder: Path, repo: str | None, base: str | None, action: str |
         "base": base or PLACEHOLDER_BASE,
         "base_placeholder": base is None,
         "out": (repo or PLACEHOLDER_REPO).split("/", 1)[1],
+        "export": export,
     }
     environment = jinja2.sandbox.SandboxedEnvironment(
         undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False
@@ -110,7 +123,9 @@ def render_files(folder: Path, repo: str | None, base: str | None, action: str |
             text = environment.from_string(text).render(context)
         texts[folder / name] = text.replace(ACTION_TOKEN, action or PLACEHOLDER_ACTION)
     manifest = tomllib.loads(texts[folder / "hubkit.toml"])
-    if (manifest["release"]["repo"], manifest["base"]["repo"]) != (context["repo"], context["base"]):
+    if (manifest["release"]["repo"], manifest["base"]["repo"], manifest["release"].get("export")) != (
+        context["repo"], context["base"], export,
+    ):  # fmt: skip
         raise RuntimeError("the manifest template does not round-trip the repo ids")
     return texts
 

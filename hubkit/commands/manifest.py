@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from hubkit.commands._options import examples
+from hubkit.commands._options import examples, format_option
 from hubkit.errors import ExitCode, HubkitError
 
 
@@ -32,7 +32,7 @@ def manifest_group() -> None:
 )
 @click.argument("files", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--set", "overrides", multiple=True, metavar="TABLE.KEY=VALUE", help="Override a key (repeatable).")
-@click.option("--format", "output_format", type=click.Choice(["text", "github"]), default="text", show_default=True)
+@format_option("text", "github")
 def check_command(files: tuple[Path, ...], overrides: tuple[str, ...], output_format: str) -> int:
     """Validate FILES (default hubkit.toml) against the manifest schema; every problem is reported.
 

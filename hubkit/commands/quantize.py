@@ -73,12 +73,15 @@ def quantize_command(
 
 def _plan(values: dict[str, Any], out: Path | None, gpus: str | None, output_format: str) -> int:
     from hubkit.checkpoint import load_checkpoint
+    from hubkit.gpus import visible_gpus
     from hubkit.quantize.cast_plan import cast_plan
     from hubkit.quantize.devices import present_gpus
     from hubkit.quantize.modes import AUTO, choose
     from hubkit.quantize.plan import available_memory, estimate, existing_folder
     from hubkit.sizes import parse_size
 
+    if gpus is None and not visible_gpus() and not _plans_without_gpus(values["base"]):
+        gpus = present_gpus()  # says at once that no GPU is visible, before the shards' headers are read
     base = load_checkpoint(values["base"])
     tokens = values["calib_size"] * max(len(values["calib"]), 1) * values["calib_seq"]
     choice = choose(AUTO, config=base.config, plan=lambda: estimate(
@@ -97,3 +100,15 @@ def _plan(values: dict[str, Any], out: Path | None, gpus: str | None, output_for
     else:
         click.echo(plan.render())
     return ExitCode.OK
+
+
+def _plans_without_gpus(ref: str) -> bool:
+    """Whether the base's ``config.json`` alone (no shard headers) gives it to a mode that plans without GPUs."""
+    from hubkit.checkpoint import open_source
+    from hubkit.checkpoint.model import CONFIG, parse_json_document
+    from hubkit.quantize.modes import registered
+
+    source = open_source(ref)
+    entry = next((e for e in source.list_files() if e.path == CONFIG and e.problem is None), None)
+    config = parse_json_document(CONFIG, source.read_range(CONFIG, 0, entry.size)).data if entry else None
+    return isinstance(config, dict) and any(mode.claims(config) and not mode.planned for mode in registered())

@@ -22,7 +22,7 @@ from hubkit.validate.options import ValidateOptions
         "hubkit validate --explain HK201",
     ),
 )
-@click.argument("path", required=False)
+@click.argument("path", required=False, metavar="PATH")  # required, except with --list-checks or --explain
 @click_options(ValidateOptions)
 @format_option("text", "json", "github", "sarif", "markdown")
 @click.option("--list-checks", is_flag=True, help="List every check and exit.")
@@ -37,7 +37,10 @@ def validate_command(
     explain: str | None,
     **values: Any,
 ) -> int:
-    """Validate the checkpoint at PATH before upload (exit 0 passed, 1 failed, 2 bad input)."""
+    """Validate the checkpoint at PATH before upload (exit 0 passed, 1 failed, 2 bad input).
+
+    PATH (a folder or hf://ORG/NAME[@REV]) is required, except with --list-checks or --explain.
+    """
     from hubkit.output import Output
     from hubkit.validate.engine import find_check, select_checks
     from hubkit.validate.render import (

@@ -20,7 +20,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import os
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -56,7 +58,7 @@ from hubkit.hub_ids import is_repo_id
 from hubkit.output import Problem
 from hubkit.progress import Bar, progress_bar, terminal_bars
 from hubkit.reads import read_regular
-from hubkit.sizes import size_or_none
+from hubkit.sizes import human_size, size_or_none
 
 __all__ = [
     "NotValidated",
@@ -74,6 +76,7 @@ __all__ = [
     "hub_api",
     "push",
     "remote_files",
+    "resolve_token",
     "tag_commit",
 ]
 
@@ -122,6 +125,7 @@ class PushResult:
     commit_url: str | None = None
     xet_offered: bool | None = None  # the endpoint hands out Xet write tokens (else hubkit uploads by LFS)
     validated: bool = False  # the files pushed are the bytes a passed validation read (False: --no-validate)
+    upload_seconds: float | None = None  # from the first commit to the last (None: a dry run)
 
     @property
     def passed(self) -> bool:
@@ -206,7 +210,54 @@ def push(options: PushOptions, validated: Mapping[str, str] | None = None) -> Pu
     paths = select_files(options.folder, options.include, options.exclude)
     if not paths:
         raise HubkitError("no files to publish (check --include/--exclude)")
-    return _Push(options).run(paths, limit, validated)
+    token = resolve_token(options)
+    with _scrubbed(token):
+        return _Push(options, token).run(paths, limit, validated)
+
+
+def resolve_token(options: PushOptions) -> str | None:
+    """The token a push sends: ``--token``, else the variable ``--token-env`` names (unset or empty: exit 2 naming
+    it), else None: the client's own chain (``HF_TOKEN``, the saved login)."""
+    if options.token is not None:
+        if not options.token.strip():
+            raise HubkitError("--token is empty; pass a Hub write token, or leave --token out")
+        return options.token
+    if options.token_env:
+        value = os.environ.get(options.token_env, "").strip()
+        if not value:
+            raise HubkitError(
+                f"--token-env {options.token_env}: the environment variable {options.token_env} is unset or empty; "
+                "set it to a Hub write token"
+            )
+        return value
+    return None
+
+
+@contextlib.contextmanager
+def _scrubbed(token: str | None) -> Iterator[None]:
+    """Any error leaving the push with ``token`` masked in its message (and in those of its causes)."""
+    try:
+        yield
+    except BaseException as exc:
+        link: BaseException | None = exc
+        seen: set[int] = set()
+        while token and link is not None and id(link) not in seen:
+            seen.add(id(link))
+            link.args = tuple(a.replace(token, "***") if isinstance(a, str) else a for a in link.args)
+            link = link.__cause__ or link.__context__
+        raise
+
+
+def commit_message(options: PushOptions, files: int, number: int, of: int) -> str:
+    """A commit's title: ``--commit-message`` or "hubkit: upload N files", naming the commit when there are
+    several ("... (commit 2 of 5)")."""
+    title = options.commit_message or f"hubkit: upload {plural(files, 'file')}"
+    return title if of == 1 else f"{title} (commit {number} of {of})"
+
+
+def plural(count: int, noun: str) -> str:
+    """``1 file``, ``2 files``."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 def first_change(
@@ -328,10 +379,14 @@ def _client_progress_bars(enabled: bool) -> Iterator[None]:
 class _Push:
     """One push: the state shared by its steps."""
 
-    def __init__(self, options: PushOptions) -> None:
+    def __init__(self, options: PushOptions, token: str | None) -> None:
         self.options = options
         self.folder = options.folder
         self.api = hub_api()
+        if options.endpoint:
+            self.api.endpoint = options.endpoint.rstrip("/")
+        if token:
+            self.api.token = token
         self.retry = Retry(options.retries, options.backoff_s, str(self.api.endpoint))
         self.hasher = Hasher(options.folder, options.workers)
         self.cache = HashCache(options.folder)
@@ -402,6 +457,7 @@ class _Push:
             result.bytes_hashed = self.hasher.bytes_hashed
             return result
         self._start_upload_bar(result.bytes_to_upload, len(pending))
+        started = time.monotonic()
         if (options.atomic or options.create_pr) and pr_num is None and (batches or deletions):
             pr_num = self._start_pull_request(batches.pop(0) if batches else [], deletions, result)
             deletions = []
@@ -409,11 +465,12 @@ class _Push:
             result.revision = target
         for number, batch in enumerate(batches, 1):
             last = number == len(batches)
-            message = f"hubkit: upload {len(batch)} files ({number}/{len(batches)})"
+            message = commit_message(options, len(batch), number, len(batches))
             self._commit(target, batch, deletions if last else [], message, result)
             deletions = [] if last else deletions
         if deletions:
-            self._commit(target, [], deletions, "hubkit: delete remote-only files", result)
+            self._commit(target, [], deletions, options.commit_message or "hubkit: delete remote-only files", result)
+        result.upload_seconds = round(time.monotonic() - started, 3)
         self.upload_bar.close()
         result.xet_offered = self.xet
         if options.verify:
@@ -538,7 +595,12 @@ class _Push:
             try:
                 return self._interruptible(
                     lambda: api.create_commit(
-                        options.repo, operations, commit_message=message, revision=target, create_pr=create_pr
+                        options.repo,
+                        operations,
+                        commit_message=message,
+                        revision=target,
+                        create_pr=create_pr,
+                        commit_description=options.commit_description,
                     )
                 )
             except Exception as exc:
@@ -697,9 +759,9 @@ def describe(result: PushResult) -> Iterator[str | Problem]:
     """Human lines for a push result, and its warnings and errors as problems (text or annotations)."""
     yield f"{'plan for' if result.dry_run else 'pushed to'} {result.repo}@{result.revision}"
     yield f"  new {len(result.new)}, changed {len(result.changed)}, unchanged {len(result.unchanged)}, remote-only {len(result.remote_only)}"
-    yield f"  {result.bytes_to_upload:,} bytes to upload in {len(result.commits)} commits; {result.bytes_hashed:,} bytes hashed"
+    yield f"  {uploaded(result)}; {human_size(result.bytes_hashed)} hashed"
     for commit in result.commits:
-        yield f"  commit: {len(commit['files'])} files {', '.join(commit['files'][:4])}{' …' if len(commit['files']) > 4 else ''}"
+        yield f"  commit: {plural(len(commit['files']), 'file')} {', '.join(commit['files'][:4])}{' …' if len(commit['files']) > 4 else ''}"
     if result.commit_url:
         yield f"  head: {result.commit_url}"
     if result.pull_request:
@@ -724,6 +786,20 @@ def describe(result: PushResult) -> Iterator[str | Problem]:
         )
 
 
+def uploaded(result: PushResult) -> str:
+    """What the push uploaded, in human units with its throughput: "790.0 kB in 1 commit, 1.2 MB/s"."""
+    return upload_text(result.bytes_to_upload, len(result.commits), result.upload_seconds, planned=result.dry_run)
+
+
+def upload_text(size: int, commits: int, seconds: float | None, planned: bool = False) -> str:
+    """``size`` bytes in ``commits`` commits over ``seconds``: "790.0 kB in 1 commit, 1.2 MB/s"; "nothing to
+    upload" when there was nothing; a plan says "to upload" and no rate."""
+    if not size and not commits:
+        return "nothing to upload"
+    text = f"{human_size(size)} {'to upload ' if planned else ''}in {plural(commits, 'commit')}"
+    return f"{text}, {human_size(size / seconds)}/s" if seconds and not planned else text
+
+
 def step_summary(result: PushResult | None, failure: str | None = None) -> str:
     """Markdown for GitHub's job summary (``$GITHUB_STEP_SUMMARY``)."""
     if result is None:
@@ -736,7 +812,7 @@ def step_summary(result: PushResult | None, failure: str | None = None) -> str:
         ("Commit", f"[{(result.commit or '')[:12]}]({result.commit_url})" if result.commit_url else "none"),
         ("Files", f"{len(result.new)} new, {len(result.changed)} changed, {len(result.unchanged)} unchanged"),
         ("Remote-only", str(len(result.remote_only))),
-        ("Uploaded", f"{result.bytes_to_upload:,} bytes in {len(result.commits)} commits"),
+        ("Uploaded", uploaded(result)),
     ]
     if result.pull_request:
         rows.append(("Pull request", f"#{result.pull_request}{' (merged)' if result.merged else ''}"))

@@ -182,7 +182,7 @@ def token_user(api: Any, retry: Retry) -> str:
     for an endpoint that does not answer (at once: this runs before any work)."""
     from huggingface_hub import get_token
 
-    if not get_token():
+    if not (api.token or get_token()):  # a token given to the client (--token), else the client's own chain
         raise HubkitError("no Hub token: set HF_TOKEN, run 'hf auth login', or use GitHub OIDC (HF_OIDC_RESOURCE)")
 
     def whoami() -> str:

@@ -343,8 +343,12 @@ class HubStore:
 
         self.receive(self.object_path(sha256), pieces(), size, sha256)
 
-    def write_commit(self, kind: str, repo: str, parent: str | None, files: dict[str, Any], summary: str) -> str:
+    def write_commit(
+        self, kind: str, repo: str, parent: str | None, files: dict[str, Any], summary: str, description: str = ""
+    ) -> str:
         body = {"parent": parent, "files": files, "summary": summary, "date": _now()}
+        if description:
+            body["description"] = description
         sha = hashlib.sha1(json.dumps(body, sort_keys=True).encode(), usedforsecurity=False).hexdigest()
         write_json(self._repo_dir(kind, repo) / "commits" / f"{sha}.json", body, indent=None)
         return sha
@@ -474,6 +478,7 @@ ROUTES: list[tuple[str, re.Pattern[str], str, str]] = [
         ("GET", rf"/api/{REPO}/tree/(?P<rev>[^/]+)(?:/(?P<path>.*))?", "tree", "read"),
         ("POST", rf"/api/{REPO}/paths-info/(?P<rev>[^/]+)", "paths_info", "read"),
         ("GET", rf"/api/{REPO}/refs", "refs", "read"),
+        ("GET", rf"/api/{REPO}/commits/(?P<rev>[^/]+)", "commits", "read"),
         ("DELETE", r"/api/repos/delete", "delete_repo", "write"),
         ("DELETE", rf"/api/{REPO}/branch/(?P<name>[^/]+)", "delete_branch", "write"),
         ("DELETE", rf"/api/{REPO}/tag/(?P<name>[^/]+)", "delete_tag", "write"),
@@ -985,7 +990,7 @@ class _Handler(BaseHTTPRequestHandler):
                 elif key == "deletedFolder":
                     prefix = check_path(str(value.get("path")).rstrip("/")) + "/"
                     files = {p: e for p, e in files.items() if not p.startswith(prefix)}
-            sha = store.write_commit(kind, repo, head, files, summary)
+            sha = store.write_commit(kind, repo, head, files, summary, description)
             pr_url = None
             if create_pr:
                 num = len(meta["prs"]) + 1
@@ -1104,6 +1109,18 @@ class _Handler(BaseHTTPRequestHandler):
             for p in meta["prs"]
         ]
         self._send(200, {"branches": branches, "tags": tags, "converts": [], "pullRequests": prs})
+
+    def _commits(self, groups: dict[str, Any], query: dict[str, Any], body: bytes) -> None:
+        """The history of a revision, newest first (one page), as ``HfApi.list_repo_commits`` reads it."""
+        kind, repo = self._repo(groups)
+        sha: str | None = self._revision(kind, repo, groups["rev"])
+        history = []
+        while sha is not None:
+            commit = self.hub.store.commit(kind, repo, sha)
+            history.append({"id": sha, "authors": [{"user": self.hub.user}], "date": commit["date"],
+                            "title": commit["summary"], "message": commit.get("description", "")})  # fmt: skip
+            sha = commit["parent"]
+        self._send(200, history)
 
     def _create_branch(self, groups: dict[str, Any], query: dict[str, Any], body: bytes) -> None:
         kind, repo = self._repo(groups, write=True)

@@ -8,6 +8,8 @@ from typing import Any
 
 import torch
 
+from hubkit.card.pictures import router_order
+
 ROUTER = re.compile(r".*\.mlp\.gate")
 
 
@@ -76,6 +78,8 @@ class ExpertCoverage:
             "experts_without_tokens": sum(len(v) for v in untouched.values()),
             "backstop_experts": {name: ids for name, ids in untouched.items() if ids},
             "min_tokens_per_expert": min((int(c.min()) for c in self.counts.values()), default=0),
+            # per router, in layer order: what the card's expert-coverage heatmap is drawn from
+            "tokens_per_expert": {name: self.counts[name].tolist() for name in sorted(self.counts, key=router_order)},
         }
 
 

@@ -18,6 +18,11 @@ before the error goes on, so the outcome is always reported.
 
 A run holds the lock of OUT from start to end, and replaces OUT (or the local Hub store) only when hubkit's
 record says hubkit made it (see ``hubkit.release.workspace``); anything else is refused before any work.
+
+OUT is ``[quantize] out``, or ``[release] export``: an export made elsewhere (modelopt's ``hf_ptq.py``, ...),
+released where it is. Its quantize stage is skipped ("export made elsewhere"), and the run writes only its card
+(README.md, where the export has none of its own) and its records (``.hubkit/``) there: ownership gates
+deletion, never a release.
 """
 
 from __future__ import annotations
@@ -37,10 +42,12 @@ from hubkit.manifest import calibration_location
 from hubkit.progress import stage as progress_stage
 from hubkit.records import STATE, load_record, read_state, write_state
 from hubkit.release.options import ReleaseOptions
-from hubkit.release.preflight import FAILED, PreflightCheck, PreflightFailed, Subject, preflight
+from hubkit.release.preflight import FAILED, PreflightCheck, PreflightFailed, Subject, blocking, preflight
 from hubkit.release.stages import NAMES, STAGES, Stage, StageResult
 from hubkit.release.stages.push import push_options
 from hubkit.release.workspace import (
+    MADE_ELSEWHERE,
+    check_export,
     check_outside,
     check_replaceable,
     exclusive,
@@ -104,7 +111,10 @@ class Release:
             raise HubkitError("the manifest has no file location")
         self.manifest, self.options = manifest, options
         self.root = manifest.path.parent
-        self.out: Path = (self.root / manifest.quantize.out).resolve()
+        #: the export: ``[quantize] out`` (hubkit's, replaced on each quantize) or ``[release] export`` (made
+        #: elsewhere: hubkit writes only its card and its records there, and deletes nothing)
+        self.out: Path = (self.root / manifest.export).resolve()
+        self.role = manifest.export_key
         #: where the previous export waits while quantize makes the new one, restored if quantize fails
         self.previous = self.out.parent / f".{self.out.name}.previous"
         self.store = self.root / LOCAL_STORE
@@ -141,6 +151,8 @@ class Release:
     def save_state(self) -> None:
         if self.options.dry_run or not self.out.is_dir():
             return
+        if self.manifest.made_elsewhere:  # hubkit's records in it never make the user's export replaceable
+            self.state["export"] = MADE_ELSEWHERE
         write_state(self.out, self.state)
 
     def _selected_stages(self) -> list[str]:
@@ -155,6 +167,12 @@ class Release:
                 f"the stages run in this order: {', '.join(NAMES)}"
             )
         selected = [s for s in NAMES[first : last + 1] if s not in self.options.skip]
+        if self.manifest.made_elsewhere and selected == ["quantize"]:
+            raise HubkitError(
+                "[release] export names an export made elsewhere: the quantize stage does not run; select a later stage"
+            )
+        if self.manifest.made_elsewhere and "quantize" in selected:
+            selected.remove("quantize")
         if not selected:
             raise HubkitError("--skip leaves no stage to run between --from and --until; select at least one")
         return selected
@@ -189,6 +207,9 @@ class Release:
             "stage": failed.name, "message": failed.detail, "at": datetime.now(UTC).isoformat(timespec="seconds"),
         }  # fmt: skip
         with contextlib.suppress(OSError, HubkitError):  # the failure is reported even where this is not written
+            if self.manifest.made_elsewhere:
+                self.save_state()  # its records only, and only into an export that exists
+                return
             if self.out.is_dir() and has_files(self.out) and read_state(self.out) is None:
                 return  # not hubkit's folder (it was refused): hubkit writes nothing into it
             self.out.mkdir(parents=True, exist_ok=True)
@@ -207,29 +228,38 @@ class Release:
         if self.options.dry_run:  # writes nothing, so needs no lock
             self._check_workspace()
             return self._run_stages()
-        with exclusive(self.out, "[quantize] out"):
+        with exclusive(self.out, self.role):
             self.state = self.load_state()  # as the run before us left it
             self._check_workspace()
             return self._run_stages()
 
     def _check_inputs_outside_out(self) -> None:
-        """The export folder is replaced on each quantize run: none of the release's inputs may live in it."""
+        """The export folder is replaced on each quantize run (or published as it is): none of the release's
+        inputs may live in it."""
         assert self.manifest.path is not None
         inputs = {"manifest": self.manifest.path.resolve()}
         if self.manifest.release.endpoint == LOCAL_ENDPOINT:
             inputs["local Hub store"] = self.store.resolve()
         if self.manifest.base.path:
             inputs["base"] = (self.root / self.manifest.base.path).resolve()
-        for source in map(calibration_location, self.manifest.quantize.calib):
+        calib = self.manifest.quantize.calib if self.manifest.quantize else []
+        for source in map(calibration_location, calib):
             if (self.root / source).exists():
                 inputs["calibration source"] = (self.root / source).resolve()
         for section in self.manifest.card.sections if self.manifest.card else []:
             inputs["card section"] = (self.root / section).resolve()
-        check_outside(self.out, inputs, "[quantize] out")
+        if self.manifest.made_elsewhere:
+            check_outside(self.out, inputs, self.role, "the release publishes that folder as it is")
+        else:
+            check_outside(self.out, inputs, self.role)
 
     def _check_workspace(self) -> None:
-        """Before any work: every folder this run may replace is hubkit's (or absent, or empty)."""
-        check_replaceable(self.out, "[quantize] out")
+        """Before any work: every folder this run may replace is hubkit's (or absent, or empty); an export made
+        elsewhere is never replaced, only written into (its card and hubkit's records), so it must exist."""
+        if self.manifest.made_elsewhere:
+            check_export(self.out, self.role)
+        else:
+            check_replaceable(self.out, self.role)
         if "quantize" in self.selected:
             check_replaceable(self.previous, "the previous export's place")
         if self.manifest.release.endpoint == LOCAL_ENDPOINT and self.store.exists():
@@ -241,7 +271,10 @@ class Release:
 
     def _run_stages(self) -> ReleaseResult:
         with self._endpoint():
-            self.result.endpoint = redact(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+            local = self.manifest.release.endpoint == LOCAL_ENDPOINT  # a server that stops with the run: no link
+            self.result.endpoint = (
+                LOCAL_ENDPOINT if local else redact(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+            )
             self._preflight()
             self._each_stage()
             if any(c.status == FAILED for c in self.result.preflight):  # a dry run plans first, then says so
@@ -251,7 +284,8 @@ class Release:
     def _each_stage(self) -> None:
         for name, stage in self.stages.items():
             if name not in self.selected:
-                self.result.stages.append(StageResult(name, "skipped", detail="not selected"))
+                why = "export made elsewhere" if name == "quantize" and self.manifest.made_elsewhere else "not selected"
+                self.result.stages.append(StageResult(name, "skipped", detail=why))
                 continue
             fingerprint = stage.fingerprint()
             if fingerprint is not None and self.recorded(name).get("fingerprint") == fingerprint:
@@ -301,7 +335,7 @@ class Release:
             check_token=self._check_token,
         )  # fmt: skip
         self.result.preflight = preflight(subject)
-        if not self.options.dry_run and any(c.status == FAILED for c in self.result.preflight):
+        if not self.options.dry_run and blocking(self.result.preflight):
             raise PreflightFailed(self.result.preflight)
 
     def _check_token(self) -> str:

@@ -34,6 +34,18 @@ OK, WARNING, NOT_CHECKED, FAILED = "ok", "warning", "not checked", "failed"
 HUB_TIMEOUT_S = 30
 
 
+def _unasked(exc: BaseException) -> str | None:
+    """Why the Hub could not be asked, when a failed Hub request's ``exc`` (or what it wraps) says so: offline
+    mode, a connection refused or timed out, a transient answer (5xx, 429). None when the Hub answered no (a 404,
+    a rejected token) or the failure is not the network's: the check then fails."""
+    from hubkit.hub.remote import classify
+
+    if is_offline():
+        return "HF_HUB_OFFLINE is set (offline)"
+    fault = classify(exc)
+    return f"cannot reach the Hub ({fault.detail})" if fault is not None and fault.transient else None
+
+
 @dataclass(frozen=True)
 class PreflightCheck:
     """One preflight result: its subject, ok / warning / not checked / failed, and what was found."""
@@ -59,6 +71,13 @@ class Subject:
     check_token: Callable[[], str] | None = None  # the push stage's token check (the user it belongs to)
     _base: Checkpoint | HubkitError | None = field(default=None, repr=False)
 
+    @property
+    def quantize(self) -> QuantizeTable:
+        """The ``[quantize]`` table, for the checks of a quantize stage that will run (an export made elsewhere
+        has none, and its quantize stage never runs)."""
+        assert self.manifest.quantize is not None, "quantize checks run only where the quantize stage will"
+        return self.manifest.quantize
+
     def base_checkpoint(self) -> Checkpoint:
         """The base's headers (read once; a HubkitError says why they cannot be read)."""
         if self._base is None:
@@ -77,10 +96,25 @@ class PreflightFailed(HubkitError):
     """Some preflight checks failed: every failure, one per line, each saying what to do."""
 
     def __init__(self, checks: list[PreflightCheck]) -> None:
-        failed = [c for c in checks if c.status == FAILED]
-        lines = "\n  ".join(f"{c.name}: {c.detail}" for c in failed)
-        super().__init__(f"preflight: {len(failed)} of {len(checks)} checks failed; nothing was run:\n  {lines}")
+        stopping = blocking(checks)
+        lines = "\n  ".join(
+            f"{c.name}: {c.detail}" if c.status == FAILED else f"{c.name}: {c.detail}; {HUB_NEEDED}" for c in stopping
+        )
+        super().__init__(
+            f"preflight: {len(stopping)} of {len(checks)} checks stop the run; nothing was run:\n  {lines}"
+        )
         self.checks = checks
+
+
+#: Why a Hub that could not be asked stops a real run (not a dry run): push and tag need it, and finding that
+#: out after hours of quantization wastes them.
+HUB_NEEDED = "push and tag need the Hub: rerun when it answers, or stop before them with --until validate"
+
+
+def blocking(checks: list[PreflightCheck]) -> list[PreflightCheck]:
+    """The checks that stop a real run: every failure, and a Hub that could not be asked (it stays "not
+    checked": nothing was found wrong, but the stages that need it cannot run)."""
+    return [c for c in checks if c.status == FAILED or (c.name == "Hub" and c.status == NOT_CHECKED)]
 
 
 def preflight(subject: Subject) -> list[PreflightCheck]:
@@ -113,7 +147,11 @@ def _inputs(subject: Subject) -> Iterator[PreflightCheck]:
         try:
             found = load_reference(subject.reference)
         except HubkitError as exc:
-            yield PreflightCheck("validate reference", FAILED, f"{exc}; fix [validate] reference")
+            unasked = _unasked(exc) if subject.reference.startswith("hf://") else None
+            if unasked:
+                yield PreflightCheck("validate reference", NOT_CHECKED, f"{subject.reference}: {unasked}")
+            else:
+                yield PreflightCheck("validate reference", FAILED, f"{exc}; fix [validate] reference")
         else:
             yield PreflightCheck(
                 "validate reference", OK, f"{subject.reference}: {len(found.exclude_modules)} exclusion patterns"
@@ -137,6 +175,9 @@ def _base_input(subject: Subject) -> PreflightCheck:
     try:
         base = subject.base_checkpoint()
     except HubkitError as exc:
+        unasked = _unasked(exc) if subject.base.startswith("hf://") else None
+        if unasked:
+            return PreflightCheck("base", NOT_CHECKED, f"cannot read the base {subject.base}: {unasked}")
         return PreflightCheck("base", FAILED, f"cannot read the base {subject.base}: {exc}")
     size = sum(entry.size for entry in base.files.values())
     return PreflightCheck("base", OK, f"{subject.base}: {len(base.shards)} shards, {size / GIB:,.1f} GiB")
@@ -201,7 +242,7 @@ def _recipe(subject: Subject) -> Iterator[PreflightCheck]:
     from hubkit.quantize.pipeline import DEFAULT_RECIPE
     from hubkit.validate.profiles import DEFAULT_PROFILE, load_profiles
 
-    table = subject.manifest.quantize
+    table = subject.quantize
     profile = load_profiles()[table.profile or DEFAULT_PROFILE]
     name = table.recipe or str(profile.quantize.get("recipe", DEFAULT_RECIPE))
     if table.recipe and Path(table.recipe).suffix in (".yaml", ".yml"):
@@ -229,11 +270,11 @@ def _calibration(subject: Subject) -> Iterator[PreflightCheck]:
     from hubkit.manifest import calibration_location
     from hubkit.quantize.calibration import CalibrationSource
 
-    if not subject.manifest.quantize.calib:
+    if not subject.quantize.calib:
         yield PreflightCheck(
             "calibration", FAILED, 'no calibration data; add [quantize] calib = ["FILE_OR_HUB_DATASET"]'
         )
-    for spec in subject.manifest.quantize.calib:
+    for spec in subject.quantize.calib:
         local = subject.root / calibration_location(spec)
         name = f"calibration {spec}"
         try:
@@ -261,7 +302,7 @@ def _first_record(name: str, source: CalibrationSource, found: PreflightCheck) -
     try:
         source.records(1)
     except HubkitError as exc:
-        if exc.__cause__ is not None and is_network_error(exc.__cause__):
+        if (exc.__cause__ is not None and is_network_error(exc.__cause__)) or (source.kind == "hub" and _unasked(exc)):
             return PreflightCheck(name, NOT_CHECKED, f"{found.detail}; cannot reach it to read a record ({exc})")
         return PreflightCheck(name, FAILED, f"{exc}; fix [quantize] calib")
     return found
@@ -352,7 +393,7 @@ def _gpu_target(names: list[str]) -> str | None:
 def _gpus(subject: Subject) -> Iterator[PreflightCheck]:
     if "quantize" not in subject.stages:
         return
-    device = subject.manifest.quantize.device
+    device = subject.quantize.device
     try:
         base = subject.base_checkpoint()
     except HubkitError:
@@ -360,7 +401,7 @@ def _gpus(subject: Subject) -> Iterator[PreflightCheck]:
     here = None
     if base is not None:
         try:  # the mode quantize will take, and whether it needs a GPU at all
-            here = quantize_needs(base, "cpu", subject.manifest.quantize, subject.out)
+            here = quantize_needs(base, "cpu", subject.quantize, subject.out)
         except HubkitError as exc:
             yield PreflightCheck("quantize mode", FAILED, f"{exc}; fix [quantize]")
             return
@@ -389,7 +430,7 @@ def _gpus(subject: Subject) -> Iterator[PreflightCheck]:
         )
         return
     try:
-        needs = quantize_needs(subject.base_checkpoint(), target, subject.manifest.quantize, subject.out)
+        needs = quantize_needs(subject.base_checkpoint(), target, subject.quantize, subject.out)
     except HubkitError as exc:
         yield PreflightCheck("GPUs", NOT_CHECKED, f"{target} visible; the base cannot be read for the plan ({exc})")
         return
@@ -410,7 +451,7 @@ def _memory(subject: Subject, target: str, needs: QuantizeNeeds | None = None) -
     """This machine's memory against the quantize plan's host needs (on ``cpu`` the host is the device)."""
     if needs is None:
         try:
-            needs = quantize_needs(subject.base_checkpoint(), target, subject.manifest.quantize, subject.out)
+            needs = quantize_needs(subject.base_checkpoint(), target, subject.quantize, subject.out)
         except HubkitError as exc:
             yield PreflightCheck("host memory", NOT_CHECKED, f"the base cannot be read for the plan ({exc})")
             return
@@ -438,7 +479,7 @@ def _disk(subject: Subject) -> Iterator[PreflightCheck]:
         base = subject.base_checkpoint()
         names = visible_gpus()
         target = _gpu_target(names) or "1xB300"  # disk: any target
-        needs = quantize_needs(base, target, subject.manifest.quantize, subject.out)
+        needs = quantize_needs(base, target, subject.quantize, subject.out)
     except HubkitError as exc:
         yield PreflightCheck("disk", NOT_CHECKED, f"the base cannot be read for the plan ({exc})")
         return
@@ -552,7 +593,7 @@ def _hub_datasets(subject: Subject) -> list[str]:
     from hubkit.quantize.calibration import CalibrationSource
 
     named = []
-    for spec in subject.manifest.quantize.calib:
+    for spec in subject.manifest.quantize.calib if subject.manifest.quantize else []:
         local = subject.root / spec
         try:
             if CalibrationSource.parse(str(local) if local.exists() else spec).kind == "hub":
@@ -569,7 +610,11 @@ def _hub(subject: Subject) -> Iterator[PreflightCheck]:
     try:
         user = subject.check_token()
     except HubkitError as exc:
-        yield PreflightCheck("Hub", FAILED, str(exc))
+        unasked = _unasked(exc)
+        if unasked:
+            yield PreflightCheck("Hub", NOT_CHECKED, f"cannot check the token at {endpoint}: {unasked}")
+        else:
+            yield PreflightCheck("Hub", FAILED, str(exc))
     else:
         yield PreflightCheck("Hub", OK, f"{endpoint} accepts the token (user {user})")
 

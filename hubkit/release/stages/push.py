@@ -30,20 +30,21 @@ class Push(Stage):
 
     def plan(self) -> StageResult:
         from hubkit.hub.push import push
+        from hubkit.sizes import human_size
 
         if not self.out.is_dir():
             return StageResult(self.name, "would run", detail="after quantize")
         plan = push(self.options(dry_run=True))
         why = self._unvalidated()
         first = f"validates first ({why}); " if why else ""
-        return StageResult(self.name, "would run", detail=f"{first}{len(plan.new)} new, {len(plan.changed)} changed, {plan.bytes_to_upload:,} bytes",
+        return StageResult(self.name, "would run", detail=f"{first}{len(plan.new)} new, {len(plan.changed)} changed, {human_size(plan.bytes_to_upload)}",
                            outputs={"new": plan.new, "changed": plan.changed})  # fmt: skip
 
     def options(self, dry_run: bool) -> PushOptions:
         return push_options(self.manifest, out=self.out, progress=self.release.options.progress, dry_run=dry_run)
 
     def run(self) -> StageResult:
-        from hubkit.hub.push import head_commit, push, remote_files
+        from hubkit.hub.push import head_commit, plural, push, remote_files
 
         release = self.release
         why = self._unvalidated()
@@ -71,8 +72,11 @@ class Push(Stage):
         commit = head_commit(api, retry, repo, revision)
         files = retry.call("listing the pushed files", lambda: remote_files(api, repo, revision)) or {}
         before = f"{why}: validated it first, passed; " if why is not None else ""
-        return StageResult(self.name, "ran", detail=f"{before}{len(result.new) + len(result.changed)} files uploaded",
+        sent = len(result.new) + len(result.changed)
+        return StageResult(self.name, "ran", detail=f"{before}{plural(sent, 'file')} uploaded",
                            outputs={"commit": commit, "files": len(files), "bytes": result.bytes_to_upload,
+                                    "uploaded": sent, "unchanged": len(result.unchanged),
+                                    "commits": len(result.commits), "seconds": result.upload_seconds,
                                     "pull_request": result.pull_request, "merged": result.merged})  # fmt: skip
 
     def _unvalidated(self) -> str | None:

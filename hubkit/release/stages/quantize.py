@@ -17,12 +17,18 @@ from hubkit.release.workspace import check_replaceable, has_files
 from hubkit.sizes import MiB
 
 if TYPE_CHECKING:
-    from hubkit.manifest import Manifest
+    from hubkit.manifest import Manifest, QuantizeTable
     from hubkit.quantize.options import QuantizeOptions
 
 
 class Quantize(Stage):
     name = "quantize"
+
+    @property
+    def table(self) -> QuantizeTable:
+        """``[quantize]``: a release of an export made elsewhere has none, and never selects this stage."""
+        assert self.manifest.quantize is not None, "the quantize stage runs only with a [quantize] table"
+        return self.manifest.quantize
 
     def fingerprint(self) -> str:
         release = self.release
@@ -30,9 +36,9 @@ class Quantize(Stage):
         listing = base if base.startswith("hf://") else folder_fingerprint(Path(base))
         calib = [
             (location, calibration_fingerprint(release.root / location, location))
-            for location in map(calibration_location, self.manifest.quantize.calib)
+            for location in map(calibration_location, self.table.calib)
         ]
-        return fingerprint(listing, self.manifest.quantize.model_dump(), calib)
+        return fingerprint(listing, self.table.model_dump(), calib)
 
     def plan(self) -> StageResult:
         replaces = f"; replaces hubkit's earlier export in {self.out}" if self._holds_export() else ""
@@ -89,6 +95,7 @@ def quantize_options(manifest: Manifest, *, root: Path, out: Path, base: str, pr
     from hubkit.quantize.options import QuantizeOptions
 
     table = manifest.quantize
+    assert table is not None, "quantize options exist only for a manifest with a [quantize] table"
     calib = tuple(str(root / c) if (root / calibration_location(c)).exists() else c for c in table.calib)
     return from_manifest(QuantizeOptions, manifest, base=base, out=out, calib=calib, progress=progress)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from operator import attrgetter, itemgetter, sub
@@ -138,8 +139,17 @@ def byte_length(ctx: Context) -> Iterator[Issue]:
             continue  # every (dtype, shape, byte length) that occurs is right: a few hundred, not 2,300
         for name, tensor in shard.tensors.items():
             expected = expected_cache[(tensor.dtype, tensor.shape)]
+            if expected is None and tensor.dtype in DTYPE_BITS:  # a sub-byte dtype's elements end mid-byte
+                bits = DTYPE_BITS[tensor.dtype] * math.prod(tensor.dims)
+                yield Issue(
+                    f"{tensor.dtype} {list(tensor.dims)} is {bits:,} bits, not a whole number of bytes; "
+                    "loaders refuse it: pad the tensor to whole bytes",
+                    shard.file,
+                    name,
+                )
+                continue
             if expected is None:
-                continue  # unknown dtype (HK204) or a bit count that is not whole bytes
+                continue  # unknown dtype (HK204)
             begin, end = tensor.data_offsets
             if end - begin != expected:
                 yield Issue(
