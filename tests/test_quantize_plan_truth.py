@@ -17,7 +17,6 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("modelopt")
 pytest.importorskip("accelerate")
 
-from hubkit.errors import HubkitError  # noqa: E402
 from hubkit.quantize.interrupts import KILL_AT  # noqa: E402
 from hubkit.quantize.pipeline import QuantizeOptions, quantize  # noqa: E402
 from hubkit.quantize.tiny_models import calibration_jsonl, tiny_base  # noqa: E402
@@ -41,6 +40,11 @@ KILL_POINTS = [
     "made-by-removed:1",
     "renamed:1",
 ]
+#: The moments every full run of the suite kills at (where bugs were found, and the last one); set
+#: HUBKIT_KILL_POINTS=all for every moment (about a minute each).
+EVERY_RUN = ("layer-recorded:2", "shard-renamed:1", "shards-written:1", "configs-saving:1", "renamed:1")
+if os.environ.get("HUBKIT_KILL_POINTS") != "all":
+    KILL_POINTS = [point for point in KILL_POINTS if point in EVERY_RUN]
 CHILD = """
 import json, sys
 from pathlib import Path
@@ -101,12 +105,9 @@ def test_a_rerun_after_a_kill_at_any_moment_gives_the_identical_export(
 ) -> None:
     run = options(base, tmp_path / "out", calib)
     killed_at(run, point)
-    if point.startswith("renamed"):  # the export was in place before the kill: a rerun refuses to overwrite it
-        with pytest.raises(HubkitError, match="already holds a complete export"):
-            quantize(run)
-    else:
+    if not point.startswith("renamed"):
         assert not run.out.exists()  # a killed run leaves nothing that looks like an export
-        assert quantize(run).report.passed
+    assert quantize(run).report.passed  # after the rename: the export of these inputs is there, validated again
     assert files_of(run.out) == files_of(reference)
     assert not (tmp_path / ".out.partial").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
