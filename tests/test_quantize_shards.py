@@ -68,6 +68,8 @@ def test_split_and_files_equal_save_pretrained_layout(tmp_path: Path, seed: int,
             writer.forget_obsolete()
             writer = ShardWriter.restore(ours, scratch, saved)
     files = writer.finish(total_parameters=123)
+    assert list(scratch.iterdir())  # the pending files stay until the caller has recorded the finished shards
+    writer.forget_obsolete()
     assert sorted(files) == sorted(split.filename_to_tensors)
     for name in files:
         assert (ours / name).read_bytes() == (reference / name).read_bytes(), name

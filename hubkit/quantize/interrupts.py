@@ -15,6 +15,7 @@ record is built for a SIGKILL anywhere).
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from collections.abc import Iterator
@@ -23,6 +24,9 @@ from types import FrameType
 from typing import Any
 
 _pending: list[int] = []
+#: Test hook: ``HUBKIT_TEST_KILL_AT=EVENT:N`` SIGKILLs the process the N-th time it reaches ``kill_point(EVENT)``.
+KILL_AT = "HUBKIT_TEST_KILL_AT"
+_reached: dict[str, int] = {}
 _previous: dict[int, Any] = {}
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -88,3 +92,16 @@ def _restore() -> None:
     for number, handler in _previous.items():
         signal.signal(number, handler if handler is not None else signal.SIG_DFL)
     _previous.clear()
+
+
+def kill_point(event: str) -> None:
+    """Test hook for the resume tests: a named moment of a run (``KILL_AT`` lists them in the tests); when the
+    environment names it, die here as a SIGKILL would. Nothing happens when ``KILL_AT`` is unset."""
+    wanted = os.environ.get(KILL_AT)
+    if not wanted:
+        return
+    name, _, count = wanted.partition(":")
+    if name == event:
+        _reached[event] = _reached.get(event, 0) + 1
+        if _reached[event] == int(count or 1):
+            os.kill(os.getpid(), signal.SIGKILL)

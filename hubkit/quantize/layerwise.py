@@ -150,7 +150,9 @@ class BaseWeights:
         for shard, parts in wanted.items():
             with safe_open(str(self.folder / shard), framework="pt") as handle:
                 for part in parts:
-                    raw[part] = handle.get_tensor(part)
+                    # a copy: a view into the shard's mapping would keep every page of it read so far resident for
+                    # as long as the tensor lives (the embeddings live the whole run): RSS grew with depth
+                    raw[part] = handle.get_tensor(part).clone()
                     interrupts.check()
         if self.dequantizer is None:
             return raw
@@ -361,6 +363,8 @@ class LayerwiseRun:
     resumed_layers: list[int] = field(default_factory=list)
     layer_seconds: list[float] = field(default_factory=list)
     peak_device_bytes: dict[str, int] = field(default_factory=dict)
+    #: the most bytes of captured layer inputs the loop held at once (the plan's activations term)
+    held_input_bytes: int = 0
 
     @property
     def model(self) -> Any:
@@ -428,9 +432,13 @@ class LayerwiseRun:
                 writer.add(key, tensor, size)
             with _quiet():
                 files = writer.finish(total_params + rest_params)
+            interrupts.kill_point("shards-written")
             self._record({**self._last_state, "shards": files})
+            writer.forget_obsolete()  # only now: a rerun before the record above reads the open shard from them
+            interrupts.kill_point("shards-recorded")
         with _quiet():
             self._write_configs()
+        interrupts.kill_point("configs-written")
         return files
 
     def _layers(
@@ -462,6 +470,8 @@ class LayerwiseRun:
                     layer = self.skeleton.materialize(index)
                     last = index + 1 == total
                     next_inputs = self._capture_next(collector, layer) if not last else None
+                    held = _held_bytes([inputs, next_inputs])  # this layer's inputs and the next's, at once
+                    self.held_input_bytes = max(self.held_input_bytes, held)
                     self._calibrate(layer, inputs, calib_func, calib_kwargs)
                     self._peak("calibrate")
                     if self.rank == 0:
@@ -639,6 +649,7 @@ class LayerwiseRun:
             _sanitize_generation_config_for_save(self.model)
             try:
                 self.model.save_pretrained(folder, state_dict={})
+                interrupts.kill_point("configs-saving")
             finally:
                 _unpatch_revert_weight_conversion(patches)
             for item in Path(folder).iterdir():
@@ -692,6 +703,7 @@ class LayerwiseRun:
             originals = [getattr(layers[i], "_original", layers[i]) for i in range(index + 1)]  # skipped: a stand-in
             metas = [_calib_state(layer).output_meta for layer in originals]
             _save_atomic(metas, self.scratch / OUTPUT_META)
+            interrupts.kill_point("layer-files")
         _barrier(self.world)
         if self.rank == 0:
             state = {
@@ -704,9 +716,11 @@ class LayerwiseRun:
             }
             self._record(state)
             self._last_state = state
+            interrupts.kill_point("layer-recorded")
             writer.forget_obsolete()
         _barrier(self.world)
         self._inputs_file(index).unlink(missing_ok=True)
+        interrupts.kill_point("layer-done")
 
     def _record(self, state: dict[str, Any]) -> None:
         write_json(self.scratch / STATE_FILE, state, indent=None)
@@ -745,6 +759,18 @@ def bound_host_heap() -> None:
 def _calib_state(layer: Any) -> Any:
     """modelopt's per-layer layerwise state (its ``_LayerCalibState``), set on every decoder layer it patches."""
     return layer._layerwise_calib
+
+
+def _held_bytes(value: Any) -> int:
+    """Bytes of the distinct tensors (storages) inside ``value``, a nesting of lists, tuples and dicts."""
+    from torch.utils._pytree import tree_leaves
+
+    storages = {
+        (leaf.device, leaf.untyped_storage().data_ptr()): leaf.untyped_storage().nbytes()
+        for leaf in tree_leaves(value)
+        if isinstance(leaf, torch.Tensor)
+    }
+    return sum(storages.values())
 
 
 def _save_atomic(value: Any, path: Path) -> None:

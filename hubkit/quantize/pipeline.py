@@ -262,6 +262,7 @@ class Job:
     resumed_layers: list[int] = field(default_factory=list)
     layer_seconds: list[float] = field(default_factory=list)
     peak_device_bytes: dict[str, int] = field(default_factory=dict)
+    held_input_bytes: int = 0  # layerwise: the most captured layer inputs held at once
 
 
 def quantize(options: QuantizeOptions) -> QuantizeResult:
@@ -337,6 +338,9 @@ def run_calibrated(job: Job, mode: CalibratedMode) -> QuantizeResult:
     failure the staging folder goes, unless the mode keeps progress in it for a rerun."""
     import torch
 
+    finished = _finished_before(job)
+    if finished is not None:
+        return finished
     initialized = _init_distributed(job.dist, job.device)
     try:
         job.staging = staging = mode.staging(job)
@@ -355,6 +359,20 @@ def run_calibrated(job: Job, mode: CalibratedMode) -> QuantizeResult:
             torch.distributed.destroy_process_group()
     mode.finished(job)
     return result
+
+
+def _finished_before(job: Job) -> QuantizeResult | None:
+    """The result of an earlier run of these very inputs that completed ``--out`` (killed after its rename, or
+    simply run again): validated again and returned, nothing rewritten; None when ``--out`` holds no such export."""
+    out = job.options.out
+    if not job.fingerprint or not (out / STATE).is_file() or not made_by_hubkit(out):
+        return None
+    state = read_record(out / STATE)
+    if state.get("status") != "complete" or state.get("fingerprint") != job.fingerprint:
+        return None
+    log.info("%s already holds the complete export of these inputs: validating it again, rewriting nothing", out)
+    report = validate(str(out), ValidateOptions(profile=job.options.profile, base=str(job.base)))
+    return QuantizeResult(out, report, read_record(out / PROVENANCE), primary=job.dist.rank == 0)
 
 
 def intermediate_folder(out: Path) -> Path:
@@ -418,18 +436,23 @@ def publish(job: Job, provenance: dict[str, Any]) -> QuantizeResult:
     options, timings, staging = job.options, job.timings, job.staging
     assert staging is not None
     write_json(staging / PROVENANCE, provenance)
+    interrupts.kill_point("provenance-written")
     with stage(timings, "validate"):
         report = validate(str(staging), ValidateOptions(profile=options.profile, base=str(job.base)))
     report.path = str(options.out)
     provenance["timings_s"] = timings
     write_json(staging / PROVENANCE, provenance)
     status = "complete" if report.passed else "failed-validation"
-    write_state(staging, {"status": status, "errors": report.count(Severity.ERROR)})
+    write_state(staging, {"status": status, "errors": report.count(Severity.ERROR), "fingerprint": job.fingerprint})
+    interrupts.kill_point("state-written")
     if (staging / SCRATCH).exists():  # inside hubkit's own staging folder
         shutil.rmtree(staging / SCRATCH)
+    interrupts.kill_point("scratch-removed")
     (staging / MADE_BY).unlink()  # from here on hubkit's state.json is the record that hubkit made the folder
+    interrupts.kill_point("made-by-removed")
     remove_owned(options.out, "--out")
     staging.rename(options.out)
+    interrupts.kill_point("renamed")
     return QuantizeResult(options.out, report, provenance)
 
 

@@ -8,7 +8,8 @@ a time) the plan predicts peak device memory, peak host memory, disk, and calibr
 - resident, device: the BF16 weights times ``RESIDENT_FACTOR`` (calibration and export temporaries: the MSE
   scale sweep and the whole quantized state dict being built), plus the calibration activations;
 - layerwise, device: everything outside the decoder layers (embeddings, LM head, vision tower), plus the largest
-  layer times ``LAYER_FACTOR``, plus two layers' worth of cached activations (this layer's inputs, the next's);
+  layer times ``LAYER_FACTOR`` or, if more, the layer while it loads (its per-expert tensors and their fused
+  stack at once), plus two layers' worth of cached activations (this layer's inputs, the next's);
 - host: on a CPU run the host is the device, plus the process itself (Python, torch, transformers, modelopt);
   on a GPU run, the process plus what passes through the host (one layer read from the base, one exported layer);
 - disk: the export, plus one shard being written beside it, plus (resident, INT4 base) a BF16 copy of the
@@ -53,8 +54,12 @@ LAYER_FACTOR_CPU = 3.5
 LAYER_FACTOR_CUDA = 1.9
 #: Resident memory of the process itself (Python, torch, transformers, modelopt imported, tokenizer loaded).
 PROCESS_BYTES = 610 * MIB
-#: Cached activations: hidden states in BF16, plus the per-batch extras (position embeddings, masks).
+#: Cached activations of one layer: hidden states in BF16, plus the per-batch extras (position embeddings, masks);
+#: measured 1.14 on the tiny model (``held_input_bytes`` in a layerwise run's provenance).
 ACTIVATION_OVERHEAD = 1.5
+#: Layers' inputs the layerwise loop holds at once: this layer's, replayed to calibrate it, and the next layer's,
+#: captured from this one before it is calibrated.
+INPUTS_HELD = 2
 #: Calibration seconds per layer per GiB of layer weights per 1,000 tokens: CPU fitted by bench_quantize.py;
 #: CUDA from the H200 run above (5.3 s for 4.0 GiB and 16,384 tokens), not measured one layer at a time.
 SECONDS_PER_GIB_KTOK = {"cpu": 66.0, "cuda": 5.3 / 4.0 / 16.384}
@@ -82,6 +87,8 @@ class Shape:
     int4: bool
     hidden: int
     experts: int
+    #: BF16 bytes of the routed experts, per decoder layer (those a loader stacks into fused parameters)
+    expert_bytes: list[int] = field(default_factory=list)
 
     @property
     def weight_bytes(self) -> int:
@@ -91,6 +98,13 @@ class Shape:
     def largest_layer(self) -> int:
         return max(self.layer_bytes, default=0)
 
+    @property
+    def largest_loading(self) -> int:
+        """The most bytes a layer holds while it loads: its tensors as read, plus its routed experts stacked into
+        fused parameters (transformers' loader stacks the per-expert tensors; both live until the stack is done)."""
+        experts = self.expert_bytes or [0] * len(self.layer_bytes)
+        return max((size + fused for size, fused in zip(self.layer_bytes, experts, strict=True)), default=0)
+
 
 _LAYER = re.compile(r"^(.*?\.layers)\.(\d+)\.")
 
@@ -99,6 +113,7 @@ def shape_of(base: Checkpoint) -> Shape:
     """Header arithmetic: INT4 ``weight_packed`` expands to BF16; experts shrink to NVFP4 in the export."""
     text = base.text_config
     layers: dict[int, int] = {}
+    experts_of: dict[int, int] = {}
     rest = export = 0
     int4 = False
     for name, tensor in base.tensors.items():
@@ -115,12 +130,15 @@ def shape_of(base: Checkpoint) -> Shape:
         found = _LAYER.match(name)
         if found:
             layers[int(found[2])] = layers.get(int(found[2]), 0) + bf16
+            if ".experts." in name:
+                experts_of[int(found[2])] = experts_of.get(int(found[2]), 0) + bf16
         else:
             rest += bf16
     count = int(text.get("num_hidden_layers", 0) or 0) or len(layers)
     per_layer = [layers.get(i, 0) for i in range(max(count, len(layers)))]
     experts = int(text.get("n_routed_experts", 0) or text.get("num_local_experts", 0) or 0)
-    return Shape(per_layer, rest, export, int4, int(text.get("hidden_size", 0) or 0), experts)
+    per_layer_experts = [experts_of.get(i, 0) for i in range(len(per_layer))]
+    return Shape(per_layer, rest, export, int4, int(text.get("hidden_size", 0) or 0), experts, per_layer_experts)
 
 
 @dataclass(frozen=True)
@@ -340,8 +358,9 @@ def _devices(spans: bool, est: Estimate, per_gpu: float) -> int | None:
 
 
 def activation_bytes(shape: Shape, tokens: int, batch: int, seq: int) -> int:
-    """Cached hidden states of ``tokens`` tokens, plus one batch's attention temporaries."""
-    return int(tokens * shape.hidden * 2 * ACTIVATION_OVERHEAD) + batch * seq * shape.hidden * 4 * 8
+    """Cached inputs of ``tokens`` tokens for two layers at once, plus one batch's attention temporaries."""
+    cached = INPUTS_HELD * tokens * shape.hidden * 2 * ACTIVATION_OVERHEAD
+    return int(cached) + batch * seq * shape.hidden * 4 * 8
 
 
 def rewrite_bytes(shape: Shape) -> int:

@@ -30,6 +30,7 @@ import torch
 from huggingface_hub import get_torch_storage_size
 
 from hubkit.dtypes import LIBRARY_NAMES, tensor_bytes
+from hubkit.quantize import interrupts
 from hubkit.records import replacing, write_text
 
 #: What ``save_pretrained`` writes into every shard's header.
@@ -225,16 +226,17 @@ class ShardWriter:
         )
 
     def finish(self, total_parameters: int) -> list[str]:
-        """Close the open shard, give the parts their final names, write the index; returns the shard files."""
+        """Close the open shard, give the parts their final names, write the index; returns the shard files. The
+        caller records that, then calls ``forget_obsolete``: a rerun before the record reads the pending files."""
         self._close_open()
         self.commit("final")
-        self.forget_obsolete()
         count = len(self.parts)
         names = [WEIGHTS] if count == 1 else [f"model-{i + 1:05d}-of-{count:05d}.safetensors" for i in range(count)]
         weight_map: dict[str, str] = {}
         for part, name in zip(self.parts, names, strict=True):
             if (self.folder / part["file"]).exists() or not (self.folder / name).exists():
                 os.replace(self.folder / part["file"], self.folder / name)  # else renamed by a run that then died
+                interrupts.kill_point("shard-renamed")
             weight_map.update(dict.fromkeys(part["keys"], name))
         if count == 1:
             return names

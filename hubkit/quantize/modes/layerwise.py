@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,7 +37,8 @@ class Layerwise(CalibratedMode):
     def estimate(self, shape: Shape, kind: str, tokens: int, batch: int, seq: int, world: int) -> Estimate:
         factor = LAYER_FACTOR_CPU if kind == "cpu" else LAYER_FACTOR_CUDA
         share = math.ceil(tokens / max(world, 1))
-        device = shape.rest_bytes + int(shape.largest_layer * factor) + activation_bytes(shape, share, batch, seq)
+        layer = max(int(shape.largest_layer * factor), shape.largest_loading)  # calibrating, or loading
+        device = shape.rest_bytes + layer + activation_bytes(shape, share, batch, seq)
         export_layer = shape.export_bytes * shape.largest_layer // max(shape.weight_bytes, 1)
         # every process of a torchrun job reads and dequantizes the layer it calibrates on the host
         host = world * (PROCESS_BYTES + (device if kind == "cpu" else 2 * shape.largest_layer + export_layer))
@@ -59,7 +61,7 @@ class Layerwise(CalibratedMode):
     def calibrate(self, job: Job) -> tuple[dict[str, Any], bool]:
         import torch
 
-        from hubkit.quantize import cpu_fallback
+        from hubkit.quantize import cpu_fallback, interrupts
         from hubkit.quantize.coverage import ExpertCoverage
         from hubkit.quantize.layerwise import BaseWeights, LayerwiseRun, Skeleton, bound_host_heap, check_modelopt
         from hubkit.quantize.pipeline import SCRATCH, read_record, stage
@@ -95,16 +97,22 @@ class Layerwise(CalibratedMode):
                 run.layer_seconds,
                 run.peak_device_bytes,
             )
+            job.held_input_bytes = run.held_input_bytes
             summary = coverage.reduced().summary()
             summary["tokens"] = sum(len(b) for b in batches)
             if dist.rank == 0:  # keep only the record that every layer is done, for a rerun after a crash from here on
                 for item in scratch.iterdir():
                     if item.name != STATE_FILE:
-                        item.unlink()
+                        shutil.rmtree(item) if item.is_dir() and not item.is_symlink() else item.unlink()
+                        interrupts.kill_point("scratch-item-removed")
         return summary, fallback
 
     def record(self, job: Job) -> dict[str, Any]:
-        return {"resumed_layers": job.resumed_layers, "layer_seconds": job.layer_seconds}
+        return {
+            "resumed_layers": job.resumed_layers,
+            "layer_seconds": job.layer_seconds,
+            "held_input_bytes": job.held_input_bytes,
+        }
 
     def keeps_progress(self, staging: Path) -> bool:
         """Committed layers stay for a rerun of the same command to resume."""
