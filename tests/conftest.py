@@ -20,6 +20,8 @@ if not os.environ.get("HUBKIT_TEST_HF_HOME"):
     os.environ["HUBKIT_TEST_HF_HOME"] = tempfile.mkdtemp(prefix="hubkit-tests-")
     os.environ["HUBKIT_TEST_HF_HOME_OWNER"] = str(os.getpid())  # a pytest run in a test shares it, never removes it
 os.environ["HF_HOME"] = os.environ["HUBKIT_TEST_HF_HOME"]
+# matplotlib (the card's pictures) keeps its font cache there too, not in the user's config folder
+os.environ["MPLCONFIGDIR"] = os.path.join(os.environ["HUBKIT_TEST_HF_HOME"], "matplotlib")
 os.environ.pop("HF_HUB_CACHE", None)
 os.environ.pop("HUGGINGFACE_HUB_CACHE", None)
 os.environ.pop("HF_XET_CACHE", None)
@@ -244,6 +246,25 @@ def read_json(path: Path) -> Any:
 
 def write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2))
+
+
+def export_files(folder: Path) -> dict[str, bytes]:
+    """Every file of an export but its provenance (which records the mode, timings and resumed layers)."""
+    return {
+        str(p.relative_to(folder)): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != "provenance.json"
+    }
+
+
+def fake_gpus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *names: str) -> None:
+    """This runner's GPUs, as a stand-in nvidia-smi first on PATH lists them (none: it lists nothing)."""
+    folder = tmp_path / "bin"
+    folder.mkdir(exist_ok=True)
+    (folder / "nvidia-smi").write_text("#!/bin/sh\n" + "".join(f"echo '{name}'\n" for name in names))
+    (folder / "nvidia-smi").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ.get('PATH', '')}")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
 
 
 def set_exclusions(path: Path, patterns: list[str]) -> None:

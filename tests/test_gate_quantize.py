@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from hubkit.testing.kimi import KimiDims, build_nvfp4_checkpoint
-from tests.conftest import REPO_ROOT, SUBPROCESS_ENV, example_copy
+from tests.conftest import REPO_ROOT, SUBPROCESS_ENV, example_copy, export_files
 
 EXAMPLE = REPO_ROOT / "examples" / "kimi-k2.7-code-nvfp4"
 TRUST_LINE = "trust_remote_code = true"
@@ -296,14 +296,5 @@ def test_sigterm_mid_mse_calibration_acts_within_the_layer_and_a_rerun_resumes(
     assert run(out)["run"]["resumed_layers"] == [0]
     whole = tmp_path / "whole"
     assert run(whole)["run"]["resumed_layers"] == []
-    exported, reference = files_of(out), files_of(whole)
+    exported, reference = export_files(out), export_files(whole)
     assert exported.keys() == reference.keys() and [k for k in exported if exported[k] != reference[k]] == []
-
-
-def files_of(folder: Path) -> dict[str, bytes]:
-    """Every file of an export but its provenance (which records timings and resumed layers)."""
-    return {
-        str(p.relative_to(folder)): p.read_bytes()
-        for p in folder.rglob("*")
-        if p.is_file() and p.name != "provenance.json"
-    }

@@ -8,27 +8,13 @@ and the card's metadata check are hubkit's and the Hub client's own code.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import SUBPROCESS_ENV, example_project, linked_copy
-
-SYSTEM_PATH = os.environ.get("PATH", "")
-
-
-def gpus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *names: str) -> None:
-    """This runner's GPUs, as nvidia-smi lists them (none: it lists nothing)."""
-    folder = tmp_path / "bin"
-    folder.mkdir(exist_ok=True)
-    lines = "".join(f"echo '{name}'\n" for name in names)
-    (folder / "nvidia-smi").write_text(f"#!/bin/sh\n{lines}")
-    (folder / "nvidia-smi").chmod(0o755)
-    monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{SYSTEM_PATH}")
-    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+from tests.conftest import SUBPROCESS_ENV, example_project, fake_gpus, linked_copy
 
 
 def checks(result) -> dict[str, dict]:
@@ -37,7 +23,7 @@ def checks(result) -> dict[str, dict]:
 
 
 def test_every_missing_input_is_reported_at_once(hubkit, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    gpus(tmp_path, monkeypatch)  # none
+    fake_gpus(tmp_path, monkeypatch)  # none
 
     def edit(text: str) -> str:
         text = text.replace('device = "cpu"', 'device = "cuda"').replace(
@@ -91,7 +77,7 @@ def test_quantize_plan_against_the_gpus_present_and_the_free_disk(
     manifest = folder / "hubkit.toml"
 
     dry = ("release", manifest, "--dry-run", "--until", "quantize", "--format", "json")
-    gpus(tmp_path, monkeypatch, *["NVIDIA H100 80GB HBM3"] * 8)
+    fake_gpus(tmp_path, monkeypatch, *["NVIDIA H100 80GB HBM3"] * 8)
     resident = checks(hubkit(*dry, "--set", 'quantize.mode="resident"'))
     assert resident["GPUs"]["status"] == "failed", resident
     assert (
@@ -109,7 +95,7 @@ def test_quantize_plan_against_the_gpus_present_and_the_free_disk(
     assert cramped["host memory"]["status"] == "failed"
     assert "GiB of host memory and 16.0 GiB is available" in cramped["host memory"]["detail"]
 
-    gpus(tmp_path, monkeypatch, *["NVIDIA B300 SXM6 AC"] * 8)
+    fake_gpus(tmp_path, monkeypatch, *["NVIDIA B300 SXM6 AC"] * 8)
     result = hubkit(*dry, "--set", 'quantize.max_cpu_memory="2TiB"')
     found = checks(result)
     assert found["GPUs"]["status"] == "ok" and found["GPUs"]["detail"].startswith("8xB300: 268.0 GiB, the quantize")

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import export_files
+
 torch = pytest.importorskip("torch")
 pytest.importorskip("modelopt")
 pytest.importorskip("accelerate")
@@ -23,15 +25,6 @@ from hubkit.quantize.tiny_models import calibration_jsonl, int4_base_from, tiny_
 
 REPO = Path(__file__).resolve().parent.parent
 SIX_LAYERS = {"num_hidden_layers": 6}
-
-
-def files_of(folder: Path) -> dict[str, bytes]:
-    """Every file of an export but its provenance (which records the mode, timings and resumed layers)."""
-    return {
-        str(p.relative_to(folder)): p.read_bytes()
-        for p in sorted(folder.rglob("*"))
-        if p.is_file() and p.name != "provenance.json"
-    }
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +72,7 @@ def exports(
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["deepseek", "kimi-int4"])
 def test_layerwise_export_is_byte_identical_to_resident(exports: dict[tuple[str, str], Path], name: str) -> None:
-    resident, layerwise = files_of(exports[name, "resident"]), files_of(exports[name, "layerwise"])
+    resident, layerwise = export_files(exports[name, "resident"]), export_files(exports[name, "layerwise"])
     assert len([f for f in resident if f.endswith(".safetensors")]) > 2  # the sharded layout is compared too
     assert "model.safetensors.index.json" in resident
     assert resident.keys() == layerwise.keys()
@@ -143,7 +136,7 @@ def test_sigkill_mid_layerwise_then_rerun_gives_the_identical_export(
     assert not run.out.exists()  # a killed run leaves nothing that looks like an export
     result = quantize(run)
     assert result.provenance["run"]["resumed_layers"] == list(range(done))
-    assert files_of(run.out) == files_of(exports[name, "layerwise"])
+    assert export_files(run.out) == export_files(exports[name, "layerwise"])
     assert not (tmp_path / ".out.partial").exists()
 
 
@@ -156,7 +149,7 @@ def test_a_changed_seed_after_a_kill_starts_over(
     result = quantize(options(deepseek, tmp_path / "out", calib, mode="layerwise"))  # the default seed
     assert result.provenance["run"]["resumed_layers"] == []
     assert result.provenance["calibration"]["seed"] == 1234
-    assert files_of(result.out) == files_of(exports["deepseek", "layerwise"])
+    assert export_files(result.out) == export_files(exports["deepseek", "layerwise"])
 
 
 @pytest.mark.slow
@@ -199,7 +192,7 @@ def test_torchrun_two_cpu_processes_give_the_one_process_export(
     assert provenance["run"]["world_size"] == 2 and "torchrun" in provenance["run"]["reason"]
     single = json.loads((reference / ".hubkit" / "provenance.json").read_text())
     assert provenance["coverage"] == single["coverage"]
-    assert files_of(run.out) == files_of(reference)
+    assert export_files(run.out) == export_files(reference)
 
 
 @pytest.mark.slow
@@ -219,4 +212,4 @@ def test_a_crash_after_the_last_layer_resumes_without_calibrating_again(
     result = quantize(run)
     assert result.provenance["run"]["resumed_layers"] == list(range(6))
     assert result.provenance["run"]["layer_seconds"] == []
-    assert files_of(run.out) == files_of(exports["deepseek", "layerwise"])
+    assert export_files(run.out) == export_files(exports["deepseek", "layerwise"])

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import export_files
+
 torch = pytest.importorskip("torch")
 pytest.importorskip("modelopt")
 pytest.importorskip("accelerate")
@@ -52,15 +54,6 @@ from hubkit.quantize.pipeline import QuantizeOptions, quantize
 values = json.loads(sys.argv[1])
 quantize(QuantizeOptions(**{**values, "out": Path(values["out"]), "calib": tuple(values["calib"])}))
 """
-
-
-def files_of(folder: Path) -> dict[str, bytes]:
-    """Every file of an export but its provenance (which records the timings and resumed layers)."""
-    return {
-        str(p.relative_to(folder)): p.read_bytes()
-        for p in sorted(folder.rglob("*"))
-        if p.is_file() and p.name != "provenance.json"
-    }
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +101,7 @@ def test_a_rerun_after_a_kill_at_any_moment_gives_the_identical_export(
     if not point.startswith("renamed"):
         assert not run.out.exists()  # a killed run leaves nothing that looks like an export
     assert quantize(run).report.passed  # after the rename: the export of these inputs is there, validated again
-    assert files_of(run.out) == files_of(reference)
+    assert export_files(run.out) == export_files(reference)
     assert not (tmp_path / ".out.partial").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 

@@ -8,7 +8,6 @@ and the two ownership formats are both still recognised.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -17,20 +16,7 @@ from hubkit.errors import HubkitError
 from hubkit.hub.server import HubServer
 from hubkit.records import MADE_BY, STATE, made_by, made_by_hubkit, read_state, write_state
 from hubkit.sizes import GiB, MiB, binary_size, human_size, parse_size
-
-SYSTEM_PATH = os.environ.get("PATH", "")
-
-
-def nvidia_smi(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *names: str) -> None:
-    """This runner's GPUs, as a test double of nvidia-smi lists them."""
-    folder = tmp_path / "bin"
-    folder.mkdir(exist_ok=True)
-    lines = "".join(f"echo '{name}'\n" for name in names)
-    (folder / "nvidia-smi").write_text(f"#!/bin/sh\n{lines}")
-    (folder / "nvidia-smi").chmod(0o755)
-    monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{SYSTEM_PATH}")
-    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-
+from tests.conftest import fake_gpus
 
 # ------------------------------------------------------------------------------------------------------- sizes
 
@@ -89,7 +75,7 @@ def test_gpus_are_found_one_way(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     from hubkit.quantize.devices import present_gpus
     from hubkit.release import preflight, smoke
 
-    nvidia_smi(tmp_path, monkeypatch, "NVIDIA H100 80GB HBM3", "NVIDIA H100 80GB HBM3")
+    fake_gpus(tmp_path, monkeypatch, "NVIDIA H100 80GB HBM3", "NVIDIA H100 80GB HBM3")
     assert gpus.visible_gpus() == ["NVIDIA H100 80GB HBM3"] * 2
     assert present_gpus() == "2xH100"
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
@@ -100,10 +86,10 @@ def test_gpus_are_found_one_way(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
 def test_no_gpu_and_an_unknown_gpu_name_the_way_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from hubkit.quantize.devices import present_gpus
 
-    nvidia_smi(tmp_path, monkeypatch)
+    fake_gpus(tmp_path, monkeypatch)
     with pytest.raises(HubkitError, match="no GPU is visible here; name the target with --gpus"):
         present_gpus()
-    nvidia_smi(tmp_path, monkeypatch, "Tesla T4")
+    fake_gpus(tmp_path, monkeypatch, "Tesla T4")
     with pytest.raises(HubkitError, match="unknown GPU 'Tesla T4'"):
         present_gpus()
 

@@ -7,7 +7,6 @@ The GPUs a runner has are named by a test double of ``nvidia-smi`` written into 
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
@@ -15,19 +14,9 @@ import pytest
 
 from hubkit.errors import HubkitError
 from hubkit.testing.kimi import KimiDims, int4_base_layout, write_sparse_checkpoint
-from tests.conftest import example_project
+from tests.conftest import example_project, fake_gpus
 
 MXFP4_BLOCK = {"format": "mxfp4-pack-quantized", "quant_method": "compressed-tensors"}
-
-
-def nvidia_smi(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *names: str) -> None:
-    """This runner's GPUs, as nvidia-smi lists them (none: it lists nothing)."""
-    folder = tmp_path / "bin"
-    folder.mkdir(exist_ok=True)
-    (folder / "nvidia-smi").write_text("#!/bin/sh\n" + "".join(f"echo '{name}'\n" for name in names))
-    (folder / "nvidia-smi").chmod(0o755)
-    monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ.get('PATH', '')}")
-    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
 
 
 def preflight_checks(result) -> dict[str, dict]:
@@ -94,7 +83,7 @@ def test_preflight_and_plan_take_the_cast_for_an_mxfp4_base(
     folder = example_project(tmp_path, lambda t: t.replace('device = "cpu"', 'device = "cuda"'))
     mxfp4_base(folder / "base")
     (folder / "calib.jsonl").write_text('{"text": "hello"}\n')
-    nvidia_smi(tmp_path, monkeypatch)  # no GPU
+    fake_gpus(tmp_path, monkeypatch)  # no GPU
 
     plan = hubkit("quantize", "--base", folder / "base", "--plan", "--format", "json")
     assert plan.code == 0, plan.err
@@ -126,7 +115,7 @@ def test_preflight_and_plan_choose_alike_when_the_disk_decides(
     folder = example_project(tmp_path, lambda t: t.replace('device = "cpu"', 'device = "cuda"'))
     write_sparse_checkpoint(folder / "base", int4_base_layout(dims), files={"config.json": config})
     (folder / "calib.jsonl").write_text('{"text": "hello"}\n')
-    nvidia_smi(tmp_path, monkeypatch, *["NVIDIA H100 80GB HBM3"] * 8)
+    fake_gpus(tmp_path, monkeypatch, *["NVIDIA H100 80GB HBM3"] * 8)
     roomy = ("100TiB", "100TiB")  # GPU and host memory: only the disk can decide
 
     out = folder / "Kimi-Tiny-NVFP4"

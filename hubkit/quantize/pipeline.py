@@ -367,12 +367,12 @@ def _finished_before(job: Job) -> QuantizeResult | None:
     out = job.options.out
     if not job.fingerprint or not (out / STATE).is_file() or not made_by_hubkit(out):
         return None
-    state = read_record(out / STATE)
-    if state.get("status") != "complete" or state.get("fingerprint") != job.fingerprint:
+    provenance = read_record(out / PROVENANCE)
+    if read_record(out / STATE).get("status") != "complete" or provenance.get("fingerprint") != job.fingerprint:
         return None
     log.info("%s already holds the complete export of these inputs: validating it again, rewriting nothing", out)
     report = validate(str(out), ValidateOptions(profile=job.options.profile, base=str(job.base)))
-    return QuantizeResult(out, report, read_record(out / PROVENANCE), primary=job.dist.rank == 0)
+    return QuantizeResult(out, report, provenance, primary=job.dist.rank == 0)
 
 
 def intermediate_folder(out: Path) -> Path:
@@ -435,6 +435,7 @@ def publish(job: Job, provenance: dict[str, Any]) -> QuantizeResult:
     """Validate the staged export against its base, record the outcome, rename the folder into ``--out``."""
     options, timings, staging = job.options, job.timings, job.staging
     assert staging is not None
+    provenance["fingerprint"] = job.fingerprint  # of the inputs: a rerun of the same ones finds its export done
     write_json(staging / PROVENANCE, provenance)
     interrupts.kill_point("provenance-written")
     with stage(timings, "validate"):
@@ -443,7 +444,7 @@ def publish(job: Job, provenance: dict[str, Any]) -> QuantizeResult:
     provenance["timings_s"] = timings
     write_json(staging / PROVENANCE, provenance)
     status = "complete" if report.passed else "failed-validation"
-    write_state(staging, {"status": status, "errors": report.count(Severity.ERROR), "fingerprint": job.fingerprint})
+    write_state(staging, {"status": status, "errors": report.count(Severity.ERROR)})
     interrupts.kill_point("state-written")
     if (staging / SCRATCH).exists():  # inside hubkit's own staging folder
         shutil.rmtree(staging / SCRATCH)
