@@ -83,6 +83,7 @@ def _plain(text: str) -> str:
     return re.sub(r"\s+", " ", text.replace("ร—", "×").replace("โ†’", "→"))
 
 
+@pytest.mark.slow  # seconds: the full suite runs it, the fast lane keeps its family's quicker tests
 def test_golden_card_states_what_the_seed_card_states(card: str) -> None:
     seed = _plain(SEED.read_text(encoding="utf-8", errors="replace"))
     for fact in SEED_FACTS:

@@ -92,6 +92,7 @@ def test_the_heatmap_is_drawn_from_the_provenance_and_shown_in_the_card(export: 
     assert by_count[0] == (2, 1)  # layer 3's expert 1 saw no token: the darkest
 
 
+@pytest.mark.slow  # seconds: the full suite runs it, the fast lane keeps its family's quicker tests
 def test_the_same_provenance_draws_the_same_bytes_and_a_rerun_rewrites_nothing(export: Path) -> None:
     assert render(export).returncode == 0
     picture = export / COVERAGE_PICTURE

@@ -83,6 +83,7 @@ def test_the_model_release_uses_the_hub_release_environment() -> None:
 # ----------------------------------------------------------------------------------------- the card CI checks
 
 
+@pytest.mark.slow  # seconds: the full suite runs it, the fast lane keeps its family's quicker tests
 def test_model_repo_ci_checks_the_card_where_the_manifest_puts_it(hubkit, tmp_path: Path, tiny: Path) -> None:
     repo = init_model_repo(
         hubkit, tmp_path / "model", "--repo", "org/Tiny-NVFP4", "--base", "org/Tiny", "--action", ACTION

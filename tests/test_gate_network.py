@@ -148,6 +148,7 @@ def run_hubkit(*args: str, env: dict[str, str], limit_s: float = 40) -> tuple[su
 # ------------------------------------------------------------------------------------------------ timeouts
 
 
+@pytest.mark.slow  # seconds: the full suite runs it, the fast lane keeps its family's quicker tests
 def test_validate_against_a_server_that_never_answers_ends_within_the_timeout(silent: str) -> None:
     done, took = run_hubkit("validate", "hf://org/model", env={"HF_ENDPOINT": silent, "HUBKIT_HUB_TIMEOUT": "1"})
     assert done.returncode == 2, done.stderr

@@ -69,6 +69,7 @@ def test_remote_code_named_only_by_the_tokenizer_is_refused_too(hubkit, tmp_path
     assert "auto_map in tokenizer_config.json: tokenization_x.py, other/repo--fast.Fast" in result.err
 
 
+@pytest.mark.slow  # seconds: the full suite runs it, the fast lane keeps its family's quicker tests
 def test_the_release_preflight_refuses_untrusted_remote_code(hubkit, project: Path, tmp_path: Path) -> None:
     manifest = project / "untrusted.toml"  # beside the example's: the same base and calibration file
     text = (project / "hubkit.toml").read_text()

@@ -176,6 +176,7 @@ FUZZ = settings(
 )
 
 
+@pytest.mark.slow  # seconds: the full suite runs it, the fast lane keeps its family's quicker tests
 @FUZZ
 @given(
     ops=mutations(st.integers(0, 127), ASCII_TOKENS),
@@ -187,6 +188,7 @@ def test_ascii_mutations_never_raise(original: Original, ops: list[Any], length:
     check_never_raises(build_file(original, ops, length, data))
 
 
+@pytest.mark.slow  # seconds: the full suite runs it, the fast lane keeps its family's quicker tests
 @settings(FUZZ, derandomize=True, database=None, report_multiple_bugs=False, phases=[Phase.generate])
 @given(
     ops=mutations(st.integers(0, 255), ASCII_TOKENS + CRASH_TOKENS),

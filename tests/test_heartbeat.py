@@ -56,6 +56,7 @@ def push_process(hub: HubServer, folder: Path, *options: str, heartbeat: str = "
     )
 
 
+@pytest.mark.slow  # seconds: the full suite runs it, the fast lane keeps its family's quicker tests
 def test_push_to_a_log_prints_heartbeat_lines_per_commit_with_rate_and_eta_unless_quiet(
     hub: HubServer, shards: Path
 ) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import codes, linked_copy, read_json, set_exclusions
 
 
@@ -22,6 +24,7 @@ def test_real_k26_configs_are_accepted(hubkit, kimi_k26_skeleton: Path) -> None:
     assert report["summary"]["errors"] == 0
 
 
+@pytest.mark.slow  # seconds: the full suite runs it, the fast lane keeps its family's quicker tests
 def test_k27_code_list_is_accepted_and_its_extra_entry_is_informational(
     hubkit, kimi_k26_skeleton: Path, references: Path, tmp_path: Path
 ) -> None:

@@ -102,6 +102,7 @@ def test_preflight_and_plan_take_the_cast_for_an_mxfp4_base(
     )
 
 
+@pytest.mark.slow  # seconds: the full suite runs it, the fast lane keeps its family's quicker tests
 def test_preflight_and_plan_choose_alike_when_the_disk_decides(
     hubkit, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

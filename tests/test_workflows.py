@@ -151,6 +151,7 @@ def test_expression_evaluation_matches_github() -> None:
 # ----------------------------------------------------------------------------------------- a model repo's CI
 
 
+@pytest.mark.slow  # seconds: the full suite runs it, the fast lane keeps its family's quicker tests
 def test_model_repo_ci_checks_the_manifest_and_the_card_without_a_token(hubkit, tmp_path: Path, tiny: Path) -> None:
     repo = pin_base(init_model_repo(
         hubkit, tmp_path / "model", "--repo", "org/Tiny-NVFP4", "--base", "org/Tiny", "--action", ACTION
