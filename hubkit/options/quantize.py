@@ -7,15 +7,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hubkit.errors import HubkitError
 from hubkit.options import Options, option
 from hubkit.resources import profile_names
-from hubkit.sizes import size_or_none
+from hubkit.sizes import parse_size
 
 
 def _size(value: str, context: Mapping[str, Any]) -> str:
     """A size as typed (``250GiB``), checked now so a typo fails before any work."""
-    if size_or_none(value) is None:
-        raise ValueError(f"{value!r} is not a size; write it like 80GiB, 250GB or 512MiB")
+    try:
+        parse_size(value)
+    except HubkitError as exc:
+        raise ValueError(str(exc)) from None
     return value
 
 

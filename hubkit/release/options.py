@@ -5,7 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from hubkit.options import Options, option
-from hubkit.release.stages import NAMES as STAGES
+
+#: The stage names in order, for the CLI's choices: written out so that ``hubkit --help`` imports no stage (and no
+#: manifest); ``release/stages`` refuses to import when its ``STAGES`` names differ.
+STAGES = ("quantize", "card", "validate", "push", "tag", "smoke")
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ A new stage is a module here with a :class:`Stage` subclass, and its entry in :d
 
 from __future__ import annotations
 
+from hubkit.release.options import STAGES as OPTION_CHOICES
 from hubkit.release.stages.base import Stage, StageResult
 from hubkit.release.stages.card import Card
 from hubkit.release.stages.push import Push
@@ -16,5 +17,7 @@ from hubkit.release.stages.validate import Validate
 STAGES: tuple[type[Stage], ...] = (Quantize, Card, Validate, Push, Tag, Smoke)
 #: The stage names, in order (``--from``, ``--until``, ``--skip`` and the keys of ``state.json``).
 NAMES: tuple[str, ...] = tuple(stage.name for stage in STAGES)
+if NAMES != OPTION_CHOICES:
+    raise ImportError(f"release stages {NAMES} differ from the --from/--until/--skip choices {OPTION_CHOICES}")
 
 __all__ = ["NAMES", "STAGES", "Stage", "StageResult"]
