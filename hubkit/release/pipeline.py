@@ -97,7 +97,7 @@ class ReleaseResult:
     def as_dict(self) -> dict[str, Any]:
         return {
             "schema": 1, "manifest": self.manifest, "repo": self.repo, "out": self.out, "passed": self.passed,
-            "dry_run": self.dry_run, "preflight": [c.__dict__ for c in self.preflight],
+            "dry_run": self.dry_run, "preflight": [c.as_dict() for c in self.preflight],
             "stages": [s.__dict__ for s in self.stages], "card_diff": self.card_diff,
             "validate": {"waived": self.waived, "selected": self.selected_checks},
         }  # fmt: skip

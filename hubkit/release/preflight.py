@@ -53,9 +53,15 @@ class PreflightCheck:
     name: str
     status: str
     detail: str
+    #: a real run (not a dry run) cannot go on while this check is "not checked" (the Hub: push and tag need it)
+    required: bool = False
 
     def line(self) -> str:
         return f"{self.status}: {self.name}: {self.detail}"
+
+    def as_dict(self) -> dict[str, str]:
+        """The JSON form (release.schema.json): what was checked and found."""
+        return {"name": self.name, "status": self.status, "detail": self.detail}
 
 
 @dataclass
@@ -114,7 +120,7 @@ HUB_NEEDED = "push and tag need the Hub: rerun when it answers, or stop before t
 def blocking(checks: list[PreflightCheck]) -> list[PreflightCheck]:
     """The checks that stop a real run: every failure, and a Hub that could not be asked (it stays "not
     checked": nothing was found wrong, but the stages that need it cannot run)."""
-    return [c for c in checks if c.status == FAILED or (c.name == "Hub" and c.status == NOT_CHECKED)]
+    return [c for c in checks if c.status == FAILED or (c.required and c.status == NOT_CHECKED)]
 
 
 def preflight(subject: Subject) -> list[PreflightCheck]:
@@ -612,7 +618,7 @@ def _hub(subject: Subject) -> Iterator[PreflightCheck]:
     except HubkitError as exc:
         unasked = _unasked(exc)
         if unasked:
-            yield PreflightCheck("Hub", NOT_CHECKED, f"cannot check the token at {endpoint}: {unasked}")
+            yield PreflightCheck("Hub", NOT_CHECKED, f"cannot check the token at {endpoint}: {unasked}", required=True)
         else:
             yield PreflightCheck("Hub", FAILED, str(exc))
     else:
