@@ -263,6 +263,8 @@ class Job:
     layer_seconds: list[float] = field(default_factory=list)
     peak_device_bytes: dict[str, int] = field(default_factory=dict)
     held_input_bytes: int = 0  # layerwise: the most captured layer inputs held at once
+    #: each decoder layer's quantization error (``layer_error.py``); empty where none was measured
+    layer_error: list[dict[str, Any]] = field(default_factory=list)
 
 
 def quantize(options: QuantizeOptions) -> QuantizeResult:
