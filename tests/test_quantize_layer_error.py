@@ -1,9 +1,13 @@
 """The per-layer quantization error: measured by a real quantize run (layerwise and resident alike), recorded in
-provenance, drawn as a plot shown in the card."""
+provenance, drawn as a plot shown in the card; the lock that keeps two quantize runs off one ``--out``."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -21,8 +25,9 @@ from hubkit.card.pictures import (
     layer_errors,
     not_installed,
 )
+from hubkit.locks import exclusive, lock_path
 from hubkit.testing.kimi import build_nvfp4_checkpoint
-from tests.conftest import copy_of, decode_nvfp4
+from tests.conftest import SUBPROCESS_ENV, copy_of, decode_nvfp4
 from tests.test_card_pictures import provenance, render
 
 #: Four decoder layers, listed out of order: layer 0 quantizes no weight (a dense first layer), and every
@@ -229,6 +234,7 @@ def test_a_run_resumed_after_a_kill_records_every_layers_error(tmp_path: Path, p
 
 @pytest.mark.slow
 def test_the_release_pushes_the_error_plot_its_card_shows(released_example: Path, tmp_path: Path) -> None:
+    """The release holds the lock of its OUT and quantizes into it (its quantize takes the same lock again)."""
     from huggingface_hub import HfApi
 
     from hubkit.hub.server import HubServer
@@ -247,3 +253,61 @@ def test_the_release_pushes_the_error_plot_its_card_shows(released_example: Path
         assert Path(pushed).read_bytes() == (export / ERROR_PICTURE).read_bytes()
     finally:
         server.stop()
+
+
+# ------------------------------------------------------------------------------------------- quantize --out lock
+
+
+def quantize_command(tmp_path: Path, out: Path) -> list[str]:
+    """A quantize whose base is missing: it fails (exit 2, naming the base) right after it takes the lock."""
+    return [sys.executable, "-m", "hubkit", "quantize", "--base", str(tmp_path / "no-base"), "--out", str(out),
+            "--calib", str(tmp_path / "calib.jsonl")]  # fmt: skip
+
+
+def one_line(err: str) -> bool:
+    return len([line for line in err.splitlines() if line.strip()]) == 1 and "Traceback" not in err
+
+
+def run(command: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(command, env=SUBPROCESS_ENV, capture_output=True, text=True, timeout=120)
+
+
+def test_a_second_quantize_on_a_held_out_exits_2_naming_the_holder(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    with exclusive(out, "--out"):
+        second = run(quantize_command(tmp_path, out))
+        assert lock_path(out).read_text().strip() == str(os.getpid())
+    assert second.returncode == 2 and one_line(second.stderr), second.stderr
+    assert f"another hubkit run (pid {os.getpid()}) is working on --out {out}" in second.stderr
+    assert "wait for it to end or stop it, or pass another --out" in second.stderr
+    assert not out.exists() and not (tmp_path / ".out.partial").exists()  # it wrote nothing
+
+
+def test_the_lock_of_a_killed_run_never_blocks(tmp_path: Path) -> None:
+    """A real second process holds the lock, dies by SIGKILL (its pid stays in the lock file), and the next
+    run goes on (to its own error: the missing base)."""
+    out = tmp_path / "out"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, pathlib; from hubkit.locks import exclusive\n"
+         f"with exclusive(pathlib.Path({str(out)!r}), '--out'):\n    print('held', flush=True); sys.stdin.read()"],
+        env=SUBPROCESS_ENV, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        blocked = run(quantize_command(tmp_path, out))
+        assert blocked.returncode == 2 and f"another hubkit run (pid {holder.pid})" in blocked.stderr
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    assert lock_path(out).read_text().strip() == str(holder.pid)  # the dead holder's lock file is still there
+    after = run(quantize_command(tmp_path, out))
+    assert after.returncode == 2 and "another hubkit" not in after.stderr, after.stderr
+    assert "no-base" in after.stderr and not lock_path(out).exists()
+
+
+def test_a_process_that_holds_the_lock_may_take_it_again(tmp_path: Path) -> None:
+    """A release holds the lock of its OUT and runs its quantize stage on that same folder."""
+    out = tmp_path / "out"
+    with exclusive(out, "OUT"), exclusive(out, "--out", run="run"):
+        assert lock_path(out).read_text().strip() == str(os.getpid())
+    assert not lock_path(out).exists()
