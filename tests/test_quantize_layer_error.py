@@ -1,5 +1,6 @@
 """The per-layer quantization error: measured by a real quantize run (layerwise and resident alike), recorded in
-provenance, drawn as a plot shown in the card; the lock that keeps two quantize runs off one ``--out``."""
+provenance, drawn as a plot shown in the card; the lock that keeps two quantize runs off one ``--out``; the
+wheel's Project-URLs."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ from hubkit.card.pictures import (
 )
 from hubkit.locks import exclusive, lock_path
 from hubkit.testing.kimi import build_nvfp4_checkpoint
-from tests.conftest import SUBPROCESS_ENV, copy_of, decode_nvfp4
+from tests.conftest import REPO_ROOT, SUBPROCESS_ENV, copy_of, decode_nvfp4
 from tests.test_card_pictures import provenance, render
 
 #: Four decoder layers, listed out of order: layer 0 quantizes no weight (a dense first layer), and every
@@ -311,3 +312,26 @@ def test_a_process_that_holds_the_lock_may_take_it_again(tmp_path: Path) -> None
     with exclusive(out, "OUT"), exclusive(out, "--out", run="run"):
         assert lock_path(out).read_text().strip() == str(os.getpid())
     assert not lock_path(out).exists()
+
+
+# ------------------------------------------------------------------------------------------------- Project-URLs
+
+
+def test_the_wheel_metadata_lists_project_urls_and_invents_no_repository() -> None:
+    pytest.importorskip("hatchling")
+    from hatchling.metadata.core import ProjectMetadata
+    from hatchling.metadata.spec import DEFAULT_METADATA_VERSION, get_core_metadata_constructors
+    from hatchling.plugin.manager import PluginManager
+
+    metadata = get_core_metadata_constructors()[DEFAULT_METADATA_VERSION](
+        ProjectMetadata(str(REPO_ROOT), PluginManager())
+    )
+    urls = dict(
+        line.removeprefix("Project-URL: ").split(", ", 1)
+        for line in metadata.splitlines()
+        if line.startswith("Project-URL: ")
+    )
+    assert urls["Reference release"] == "https://huggingface.co/nvidia/Kimi-K2.6-NVFP4"
+    assert urls["NVIDIA Model Optimizer"] == "https://github.com/NVIDIA/Model-Optimizer"
+    assert all(url.startswith("https://") for url in urls.values())
+    assert not {"Homepage", "Source", "Issues", "Repository"} & set(urls)  # added when the repository is public
