@@ -47,7 +47,7 @@ def test_wheel_metadata(dists: dict[str, Path]) -> None:
     assert f"{NAME}-{hubkit.__version__}.dist-info/licenses/LICENSE" in names
     assert metadata["Requires-Python"] == ">=3.11"
     assert "Typing :: Typed" in metadata.get_all("Classifier")
-    assert metadata.get_all("Project-URL") is None  # no repository host is known: none is invented
+    assert "Reference release, https://huggingface.co/nvidia/Kimi-K2.6-NVFP4" in metadata.get_all("Project-URL")
     assert "hubkit = hubkit.cli:main" in entry_points
     assert "Provides-Extra: quantize" in str(metadata) and "Provides-Extra: dev" in str(metadata)
 

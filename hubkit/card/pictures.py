@@ -1,8 +1,10 @@
-"""The card's pictures: an expert-coverage heatmap (layers × experts, calibration tokens per expert), drawn as a
-PNG into the card's folder from the per-router counts of the quantize provenance.
+"""The card's pictures, drawn as PNGs into the card's folder from the quantize provenance: an expert-coverage
+heatmap (layers × experts, calibration tokens per expert) from its per-router counts, and a quantization-error
+plot (per decoder layer, the relative weight error ``||Q(W) - W||² / ||W||²``) from ``run.layer_error`` where the
+run measured it (the calibrated modes do; the MXFP4 cast and older provenance do not, and then none is drawn).
 
 matplotlib (the ``plots`` extra) is imported only when a picture is drawn; without it the card renders and says
-the pictures were not drawn. The same counts give the same PNG bytes, so a rerun uploads nothing new.
+the pictures were not drawn. The same provenance gives the same PNG bytes, so a rerun uploads nothing new.
 """
 
 from __future__ import annotations
@@ -10,8 +12,9 @@ from __future__ import annotations
 import importlib.util
 import io
 import logging
+import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,9 +35,29 @@ DPI = 100
 HEATMAP_BOX = (0.06, 0.12, 0.82, 0.78)
 COLORBAR_BOX = (0.90, 0.12, 0.015, 0.78)
 COLORMAP = "viridis"  # dark (no tokens) to bright (the busiest expert)
-NOT_INSTALLED = (
-    "The expert-coverage picture was not drawn: matplotlib is not installed (pip install 'hubkit-nvfp4[plots]')."
+ERROR_PICTURE = "assets/quantization-error.png"
+ERROR_ALT = "Quantization error: relative weight error per decoder layer"
+ERROR_CAPTION = (
+    "Relative error ||Q(W) - W||² / ||W||² of each decoder layer's quantized weights as calibrated "
+    "(bars: the mean weighted by size; dots: the largest of one weight)."
 )
+#: The error plot: inches (the PNG is 1200 × 400 pixels) and where its axes sit, as for the heatmap.
+ERROR_INCHES = (12.0, 4.0)
+ERROR_BOX = (0.07, 0.14, 0.90, 0.74)
+MEAN_COLOUR = "#1f77b4"  # the bars: each layer's size-weighted mean error
+MAX_COLOUR = "#d62728"  # the dots: each layer's largest error of one weight
+NONE_COLOUR = "#7f7f7f"  # the crosses: a layer the recipe quantizes no weight of
+_NOT_INSTALLED = "not drawn: matplotlib is not installed (pip install 'hubkit-nvfp4[plots]')."
+
+
+def not_installed(names: Sequence[str]) -> str:
+    """The card's note when matplotlib is missing, naming the pictures that were not drawn."""
+    if len(names) == 1:
+        return f"The {names[0]} picture was {_NOT_INSTALLED}"
+    return f"The {' and '.join(names)} pictures were {_NOT_INSTALLED}"
+
+
+NOT_INSTALLED = not_installed(["expert-coverage"])
 _PICTURE_LIMIT = 16 * MiB  # the largest picture read back to compare with a new drawing
 
 
@@ -85,23 +108,66 @@ def plots_installed() -> bool:
         return False
 
 
+@dataclass(frozen=True)
+class MeasuredErrors:
+    """The measured decoder layers' errors, as ``run.layer_error`` records them (None: no quantized weight)."""
+
+    layers: list[int]
+    means: list[float | None]
+    maxima: list[float | None]
+
+
+def layer_errors(provenance: dict[str, Any] | None) -> MeasuredErrors | None:
+    """The per-layer quantization errors of ``run.layer_error``, in layer order; None when the provenance holds
+    none, none with a measured weight, or holds them in a shape hubkit does not write."""
+    run = (provenance or {}).get("run")
+    entries = run.get("layer_error") if isinstance(run, dict) else None
+    if not isinstance(entries, list) or not entries:
+        return None
+    rows: dict[int, tuple[float | None, float | None]] = {}
+    for entry in entries:
+        if not isinstance(entry, dict) or not _count(entry.get("layer")) or entry["layer"] in rows:
+            return None
+        mean, largest = entry.get("mean"), entry.get("max")
+        if (mean is None) != (largest is None) or not all(v is None or _error(v) for v in (mean, largest)):
+            return None
+        rows[entry["layer"]] = (mean, largest)
+    if all(mean is None for mean, _ in rows.values()):
+        return None
+    layers = sorted(rows)
+    return MeasuredErrors(layers, [rows[i][0] for i in layers], [rows[i][1] for i in layers])
+
+
+def _error(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
+
+
 def draw_pictures(provenance: dict[str, Any] | None, folder: Path) -> Pictures:
-    """Draw the card's pictures into ``folder`` (the card's own): none when the provenance holds no per-router
-    counts; a note instead when matplotlib is not installed. A picture is rewritten only when its bytes change."""
+    """Draw the card's pictures into ``folder`` (the card's own): each only where the provenance holds what it is
+    drawn from; a note instead when matplotlib is not installed. A picture is rewritten only when its bytes
+    change."""
+    wanted: list[tuple[str, dict[str, str], Callable[[], bytes]]] = []  # (name, what the card shows, drawing)
     counts = coverage_counts(provenance)
-    if counts is None:
+    if counts is not None:
+        shown = {"path": COVERAGE_PICTURE, "alt": COVERAGE_ALT, "caption": ""}
+        wanted.append(("expert-coverage", shown, lambda: coverage_png(*counts)))
+    errors = layer_errors(provenance)
+    if errors is not None:
+        shown = {"path": ERROR_PICTURE, "alt": ERROR_ALT, "caption": ERROR_CAPTION}
+        wanted.append(("quantization-error", shown, lambda: error_png(errors)))
+    if not wanted:
         return Pictures()
     try:
-        png = coverage_png(*counts)
+        drawn = [(shown, draw()) for _, shown, draw in wanted]
     except ImportError:
         log.warning(
             "the card's pictures were not drawn: matplotlib is not installed; pip install 'hubkit-nvfp4[plots]'"
         )
-        return Pictures(note=NOT_INSTALLED)
-    target = folder / COVERAGE_PICTURE
-    if _current(target) != png:
-        write_bytes(target, png)
-    return Pictures(images=[{"path": COVERAGE_PICTURE, "alt": COVERAGE_ALT}])
+        return Pictures(note=not_installed([name for name, _, _ in wanted]))
+    for shown, png in drawn:
+        if _current(folder / shown["path"]) != png:
+            write_bytes(folder / shown["path"], png)
+    return Pictures(images=[shown for shown, _ in drawn])
 
 
 def _current(target: Path) -> bytes | None:
@@ -135,6 +201,41 @@ def coverage_png(routers: Sequence[str], rows: Sequence[Sequence[int]]) -> bytes
         axes.set_yticks(range(0, len(routers), step), [_layer_label(name) for name in routers[::step]])
         colorbar = figure.colorbar(image, cax=figure.add_axes(COLORBAR_BOX))
         colorbar.set_label("tokens")
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None})
+    return buffer.getvalue()
+
+
+def error_png(errors: MeasuredErrors) -> bytes:
+    """The error plot as PNG bytes: one bar per decoder layer (its size-weighted mean error), a dot for its
+    largest error of one weight; no bar where the layer has no quantized weight. Raises ImportError without
+    matplotlib."""
+    import matplotlib
+    from matplotlib.figure import Figure
+
+    with matplotlib.rc_context():
+        matplotlib.rcdefaults()  # a user's matplotlibrc never changes the picture
+        figure = Figure(figsize=ERROR_INCHES, dpi=DPI)
+        axes = figure.add_axes(ERROR_BOX)
+        rows = list(zip(errors.layers, errors.means, errors.maxima, strict=True))
+        shown = [(layer, mean, top) for layer, mean, top in rows if mean is not None and top is not None]
+        axes.bar([m[0] for m in shown], [m[1] for m in shown], width=0.8, color=MEAN_COLOUR, label="mean (by size)")
+        axes.plot(
+            [m[0] for m in shown], [m[2] for m in shown], "o", color=MAX_COLOUR, markersize=4, label="largest weight"
+        )
+        unquantized = [layer for layer, mean, _ in rows if mean is None]
+        if unquantized:
+            axes.plot(
+                unquantized, [0] * len(unquantized), "x", color=NONE_COLOUR, clip_on=False, label="no quantized weight"
+            )
+        count = errors.layers[-1] + 1
+        axes.set_xlim(-0.5, count - 0.5)
+        axes.set_ylim(0, 1.15 * max(m[2] for m in shown))
+        axes.set_xticks(range(0, count, max(1, count // 32)))
+        axes.set_title("Weight quantization error per decoder layer", loc="left")
+        axes.set_xlabel("decoder layer")
+        axes.set_ylabel("||Q(W) - W||² / ||W||²")
+        figure.legend(loc="upper right", ncols=3, fontsize="small", frameon=False)
         buffer = io.BytesIO()
         figure.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None})
     return buffer.getvalue()

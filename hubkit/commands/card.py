@@ -40,8 +40,8 @@ def card_group() -> None:
 def render_command(checkpoint: str, manifest_path: Path | None, template: str | None, output: Path | None) -> int:
     """Render the card of CHECKPOINT from its facts, its provenance record and the manifest.
 
-    With -o, its pictures (an expert-coverage heatmap, with the plots extra) are drawn beside it, in assets/; a
-    card printed writes nothing and shows none."""
+    With -o, its pictures (an expert-coverage heatmap and a per-layer quantization-error plot, with the plots
+    extra) are drawn beside it, in assets/; a card printed writes nothing and shows none."""
     from hubkit.card.render import render_card
     from hubkit.checkpoint import load_checkpoint
     from hubkit.manifest import load_manifest

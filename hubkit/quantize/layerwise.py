@@ -53,6 +53,7 @@ from hubkit.checkpoint.modules import is_int4_side_tensor
 from hubkit.errors import HubkitError
 from hubkit.progress import progress_bar
 from hubkit.quantize import interrupts
+from hubkit.quantize.layer_error import LayerErrors
 from hubkit.quantize.shards import TORCH_DTYPES, ShardWriter
 from hubkit.records import STATE_FILE, check_replaceable_file, load_record, replacing, write_json
 
@@ -365,6 +366,8 @@ class LayerwiseRun:
     peak_device_bytes: dict[str, int] = field(default_factory=dict)
     #: the most bytes of captured layer inputs the loop held at once (the plan's activations term)
     held_input_bytes: int = 0
+    #: each layer's quantization error, measured right after it is calibrated
+    layer_errors: LayerErrors = field(default_factory=LayerErrors)
 
     @property
     def model(self) -> Any:
@@ -473,6 +476,7 @@ class LayerwiseRun:
                     held = _held_bytes([inputs, next_inputs])  # this layer's inputs and the next's, at once
                     self.held_input_bytes = max(self.held_input_bytes, held)
                     self._calibrate(layer, inputs, calib_func, calib_kwargs)
+                    self.layer_errors.measure(index, layer)
                     self._peak("calibrate")
                     if self.rank == 0:
                         self._prepare_export(collector, index, inputs[0])

@@ -32,6 +32,7 @@ from hubkit.checkpoint.hub_client import install
 from hubkit.checkpoint.loader import MAX_JSON_BYTES
 from hubkit.checkpoint.model import CONFIG, INDEX, QUANT_CONFIG, RECORD_DIR
 from hubkit.errors import HubkitError, is_network_error
+from hubkit.locks import exclusive
 from hubkit.progress import download_progress
 from hubkit.quantize import interrupts
 from hubkit.quantize.base_revision import SHA, base_revision
@@ -263,19 +264,29 @@ class Job:
     layer_seconds: list[float] = field(default_factory=list)
     peak_device_bytes: dict[str, int] = field(default_factory=dict)
     held_input_bytes: int = 0  # layerwise: the most captured layer inputs held at once
+    #: each decoder layer's quantization error (``layer_error.py``); empty where none was measured
+    layer_error: list[dict[str, Any]] = field(default_factory=list)
 
 
 def quantize(options: QuantizeOptions) -> QuantizeResult:
     """Run the whole quantization; user errors raise HubkitError before anything is written to ``out``.
 
     SIGINT and SIGTERM act at the next safe point (``interrupts.py``); the staging folder is removed then, except
-    a layerwise run's committed layers, which a rerun of the same command resumes.
+    a layerwise run's committed layers, which a rerun of the same command resumes. The run holds the lock of
+    ``out`` (``hubkit.locks``, the one a release holds on its OUT): a second run on the same ``out`` exits 2 naming
+    this one's pid. Under ``torchrun`` rank 0 holds it for the job.
     """
     from hubkit.quantize import require_extra
+    from hubkit.quantize.devices import launched
 
     require_extra()
     check_out(options.out)
-    with interrupts.deferred(), interrupts.between_modules():
+    lock = (
+        exclusive(options.out, "--out", run="run", advice="wait for it to end or stop it, or pass another --out")
+        if launched().rank == 0
+        else contextlib.nullcontext()
+    )
+    with lock, interrupts.deferred(), interrupts.between_modules():
         return _quantize(options)
 
 

@@ -63,6 +63,7 @@ class Layerwise(CalibratedMode):
 
         from hubkit.quantize import cpu_fallback, interrupts
         from hubkit.quantize.coverage import ExpertCoverage
+        from hubkit.quantize.layer_error import LAYER_ERROR_FILE, LayerErrors
         from hubkit.quantize.layerwise import BaseWeights, LayerwiseRun, Skeleton, bound_host_heap, check_modelopt
         from hubkit.quantize.pipeline import SCRATCH, read_record, stage
         from hubkit.records import ensure_folder
@@ -89,6 +90,7 @@ class Layerwise(CalibratedMode):
             run = LayerwiseRun(
                 skeleton, job.recipe.quantize, mine, staging, scratch, read_record(staging / MADE_BY).get("fingerprint", ""),
                 parse_size(options.shard_size), coverage, progress=options.progress, rank=dist.rank, world=dist.world,
+                layer_errors=LayerErrors(scratch / LAYER_ERROR_FILE) if dist.rank == 0 else LayerErrors(measuring=False),
             )  # fmt: skip
             torch.manual_seed(options.seed)
             run.run()
@@ -98,11 +100,12 @@ class Layerwise(CalibratedMode):
                 run.peak_device_bytes,
             )
             job.held_input_bytes = run.held_input_bytes
+            job.layer_error = run.layer_errors.record()
             summary = coverage.reduced().summary()
             summary["tokens"] = sum(len(b) for b in batches)
-            if dist.rank == 0:  # keep only the record that every layer is done, for a rerun after a crash from here on
+            if dist.rank == 0:  # keep only the records that every layer is done, for a rerun after a crash from here on
                 for item in scratch.iterdir():
-                    if item.name != STATE_FILE:
+                    if item.name not in (STATE_FILE, LAYER_ERROR_FILE):
                         shutil.rmtree(item) if item.is_dir() and not item.is_symlink() else item.unlink()
                         interrupts.kill_point("scratch-item-removed")
         return summary, fallback
@@ -112,6 +115,7 @@ class Layerwise(CalibratedMode):
             "resumed_layers": job.resumed_layers,
             "layer_seconds": job.layer_seconds,
             "held_input_bytes": job.held_input_bytes,
+            "layer_error": job.layer_error,
         }
 
     def keeps_progress(self, staging: Path) -> bool:

@@ -54,9 +54,13 @@ class Resident(CalibratedMode):
         with cpu_fallback.active(force=job.device == "cpu") as fallback:
             with stage(timings, "calibrate", peaks):
                 coverage = _calibrate(model, job.recipe.quantize, job.batches, options, torch)
+                job.layer_error = _layer_error(model)
             with stage(timings, "export", peaks):
                 _export(model, staging, options.shard_size)
         return coverage, fallback
+
+    def record(self, job: Job) -> dict[str, Any]:
+        return {"layer_error": job.layer_error}
 
     def finished(self, job: Job) -> None:
         """The BF16 copy of an INT4 base goes, unless ``--keep-intermediate``."""
@@ -122,6 +126,21 @@ def _calibrate(
     summary = coverage.summary()
     summary["tokens"] = tokens
     return summary
+
+
+def _layer_error(model: Any) -> list[dict[str, Any]]:
+    """Each decoder layer's quantization error as calibrated (``layer_error.py``), found as layerwise mode finds
+    the layers; none when modelopt finds no decoder layers."""
+    from modelopt.torch.quantization.utils.layerwise_calib import LayerActivationCollector
+
+    from hubkit.quantize.layer_error import LayerErrors
+    from hubkit.quantize.layerwise import register_layer_discovery
+
+    register_layer_discovery()
+    errors = LayerErrors()
+    for index, layer in enumerate(LayerActivationCollector.get_decoder_layers(model) or []):
+        errors.measure(index, layer, model)
+    return errors.record()
 
 
 def _export(model: Any, staging: Path, shard_size: str) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 
-from hubkit.card.pictures import COVERAGE_PICTURE, plots_installed
+from hubkit.card.pictures import COVERAGE_PICTURE, ERROR_PICTURE, plots_installed
 from hubkit.records import check_replaceable_file, write_text
 from hubkit.release.stages.base import Stage, StageResult, card_text, fingerprint, folder_fingerprint
 
@@ -26,7 +26,7 @@ class Card(Stage):
         if self.manifest.made_elsewhere:  # no quantize record: the export itself is the input
             return fingerprint(card, folder_fingerprint(self.out))
         quantized = self.release.recorded("quantize").get("fingerprint")
-        pictures = plots_installed(), (self.out / COVERAGE_PICTURE).is_file()
+        pictures = plots_installed(), *((self.out / path).is_file() for path in (COVERAGE_PICTURE, ERROR_PICTURE))
         return fingerprint(card, quantized, (self.out / "README.md").is_file(), pictures)
 
     def plan(self) -> StageResult:
