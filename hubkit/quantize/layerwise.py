@@ -12,8 +12,9 @@ What comes from the libraries, and what hubkit adds:
 - **Weights** are read from the base's shards by name when a layer is needed (the next layer in a background
   thread while this one calibrates, ``LayerReader``), INT4 ``pack-quantized`` modules moved packed to the
   calibration device and dequantized there by compressed-tensors' ``CompressedTensorsDequantizer``, a group of
-  modules at a time (``dequantize_in_pieces``), and put into the model by transformers' own loader (``convert_and_load_state_dict_in_model``, with the model's conversion mapping, as
-  ``from_pretrained`` does), so fused experts come out as they do on a whole-model load.
+  modules at a time (``dequantize_in_pieces``), and put into the model by transformers' own loader
+  (``convert_and_load_state_dict_in_model``, with the model's conversion mapping, as ``from_pretrained`` does),
+  so fused experts come out as they do on a whole-model load.
 - **Export of a layer** runs modelopt's export steps (MoE input preparation, shared-input resmoothing, gate/up
   sync, the per-module export handlers, ``postprocess_state_dict``, the quant-aware reverse name conversion) on
   that layer, in the order ``export_hf_checkpoint`` runs them on a whole model; the quantization config comes

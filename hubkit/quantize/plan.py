@@ -2,8 +2,9 @@
 
 For each planned mode (``modes/``: ``resident``, the whole model on the devices; ``layerwise``, one decoder layer at
 a time) the plan predicts peak device memory, peak host memory, disk, and time per layer (resident: calibration;
-layerwise: each part of a layer, ``layer_part_seconds``); each mode's ``estimate`` holds its formula. The model is simple and its coefficients, here, are fitted to measured runs
-(``benchmarks/bench_quantize.py`` prints predicted against measured):
+layerwise: each part of a layer, ``layer_part_seconds``); each mode's ``estimate`` holds its formula. The model is
+simple and its coefficients, here, are fitted to measured runs (``benchmarks/bench_quantize.py`` prints predicted
+against measured):
 
 - resident, device: the BF16 weights times ``RESIDENT_FACTOR`` (calibration and export temporaries: the MSE
   scale sweep and the whole quantized state dict being built), plus the calibration activations;
