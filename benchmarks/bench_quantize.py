@@ -6,7 +6,10 @@ For every run it prints peak RSS (the quantize process, from the kernel's rusage
 to what ``--plan`` predicted for that run. Then the checks the design promises: layerwise peak memory stays flat
 (grows by less than two layers' BF16 weights from the smallest to the largest model) while resident grows, no
 BF16 copy of the whole model appears on disk in layerwise mode, and every memory and disk prediction is within
-25 % of the measurement. ``--fit`` prints the plan coefficients that fit these runs best.
+25 % of the measurement. For the layerwise runs, the time of each part of a layer (read, dequantize, calibrate,
+export, write: provenance's ``layer_parts``) next to the plan's ``part_seconds``, flagging any part more than 25 %
+off. ``--fit`` prints the plan coefficients that fit these runs best. ``--dims`` changes the model (e.g.
+``--dims n_routed_experts=128 hidden_size=64`` for many small experts).
 
 Also: ``--plan`` for Kimi-K2.x (full-scale sparse skeleton of the INT4 base's headers) on one H100, one H200 and
 8xB300. Run: ``python benchmarks/bench_quantize.py`` (about ten minutes on two cores).
@@ -55,30 +58,33 @@ class Measured:
     plan: dict[str, Any]
     weights: int
     largest_layer: int
+    shape: Any
+    parts: list[dict[str, float]]
 
     @property
     def predicted(self) -> dict[str, Any]:
         return dict(self.plan["modes"][self.mode])
 
 
-def build(work: Path, layers: int) -> Path:
+def build(work: Path, layers: int, dims: dict[str, int]) -> Path:
     """The bases are built in a child process: this one stays small, because a process's peak RSS as the kernel
     reports it includes what its parent held when it was started."""
     folder = work / f"{layers}-layers"
     code = (
         "import sys; sys.path.insert(0, sys.argv[1]); from benchmarks.bench_quantize import build_here; "
-        "build_here(sys.argv[2], int(sys.argv[3]))"
+        "import json; build_here(sys.argv[2], int(sys.argv[3]), json.loads(sys.argv[4]))"
     )
-    subprocess.run([sys.executable, "-c", code, str(ROOT), str(folder), str(layers)], check=True, capture_output=True)
+    command = [sys.executable, "-c", code, str(ROOT), str(folder), str(layers), json.dumps(dims)]
+    subprocess.run(command, check=True, capture_output=True)
     return folder / "int4"
 
 
-def build_here(folder: str, layers: int) -> None:
+def build_here(folder: str, layers: int, dims: dict[str, int]) -> None:
     from hubkit.quantize.tiny_models import calibration_jsonl, int4_base_from, tiny_base
 
     where = Path(folder)
     where.mkdir()
-    bf16 = tiny_base(where / "bf16", num_hidden_layers=layers, **DIMS)
+    bf16 = tiny_base(where / "bf16", num_hidden_layers=layers, **{**DIMS, **dims})
     calibration_jsonl(where / "calib.jsonl", samples=16, words=80)
     int4_base_from(bf16, where / "int4")
 
@@ -128,7 +134,8 @@ def run(base: Path, mode: str) -> Measured:
     shape = shape_of(load_checkpoint(str(base)))
     return Measured(
         len(shape.layer_bytes), mode, usage.ru_maxrss * 1024, peak["disk"], wall,
-        run_record.get("layer_seconds") or [], run_record["plan"], shape.weight_bytes, shape.largest_layer,
+        run_record.get("layer_seconds") or [], run_record["plan"], shape.weight_bytes, shape.largest_layer, shape,
+        run_record.get("layer_parts") or [],
     )  # fmt: skip
 
 
@@ -170,6 +177,40 @@ def report(runs: list[Measured]) -> bool:
     return flat and no_copy and ok
 
 
+PARTS = ("read", "read_wait", "dequantize", "calibrate", "error", "export", "write")
+
+
+def part_report(runs: list[Measured]) -> bool:
+    """Mean seconds per layer of each part, measured against the plan's, for the layerwise runs (the first layer,
+    dense, left out where there are others: the plan times the largest layer)."""
+    ok = True
+    print("\n| layers | part | measured s/layer | plan s/layer | error |")
+    print("|---|---|---|---|---|")
+    for m in runs:
+        if m.mode != "layerwise" or not m.parts:
+            continue
+        timed = m.parts[1:] or m.parts
+        predicted = m.predicted.get("part_seconds") or {}
+        rows = [(part, statistics.mean(p[part] for p in timed), predicted.get(part)) for part in PARTS]
+        rows.append(
+            ("layer", statistics.mean(m.layer_seconds[1:] or m.layer_seconds), m.predicted["seconds_per_layer"])
+        )
+        for part, measured, plan in rows:
+            error = "n/a" if plan is None or measured <= 0 else _delta(plan, measured)
+            off = plan is not None and abs(plan - measured) > 0.25 * max(measured, 1e-9) and part != "read_wait"
+            ok &= not off
+            plan_text = "n/a" if plan is None else f"{plan:.3f}"
+            print(f"| {m.layers} | {part} | {measured:.3f} | {plan_text} | {error}{' OUTSIDE 25 %' if off else ''} |")
+    print("every part within 25 % of the plan (read_wait, a difference of overlaps, not judged): "
+          + ("yes" if ok else "NO"))  # fmt: skip
+    return ok
+
+
+def load_note() -> str:
+    one, five, _ = os.getloadavg()
+    return f"load average {one:.1f} (1 min), {five:.1f} (5 min) on {os.cpu_count()} CPUs"
+
+
 def _delta(predicted: float, measured: float) -> str:
     return f"{100 * (predicted - measured) / measured:+.0f} %"
 
@@ -201,6 +242,38 @@ def fit(runs: list[Measured]) -> None:
         (compute, scans), *_ = np.linalg.lstsq(np.array(rows), np.array(target), rcond=None)
         print(f"fit: SECONDS_PER_GIB_KTOK['cpu'] = {compute:.1f}, SECONDS_PER_LAYER_PER_LAYER = {scans:.3f} "
               f"(over {len(rows)} layers)")  # fmt: skip
+    fit_parts([m for m in runs if m.mode == "layerwise" and m.parts], np)
+
+
+def fit_parts(runs: list[Measured], np: Any) -> None:
+    """Least squares, per part, of its seconds per layer against the plan's two terms for it (per byte or
+    parameter, per module), over every MoE layer of every layerwise run of this invocation. One topology cannot tell
+    the two terms apart: plan.py's were fitted to the tables of two invocations (the default and ``--dims
+    n_routed_experts=128 hidden_size=64 moe_intermediate_size=128``) together."""
+    from hubkit.quantize.plan import SECONDS_PER_LAYER_PER_LAYER
+
+    gib = 1024**3
+    terms: dict[str, tuple[str, Any]] = {
+        "read": ("READ_SECONDS_PER_GIB, _PER_MODULE", lambda s, k: [s.of_largest(s.read_bytes) / gib]),
+        "dequantize": ("1 / DEQUANTIZE_PARAMS_PER_SECOND, _SECONDS_PER_MODULE",
+                       lambda s, k: [s.of_largest(s.int4_params)]),
+        "calibrate": ("SECONDS_PER_GIB_KTOK, CALIBRATE_SECONDS_PER_MODULE", lambda s, k: [s.largest_layer / gib * k]),
+        "error": ("ERROR_SECONDS_PER_GIB, _PER_MODULE", lambda s, k: [s.largest_layer / gib]),
+        "export": ("EXPORT_SECONDS_PER_GIB, _PER_MODULE",
+                   lambda s, k: [s.largest_layer / gib]),
+        "write": ("WRITE_SECONDS_PER_GIB, _PER_MODULE", lambda s, k: [s.of_largest(s.layer_export_bytes) / gib]),
+    }  # fmt: skip
+    for part, (names, size) in terms.items():
+        rows, target = [], []
+        for m in runs:
+            modules = [float(m.shape.of_largest(m.shape.modules))]
+            scans = SECONDS_PER_LAYER_PER_LAYER * m.layers if part == "calibrate" else 0.0
+            for measured in m.parts[1:]:
+                rows.append(size(m.shape, m.plan["tokens"] / 1000) + modules)
+                target.append(measured[part] - scans)
+        if rows:
+            found, *_ = np.linalg.lstsq(np.array(rows), np.array(target), rcond=None)
+            print(f"fit: {part}: {names} = {', '.join(f'{value:.4g}' for value in found)}")
 
 
 def kimi_plans(work: Path) -> None:
@@ -223,18 +296,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--layers", type=int, nargs="+", default=[4, 8, 16])
     parser.add_argument("--fit", action="store_true", help="print the plan coefficients that fit these runs")
+    parser.add_argument("--dims", nargs="+", default=[], metavar="KEY=VALUE", help="change the model's config")
     args = parser.parse_args()
+    dims = {key: int(value) for key, _, value in (item.partition("=") for item in args.dims)}
     with tempfile.TemporaryDirectory(prefix="hubkit-bench-quantize-") as folder:
         work = Path(folder)
         runs = []
         for layers in args.layers:
-            base = build(work, layers)
+            base = build(work, layers, dims)
             for mode in ("resident", "layerwise"):
                 runs.append(run(base, mode))
                 m = runs[-1]
                 print(f"{layers} layers, {mode}: peak RSS {m.rss / MIB:,.0f} MiB, disk {m.disk / MIB:,.1f} MiB, "
                       f"{m.wall:.0f} s", flush=True)  # fmt: skip
         passed = report(runs)
+        part_report(runs)
+        print(load_note())
         if args.fit:
             fit(runs)
         kimi_plans(work)

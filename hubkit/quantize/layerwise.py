@@ -9,10 +9,12 @@ What comes from the libraries, and what hubkit adds:
 - **Calibration of a layer** is the recipe's own modelopt algorithm (``mse_calibrate``, ``max_calibrate``, ...),
   looked up in modelopt's calibration-mode registry with the recipe's arguments, exactly as
   ``algorithm.layerwise`` calls it; under ``torchrun`` its amax synchronisation runs over torch.distributed.
-- **Weights** are read from the base's shards by name when a layer is needed, INT4 ``pack-quantized`` modules
-  dequantized by compressed-tensors' ``CompressedTensorsDequantizer``, and put into the model by transformers'
-  own loader (``convert_and_load_state_dict_in_model``, with the model's conversion mapping, as
-  ``from_pretrained`` does), so fused experts come out as they do on a whole-model load.
+- **Weights** are read from the base's shards by name when a layer is needed (the next layer in a background
+  thread while this one calibrates, ``LayerReader``), INT4 ``pack-quantized`` modules moved packed to the
+  calibration device and dequantized there by compressed-tensors' ``CompressedTensorsDequantizer``, a group of
+  modules at a time (``dequantize_in_pieces``), and put into the model by transformers' own loader
+  (``convert_and_load_state_dict_in_model``, with the model's conversion mapping, as ``from_pretrained`` does),
+  so fused experts come out as they do on a whole-model load.
 - **Export of a layer** runs modelopt's export steps (MoE input preparation, shared-input resmoothing, gate/up
   sync, the per-module export handlers, ``postprocess_state_dict``, the quant-aware reverse name conversion) on
   that layer, in the order ``export_hf_checkpoint`` runs them on a whole model; the quantization config comes
@@ -38,10 +40,12 @@ import os
 import re
 import shutil
 import sys
+import threading
 import time
 import warnings
 from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -56,6 +60,7 @@ from hubkit.quantize import interrupts
 from hubkit.quantize.layer_error import LayerErrors
 from hubkit.quantize.shards import TORCH_DTYPES, ShardWriter
 from hubkit.records import STATE_FILE, check_replaceable_file, load_record, replacing, write_json
+from hubkit.sizes import MiB
 
 log = logging.getLogger(__name__)
 #: modelopt releases whose layerwise and export internals this module was checked against.
@@ -66,6 +71,13 @@ _PENDING = re.compile(r"pending-[\w.-]+\.safetensors")
 OUTPUT_META = "output_meta.pt"
 KV_CACHE_MAX_BOUND = 448  # modelopt's export: KV-cache scale = amax / 448 for FP8 and NVFP4 KV caches
 _INT4_PARTS = (".weight_packed", ".weight_scale", ".weight_shape", ".weight_zero_point", ".weight_g_idx")
+#: BF16 bytes of INT4 modules dequantized at once: the dequantizer's temporaries (unpacked integers, float
+#: products) are a few times its output, so a piece bounds them however large the layer.
+DEQUANTIZE_PIECE_BYTES = 256 * MiB
+#: The parts of a layer's time in provenance's ``layer_parts`` (and the plan's ``part_seconds``).
+PARTS = ("read", "dequantize", "calibrate", "error", "export", "write")
+#: ``0`` turns off reading the next layer while this one calibrates (on unless the plan's host budget says no).
+PREFETCH_ENV = "HUBKIT_LAYERWISE_PREFETCH"
 
 
 def check_modelopt() -> None:
@@ -140,7 +152,9 @@ class BaseWeights:
         info = self.info.get(name)
         return None if info is None else str(info.dtype)
 
-    def read(self, names: list[str]) -> dict[str, torch.Tensor]:
+    def read(self, names: list[str], between: Callable[[], None] = interrupts.check) -> dict[str, torch.Tensor]:
+        """The tensors of ``names`` as stored (INT4 modules as their packed parts), on the host; ``between`` runs
+        after every tensor (the main thread's signal check, or a reader thread's stop check)."""
         from safetensors import safe_open
 
         wanted: dict[str, list[str]] = {}
@@ -154,12 +168,43 @@ class BaseWeights:
                     # a copy: a view into the shard's mapping would keep every page of it read so far resident for
                     # as long as the tensor lives (the embeddings live the whole run): RSS grew with depth
                     raw[part] = handle.get_tensor(part).clone()
-                    interrupts.check()
+                    between()
+        return raw
+
+    def dequantize(self, raw: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+        """``raw`` (from :meth:`read`) as the model receives it: INT4 modules in BF16 on ``device``."""
         if self.dequantizer is None:
             return raw
         with _quiet():
-            dequantized: dict[str, torch.Tensor] = self.dequantizer.process(raw)
-        return dequantized
+            return dequantize_in_pieces(self.dequantizer, raw, device, DEQUANTIZE_PIECE_BYTES)
+
+
+def dequantize_in_pieces(
+    dequantizer: Any, raw: dict[str, torch.Tensor], device: torch.device, piece_bytes: int
+) -> dict[str, torch.Tensor]:
+    """compressed-tensors' dequantizer over ``raw``, on ``device``: the packed parts of INT4 modules (a quarter of
+    their BF16 bytes) move there and are dequantized there (its ``process`` is plain torch arithmetic, which runs
+    where its inputs are), a group of modules of at most ``piece_bytes`` BF16 bytes at a time (one module at
+    least); the other tensors stay on the host, passed through by the dequantizer as it passes them. The result
+    has the order of one ``process`` call over the whole of ``raw``."""
+    modules = [name.removesuffix(".weight_packed") for name in raw if name.endswith(".weight_packed")]
+    result: dict[str, torch.Tensor] = {}
+    taken: set[str] = set()
+    piece: dict[str, torch.Tensor] = {}
+    size = 0
+    for module in modules:
+        parts = [module + suffix for suffix in _INT4_PARTS if module + suffix in raw]
+        bf16 = raw[module + ".weight_packed"].numel() * 8 * 2  # eight 4-bit values per int32, two bytes each
+        if piece and size + bf16 > piece_bytes:
+            result.update(dequantizer.process(piece))
+            piece, size = {}, 0
+        piece.update((part, raw[part].to(device)) for part in parts)
+        taken.update(parts)
+        size += bf16
+    if piece:
+        result.update(dequantizer.process(piece))
+    result.update(dequantizer.process({name: tensor for name, tensor in raw.items() if name not in taken}))
+    return result
 
 
 @contextlib.contextmanager
@@ -233,7 +278,7 @@ class Skeleton:
         self.container = self.layer_names[0].rsplit(".", 1)[0] + "."
         self._check_mapping()
         rest = [n for n in weights.names() if not n.startswith(self.container)]
-        self._load(rest, self.model, "the model outside its decoder layers", skip=self.container)
+        self._load(weights.read(rest), self.model, "the model outside its decoder layers", skip=self.container)
         self._buffers_to_device(self.model)
 
     def _check_mapping(self) -> None:
@@ -270,16 +315,21 @@ class Skeleton:
         prefix = self.layer_names[index] + "."
         return [n for n in self.weights.names() if n.startswith(prefix)]
 
-    def materialize(self, index: int) -> nn.Module:
+    def materialize(self, index: int, raw: dict[str, torch.Tensor] | None = None) -> nn.Module:
+        """Decoder layer ``index`` with its weights, from ``raw`` (its tensors as :meth:`BaseWeights.read` gives
+        them) or read now."""
         layer: nn.Module = self.layers[index]
-        self._load(self.layer_tensor_names(index), layer, self.layer_names[index])
+        if raw is None:
+            raw = self.weights.read(self.layer_tensor_names(index))
+        self._load(raw, layer, self.layer_names[index])
         self._buffers_to_device(layer)
         return layer
 
-    def _load(self, names: list[str], scope: nn.Module, what: str, skip: str | None = None) -> None:
+    def _load(self, raw: dict[str, torch.Tensor], scope: nn.Module, what: str, skip: str | None = None) -> None:
         from transformers.core_model_loading import convert_and_load_state_dict_in_model
 
-        tensors = self.weights.read(names)
+        tensors = self.weights.dequantize(raw, self.device)
+        del raw
         with _quiet():
             info, _ = convert_and_load_state_dict_in_model(self.model, tensors, self.load_config)
         del tensors
@@ -347,6 +397,85 @@ def _detached_copy(module: nn.Module) -> nn.Module:
 
 
 @dataclass
+class PartTimes:
+    """Seconds of one layer's parts (``PARTS``), as provenance's ``layer_parts`` records them:
+
+    - ``read``: its tensors from the base's shards to the host (with prefetch, the reader thread's own time, spent
+      while the layer before calibrated), and ``read_wait``: how long the loop waited for them;
+    - ``dequantize``: INT4 to BF16 on the device, and the loader putting the tensors into the layer;
+    - ``calibrate``: the recipe's calibration, including capturing the next layer's inputs from this one;
+    - ``error``: the weight quantization error of the calibrated layer (``layer_error.py``);
+    - ``export``: modelopt's export steps for the layer, and freeing the exported copy (a garbage collection);
+    - ``write``: the shard writer, and the commit of the resume state.
+    """
+
+    seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys((*PARTS, "read_wait"), 0.0))
+
+    @contextlib.contextmanager
+    def part(self, name: str) -> Iterator[None]:
+        began = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] += time.perf_counter() - began
+
+    def rounded(self) -> dict[str, float]:
+        return {name: round(value, 4) for name, value in self.seconds.items()}
+
+
+class _Stopped(Exception):
+    """The reader thread was told to stop (the run ended or failed)."""
+
+
+class LayerReader:
+    """The decoder layers' tensors as read from the base's shards (host tensors, INT4 still packed). With
+    ``prefetch``, :meth:`ahead` reads a layer in one background thread while the loop works on the one before: at
+    most one layer ahead. An error in the thread is raised by :meth:`take`; the thread never outlives the ``with``
+    block (it stops after the tensor it is reading)."""
+
+    def __init__(self, skeleton: Skeleton, prefetch: bool) -> None:
+        self.skeleton = skeleton
+        self._stop = threading.Event()
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="hubkit-prefetch") if prefetch else None
+        self._ahead: tuple[int, Future[tuple[dict[str, torch.Tensor], float]]] | None = None
+
+    def __enter__(self) -> LayerReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._ahead = None
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def ahead(self, index: int) -> None:
+        """Start reading layer ``index`` in the background (nothing without prefetch, or past the last layer)."""
+        if self._pool is not None and index < len(self.skeleton.layers):
+            self._ahead = (index, self._pool.submit(self._read, index, self._stopping))
+
+    def take(self, index: int, times: PartTimes) -> dict[str, torch.Tensor]:
+        """Layer ``index``'s tensors: those read ahead, waited for, or else read now."""
+        began = time.perf_counter()
+        if self._ahead is not None and self._ahead[0] == index:
+            future, self._ahead = self._ahead[1], None
+            raw, seconds = future.result()
+        else:
+            raw, seconds = self._read(index, interrupts.check)
+        times.seconds["read"] = seconds
+        times.seconds["read_wait"] = time.perf_counter() - began
+        return raw
+
+    def _read(self, index: int, between: Callable[[], None]) -> tuple[dict[str, torch.Tensor], float]:
+        began = time.perf_counter()
+        raw = self.skeleton.weights.read(self.skeleton.layer_tensor_names(index), between)
+        return raw, time.perf_counter() - began
+
+    def _stopping(self) -> None:
+        if self._stop.is_set():
+            raise _Stopped
+
+
+@dataclass
 class LayerwiseRun:
     """One layerwise quantization: everything the loop needs, and what it reports."""
 
@@ -361,8 +490,12 @@ class LayerwiseRun:
     progress: bool = True
     rank: int = 0
     world: int = 1
+    #: read the next layer from the shards while this one calibrates
+    prefetch: bool = True
     resumed_layers: list[int] = field(default_factory=list)
     layer_seconds: list[float] = field(default_factory=list)
+    #: per layer, the seconds of each part (``PartTimes``)
+    layer_parts: list[dict[str, float]] = field(default_factory=list)
     peak_device_bytes: dict[str, int] = field(default_factory=dict)
     #: the most bytes of captured layer inputs the loop held at once (the plan's activations term)
     held_input_bytes: int = 0
@@ -463,37 +596,50 @@ class LayerwiseRun:
             total=total, desc="layers", unit="layer", enabled=self.progress and self.rank == 0, each=True, initial=start
         )
         try:
-            with bar:
+            with bar, LayerReader(self.skeleton, self.prefetch) as reader:
+                reader.ahead(start)
                 resumed = self._resumed_inputs(start, layers) if start else None
                 with _quiet():
                     inputs = collector.get_first_layer_inputs(start, resumed, self.forward_loop)
                 for index in range(start, total):
                     began = time.perf_counter()
+                    times = PartTimes()
                     self._reset_peak()
-                    layer = self.skeleton.materialize(index)
+                    raw = reader.take(index, times)
+                    with times.part("dequantize"):
+                        layer = self.skeleton.materialize(index, raw)
+                    del raw
+                    reader.ahead(index + 1)  # while this layer calibrates
                     last = index + 1 == total
-                    next_inputs = self._capture_next(collector, layer) if not last else None
-                    held = _held_bytes([inputs, next_inputs])  # this layer's inputs and the next's, at once
-                    self.held_input_bytes = max(self.held_input_bytes, held)
-                    self._calibrate(layer, inputs, calib_func, calib_kwargs)
-                    self.layer_errors.measure(index, layer)
+                    with times.part("calibrate"):
+                        next_inputs = self._capture_next(collector, layer) if not last else None
+                        held = _held_bytes([inputs, next_inputs])  # this layer's inputs and the next's, at once
+                        self.held_input_bytes = max(self.held_input_bytes, held)
+                        self._calibrate(layer, inputs, calib_func, calib_kwargs)
+                    with times.part("error"):
+                        self.layer_errors.measure(index, layer)
                     self._peak("calibrate")
                     if self.rank == 0:
-                        self._prepare_export(collector, index, inputs[0])
-                        tensors, params = self._export_layer(layer, self.skeleton.layer_names[index])
+                        with times.part("export"):
+                            self._prepare_export(collector, index, inputs[0])
+                            tensors, params = self._export_layer(layer, self.skeleton.layer_names[index])
                         total_params += params
-                        for key, tensor, size in tensors:
-                            writer.add(key, tensor, size)
+                        with times.part("write"):
+                            for key, tensor, size in tensors:
+                                writer.add(key, tensor, size)
                         del tensors
                         self._peak("export")
                     else:
                         layer.to("meta")
                     inputs = next_inputs if next_inputs is not None else []  # frees this layer's inputs
-                    self._commit(index, total, writer, next_inputs, layers, total_params)
-                    gc.collect()  # the exported copy's modules hold reference cycles: free its tensors now
-                    if self.skeleton.device.type == "cuda":
-                        torch.cuda.empty_cache()  # as modelopt's own layerwise loop does after every layer
+                    with times.part("write"):
+                        self._commit(index, total, writer, next_inputs, layers, total_params)
+                    with times.part("export"):  # freeing what the export made
+                        gc.collect()  # the exported copy's modules hold reference cycles: free its tensors now
+                        if self.skeleton.device.type == "cuda":
+                            torch.cuda.empty_cache()  # as modelopt's own layerwise loop does after every layer
                     self.layer_seconds.append(round(time.perf_counter() - began, 3))
+                    self.layer_parts.append(times.rounded())
                     bar.update(1)
                     interrupts.check()
         finally:

@@ -262,6 +262,8 @@ class Job:
     # what was measured
     resumed_layers: list[int] = field(default_factory=list)
     layer_seconds: list[float] = field(default_factory=list)
+    layer_parts: list[dict[str, float]] = field(default_factory=list)  # layerwise: seconds per part
+    prefetch: bool = False  # layerwise: the next layer read while this one calibrated
     peak_device_bytes: dict[str, int] = field(default_factory=dict)
     held_input_bytes: int = 0  # layerwise: the most captured layer inputs held at once
     #: each decoder layer's quantization error (``layer_error.py``); empty where none was measured

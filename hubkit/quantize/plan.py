@@ -1,9 +1,10 @@
 """``hubkit quantize --plan`` and ``--mode auto``: what a run needs, read from the base's headers alone.
 
 For each planned mode (``modes/``: ``resident``, the whole model on the devices; ``layerwise``, one decoder layer at
-a time) the plan predicts peak device memory, peak host memory, disk, and calibration time per layer; each mode's
-``estimate`` holds its formula. The model is simple and its coefficients, here, are fitted to measured runs
-(``benchmarks/bench_quantize.py`` prints predicted against measured):
+a time) the plan predicts peak device memory, peak host memory, disk, and time per layer (resident: calibration;
+layerwise: each part of a layer, ``layer_part_seconds``); each mode's ``estimate`` holds its formula. The model is
+simple and its coefficients, here, are fitted to measured runs (``benchmarks/bench_quantize.py`` prints predicted
+against measured):
 
 - resident, device: the BF16 weights times ``RESIDENT_FACTOR`` (calibration and export temporaries: the MSE
   scale sweep and the whole quantized state dict being built), plus the calibration activations;
@@ -12,6 +13,7 @@ a time) the plan predicts peak device memory, peak host memory, disk, and calibr
   stack at once), plus two layers' worth of cached activations (this layer's inputs, the next's);
 - host: on a CPU run the host is the device, plus the process itself (Python, torch, transformers, modelopt);
   on a GPU run, the process plus what passes through the host (one layer read from the base, one exported layer);
+  layerwise, plus the next layer as stored, read while this one calibrates;
 - disk: the export, plus one shard being written beside it, plus (resident, INT4 base) a BF16 copy of the
   whole base, or (layerwise) one layer's activations of scratch.
 """
@@ -60,11 +62,37 @@ ACTIVATION_OVERHEAD = 1.5
 #: Layers' inputs the layerwise loop holds at once: this layer's, replayed to calibrate it, and the next layer's,
 #: captured from this one before it is calibrated.
 INPUTS_HELD = 2
-#: Calibration seconds per layer per GiB of layer weights per 1,000 tokens: CPU fitted by bench_quantize.py;
+#: Calibration seconds per layer per GiB of layer weights per 1,000 tokens: CPU fitted by bench_quantize.py to the
+#: calibrate part of a layerwise layer (provenance's ``layer_parts``);
 #: CUDA from the H200 run above (5.3 s for 4.0 GiB and 16,384 tokens), not measured one layer at a time.
-SECONDS_PER_GIB_KTOK = {"cpu": 66.0, "cuda": 5.3 / 4.0 / 16.384}
+SECONDS_PER_GIB_KTOK = {"cpu": 19.2, "cuda": 5.3 / 4.0 / 16.384}
 #: Per layer, per layer of the model: the whole-model bookkeeping each layer pays for (loader, export scans).
 SECONDS_PER_LAYER_PER_LAYER = 0.01
+# The parts of a layerwise layer (``layer_part_seconds``), each a per-size term and a per-module term: CPU values
+# fitted by ``bench_quantize.py --fit`` over 4- and 8-layer runs of two topologies (8 experts of hidden 512; 128
+# experts of hidden 64: 33 and 393 linear modules per layer) on two cores shared with other work. No GPU run has
+# measured the parts yet: the CUDA device terms below are estimates, marked unmeasured; the per-module terms
+# (Python per module) and the host terms are taken as on the CPU.
+#: Reading from the base's shards into host memory (page cache), per GiB as stored and per module.
+READ_SECONDS_PER_GIB = 2.0
+READ_SECONDS_PER_MODULE = 0.00022
+#: compressed-tensors' dequantizer with transformers' loader putting the tensors into the layer: INT4 parameters
+#: per second (CPU: fitted, 145 M/s; CUDA: unmeasured, an estimate for elementwise arithmetic on the device), and
+#: per module.
+DEQUANTIZE_PARAMS_PER_SECOND = {"cpu": 145e6, "cuda": 20e9}
+DEQUANTIZE_SECONDS_PER_MODULE = 0.00053
+#: Calibration's cost per linear module beyond the compute term (its quantizers' Python, per batch).
+CALIBRATE_SECONDS_PER_MODULE = 0.00094
+#: The weight quantization error measured after calibration (``layer_error.py``: one fake-quant pass over the
+#: layer's weights): per BF16 GiB (CPU fitted by bench_quantize.py; CUDA unmeasured) and per module.
+ERROR_SECONDS_PER_GIB = {"cpu": 60.0, "cuda": 1.0}
+ERROR_SECONDS_PER_MODULE = 0.0005
+#: modelopt's export steps for a layer: per BF16 GiB (the NVFP4 packing; CUDA unmeasured) and per module.
+EXPORT_SECONDS_PER_GIB = {"cpu": 66.0, "cuda": 1.0}
+EXPORT_SECONDS_PER_MODULE = 0.0044
+#: The shard writer and the resume commit: per exported GiB and per module.
+WRITE_SECONDS_PER_GIB = 4.0
+WRITE_SECONDS_PER_MODULE = 0.00021
 
 
 def parse_gpus(spec: str) -> tuple[int, str]:
@@ -89,6 +117,11 @@ class Shape:
     experts: int
     #: BF16 bytes of the routed experts, per decoder layer (those a loader stacks into fused parameters)
     expert_bytes: list[int] = field(default_factory=list)
+    #: per decoder layer: bytes in the base's shards (INT4 packed), INT4 parameters, linear modules, export bytes
+    read_bytes: list[int] = field(default_factory=list)
+    int4_params: list[int] = field(default_factory=list)
+    modules: list[int] = field(default_factory=list)
+    layer_export_bytes: list[int] = field(default_factory=list)
 
     @property
     def weight_bytes(self) -> int:
@@ -97,6 +130,14 @@ class Shape:
     @property
     def largest_layer(self) -> int:
         return max(self.layer_bytes, default=0)
+
+    @property
+    def largest_index(self) -> int:
+        """The decoder layer with the most BF16 bytes (the one the plan times)."""
+        return max(range(len(self.layer_bytes)), key=self.layer_bytes.__getitem__, default=0)
+
+    def of_largest(self, values: list[int]) -> int:
+        return values[self.largest_index] if values else 0
 
     @property
     def largest_loading(self) -> int:
@@ -114,31 +155,46 @@ def shape_of(base: Checkpoint) -> Shape:
     text = base.text_config
     layers: dict[int, int] = {}
     experts_of: dict[int, int] = {}
+    read: dict[int, int] = {}
+    int4_of: dict[int, int] = {}
+    modules: dict[int, int] = {}
+    export_of: dict[int, int] = {}
     rest = export = 0
     int4 = False
     for name, tensor in base.tensors.items():
+        found = _LAYER.match(name)
+        index = int(found[2]) if found else -1
+        read[index] = read.get(index, 0) + tensor.nbytes
         if is_int4_side_tensor(name, base.tensors):
             continue
         if name.endswith(".weight_packed"):
             int4 = True
             logical = tensor.numel * 8  # eight 4-bit values per int32
             bf16 = logical * 2
-            export += logical // 2 + logical // 16 + 8  # packed E2M1 + FP8 block scales + two F32 scalars
+            exported = logical // 2 + logical // 16 + 8  # packed E2M1 + FP8 block scales + two F32 scalars
+            int4_of[index] = int4_of.get(index, 0) + logical
         else:
-            bf16 = tensor.nbytes
-            export += tensor.nbytes
-        found = _LAYER.match(name)
+            bf16 = exported = tensor.nbytes
+        export += exported
+        export_of[index] = export_of.get(index, 0) + exported
+        if name.endswith(".weight_packed") or (name.endswith(".weight") and len(tensor.shape) == 2):
+            modules[index] = modules.get(index, 0) + 1
         if found:
-            layers[int(found[2])] = layers.get(int(found[2]), 0) + bf16
+            layers[index] = layers.get(index, 0) + bf16
             if ".experts." in name:
-                experts_of[int(found[2])] = experts_of.get(int(found[2]), 0) + bf16
+                experts_of[index] = experts_of.get(index, 0) + bf16
         else:
             rest += bf16
     count = int(text.get("num_hidden_layers", 0) or 0) or len(layers)
     per_layer = [layers.get(i, 0) for i in range(max(count, len(layers)))]
     experts = int(text.get("n_routed_experts", 0) or text.get("num_local_experts", 0) or 0)
-    per_layer_experts = [experts_of.get(i, 0) for i in range(len(per_layer))]
-    return Shape(per_layer, rest, export, int4, int(text.get("hidden_size", 0) or 0), experts, per_layer_experts)
+    indices = range(len(per_layer))
+    return Shape(
+        per_layer, rest, export, int4, int(text.get("hidden_size", 0) or 0), experts,
+        [experts_of.get(i, 0) for i in indices], [read.get(i, 0) for i in indices],
+        [int4_of.get(i, 0) for i in indices], [modules.get(i, 0) for i in indices],
+        [export_of.get(i, 0) for i in indices],
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -151,6 +207,8 @@ class Estimate:
     disk_bytes: int
     seconds_per_layer: float | None
     devices_needed: int | None  # GPUs of the target's model a run needs (None: does not fit any number)
+    #: layerwise: predicted seconds of each part of the largest layer (``layer_part_seconds``)
+    part_seconds: dict[str, float] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -161,6 +219,7 @@ class Estimate:
             "host_bytes": self.host_bytes,
             "disk_bytes": self.disk_bytes,
             "seconds_per_layer": self.seconds_per_layer,
+            "part_seconds": self.part_seconds,
             "devices_needed": self.devices_needed,
         }
 
@@ -240,6 +299,7 @@ class Plan:
             "modes": {mode: {**est.as_dict(), "fits": self.fits(mode)[0]} for mode, est in self.estimates.items()},
             "smallest_gpu_set": self.smallest,
             "layerwise_processes": self.world,
+            "host_budget_bytes": self.host_budget,
         }
         result["mode"], result["reason"] = self.choose()
         return result
@@ -259,7 +319,11 @@ class Plan:
             where = "" if spans else " per GPU"
             device = "" if self.on_cpu else f"GPU {_gib(est.device_bytes)}{where}, "
             seconds = est.seconds_per_layer
-            timing = "" if seconds is None else f", ~{seconds:,.{1 if seconds < 10 else 0}f} s per layer"
+            timing = "" if seconds is None else f", ~{_seconds(seconds)} per layer"
+            if est.part_seconds:
+                timing += (
+                    " (" + ", ".join(f"{part} {_seconds(value)}" for part, value in est.part_seconds.items()) + ")"
+                )
             ranks = "" if spans or self.world == 1 else f" (torchrun, {self.world} processes)"
             lines.append(
                 f"  {mode}{ranks}: {device}host {_gib(est.host_bytes)}, disk {_gib(est.disk_bytes)}{timing}: "
@@ -350,6 +414,10 @@ def _plan(
     return Plan(shape, target, count, device_budget, host_budget, free, tokens, estimates, smallest, world)
 
 
+def _seconds(value: float) -> str:
+    return f"{value:,.{2 if value < 1 else 1 if value < 10 else 0}f} s"
+
+
 def _devices(spans: bool, est: Estimate, per_gpu: float) -> int | None:
     """GPUs of ``per_gpu`` bytes a mode needs: enough to hold it for a mode that spans them, else one that does."""
     if spans:
@@ -374,6 +442,29 @@ def calibration_seconds(shape: Shape, kind: str, tokens: int) -> float | None:
         return None
     compute = SECONDS_PER_GIB_KTOK[kind] * shape.largest_layer / GIB * max(tokens, 1) / 1000
     return round(compute + SECONDS_PER_LAYER_PER_LAYER * len(shape.layer_bytes), 2)
+
+
+def layer_part_seconds(shape: Shape, kind: str, tokens: int) -> dict[str, float]:
+    """Seconds of each part of the largest layer in a layerwise run (``layerwise.PartTimes``), from its headers:
+    bytes read / the read rate; INT4 parameters / the dequantize rate; the calibration formula; the error
+    measurement and export per BF16 byte, and write per exported byte; each part also per linear module (a model of many small experts is
+    dominated by those terms). ``read_wait`` is what the loop waits for the read done ahead while the layer
+    before calibrated, exported and wrote."""
+    modules, bf16 = shape.of_largest(shape.modules), shape.largest_layer / GIB
+    read = shape.of_largest(shape.read_bytes) / GIB * READ_SECONDS_PER_GIB + modules * READ_SECONDS_PER_MODULE
+    dequantize = (
+        shape.of_largest(shape.int4_params) / DEQUANTIZE_PARAMS_PER_SECOND[kind]
+        + modules * DEQUANTIZE_SECONDS_PER_MODULE
+    )
+    calibrate = (calibration_seconds(shape, kind, tokens) or 0.0) + modules * CALIBRATE_SECONDS_PER_MODULE
+    error = bf16 * ERROR_SECONDS_PER_GIB[kind] + modules * ERROR_SECONDS_PER_MODULE
+    export = bf16 * EXPORT_SECONDS_PER_GIB[kind] + modules * EXPORT_SECONDS_PER_MODULE
+    exported = shape.of_largest(shape.layer_export_bytes) / GIB
+    write = exported * WRITE_SECONDS_PER_GIB + modules * WRITE_SECONDS_PER_MODULE
+    parts = {"read": read, "dequantize": dequantize, "calibrate": calibrate, "error": error, "export": export}
+    parts["write"] = write
+    parts["read_wait"] = max(0.0, read - calibrate - error - export - write)
+    return {part: round(value, 3) for part, value in parts.items()}
 
 
 def available_memory() -> int | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,7 +19,7 @@ from hubkit.quantize.plan import (
     Estimate,
     Shape,
     activation_bytes,
-    calibration_seconds,
+    layer_part_seconds,
     rewrite_bytes,
 )
 from hubkit.records import MADE_BY, STATE_FILE
@@ -40,11 +41,14 @@ class Layerwise(CalibratedMode):
         layer = max(int(shape.largest_layer * factor), shape.largest_loading)  # calibrating, or loading
         device = shape.rest_bytes + layer + activation_bytes(shape, share, batch, seq)
         export_layer = shape.export_bytes * shape.largest_layer // max(shape.weight_bytes, 1)
-        # every process of a torchrun job reads and dequantizes the layer it calibrates on the host
+        # every process of a torchrun job reads the layer it calibrates through the host
         host = world * (PROCESS_BYTES + (device if kind == "cpu" else 2 * shape.largest_layer + export_layer))
+        host += world * max(shape.read_bytes, default=0)  # the next layer, read while this one calibrates
         scratch = rewrite_bytes(shape) + world * share * shape.hidden * 2 * 2  # the open shard; two layers' inputs
         disk = shape.export_bytes + scratch
-        return Estimate(self.name, device, host, disk, calibration_seconds(shape, kind, share), None)
+        parts = layer_part_seconds(shape, kind, share)
+        seconds = round(sum(v for part, v in parts.items() if part != "read"), 2) if shape.layer_bytes else None
+        return Estimate(self.name, device, host, disk, seconds, None, parts if shape.layer_bytes else None)
 
     def staging(self, job: Job) -> Path:
         """Rank 0 prepares the staging folder (or finds the run to resume); the other processes wait for it."""
@@ -64,7 +68,14 @@ class Layerwise(CalibratedMode):
         from hubkit.quantize import cpu_fallback, interrupts
         from hubkit.quantize.coverage import ExpertCoverage
         from hubkit.quantize.layer_error import LAYER_ERROR_FILE, LayerErrors
-        from hubkit.quantize.layerwise import BaseWeights, LayerwiseRun, Skeleton, bound_host_heap, check_modelopt
+        from hubkit.quantize.layerwise import (
+            PREFETCH_ENV,
+            BaseWeights,
+            LayerwiseRun,
+            Skeleton,
+            bound_host_heap,
+            check_modelopt,
+        )
         from hubkit.quantize.pipeline import SCRATCH, read_record, stage
         from hubkit.records import ensure_folder
         from hubkit.sizes import parse_size
@@ -91,6 +102,7 @@ class Layerwise(CalibratedMode):
                 skeleton, job.recipe.quantize, mine, staging, scratch, read_record(staging / MADE_BY).get("fingerprint", ""),
                 parse_size(options.shard_size), coverage, progress=options.progress, rank=dist.rank, world=dist.world,
                 layer_errors=LayerErrors(scratch / LAYER_ERROR_FILE) if dist.rank == 0 else LayerErrors(measuring=False),
+                prefetch=os.environ.get(PREFETCH_ENV) != "0" and prefetch_fits(job.plan),
             )  # fmt: skip
             torch.manual_seed(options.seed)
             run.run()
@@ -101,6 +113,7 @@ class Layerwise(CalibratedMode):
             )
             job.held_input_bytes = run.held_input_bytes
             job.layer_error = run.layer_errors.record()
+            job.layer_parts, job.prefetch = run.layer_parts, run.prefetch
             summary = coverage.reduced().summary()
             summary["tokens"] = sum(len(b) for b in batches)
             if dist.rank == 0:  # keep only the records that every layer is done, for a rerun after a crash from here on
@@ -114,6 +127,8 @@ class Layerwise(CalibratedMode):
         return {
             "resumed_layers": job.resumed_layers,
             "layer_seconds": job.layer_seconds,
+            "layer_parts": job.layer_parts,
+            "prefetch": job.prefetch,
             "held_input_bytes": job.held_input_bytes,
             "layer_error": job.layer_error,
         }
@@ -126,3 +141,11 @@ class Layerwise(CalibratedMode):
             log.warning("progress kept in %s: rerun the same command to resume (or delete that folder)", staging)
             return True
         return False
+
+
+def prefetch_fits(plan: dict[str, Any]) -> bool:
+    """Whether the plan's host budget holds the layerwise estimate, which counts one layer read ahead (an unknown
+    budget: assumed to)."""
+    budget = plan.get("host_budget_bytes")
+    host = plan.get("modes", {}).get("layerwise", {}).get("host_bytes")
+    return budget is None or host is None or host <= budget
