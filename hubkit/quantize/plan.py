@@ -10,7 +10,8 @@ a time) the plan predicts peak device memory, peak host memory, disk, and calibr
 - layerwise, device: everything outside the decoder layers (embeddings, LM head, vision tower), plus the largest
   layer times ``LAYER_FACTOR`` or, if more, the layer while it loads (its per-expert tensors and their fused
   stack at once), plus two layers' worth of cached activations (this layer's inputs, the next's);
-- host: on a CPU run the host is the device, plus the process itself (Python, torch, transformers, modelopt);
+- host: on a CPU run the host is the device, plus the process itself (Python, torch, transformers, modelopt),
+  plus (layerwise) a fixed cost per tensor of the base (the whole model's skeleton, quantizers and name tables);
   on a GPU run, the process plus what passes through the host (one layer read from the base, one exported layer);
 - disk: the export, plus one shard being written beside it, plus (resident, INT4 base) a BF16 copy of the
   whole base, or (layerwise) one layer's activations of scratch.
@@ -31,6 +32,7 @@ from hubkit.checkpoint.model import Checkpoint
 from hubkit.checkpoint.modules import is_int4_side_tensor
 from hubkit.errors import HubkitError
 from hubkit.sizes import GiB as GIB
+from hubkit.sizes import KiB as KIB
 from hubkit.sizes import MiB as MIB
 from hubkit.sizes import binary_size as _gib
 from hubkit.sizes import parse_size
@@ -54,6 +56,13 @@ LAYER_FACTOR_CPU = 3.5
 LAYER_FACTOR_CUDA = 1.9
 #: Resident memory of the process itself (Python, torch, transformers, modelopt imported, tokenizer loaded).
 PROCESS_BYTES = 610 * MIB
+#: Host bytes a layerwise run holds per tensor of the base (as its headers list them, INT4 side tensors not
+#: counted), for the whole run: the base's index and the loader's name tables, the meta skeleton, the quantizers
+#: mtq.quantize inserts for the whole model, and what every finished layer leaves behind (its quantizers' state on
+#: meta, oneDNN kernels compiled per expert shape). Measured at Kimi-K2's topology (61 layers, 384 experts,
+#: 69,995 tensors, hidden 64; bench_kimi_topology.py): index +141 MiB, skeleton and loader check +259 MiB,
+#: 47,944 quantizers +93 MiB, then +12.5 MiB per layer to 2.0 GiB at the last; 20 KiB per tensor.
+HOST_BYTES_PER_TENSOR = 20 * KIB
 #: Cached activations of one layer: hidden states in BF16, plus the per-batch extras (position embeddings, masks);
 #: measured 1.14 on the tiny model (``held_input_bytes`` in a layerwise run's provenance).
 ACTIVATION_OVERHEAD = 1.5
@@ -89,6 +98,8 @@ class Shape:
     experts: int
     #: BF16 bytes of the routed experts, per decoder layer (those a loader stacks into fused parameters)
     expert_bytes: list[int] = field(default_factory=list)
+    #: tensors of the base as a BF16 checkpoint would list them (an INT4 module's parts count once)
+    tensors: int = 0
 
     @property
     def weight_bytes(self) -> int:
@@ -114,11 +125,12 @@ def shape_of(base: Checkpoint) -> Shape:
     text = base.text_config
     layers: dict[int, int] = {}
     experts_of: dict[int, int] = {}
-    rest = export = 0
+    rest = export = tensors = 0
     int4 = False
     for name, tensor in base.tensors.items():
         if is_int4_side_tensor(name, base.tensors):
             continue
+        tensors += 1
         if name.endswith(".weight_packed"):
             int4 = True
             logical = tensor.numel * 8  # eight 4-bit values per int32
@@ -138,7 +150,8 @@ def shape_of(base: Checkpoint) -> Shape:
     per_layer = [layers.get(i, 0) for i in range(max(count, len(layers)))]
     experts = int(text.get("n_routed_experts", 0) or text.get("num_local_experts", 0) or 0)
     per_layer_experts = [experts_of.get(i, 0) for i in range(len(per_layer))]
-    return Shape(per_layer, rest, export, int4, int(text.get("hidden_size", 0) or 0), experts, per_layer_experts)
+    hidden = int(text.get("hidden_size", 0) or 0)
+    return Shape(per_layer, rest, export, int4, hidden, experts, per_layer_experts, tensors)
 
 
 @dataclass(frozen=True)
