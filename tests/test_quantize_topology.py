@@ -19,8 +19,9 @@ from hubkit.testing.kimi import TINY, KimiDims, int4_base_layout, write_sparse_c
 
 #: benchmarks/bench_kimi_topology.py's base: Kimi-K2's topology at the tiny widths.
 TOPOLOGY = dataclasses.replace(TINY, layers=61, experts=384, experts_per_token=8)
-#: Its measured peak RSS (layerwise, max recipe, 64 x 64 tokens, two cores).
-MEASURED_PEAK = 2_000 * MiB
+#: Its measured peak RSS (layerwise, max recipe, 64 x 64 tokens, two cores; the plan said 629 MiB before it
+#: counted the per-tensor cost).
+MEASURED_PEAK = 2_283 * MiB
 
 
 def skeleton(folder: Path, dims: KimiDims) -> Path:

@@ -61,8 +61,9 @@ PROCESS_BYTES = 610 * MIB
 #: mtq.quantize inserts for the whole model, and what every finished layer leaves behind (its quantizers' state on
 #: meta, oneDNN kernels compiled per expert shape). Measured at Kimi-K2's topology (61 layers, 384 experts,
 #: 69,995 tensors, hidden 64; bench_kimi_topology.py): index +141 MiB, skeleton and loader check +259 MiB,
-#: 47,944 quantizers +93 MiB, then +12.5 MiB per layer to 2.0 GiB at the last; 20 KiB per tensor.
-HOST_BYTES_PER_TENSOR = 20 * KIB
+#: 47,944 quantizers +93 MiB, then ~12.5 MiB per layer, to a peak of 2,283 MiB where the plan without this term
+#: said 629 MiB: (2,283 - 629) MiB / 69,995 tensors = 24 KiB.
+HOST_BYTES_PER_TENSOR = 24 * KIB
 #: Cached activations of one layer: hidden states in BF16, plus the per-batch extras (position embeddings, masks);
 #: measured 1.14 on the tiny model (``held_input_bytes`` in a layerwise run's provenance).
 ACTIVATION_OVERHEAD = 1.5
