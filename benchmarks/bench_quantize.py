@@ -99,15 +99,16 @@ def disk_use(folder: Path, skip: set[str]) -> int:
     return total
 
 
-def run(base: Path, mode: str) -> Measured:
-    """One ``hubkit quantize`` in its own process; peak RSS from its rusage, disk polled beside ``--out``."""
+def run(base: Path, mode: str, options: tuple[str, ...] = CALIB, recipe: str = RECIPE) -> Measured:
+    """One ``hubkit quantize`` in its own process (``options``: the calibration's, and any other); peak RSS from its
+    rusage, disk polled beside ``--out``."""
     from hubkit.checkpoint import load_checkpoint
     from hubkit.quantize.plan import shape_of
 
     beside = base.parent / f"runs-{mode}"
     beside.mkdir()
     command = [sys.executable, "-m", "hubkit", "-q", "quantize", "--base", str(base), "--out", str(beside / "out"),
-               "--calib", str(base.parent / "calib.jsonl"), *CALIB, "--recipe", RECIPE, "--mode", mode,
+               "--calib", str(base.parent / "calib.jsonl"), *options, "--recipe", recipe, "--mode", mode,
                "--format", "json"]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONWARNINGS": "ignore"}
     peak = {"disk": 0}

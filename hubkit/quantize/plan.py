@@ -11,7 +11,8 @@ against measured):
 - layerwise, device: everything outside the decoder layers (embeddings, LM head, vision tower), plus the largest
   layer times ``LAYER_FACTOR`` or, if more, the layer while it loads (its per-expert tensors and their fused
   stack at once), plus two layers' worth of cached activations (this layer's inputs, the next's);
-- host: on a CPU run the host is the device, plus the process itself (Python, torch, transformers, modelopt);
+- host: on a CPU run the host is the device, plus the process itself (Python, torch, transformers, modelopt),
+  plus (layerwise) a fixed cost per tensor of the base (the whole model's skeleton, quantizers and name tables);
   on a GPU run, the process plus what passes through the host (one layer read from the base, one exported layer);
   layerwise, plus the next layer as stored, read while this one calibrates;
 - disk: the export, plus one shard being written beside it, plus (resident, INT4 base) a BF16 copy of the
@@ -33,6 +34,7 @@ from hubkit.checkpoint.model import Checkpoint
 from hubkit.checkpoint.modules import is_int4_side_tensor
 from hubkit.errors import HubkitError
 from hubkit.sizes import GiB as GIB
+from hubkit.sizes import KiB as KIB
 from hubkit.sizes import MiB as MIB
 from hubkit.sizes import binary_size as _gib
 from hubkit.sizes import parse_size
@@ -56,6 +58,14 @@ LAYER_FACTOR_CPU = 3.5
 LAYER_FACTOR_CUDA = 1.9
 #: Resident memory of the process itself (Python, torch, transformers, modelopt imported, tokenizer loaded).
 PROCESS_BYTES = 610 * MIB
+#: Host bytes a layerwise run holds per tensor of the base (as its headers list them, INT4 side tensors not
+#: counted), for the whole run: the base's index and the loader's name tables, the meta skeleton, the quantizers
+#: mtq.quantize inserts for the whole model, and what every finished layer leaves behind (its quantizers' state on
+#: meta, oneDNN kernels compiled per expert shape). Measured at Kimi-K2's topology (61 layers, 384 experts,
+#: 69,995 tensors, hidden 64; bench_kimi_topology.py): index +141 MiB, skeleton and loader check +259 MiB,
+#: 47,944 quantizers +93 MiB, then ~12.5 MiB per layer, to a peak of 2,283 MiB where the plan without this term
+#: said 629 MiB: (2,283 - 629) MiB / 69,995 tensors = 24 KiB.
+HOST_BYTES_PER_TENSOR = 24 * KIB
 #: Cached activations of one layer: hidden states in BF16, plus the per-batch extras (position embeddings, masks);
 #: measured 1.14 on the tiny model (``held_input_bytes`` in a layerwise run's provenance).
 ACTIVATION_OVERHEAD = 1.5
@@ -123,6 +133,8 @@ class Shape:
     int4_params: list[int] = field(default_factory=list)
     modules: list[int] = field(default_factory=list)
     layer_export_bytes: list[int] = field(default_factory=list)
+    #: tensors of the base as a BF16 checkpoint would list them (an INT4 module's parts count once)
+    tensors: int = 0
 
     @property
     def weight_bytes(self) -> int:
@@ -160,7 +172,7 @@ def shape_of(base: Checkpoint) -> Shape:
     int4_of: dict[int, int] = {}
     modules: dict[int, int] = {}
     export_of: dict[int, int] = {}
-    rest = export = 0
+    rest = export = tensors = 0
     int4 = False
     for name, tensor in base.tensors.items():
         found = _LAYER.match(name)
@@ -168,6 +180,7 @@ def shape_of(base: Checkpoint) -> Shape:
         read[index] = read.get(index, 0) + tensor.nbytes
         if is_int4_side_tensor(name, base.tensors):
             continue
+        tensors += 1
         if name.endswith(".weight_packed"):
             int4 = True
             logical = tensor.numel * 8  # eight 4-bit values per int32
@@ -194,7 +207,7 @@ def shape_of(base: Checkpoint) -> Shape:
         per_layer, rest, export, int4, int(text.get("hidden_size", 0) or 0), experts,
         [experts_of.get(i, 0) for i in indices], [read.get(i, 0) for i in indices],
         [int4_of.get(i, 0) for i in indices], [modules.get(i, 0) for i in indices],
-        [export_of.get(i, 0) for i in indices],
+        [export_of.get(i, 0) for i in indices], tensors,
     )  # fmt: skip
 
 

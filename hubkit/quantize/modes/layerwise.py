@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from hubkit.errors import HubkitError
 from hubkit.quantize.modes import CalibratedMode, register
 from hubkit.quantize.plan import (
+    HOST_BYTES_PER_TENSOR,
     LAYER_FACTOR_CPU,
     LAYER_FACTOR_CUDA,
     PROCESS_BYTES,
@@ -41,8 +42,10 @@ class Layerwise(CalibratedMode):
         layer = max(int(shape.largest_layer * factor), shape.largest_loading)  # calibrating, or loading
         device = shape.rest_bytes + layer + activation_bytes(shape, share, batch, seq)
         export_layer = shape.export_bytes * shape.largest_layer // max(shape.weight_bytes, 1)
-        # every process of a torchrun job reads the layer it calibrates through the host
-        host = world * (PROCESS_BYTES + (device if kind == "cpu" else 2 * shape.largest_layer + export_layer))
+        # every process of a torchrun job reads the layer it calibrates through the host, and holds the whole
+        # model's per-tensor bookkeeping (skeleton, quantizers, name tables)
+        process = PROCESS_BYTES + HOST_BYTES_PER_TENSOR * shape.tensors
+        host = world * (process + (device if kind == "cpu" else 2 * shape.largest_layer + export_layer))
         host += world * max(shape.read_bytes, default=0)  # the next layer, read while this one calibrates
         scratch = rewrite_bytes(shape) + world * share * shape.hidden * 2 * 2  # the open shard; two layers' inputs
         disk = shape.export_bytes + scratch
