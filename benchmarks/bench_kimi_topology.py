@@ -7,7 +7,8 @@ compute.
 
 The max recipe calibrates on 64 samples x 64 tokens; the export must pass ``hubkit validate --profile
 kimi-k2-nvfp4`` (with its 69,120-module count). Prints time per layer (mean, max), peak RSS and peak disk next to
-what ``quantize --plan`` predicted, with the error. ``--layers N`` runs a shallower model of the same width.
+what ``quantize --plan`` predicted, with the error, and each part of a layer (read, dequantize, calibrate,
+error, export, write) against the plan's. ``--layers N`` runs a shallower model of the same width.
 Run: ``python benchmarks/bench_kimi_topology.py`` (about 20 minutes on two cores; ``--layers 3``: one minute).
 """
 
@@ -104,6 +105,7 @@ def main() -> None:
             print(
                 f"| {what} | {measured:,.1f} {unit} | {plan:,.1f} {unit} | {100 * (plan - measured) / measured:+.0f} % |"
             )
+        bench_quantize.part_report([m])  # each part of a layer against the plan's
         expected = (args.layers - 1) * TOPOLOGY["n_routed_experts"] * 3
         print(f"\nquantized modules: {count:,} (expected {expected:,})")
         print(f"hubkit validate --profile {PROFILE}: exit {code}" + ("" if code == 0 else f"\n{report[-3000:]}"))
