@@ -258,7 +258,7 @@ def fit_parts(runs: list[Measured], np: Any) -> None:
         "read": ("READ_SECONDS_PER_GIB, _PER_MODULE", lambda s, k: [s.of_largest(s.read_bytes) / gib]),
         "dequantize": ("1 / DEQUANTIZE_PARAMS_PER_SECOND, _SECONDS_PER_MODULE",
                        lambda s, k: [s.of_largest(s.int4_params)]),
-        "calibrate": ("SECONDS_PER_GIB_KTOK, CALIBRATE_SECONDS_PER_MODULE", lambda s, k: [s.largest_layer / gib * k]),
+        "calibrate": ("SECONDS_PER_GIB_KTOK, CALIBRATE_SECONDS_PER_MODULE_BATCH x batches", lambda s, k: [s.largest_layer / gib * k]),
         "error": ("ERROR_SECONDS_PER_GIB, _PER_MODULE", lambda s, k: [s.largest_layer / gib]),
         "export": ("EXPORT_SECONDS_PER_GIB, _PER_MODULE",
                    lambda s, k: [s.largest_layer / gib]),

@@ -72,38 +72,40 @@ ACTIVATION_OVERHEAD = 1.5
 #: Layers' inputs the layerwise loop holds at once: this layer's, replayed to calibrate it, and the next layer's,
 #: captured from this one before it is calibrated.
 INPUTS_HELD = 2
-#: Calibration seconds per layer per GiB of layer weights per 1,000 tokens: CPU fitted by bench_quantize.py to the
-#: calibrate part of a layerwise layer (provenance's ``layer_parts``);
+#: Calibration seconds per layer per GiB of layer weights per 1,000 tokens: CPU fitted, with the module term
+#: below, to the calibrate part of layerwise layers (provenance's ``layer_parts``);
 #: CUDA from the H200 run above (5.3 s for 4.0 GiB and 16,384 tokens), not measured one layer at a time.
-SECONDS_PER_GIB_KTOK = {"cpu": 19.2, "cuda": 5.3 / 4.0 / 16.384}
+SECONDS_PER_GIB_KTOK = {"cpu": 15.8, "cuda": 5.3 / 4.0 / 16.384}
 #: Per layer, per layer of the model: the whole-model bookkeeping each layer pays for (loader, export scans).
 SECONDS_PER_LAYER_PER_LAYER = 0.01
-# The parts of a layerwise layer (``layer_part_seconds``), each a per-size term and a per-module term: CPU values
-# fitted by ``bench_quantize.py --fit`` over 4- and 8-layer runs of two topologies (8 experts of hidden 512; 128
-# experts of hidden 64: 33 and 393 linear modules per layer) on two cores shared with other work. No GPU run has
-# measured the parts yet: the CUDA device terms below are estimates, marked unmeasured; the per-module terms
-# (Python per module) and the host terms are taken as on the CPU.
+# The parts of a layerwise layer (``layer_part_seconds``), each a per-size term and a per-module term. CPU values:
+# solved from two topologies measured in turn on the quiet 2-core machine (load below 1.5):
+# ``bench_quantize.py --layers 8`` (8 experts, hidden 512: 33 linear modules and 20.7 MiB of BF16 per layer,
+# 16 x 64 tokens in 2 batches) and ``bench_kimi_topology.py --layers 6`` (384 experts, hidden 64: 1,161 modules and
+# 4.6 MiB per layer, 64 x 64 tokens in 8 batches). On a loaded machine every part takes up to 2-3x as long. No
+# GPU run has measured the parts yet: the CUDA device terms are estimates, marked unmeasured; the per-module
+# terms (Python per module) and the host terms are taken as on the CPU.
 #: Reading from the base's shards into host memory (page cache), per GiB as stored and per module.
-READ_SECONDS_PER_GIB = 2.0
-READ_SECONDS_PER_MODULE = 0.00022
+READ_SECONDS_PER_GIB = 2.35
+READ_SECONDS_PER_MODULE = 0.00014
 #: compressed-tensors' dequantizer with transformers' loader putting the tensors into the layer: INT4 parameters
-#: per second (CPU: fitted, 145 M/s; CUDA: unmeasured, an estimate for elementwise arithmetic on the device), and
+#: per second (CPU: fitted, 127 M/s; CUDA: unmeasured, an estimate for elementwise arithmetic on the device), and
 #: per module.
-DEQUANTIZE_PARAMS_PER_SECOND = {"cpu": 145e6, "cuda": 20e9}
-DEQUANTIZE_SECONDS_PER_MODULE = 0.00053
-#: Calibration's cost per linear module beyond the compute term (its quantizers' Python, per batch).
-CALIBRATE_SECONDS_PER_MODULE = 0.00094
+DEQUANTIZE_PARAMS_PER_SECOND = {"cpu": 127e6, "cuda": 20e9}
+DEQUANTIZE_SECONDS_PER_MODULE = 0.0003
+#: Calibration's cost per linear module and calibration batch beyond the compute term (its quantizers' Python,
+#: in the forward that captures the next layer's inputs and in the calibrating one).
+CALIBRATE_SECONDS_PER_MODULE_BATCH = 0.00071
 #: The weight quantization error measured after calibration (``layer_error.py``: one fake-quant pass over the
-#: layer's weights): per BF16 GiB (CPU: 0.78 s for a 21 MB layer of 8 experts in bench_quantize.py, 8 layers, one
-#: topology only, so the per-module term is an estimate; CUDA unmeasured, taken as export's) and per module.
-ERROR_SECONDS_PER_GIB = {"cpu": 38.0, "cuda": 1.0}
-ERROR_SECONDS_PER_MODULE = 0.0005
+#: layer's weights): per BF16 GiB (CUDA unmeasured, taken as export's) and per module.
+ERROR_SECONDS_PER_GIB = {"cpu": 26.8, "cuda": 1.0}
+ERROR_SECONDS_PER_MODULE = 0.00026
 #: modelopt's export steps for a layer: per BF16 GiB (the NVFP4 packing; CUDA unmeasured) and per module.
-EXPORT_SECONDS_PER_GIB = {"cpu": 66.0, "cuda": 1.0}
-EXPORT_SECONDS_PER_MODULE = 0.0044
+EXPORT_SECONDS_PER_GIB = {"cpu": 47.5, "cuda": 1.0}
+EXPORT_SECONDS_PER_MODULE = 0.0024
 #: The shard writer and the resume commit: per exported GiB and per module.
-WRITE_SECONDS_PER_GIB = 4.0
-WRITE_SECONDS_PER_MODULE = 0.00021
+WRITE_SECONDS_PER_GIB = 2.6
+WRITE_SECONDS_PER_MODULE = 0.0001
 
 
 def parse_gpus(spec: str) -> tuple[int, str]:
@@ -458,9 +460,10 @@ def calibration_seconds(shape: Shape, kind: str, tokens: int) -> float | None:
     return round(compute + SECONDS_PER_LAYER_PER_LAYER * len(shape.layer_bytes), 2)
 
 
-def layer_part_seconds(shape: Shape, kind: str, tokens: int) -> dict[str, float]:
+def layer_part_seconds(shape: Shape, kind: str, tokens: int, batches: int = 1) -> dict[str, float]:
     """Seconds of each part of the largest layer in a layerwise run (``layerwise.PartTimes``), from its headers:
-    bytes read / the read rate; INT4 parameters / the dequantize rate; the calibration formula; the error
+    bytes read / the read rate; INT4 parameters / the dequantize rate; the calibration formula (its module term
+    per calibration batch: ``batches``); the error
     measurement and export per BF16 byte, and write per exported byte; each part also per linear module (a model of many small experts is
     dominated by those terms). ``read_wait`` is what the loop waits for the read done ahead while the layer
     before calibrated, exported and wrote."""
@@ -470,7 +473,9 @@ def layer_part_seconds(shape: Shape, kind: str, tokens: int) -> dict[str, float]
         shape.of_largest(shape.int4_params) / DEQUANTIZE_PARAMS_PER_SECOND[kind]
         + modules * DEQUANTIZE_SECONDS_PER_MODULE
     )
-    calibrate = (calibration_seconds(shape, kind, tokens) or 0.0) + modules * CALIBRATE_SECONDS_PER_MODULE
+    calibrate = (
+        calibration_seconds(shape, kind, tokens) or 0.0
+    ) + modules * batches * CALIBRATE_SECONDS_PER_MODULE_BATCH
     error = bf16 * ERROR_SECONDS_PER_GIB[kind] + modules * ERROR_SECONDS_PER_MODULE
     export = bf16 * EXPORT_SECONDS_PER_GIB[kind] + modules * EXPORT_SECONDS_PER_MODULE
     exported = shape.of_largest(shape.layer_export_bytes) / GIB
