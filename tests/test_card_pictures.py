@@ -16,8 +16,8 @@ from hubkit.card.pictures import (
     DPI,
     FIGURE_INCHES,
     HEATMAP_BOX,
-    NOT_INSTALLED,
     coverage_counts,
+    not_installed,
 )
 from hubkit.testing.kimi import build_nvfp4_checkpoint
 from tests.conftest import REPO_ROOT, SUBPROCESS_ENV, copy_of
@@ -108,7 +108,7 @@ def test_without_matplotlib_the_card_says_the_pictures_were_not_drawn(export: Pa
     done = render(export, "sys.modules['matplotlib'] = None")
     assert done.returncode == 0, done.stderr
     card = (export / "README.md").read_text()
-    assert NOT_INSTALLED in card and COVERAGE_PICTURE not in card
+    assert not_installed(["expert-coverage"]) in card and COVERAGE_PICTURE not in card
     assert "pictures were not drawn: matplotlib is not installed" in done.stderr
     assert not (export / COVERAGE_PICTURE).exists()
 

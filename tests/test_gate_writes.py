@@ -235,7 +235,7 @@ def test_init_on_a_full_disk_writes_nothing(hubkit, small_disk: Path) -> None:
 
 @pytest.mark.parametrize("kind", ["fifo", "device"])
 def test_release_refuses_a_lock_that_is_not_a_regular_file(hubkit, tmp_path: Path, kind: str) -> None:
-    from hubkit.release.workspace import lock_path
+    from hubkit.locks import lock_path
 
     manifest = card_manifest(tmp_path)
     lock = lock_path(tmp_path / OUT)

@@ -106,7 +106,7 @@ def test_kill_during_push_then_rerun_completes(
 ) -> None:
     """Ctrl-C or SIGTERM mid-push: one line, its exit code, the lock released, nothing left running; a rerun
     completes."""
-    from hubkit.release.workspace import lock_path
+    from hubkit.locks import lock_path
 
     folder = copy_of(validated, tmp_path)
     env = dict(os.environ)

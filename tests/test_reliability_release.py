@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from hubkit.release.workspace import lock_path
+from hubkit.locks import lock_path
 from tests.conftest import SUBPROCESS_ENV, TINY_RELEASE, copy_of, example_project
 
 
@@ -412,7 +412,7 @@ def test_two_releases_on_one_output_folder(released_example: Path, tmp_path: Pat
 
 def test_a_lock_left_by_a_killed_run_is_taken_over(tmp_path: Path) -> None:
     from hubkit.errors import HubkitError
-    from hubkit.release.workspace import exclusive
+    from hubkit.locks import exclusive
 
     out = tmp_path / "export"
     lock_path(out).write_text("999999999\n")  # kill -9 leaves the file; the kernel has dropped its lock

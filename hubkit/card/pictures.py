@@ -57,7 +57,6 @@ def not_installed(names: Sequence[str]) -> str:
     return f"The {' and '.join(names)} pictures were {_NOT_INSTALLED}"
 
 
-NOT_INSTALLED = not_installed(["expert-coverage"])
 _PICTURE_LIMIT = 16 * MiB  # the largest picture read back to compare with a new drawing
 
 

@@ -888,7 +888,8 @@ class LayerwiseRun:
 
 
 def bound_host_heap() -> None:
-    """Keep glibc from holding on to freed layer-sized memory (glibc only; elsewhere nothing).
+    """Keep the host from holding on to memory layer after layer: oneDNN's kernel cache bounded
+    (:func:`bound_onednn_cache`), and glibc's freed layer-sized blocks given back (glibc only).
 
     glibc raises its mmap threshold each time a large block is freed, so that later blocks of that size come from
     the heap, which it seldom gives back: layer after layer, the process keeps more memory than one layer needs

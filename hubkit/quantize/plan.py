@@ -463,10 +463,10 @@ def calibration_seconds(shape: Shape, kind: str, tokens: int) -> float | None:
 def layer_part_seconds(shape: Shape, kind: str, tokens: int, batches: int = 1) -> dict[str, float]:
     """Seconds of each part of the largest layer in a layerwise run (``layerwise.PartTimes``), from its headers:
     bytes read / the read rate; INT4 parameters / the dequantize rate; the calibration formula (its module term
-    per calibration batch: ``batches``); the error
-    measurement and export per BF16 byte, and write per exported byte; each part also per linear module (a model of many small experts is
-    dominated by those terms). ``read_wait`` is what the loop waits for the read done ahead while the layer
-    before calibrated, exported and wrote."""
+    per calibration batch: ``batches``); the error measurement and export per BF16 byte; write per exported
+    byte. Each part also has a term per linear module (a model of many small experts is dominated by those).
+    ``read_wait`` is what the loop waits for the read done ahead while the layer before calibrated, exported and
+    wrote."""
     modules, bf16 = shape.of_largest(shape.modules), shape.largest_layer / GIB
     read = shape.of_largest(shape.read_bytes) / GIB * READ_SECONDS_PER_GIB + modules * READ_SECONDS_PER_MODULE
     dequantize = (
@@ -480,8 +480,9 @@ def layer_part_seconds(shape: Shape, kind: str, tokens: int, batches: int = 1) -
     export = bf16 * EXPORT_SECONDS_PER_GIB[kind] + modules * EXPORT_SECONDS_PER_MODULE
     exported = shape.of_largest(shape.layer_export_bytes) / GIB
     write = exported * WRITE_SECONDS_PER_GIB + modules * WRITE_SECONDS_PER_MODULE
-    parts = {"read": read, "dequantize": dequantize, "calibrate": calibrate, "error": error, "export": export}
-    parts["write"] = write
+    parts = {
+        "read": read, "dequantize": dequantize, "calibrate": calibrate, "error": error, "export": export, "write": write
+    }  # fmt: skip
     parts["read_wait"] = max(0.0, read - calibrate - error - export - write)
     return {part: round(value, 3) for part, value in parts.items()}
 

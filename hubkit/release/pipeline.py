@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hubkit.errors import ExitCode, HubkitError, Terminated, outside_fault, redact
+from hubkit.locks import exclusive
 from hubkit.manifest import calibration_location
 from hubkit.progress import stage as progress_stage
 from hubkit.records import STATE, load_record, read_state, write_state
@@ -50,7 +51,6 @@ from hubkit.release.workspace import (
     check_export,
     check_outside,
     check_replaceable,
-    exclusive,
     has_files,
 )
 

@@ -12,8 +12,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from hubkit.errors import HubkitError
-from hubkit.locks import exclusive as exclusive  # the release's lock on OUT
-from hubkit.locks import lock_path as lock_path
 from hubkit.records import STATE, read_state
 
 
