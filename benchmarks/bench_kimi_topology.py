@@ -9,7 +9,7 @@ The max recipe calibrates on 64 samples x 64 tokens; the export must pass ``hubk
 kimi-k2-nvfp4`` (with its 69,120-module count). Prints time per layer (mean, max), peak RSS and peak disk next to
 what ``quantize --plan`` predicted, with the error, and each part of a layer (read, dequantize, calibrate,
 error, export, write) against the plan's. ``--layers N`` runs a shallower model of the same width.
-Run: ``python benchmarks/bench_kimi_topology.py`` (about 20 minutes on two cores; ``--layers 3``: one minute).
+Run: ``python benchmarks/bench_kimi_topology.py`` (about 11 minutes on two cores; ``--layers 3``: one minute).
 """
 
 from __future__ import annotations

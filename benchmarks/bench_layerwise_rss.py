@@ -27,7 +27,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
-        bases = {layers: bench_quantize.build(work, layers) for layers in args.layers}
+        bases = {layers: bench_quantize.build(work, layers, {}) for layers in args.layers}
         for tree in args.hubkit:
             bench_quantize.ROOT = tree.resolve()  # the child's PYTHONPATH
             peaks = {}

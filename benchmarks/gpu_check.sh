@@ -2,8 +2,9 @@
 # One prepared check of `hubkit quantize` on a CUDA host, run as it is (no network, <= 8 minutes on one H100/H200):
 #   0. install the carried wheels (.gpu-wheels/, built by benchmarks/gpu_wheels.py) into a scratch folder
 #   1. CUDA vs CPU fallback: the same tiny model quantized with modelopt's CUDA kernels and hubkit's CPU stand-ins
-#   2. a medium model (4 GiB BF16) resident and layerwise: peak GPU memory per stage against the plan, and
-#      whether the layerwise export is byte-identical to the resident one on CUDA
+#   2. a medium model (4 GiB BF16) resident and layerwise: peak GPU memory per stage against the plan, the
+#      layerwise seconds per part of a layer against the plan, and whether the layerwise export is
+#      byte-identical to the resident one on CUDA
 #   3. the quantize tests with CUDA visible
 # Every step runs under its own time limit and prints its result; the exit status is the number of failed steps.
 # Results go to stdout (and, when $OUT is set, to $OUT/gpu_check.txt). SMOKE=1 tries the script itself on a

@@ -1,7 +1,8 @@
 """On a CUDA host: a medium DeepSeek-V3 (about 4 GiB of BF16 weights, 6 layers, 64 experts, the size of the
 H200 run the plan's resident factor comes from) quantized resident and layerwise; peak GPU memory per stage
-(``torch.cuda.max_memory_allocated``, on the busiest GPU) next to the plan's prediction, and whether the two
-exports are byte-identical. Part of ``benchmarks/gpu_check.sh``.
+(``torch.cuda.max_memory_allocated``, on the busiest GPU) next to the plan's prediction, the layerwise run's
+seconds per part of a layer (read, dequantize, calibrate, error, export, write) next to the plan's, and whether
+the two exports are byte-identical. Part of ``benchmarks/gpu_check.sh``.
 
 Run: ``python benchmarks/gpu_medium.py [--work DIR]`` (needs CUDA and the quantize extra; about 3 minutes).
 """
@@ -12,6 +13,7 @@ import argparse
 import hashlib
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -110,6 +112,11 @@ def main() -> None:
             if mode == "layerwise":
                 seconds = run["layer_seconds"]
                 print(f"  seconds per layer {seconds} vs plan {run['plan']['modes'][mode]['seconds_per_layer']}")
+                timed = run["layer_parts"][1:] or run["layer_parts"]  # the first layer is dense
+                planned = run["plan"]["modes"][mode].get("part_seconds") or {}
+                for part, plan in planned.items():
+                    measured = statistics.mean(parts.get(part, 0.0) for parts in timed)
+                    print(f"  {part}: {measured:.3f} s per layer vs plan {plan:.3f}")
             print(f"  validation passed: {result['validation']['summary']['passed']}")
             outs[mode] = work / mode
         same = digests(outs["resident"]) == digests(outs["layerwise"])

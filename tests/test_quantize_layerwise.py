@@ -90,6 +90,65 @@ def test_layerwise_provenance_and_coverage(exports: dict[tuple[str, str], Path])
     assert layerwise["run"]["plan"]["modes"]["layerwise"]["host_gib"] > 0
 
 
+@pytest.mark.slow
+def test_the_plans_export_bytes_are_the_exports_size_headers_included(
+    exports: dict[tuple[str, str], Path], kimi_int4: Path
+) -> None:
+    """Many small experts (hidden 64): the safetensors headers are a third of the export, and the plan counts them."""
+    from hubkit.checkpoint import load_checkpoint
+    from hubkit.quantize.plan import shape_of
+
+    written = sum(f.stat().st_size for f in exports["kimi-int4", "layerwise"].glob("*.safetensors"))
+    predicted = shape_of(load_checkpoint(str(kimi_int4))).export_bytes
+    assert abs(predicted - written) <= 0.03 * written, (predicted, written)
+
+
+@pytest.mark.slow
+def test_the_plan_counts_the_resume_state_of_a_whole_export_in_one_open_shard(
+    exports: dict[tuple[str, str], Path], kimi_int4: Path, tmp_path: Path
+) -> None:
+    """The resume state names every tensor of the open shard; when the whole export is one shard it is the size
+    of the export's names, written beside its previous copy (the plan counts both copies)."""
+    from safetensors.torch import load_file
+
+    from hubkit.checkpoint import load_checkpoint
+    from hubkit.quantize.plan import resume_state_bytes, shape_of
+    from hubkit.quantize.shards import ShardWriter
+    from hubkit.records import write_json
+
+    writer = ShardWriter(tmp_path, tmp_path, max_bytes=10**12)
+    for shard in sorted(exports["kimi-int4", "layerwise"].glob("*.safetensors")):
+        for key, tensor in load_file(shard).items():
+            writer.add(key, tensor)
+    writer.commit("00005")
+    write_json(tmp_path / "state.json", {"writer": writer.state()}, indent=None)  # as the layerwise loop does
+    state = (tmp_path / "state.json").stat().st_size
+    planned = resume_state_bytes(shape_of(load_checkpoint(str(kimi_int4))))
+    assert state <= planned / 2 <= 1.25 * state, (state, planned)
+
+
+@pytest.mark.slow
+def test_the_layer_loop_freezes_the_long_lived_objects_and_unfreezes_them(
+    deepseek: Path, calib: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each layer's garbage collection skips the skeleton (frozen during the loop); nothing stays frozen after."""
+    import gc
+
+    from hubkit.quantize.layerwise import LayerwiseRun
+
+    frozen: list[int] = []
+    free_export = LayerwiseRun._free_export
+
+    def counting(run: LayerwiseRun) -> None:
+        frozen.append(gc.get_freeze_count())
+        free_export(run)
+
+    monkeypatch.setattr(LayerwiseRun, "_free_export", counting)
+    assert quantize(options(deepseek, tmp_path / "out", calib, mode="layerwise")).report.passed
+    assert len(frozen) == 6 and min(frozen) > 10_000  # the skeleton's modules, parameters and quantizers
+    assert gc.get_freeze_count() == 0
+
+
 CHILD = """
 import json, sys
 from pathlib import Path

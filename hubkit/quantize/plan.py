@@ -45,6 +45,15 @@ GPU_MEMORY_GIB = {"B300": 268, "B200": 178, "H200": 139, "H100": 79}
 MARGIN = 0.85
 #: The export's shard limit (modelopt's ``export_hf_checkpoint`` default).
 SHARD_BYTES = 10 * 1000**3
+#: Header bytes of one tensor in an exported safetensors file besides its name: the JSON of its dtype, shape and
+#: offsets (130 bytes per tensor with names of 66 on average in a Kimi-topology export at hidden 64). Negligible
+#: at Kimi's widths, but a third of the export of a very narrow model.
+HEADER_BYTES_PER_TENSOR = 64
+#: Bytes of the layerwise resume state per exported tensor besides twice its name: JSON punctuation and the name of
+#: the pending file that holds it (37), and a share of the state's other fields.
+STATE_BYTES_PER_TENSOR = 40
+#: The tensors an NVFP4 module exports.
+NVFP4_SUFFIXES = (".weight", ".weight_scale", ".weight_scale_2", ".input_scale")
 
 # -- coefficients, fitted to measured runs -------------------------------------------------------------------
 #: Resident peak / BF16 weights on CUDA: 7.6 GiB above idle for a 4.0 GiB DeepSeek-V3 (6 layers, 64 experts) on
@@ -61,11 +70,12 @@ PROCESS_BYTES = 610 * MIB
 #: Host bytes a layerwise run holds per tensor of the base (as its headers list them, INT4 side tensors not
 #: counted), for the whole run: the base's index and the loader's name tables, the meta skeleton, the quantizers
 #: mtq.quantize inserts for the whole model, and what every finished layer leaves behind (its quantizers' state on
-#: meta, oneDNN kernels compiled per expert shape). Measured at Kimi-K2's topology (61 layers, 384 experts,
-#: 69,995 tensors, hidden 64; bench_kimi_topology.py): index +141 MiB, skeleton and loader check +259 MiB,
-#: 47,944 quantizers +93 MiB, then ~12.5 MiB per layer, to a peak of 2,283 MiB where the plan without this term
-#: said 629 MiB: (2,283 - 629) MiB / 69,995 tensors = 24 KiB.
-HOST_BYTES_PER_TENSOR = 24 * KIB
+#: meta). Measured at Kimi-K2's topology (61 layers, 384 experts, 69,995 tensors, hidden 64;
+#: bench_kimi_topology.py): a peak of 1,771 MiB where the plan without this term says 630 MiB, so
+#: (1,771 - 630) MiB / 69,995 tensors = 16.7 KiB; the 6-layer model of the same width (5,865 tensors) measured
+#: 719 MiB against 727 with 17 KiB. (Before torch's matmul descriptor cache was bounded, see
+#: ``layerwise.bound_onednn_cache``, the same run peaked at 2,283 MiB.)
+HOST_BYTES_PER_TENSOR = 17 * KIB
 #: Cached activations of one layer: hidden states in BF16, plus the per-batch extras (position embeddings, masks);
 #: measured 1.14 on the tiny model (``held_input_bytes`` in a layerwise run's provenance).
 ACTIVATION_OVERHEAD = 1.5
@@ -137,6 +147,9 @@ class Shape:
     layer_export_bytes: list[int] = field(default_factory=list)
     #: tensors of the base as a BF16 checkpoint would list them (an INT4 module's parts count once)
     tensors: int = 0
+    #: bytes of the exported tensors' names, summed, and the number of exported tensors
+    export_names: int = 0
+    export_tensors: int = 0
 
     @property
     def weight_bytes(self) -> int:
@@ -174,7 +187,7 @@ def shape_of(base: Checkpoint) -> Shape:
     int4_of: dict[int, int] = {}
     modules: dict[int, int] = {}
     export_of: dict[int, int] = {}
-    rest = export = tensors = 0
+    rest = export = tensors = export_names = export_tensors = 0
     int4 = False
     for name, tensor in base.tensors.items():
         found = _LAYER.match(name)
@@ -188,9 +201,15 @@ def shape_of(base: Checkpoint) -> Shape:
             logical = tensor.numel * 8  # eight 4-bit values per int32
             bf16 = logical * 2
             exported = logical // 2 + logical // 16 + 8  # packed E2M1 + FP8 block scales + two F32 scalars
+            module = name.removesuffix(".weight_packed")
+            names = [module + suffix for suffix in NVFP4_SUFFIXES]
             int4_of[index] = int4_of.get(index, 0) + logical
         else:
             bf16 = exported = tensor.nbytes
+            names = [name]
+        exported += sum(header_bytes(exported_name) for exported_name in names)
+        export_names += sum(len(exported_name.encode()) for exported_name in names)
+        export_tensors += len(names)
         export += exported
         export_of[index] = export_of.get(index, 0) + exported
         if name.endswith(".weight_packed") or (name.endswith(".weight") and len(tensor.shape) == 2):
@@ -209,8 +228,13 @@ def shape_of(base: Checkpoint) -> Shape:
         per_layer, rest, export, int4, int(text.get("hidden_size", 0) or 0), experts,
         [experts_of.get(i, 0) for i in indices], [read.get(i, 0) for i in indices],
         [int4_of.get(i, 0) for i in indices], [modules.get(i, 0) for i in indices],
-        [export_of.get(i, 0) for i in indices], tensors,
+        [export_of.get(i, 0) for i in indices], tensors, export_names, export_tensors,
     )  # fmt: skip
+
+
+def header_bytes(name: str) -> int:
+    """Bytes of one tensor's entry in a safetensors header."""
+    return len(name.encode()) + HEADER_BYTES_PER_TENSOR
 
 
 @dataclass(frozen=True)
@@ -445,6 +469,14 @@ def activation_bytes(shape: Shape, tokens: int, batch: int, seq: int) -> int:
     """Cached inputs of ``tokens`` tokens for two layers at once, plus one batch's attention temporaries."""
     cached = INPUTS_HELD * tokens * shape.hidden * 2 * ACTIVATION_OVERHEAD
     return int(cached) + batch * seq * shape.hidden * 4 * 8
+
+
+def resume_state_bytes(shape: Shape) -> int:
+    """A layerwise run's resume state (``state.json``), at most: it names every exported tensor, a closed shard's
+    once and the open shard's twice (with the pending file that holds it), and is rewritten beside its previous
+    copy after every layer. Negligible at Kimi's widths; at hidden 64 the open shard is the whole export and the
+    state is about two thirds of it."""
+    return 2 * (2 * shape.export_names + STATE_BYTES_PER_TENSOR * shape.export_tensors)
 
 
 def rewrite_bytes(shape: Shape) -> int:

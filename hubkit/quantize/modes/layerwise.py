@@ -21,6 +21,7 @@ from hubkit.quantize.plan import (
     Shape,
     activation_bytes,
     layer_part_seconds,
+    resume_state_bytes,
     rewrite_bytes,
 )
 from hubkit.records import MADE_BY, STATE_FILE
@@ -48,7 +49,7 @@ class Layerwise(CalibratedMode):
         host = world * (process + (device if kind == "cpu" else 2 * shape.largest_layer + export_layer))
         host += world * max(shape.read_bytes, default=0)  # the next layer, read while this one calibrates
         scratch = rewrite_bytes(shape) + world * share * shape.hidden * 2 * 2  # the open shard; two layers' inputs
-        disk = shape.export_bytes + scratch
+        disk = shape.export_bytes + scratch + resume_state_bytes(shape)
         parts = layer_part_seconds(shape, kind, share, math.ceil(share / max(batch * seq, 1)))
         seconds = round(sum(v for part, v in parts.items() if part != "read"), 2) if shape.layer_bytes else None
         return Estimate(self.name, device, host, disk, seconds, None, parts if shape.layer_bytes else None)
