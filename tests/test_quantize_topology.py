@@ -1,6 +1,6 @@
 """Issue 18, "full Kimi topology": the plan counts the per-tensor cost of a layerwise run (skeleton, quantizers,
-name tables, what finished layers leave), so it holds at 8 and at 384 experts; torch's per-shape matmul caches (oneDNN's kernels, ideep's descriptors)
-are bounded during a layerwise run."""
+name tables, what finished layers leave), so it holds at 8 and at 384 experts; torch's per-shape matmul caches
+(oneDNN's kernels, ideep's descriptors) are bounded during a layerwise run."""
 
 from __future__ import annotations
 
@@ -119,4 +119,5 @@ def test_bf16_matmuls_of_many_shapes_keep_less_memory_in_a_layerwise_run() -> No
         )
         for name, (how, run_env) in runs.items()
     }
-    assert growth["bounded"] < 0.25 * growth["kernels only"] < 0.25 * growth["default"], growth
+    assert growth["kernels only"] < 0.75 * growth["default"], growth
+    assert growth["bounded"] < 0.25 * growth["kernels only"], growth

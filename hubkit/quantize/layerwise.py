@@ -901,7 +901,7 @@ class LayerwiseRun:
 
 
 def bound_host_heap() -> None:
-    """Keep the host from holding on to memory layer after layer: oneDNN's kernel cache bounded
+    """Keep the host from holding on to memory layer after layer: torch's per-shape matmul caches bounded
     (:func:`bound_onednn_cache`), and glibc's freed layer-sized blocks given back (glibc only).
 
     glibc raises its mmap threshold each time a large block is freed, so that later blocks of that size come from
@@ -936,7 +936,7 @@ def bound_onednn_cache() -> None:
     oneDNN's kernels, and ideep's matmul primitive descriptors (about 250 KiB each here, found by tracing the
     native allocations still live after 3 and after 13 layers with memray: +36 MiB in 146 more descriptors).
     Measured after each layer's commit (hidden 512, 8 experts, 16 layers): RSS rose 622 -> 698 MiB with only
-    oneDNN's cache bounded, 626 -> 632 MiB with both. Both read their capacity when first used, so this runs
+    oneDNN's cache bounded, 626 -> 633 MiB with both. Both read their capacity when first used, so this runs
     before the first layer; a capacity the user set is kept. Neither changes a result: a missed entry is
     compiled again.
     """

@@ -207,8 +207,9 @@ def shape_of(base: Checkpoint) -> Shape:
         else:
             bf16 = exported = tensor.nbytes
             names = [name]
-        exported += sum(header_bytes(exported_name) for exported_name in names)
-        export_names += sum(len(exported_name.encode()) for exported_name in names)
+        name_bytes = sum(len(exported_name.encode()) for exported_name in names)
+        exported += name_bytes + HEADER_BYTES_PER_TENSOR * len(names)  # their entries in the safetensors header
+        export_names += name_bytes
         export_tensors += len(names)
         export += exported
         export_of[index] = export_of.get(index, 0) + exported
@@ -230,11 +231,6 @@ def shape_of(base: Checkpoint) -> Shape:
         [int4_of.get(i, 0) for i in indices], [modules.get(i, 0) for i in indices],
         [export_of.get(i, 0) for i in indices], tensors, export_names, export_tensors,
     )  # fmt: skip
-
-
-def header_bytes(name: str) -> int:
-    """Bytes of one tensor's entry in a safetensors header."""
-    return len(name.encode()) + HEADER_BYTES_PER_TENSOR
 
 
 @dataclass(frozen=True)
@@ -474,8 +470,8 @@ def activation_bytes(shape: Shape, tokens: int, batch: int, seq: int) -> int:
 def resume_state_bytes(shape: Shape) -> int:
     """A layerwise run's resume state (``state.json``), at most: it names every exported tensor, a closed shard's
     once and the open shard's twice (with the pending file that holds it), and is rewritten beside its previous
-    copy after every layer. Negligible at Kimi's widths; at hidden 64 the open shard is the whole export and the
-    state is about two thirds of it."""
+    copy after every layer. Negligible at Kimi's widths; at hidden 64 the open shard is the whole export, and one
+    copy of the state is about 40 % of the export's size (3.7 MiB beside a 9.8 MiB export at 6 layers)."""
     return 2 * (2 * shape.export_names + STATE_BYTES_PER_TENSOR * shape.export_tensors)
 
 
